@@ -1,0 +1,75 @@
+# Self-documenting Makefile: `make help` lists the targets.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PYTHON ?= python3.11
+VENV ?= .venv
+# torch first, from an exact spec: on this project's machines torch==2.13.0 is a local CPU
+# build; a looser spec lets pip download a multi-GB CUDA build. Override elsewhere.
+TORCH_SPEC ?= torch==2.13.0
+HOST ?= 127.0.0.1
+PORT ?= 8000
+# The second test pass runs on real engines.
+TEST_DATABASE_URL ?= postgres://$(shell id -un)@127.0.0.1:5432/test
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
+PYTEST_ARGS ?=
+
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e ".[all,dev]"
+	@touch $@
+
+.PHONY: help
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+.PHONY: install
+install: $(STAMP) ## Create .venv (if missing) and install the project with every extra
+
+.PHONY: run
+run: $(STAMP) ## Run the demo site on SQLite at http://$(HOST):$(PORT) with a demo login
+	$(PY) manage.py migrate --no-input
+	$(PY) manage.py demo_setup
+	$(PY) -m daphne -b $(HOST) -p $(PORT) config.asgi:application
+
+.PHONY: test
+test: $(STAMP) ## Run the whole suite: SQLite + in-memory layer, then PostgreSQL + Redis
+	$(PY) -m pytest $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory test-real
+
+.PHONY: test-default
+test-default: $(STAMP) ## Only the first pass (SQLite + in-memory channel layer)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+.PHONY: test-real
+test-real: $(STAMP) ## Only the second pass (PostgreSQL + Redis; skips if they are not running)
+	TEST_ENGINES=real DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) \
+		CHANNEL_LAYER_PREFIX=test$$$$ $(PY) -m pytest $(PYTEST_ARGS)
+
+.PHONY: lint
+lint: $(STAMP) ## ruff (lint and format check) and mypy (strict on the pure modules)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy sessions_app mlexec_app
+
+.PHONY: format
+format: $(STAMP) ## Format the code with ruff
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+.PHONY: bench
+bench: $(STAMP) ## Run the benchmarks (needs PostgreSQL and Redis); results in bench/README.md
+	$(PY) -m bench
+
+.PHONY: docs
+docs: ## Where the documentation is
+	@echo "Documentation is Markdown under docs/; start at docs/index.md"
+
+.PHONY: clean
+clean: ## Remove the virtual environment and local databases
+	rm -rf $(VENV) db.sqlite3 db.sqlite3-wal db.sqlite3-shm

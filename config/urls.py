@@ -1,0 +1,13 @@
+from django.contrib import admin
+from django.urls import include, path
+
+from config import views
+from config.api import api
+
+urlpatterns = [
+    path("", views.landing, name="landing"),
+    path("admin/", admin.site.urls),
+    path("api/", api.urls),
+    path("sessions/", include("sessions_app.urls")),
+    path("mlexec/", include("mlexec_app.urls")),
+]

@@ -1,0 +1,7 @@
+"""REST API of mlexec_app (django-ninja router, mounted by the site)."""
+
+from __future__ import annotations
+
+from ninja import Router
+
+router = Router(tags=["mlexec"])

@@ -1,0 +1,9 @@
+from django.urls import path
+
+from mlexec_app import views
+
+app_name = "mlexec_app"
+
+urlpatterns = [
+    path("", views.index, name="index"),
+]

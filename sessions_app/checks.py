@@ -1,0 +1,88 @@
+"""System checks for sessions_app settings (ids listed in docs/sessions/configuration.md)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.checks import Error, Tags, Warning, register
+
+from sessions_app.conf import DEFAULTS, get_config
+
+POSITIVE_INTS = (
+    "MAX_FRAME_BYTES",
+    "MAX_EVENT_BYTES",
+    "MAX_EVENTS_PER_PUBLISH",
+    "MAX_SUBSCRIPTIONS_PER_CONNECTION",
+    "MAX_FRAMES_PER_SECOND",
+    "FRAME_BURST",
+    "REPLAY_BATCH",
+    "GROUP_COMMIT_MAX_ENTRIES",
+    "PRESENCE_TTL",
+)
+
+
+@register(Tags.compatibility)
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    errors: list[Any] = []
+    raw = getattr(settings, "SESSIONS_APP", {})
+    if not isinstance(raw, dict):
+        return [
+            Error(
+                "SESSIONS_APP must be a dict.",
+                hint="Set SESSIONS_APP = {'RETENTION_DAYS': 30, ...} in your settings.",
+                id="sessions_app.E001",
+            )
+        ]
+    for key in raw:
+        if key not in DEFAULTS:
+            errors.append(
+                Warning(
+                    f"Unknown key SESSIONS_APP[{key!r}] is ignored.",
+                    hint=f"Known keys: {', '.join(sorted(DEFAULTS))}.",
+                    id="sessions_app.W001",
+                )
+            )
+    config = get_config()
+    for key in POSITIVE_INTS:
+        value = config[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            errors.append(
+                Error(
+                    f"SESSIONS_APP[{key!r}] must be a positive integer, not {value!r}.",
+                    hint=f"The default is {DEFAULTS[key]!r}.",
+                    id="sessions_app.E002",
+                )
+            )
+    retention = config["RETENTION_DAYS"]
+    if retention is not None and (
+        not isinstance(retention, int | float) or isinstance(retention, bool) or retention <= 0
+    ):
+        errors.append(
+            Error(
+                "SESSIONS_APP['RETENTION_DAYS'] must be None or a positive number, "
+                f"not {retention!r}.",
+                hint="None keeps entries forever.",
+                id="sessions_app.E003",
+            )
+        )
+    window = config["GROUP_COMMIT_WINDOW"]
+    if not isinstance(window, int | float) or isinstance(window, bool) or not 0 <= window <= 1:
+        errors.append(
+            Error(
+                "SESSIONS_APP['GROUP_COMMIT_WINDOW'] must be seconds between 0 and 1, "
+                f"not {window!r}.",
+                hint="The default, 0.002, batches appends that arrive together.",
+                id="sessions_app.E004",
+            )
+        )
+    if not getattr(settings, "CHANNEL_LAYERS", None):
+        errors.append(
+            Error(
+                "sessions_app needs a channel layer for live delivery.",
+                hint="Set CHANNEL_LAYERS, e.g. the in-memory layer for one process or "
+                "channels_redis.core.RedisChannelLayer for several.",
+                id="sessions_app.E005",
+            )
+        )
+    return errors

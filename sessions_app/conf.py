@@ -1,0 +1,57 @@
+"""Settings of sessions_app, read lazily from ``settings.SESSIONS_APP``.
+
+Every key, its default and its meaning is listed in docs/sessions/configuration.md.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from django.conf import settings
+
+DEFAULTS: dict[str, Any] = {
+    # Largest WebSocket frame or REST body accepted, in bytes.
+    "MAX_FRAME_BYTES": 256 * 1024,
+    # Largest single event (its JSON encoding), in bytes.
+    "MAX_EVENT_BYTES": 64 * 1024,
+    # Events in one publish.
+    "MAX_EVENTS_PER_PUBLISH": 500,
+    # Sessions one WebSocket may subscribe to at once.
+    "MAX_SUBSCRIPTIONS_PER_CONNECTION": 100,
+    # Frames a client may send per second (token bucket with this rate and burst).
+    "MAX_FRAMES_PER_SECOND": 50,
+    "FRAME_BURST": 100,
+    # Entries read from the database per replay batch.
+    "REPLAY_BATCH": 1000,
+    # Default retention of a session's entries, in days; None keeps them forever.
+    "RETENTION_DAYS": None,
+    # Allowed WebSocket origins; None means settings.ALLOWED_HOSTS decides.
+    "ALLOWED_ORIGINS": None,
+    # Group commit: how long the writer waits for more appends, in seconds, and the
+    # most entries one transaction carries.
+    "GROUP_COMMIT_WINDOW": 0.002,
+    "GROUP_COMMIT_MAX_ENTRIES": 2000,
+    # Presence entries expire after this many seconds without a heartbeat.
+    "PRESENCE_TTL": 60,
+}
+
+
+@cache
+def get_config() -> dict[str, Any]:
+    return {**DEFAULTS, **getattr(settings, "SESSIONS_APP", {})}
+
+
+def setting(name: str) -> Any:
+    return get_config()[name]
+
+
+def _reset(*, setting: str, **kwargs: Any) -> None:
+    if setting == "SESSIONS_APP":
+        get_config.cache_clear()
+
+
+def connect_signals() -> None:
+    from django.test.signals import setting_changed
+
+    setting_changed.connect(_reset, dispatch_uid="sessions_app.conf.reset")

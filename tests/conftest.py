@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import pytest
+
+from tests import engines
+
+_skip_reason: str | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _skip_reason
+    if not engines.real_pass():
+        return
+    missing = engines.unreachable_engines()
+    if not missing:
+        return
+    message = f"Real-engine test pass: {', '.join(missing)} not reachable. {engines.HOW_TO_ENABLE}"
+    if engines.in_ci():
+        # In CI this pass is required: fail loudly rather than skip.
+        pytest.exit(message, returncode=3)
+    _skip_reason = message
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    if engines.real_pass():
+        return "engines: PostgreSQL + Redis (second pass)"
+    return "engines: SQLite + in-memory channel layer (first pass)"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if _skip_reason:
+        skip = pytest.mark.skip(reason=_skip_reason)
+        for item in items:
+            item.add_marker(skip)
+        return
+    if not engines.real_pass():
+        skip = pytest.mark.skip(reason=f"needs PostgreSQL + Redis. {engines.HOW_TO_ENABLE}")
+        for item in items:
+            if "real_engines" in item.keywords:
+                item.add_marker(skip)

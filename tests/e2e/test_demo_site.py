@@ -1,0 +1,58 @@
+"""`make run` serves the landing page, the admin and the API docs: check with a real server."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.e2e.servers import daphne_server, run_manage, site_env
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def demo_site(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("site")
+    env = site_env(tmp)
+    if env["DATABASE_URL"].startswith("postgres"):
+        pytest.skip("the demo site runs on the embedded default; this pass is PostgreSQL")
+    run_manage("migrate", "--no-input", env=env)
+    run_manage("demo_setup", env=env)
+    with daphne_server(env) as base:
+        yield base
+
+
+def test_landing_page_links_both_apps(demo_site):
+    page = httpx.get(demo_site + "/")
+    assert page.status_code == 200
+    for link in ('href="/sessions/"', 'href="/mlexec/"', 'href="/api/docs"', 'href="/admin/"'):
+        assert link in page.text
+
+
+def test_admin_login_page_and_its_stylesheet_are_served(demo_site):
+    page = httpx.get(demo_site + "/admin/", follow_redirects=True)
+    assert page.status_code == 200
+    assert "Log in" in page.text
+    css = httpx.get(demo_site + "/static/admin/css/base.css")
+    assert css.status_code == 200
+    assert "text/css" in css.headers["content-type"]
+
+
+def test_demo_login_works_in_the_admin(demo_site):
+    with httpx.Client(base_url=demo_site, follow_redirects=True) as client:
+        client.get("/admin/login/")
+        token = client.cookies["csrftoken"]
+        page = client.post(
+            "/admin/login/?next=/admin/",
+            data={"username": "demo", "password": "demo", "csrfmiddlewaretoken": token},
+            headers={"Referer": demo_site + "/admin/login/"},
+        )
+    assert page.status_code == 200
+    assert "Site administration" in page.text
+
+
+def test_api_docs_and_schema_name_both_apps(demo_site):
+    docs = httpx.get(demo_site + "/api/docs")
+    assert docs.status_code == 200
+    schema = httpx.get(demo_site + "/api/openapi.json").json()
+    assert schema["info"]["title"] == "Django AI stack"
