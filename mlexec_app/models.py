@@ -63,7 +63,9 @@ class Project(models.Model):
         null=True, blank=True, help_text="Human-level performance or another Bayes-error proxy."
     )
     bayes_proxy = models.CharField(
-        max_length=200, blank=True, help_text="What the human-level figure is, e.g. 'team of experts'."
+        max_length=200,
+        blank=True,
+        help_text="What the human-level figure is, e.g. 'team of experts'.",
     )
     stage = models.CharField(max_length=20, choices=Stage.choices, default=Stage.SCOPING)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -268,3 +270,51 @@ class ApiKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"
+
+
+# --- Diagnostic jobs (issue 9) ---
+# Owned by the diagnostics work (mlexec_app/jobs.py, mlexec_app/tasks.py): one row per
+# background job that trains models to produce evidence. Progress and cancellation live here so
+# any process (web, worker, CLI) sees them; ``heartbeat_at`` lets a dead worker's job be failed.
+
+
+class DiagnosticJob(models.Model):
+    """A background diagnostics job: what it runs, how far it got, and what it found."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="diagnostic_jobs")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="mlexec_diagnostic_jobs",
+    )
+    dataset = models.CharField(
+        max_length=500, help_text="digits, a .csv/.npz path or a dotted path."
+    )
+    diagnostics = models.JSONField(default=list, help_text="Names of the diagnostics to run.")
+    params = models.JSONField(default=dict, blank=True, help_text="Model and dataset options.")
+    status = models.CharField(max_length=20, choices=RunStatus.choices, default=RunStatus.QUEUED)
+    cancel_requested = models.BooleanField(default=False)
+    progress = models.JSONField(default=dict, blank=True, help_text="The latest progress event.")
+    fraction_done = models.FloatField(default=0.0)
+    result = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    task_id = models.CharField(max_length=100, blank=True)
+    run = models.ForeignKey(
+        Run, on_delete=models.SET_NULL, null=True, blank=True, related_name="diagnostic_jobs"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["status", "heartbeat_at"])]
+
+    def __str__(self) -> str:
+        return f"Diagnostics #{self.pk} of {self.project} ({self.status})"
+
+
+# --- end of diagnostic jobs (issue 9) ---
