@@ -146,9 +146,7 @@ def _verdict(interval: Interval, materiality: float, too_small: bool) -> Verdict
 
 def _needed(high: Interval, low: Interval, both: bool, settings: Settings) -> int | None:
     difference = max(abs(high.estimate - low.estimate), settings.materiality)
-    return sample_size_for_gap(
-        high.estimate, low.estimate, difference, settings.confidence, both_sampled=both
-    )
+    return sample_size_for_gap(low.estimate, difference, settings.confidence, both_sampled=both)
 
 
 def _gap(

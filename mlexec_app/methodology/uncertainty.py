@@ -69,21 +69,30 @@ def gap(upper: Interval, lower: Interval) -> Interval:
 
 
 def sample_size_for_gap(
-    p_high: float,
     p_low: float,
     difference: float,
     confidence: float = DEFAULT_CONFIDENCE,
     both_sampled: bool = True,
 ) -> int | None:
-    """Examples per split needed for a gap of ``difference`` to stand out of the noise.
+    """Examples per split needed for a gap of ``difference`` above ``p_low`` to be decided.
 
-    Normal approximation: the gap is decided when ``z * sd < difference``. ``both_sampled``
-    is False when one side is exact (a stated human level). ``None`` when the difference is 0.
+    Starts from the normal approximation (``z * sd < difference``) and grows it by 5% steps
+    until the Wilson/Newcombe interval of the gap excludes 0, since score intervals are a
+    little wider than the normal one. ``both_sampled`` is False when the lower side is exact
+    (a stated human level). ``None`` when the difference is 0.
     """
     if difference <= 0:
         return None
-    variance = p_high * (1 - p_high) + (p_low * (1 - p_low) if both_sampled else 0.0)
-    # Near 0 errors the binomial variance vanishes; one error in n keeps the estimate honest.
-    variance = max(variance, difference * (1 - difference))
+    low_p = min(p_low, 1.0 - difference)
+    high_p = low_p + difference
+    variance = high_p * (1 - high_p) + (low_p * (1 - low_p) if both_sampled else 0.0)
     z = z_value(confidence)
-    return math.ceil(z * z * variance / (difference * difference))
+    n = max(1, math.ceil(z * z * variance / (difference * difference)))
+    while not _decided(high_p, low_p, n, confidence, both_sampled):
+        n = math.ceil(n * 1.05) + 1
+    return n
+
+
+def _decided(high_p: float, low_p: float, n: int, confidence: float, both: bool) -> bool:
+    lower = wilson(low_p, n, confidence) if both else exact(low_p)
+    return gap(wilson(high_p, n, confidence), lower).low > 0
