@@ -32,6 +32,8 @@ DEFAULTS: dict[str, Any] = {
     # most entries one transaction carries.
     "GROUP_COMMIT_WINDOW": 0.002,
     "GROUP_COMMIT_MAX_ENTRIES": 2000,
+    # Lifetime of the signed tokens browsers connect with (?token=...), in seconds.
+    "TOKEN_MAX_AGE": 300,
     # Presence entries expire after this many seconds without a heartbeat.
     "PRESENCE_TTL": 60,
 }

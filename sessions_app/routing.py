@@ -1,4 +1,8 @@
-"""WebSocket routing of sessions_app; include ``websocket_urlpatterns`` in your ASGI router."""
+"""WebSocket routing of sessions_app.
+
+``websocket_application()`` is the app to put under ``"websocket"`` in your
+``ProtocolTypeRouter``; or include ``websocket_urlpatterns`` in a router of your own.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +10,18 @@ from typing import Any
 
 from django.urls import path
 
-websocket_urlpatterns: list[Any] = []
+from sessions_app.consumers import SessionConsumer
+
+websocket_urlpatterns = [
+    path("ws/sessions/", SessionConsumer.as_asgi(), name="sessions_app-ws"),
+]
 
 
 def websocket_application() -> Any:
-    """The WebSocket ASGI app with origin validation and cookie authentication."""
-    from channels.auth import AuthMiddlewareStack
+    """The WebSocket ASGI app: origin validation, then token or cookie auth, then routing."""
     from channels.routing import URLRouter
-    from channels.security.websocket import AllowedHostsOriginValidator
 
-    return AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
+    from sessions_app.auth import TokenAuthMiddleware
+    from sessions_app.origins import OriginValidator
 
-
-__all__ = ["path", "websocket_application", "websocket_urlpatterns"]
+    return OriginValidator(TokenAuthMiddleware(URLRouter(websocket_urlpatterns)))

@@ -1,0 +1,66 @@
+"""Who may see and touch which session. An absent and a forbidden session look the same."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.core import signing
+from django.db.models import Q, QuerySet
+
+from sessions_app.domain.errors import NotFound
+from sessions_app.models import Session
+
+TOKEN_SALT = "sessions_app.token"
+MAX_NAME_LENGTH = 255
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who is acting: a user, optionally limited to some sessions (a signed token, an API key)."""
+
+    user: Any
+    sessions: frozenset[str] | None = None  # None: every session the user may see
+
+    @property
+    def authenticated(self) -> bool:
+        return bool(getattr(self.user, "is_authenticated", False))
+
+
+def visible_to(user: Any) -> QuerySet[Session]:
+    if not getattr(user, "is_authenticated", False):
+        return Session.objects.none()
+    return Session.objects.filter(Q(owner=user) | Q(memberships__user=user)).distinct()
+
+
+def check_name(name: object) -> str:
+    if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME_LENGTH:
+        raise NotFound("no such session")
+    return name
+
+
+def get_session(actor: Actor, name: object) -> Session:
+    """The session ``name`` if ``actor`` may read and publish to it; NotFound otherwise."""
+    name = check_name(name)
+    if not actor.authenticated or (actor.sessions is not None and name not in actor.sessions):
+        raise NotFound("no such session")
+    session = visible_to(actor.user).filter(name=name).first()
+    if session is None:
+        raise NotFound("no such session")
+    return session
+
+
+# --- short-lived signed tokens for browsers ----------------------------------------------
+
+
+def mint_token(user: Any, sessions: list[str] | None = None) -> str:
+    """A signed token naming ``user`` and, optionally, the only sessions it opens."""
+    return signing.dumps({"u": user.pk, "s": sessions}, salt=TOKEN_SALT, compress=True)
+
+
+def read_token(token: str, max_age: float) -> tuple[Any, frozenset[str] | None]:
+    """The user primary key and session names a token carries; BadSignature if invalid/old."""
+    data = signing.loads(token, salt=TOKEN_SALT, max_age=timedelta(seconds=max_age))
+    sessions = data.get("s")
+    return data["u"], (frozenset(sessions) if sessions is not None else None)

@@ -1,0 +1,443 @@
+"""The WebSocket door onto the log: one socket, many sessions (frames: docs/sessions/websocket.md).
+
+The consumer parses frames, asks the access layer and the log service, and sends frames. The
+delivery rules (no gap, no duplicate, replay-then-live) live in ``domain.delivery`` and in the
+order of the steps in ``_subscribe``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from sessions_app import dbexec, log
+from sessions_app.access import Actor, get_session
+from sessions_app.conf import setting
+from sessions_app.domain import delivery
+from sessions_app.domain.errors import (
+    BadEvent,
+    BadRequest,
+    Conflict,
+    LimitExceeded,
+    NotFound,
+    OffsetExpired,
+    SessionError,
+)
+from sessions_app.domain.events import encode_event, validate_event
+from sessions_app.domain.limits import TokenBucket
+from sessions_app.domain.offsets import BEGINNING, SNAPSHOT, format_offset, parse_start
+from sessions_app.domain.producers import ProducerClaim
+
+logger = logging.getLogger(__name__)
+
+CLOSE_UNAUTHENTICATED = 4401
+AUTH_CACHE_SECONDS = 5.0
+GAP_RETRY_SECONDS = 1.0
+
+
+@dataclass
+class Subscription:
+    name: str
+    pk: int
+    delivered: int = -1  # -1 until the replay has set the starting point
+
+
+class SessionConsumer(AsyncWebsocketConsumer):
+    """Multiplexes subscriptions, publishing and presence for one client connection."""
+
+    async def connect(self) -> None:
+        self.actor = Actor(self.scope.get("user"), self.scope.get("session_scope"))
+        self.subs: dict[str, Subscription] = {}
+        self.by_pk: dict[int, Subscription] = {}
+        self.authorized: dict[str, tuple[int, float]] = {}
+        self.bucket = TokenBucket(setting("MAX_FRAMES_PER_SECOND"), setting("FRAME_BURST"))
+        self.presence: dict[str, dict[str, dict[str, Any]]] = {}
+        self.heartbeat: asyncio.Task[None] | None = None
+        await self.accept()
+        if not self.actor.authenticated:
+            await self._send(
+                {"type": "error", "code": "unauthenticated", "message": "log in first"}
+            )
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        self.device = {
+            "id": self._device_id(),
+            "user": self.actor.user.get_username(),
+            "label": self._query("label")[:80],
+        }
+        await self._send(
+            {"type": "hello", "device": self.device["id"], "user": self.device["user"]}
+        )
+
+    async def disconnect(self, code: int) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat.cancel()
+        for sub in list(getattr(self, "subs", {}).values()):
+            await self._leave(sub)
+
+    # --- client frames -------------------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        frame_id = None
+        try:
+            if not self.actor.authenticated:
+                return
+            raw = text_data if text_data is not None else (bytes_data or b"")
+            if len(raw) > setting("MAX_FRAME_BYTES"):
+                raise LimitExceeded(
+                    f"frame larger than {setting('MAX_FRAME_BYTES')} bytes", limit="frame_bytes"
+                )
+            if not self.bucket.allow(time.monotonic()):
+                raise LimitExceeded("too many frames; slow down", limit="frames_per_second")
+            frame = _parse(raw)
+            frame_id = frame.get("id")
+            handler = OPERATIONS.get(frame.get("op"))  # type: ignore[arg-type]
+            if handler is None:
+                raise BadRequest(f"unknown op {frame.get('op')!r}", known=sorted(OPERATIONS))
+            await handler(self, frame)
+        except SessionError as exc:
+            await self._send_error(exc, frame_id)
+        except Exception:  # a bad frame must never take the connection's subscriptions down
+            logger.exception("unexpected error handling a frame")
+            await self._send(
+                {"type": "error", "id": frame_id, "code": "internal", "message": "internal error"}
+            )
+
+    async def op_ping(self, frame: dict[str, Any]) -> None:
+        await self._send({"type": "pong", "id": frame.get("id")})
+
+    async def op_subscribe(self, frame: dict[str, Any]) -> None:
+        name = frame.get("session")
+        start = parse_start(frame.get("after", BEGINNING))
+        if isinstance(name, str) and name in self.subs:
+            raise Conflict("already subscribed to this session", session=name)
+        if len(self.subs) >= setting("MAX_SUBSCRIPTIONS_PER_CONNECTION"):
+            raise LimitExceeded("too many subscriptions on this connection", limit="subscriptions")
+        pk = await self._authorize(name)
+        assert isinstance(name, str)
+        sub = Subscription(name, pk)
+        self.subs[name], self.by_pk[pk] = sub, sub
+        try:
+            # Join the group before reading: anything committed from here on is either in what
+            # we read or announced to us afterwards (notifications wait in our queue meanwhile).
+            await self.channel_layer.group_add(log.group_name(pk), self.channel_name)
+            await self._start(sub, start, frame.get("id"))
+        except BaseException:
+            await self._forget(sub)
+            raise
+        await self._join_presence(sub)
+
+    async def _start(self, sub: Subscription, start: Any, frame_id: Any) -> None:
+        if start.snapshot:
+            state = await dbexec.run_read(log.fold_session, sub.pk)
+            sub.delivered = state.seq
+            await self._send(
+                {
+                    "type": "snapshot",
+                    "id": frame_id,
+                    "session": sub.name,
+                    "offset": format_offset(state.seq),
+                    "state": state.as_dict(),
+                }
+            )
+        else:
+            head, tail = await dbexec.run_read(log.head_and_tail, sub.pk)
+            if start.now:
+                sub.delivered = head
+            elif start.seq < tail:
+                raise OffsetExpired(
+                    "entries at this offset were removed by retention; resume from the snapshot",
+                    session=sub.name,
+                    earliest=format_offset(tail),
+                    resume=SNAPSHOT,
+                )
+            elif start.seq > head:
+                raise BadRequest(
+                    f"offset is beyond the head ({format_offset(head)})", session=sub.name
+                )
+            else:
+                sub.delivered = start.seq
+                await self._replay(sub, until=head)
+        await self._send(
+            {
+                "type": "caught_up",
+                "id": frame_id,
+                "session": sub.name,
+                "offset": format_offset(sub.delivered),
+            }
+        )
+
+    async def _replay(self, sub: Subscription, until: int) -> None:
+        batch = setting("REPLAY_BATCH")
+        while sub.delivered < until:
+            rows = await log.aread(sub.pk, sub.delivered, batch)
+            if not rows:
+                return
+            await self._deliver(sub, rows)
+
+    async def op_unsubscribe(self, frame: dict[str, Any]) -> None:
+        sub = self.subs.get(frame.get("session"))  # type: ignore[arg-type]
+        if sub is None:
+            raise NotFound("not subscribed to this session")
+        await self._leave(sub)
+        await self._send({"type": "unsubscribed", "id": frame.get("id"), "session": sub.name})
+
+    async def op_publish(self, frame: dict[str, Any]) -> None:
+        name = frame.get("session")
+        events = frame.get("events")
+        if not isinstance(events, list) or not events:
+            raise BadRequest("publish needs 'events': a non-empty list")
+        if len(events) > setting("MAX_EVENTS_PER_PUBLISH"):
+            raise LimitExceeded(
+                f"at most {setting('MAX_EVENTS_PER_PUBLISH')} events per publish", limit="events"
+            )
+        producer = (
+            ProducerClaim.parse(frame["producer"]) if frame.get("producer") is not None else None
+        )
+        items = _items(events)
+        pk = await self._authorize(name)
+        result = await log.append(log.AppendRequest(pk, items, producer))
+        await self._send(
+            {
+                "type": "ack",
+                "id": frame.get("id"),
+                "session": name,
+                "duplicate": result.duplicate,
+                "offsets": [format_offset(seq) for seq in result.seqs],
+            }
+        )
+
+    async def op_presence(self, frame: dict[str, Any]) -> None:
+        sub = self.subs.get(frame.get("session"))  # type: ignore[arg-type]
+        if sub is None:
+            raise NotFound("subscribe to the session first")
+        await self._send_presence(sub, frame.get("id"))
+
+    # --- layer messages ------------------------------------------------------------------
+
+    async def log_entries(self, message: dict[str, Any]) -> None:
+        sub = self.by_pk.get(message["session"])
+        if sub is None or sub.delivered < 0:
+            return
+        bodies = message.get("bodies")
+        step = delivery.plan(sub.delivered, message["first"], message["last"], bodies is not None)
+        if step.skip:
+            return
+        if not step.read_from_db:
+            assert bodies is not None
+            rows = list(enumerate(bodies[step.start_index :], start=sub.delivered + 1))
+            await self._deliver(sub, rows)
+            return
+        try:
+            await self._replay(sub, until=step.up_to)
+        except SessionError:
+            # The database is unreachable: try again shortly, the entries are committed.
+            asyncio.get_running_loop().call_later(GAP_RETRY_SECONDS, self._retry_gap, message)
+
+    def _retry_gap(self, message: dict[str, Any]) -> None:
+        hint = {**message, "bodies": None}
+        asyncio.ensure_future(self.channel_layer.send(self.channel_name, hint))
+
+    async def presence_update(self, message: dict[str, Any]) -> None:
+        sub = self.by_pk.get(message["session"])
+        device = message["device"]
+        if sub is None or device["id"] == self.device["id"]:
+            return
+        devices = self.presence.setdefault(sub.name, {})
+        event = message["event"]
+        if event == "leave":
+            if devices.pop(device["id"], None) is None:
+                return
+        else:
+            known = device["id"] in devices
+            devices[device["id"]] = {**device, "seen": time.monotonic()}
+            if event == "join" and message.get("reply_to"):
+                await self.channel_layer.send(
+                    message["reply_to"],
+                    {
+                        "type": "presence.update",
+                        "session": sub.pk,
+                        "event": "here",
+                        "device": self.device,
+                    },
+                )
+            if known:
+                return
+        await self._send_presence(
+            sub, None, event="leave" if event == "leave" else "join", device=device
+        )
+
+    # --- helpers -------------------------------------------------------------------------
+
+    async def _authorize(self, name: object) -> int:
+        cached = self.authorized.get(name) if isinstance(name, str) else None
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
+        session = await dbexec.run_read(get_session, self.actor, name)
+        assert isinstance(name, str)
+        self.authorized[name] = (session.pk, time.monotonic() + AUTH_CACHE_SECONDS)
+        return session.pk
+
+    async def _deliver(self, sub: Subscription, rows: list[tuple[int, Any]]) -> None:
+        parts = []
+        for seq, body in rows:
+            text = body.decode() if isinstance(body, bytes) else body
+            parts.append(f'{{"offset":"{format_offset(seq)}",{text[1:]}')
+        await self.send(
+            text_data=f'{{"type":"events","session":{json.dumps(sub.name)},"events":[{",".join(parts)}]}}'
+        )
+        sub.delivered = rows[-1][0]
+
+    async def _join_presence(self, sub: Subscription) -> None:
+        self.presence[sub.name] = {}
+        await self.channel_layer.group_send(
+            log.group_name(sub.pk),
+            {
+                "type": "presence.update",
+                "session": sub.pk,
+                "event": "join",
+                "device": self.device,
+                "reply_to": self.channel_name,
+            },
+        )
+        if self.heartbeat is None:
+            self.heartbeat = asyncio.create_task(self._beat())
+
+    async def _beat(self) -> None:
+        # Devices of a worker that died never say goodbye: everyone re-announces itself and
+        # forgets devices not heard from within PRESENCE_TTL.
+        ttl = setting("PRESENCE_TTL")
+        while True:
+            await asyncio.sleep(ttl / 3)
+            for sub in list(self.subs.values()):
+                await self.channel_layer.group_send(
+                    log.group_name(sub.pk),
+                    {
+                        "type": "presence.update",
+                        "session": sub.pk,
+                        "event": "here",
+                        "device": self.device,
+                    },
+                )
+                await self._expire_presence(sub, ttl)
+
+    async def _expire_presence(self, sub: Subscription, ttl: float) -> None:
+        devices = self.presence.get(sub.name, {})
+        cutoff = time.monotonic() - ttl
+        for device_id, device in list(devices.items()):
+            if device["seen"] < cutoff:
+                del devices[device_id]
+                await self._send_presence(sub, None, event="leave", device=device)
+
+    async def _send_presence(
+        self,
+        sub: Subscription,
+        frame_id: Any,
+        event: str = "list",
+        device: dict[str, Any] | None = None,
+    ) -> None:
+        others = [
+            {k: v for k, v in d.items() if k != "seen"}
+            for d in self.presence.get(sub.name, {}).values()
+        ]
+        frame: dict[str, Any] = {
+            "type": "presence",
+            "id": frame_id,
+            "session": sub.name,
+            "event": event,
+            "self": self.device,
+            "devices": [self.device, *others],
+        }
+        if device is not None:
+            frame["device"] = {k: v for k, v in device.items() if k != "seen"}
+        await self._send(frame)
+
+    async def _leave(self, sub: Subscription) -> None:
+        await self._forget(sub)
+        try:
+            await self.channel_layer.group_send(
+                log.group_name(sub.pk),
+                {
+                    "type": "presence.update",
+                    "session": sub.pk,
+                    "event": "leave",
+                    "device": self.device,
+                },
+            )
+        except Exception:
+            logger.warning("could not announce leaving session %s", sub.pk, exc_info=True)
+
+    async def _forget(self, sub: Subscription) -> None:
+        self.subs.pop(sub.name, None)
+        self.by_pk.pop(sub.pk, None)
+        self.presence.pop(sub.name, None)
+        try:
+            await self.channel_layer.group_discard(log.group_name(sub.pk), self.channel_name)
+        except Exception:
+            logger.warning("could not leave group of session %s", sub.pk, exc_info=True)
+
+    async def _send(self, frame: dict[str, Any]) -> None:
+        if frame.get("id") is None:
+            frame.pop("id", None)
+        await self.send(text_data=json.dumps(frame, separators=(",", ":"), ensure_ascii=False))
+
+    async def _send_error(self, exc: SessionError, frame_id: Any) -> None:
+        await self._send({"type": "error", "id": frame_id, **exc.as_dict()})
+
+    def _query(self, key: str) -> str:
+        from urllib.parse import parse_qs
+
+        values = parse_qs(self.scope.get("query_string", b"").decode("latin-1")).get(key)
+        return values[0] if values else ""
+
+    def _device_id(self) -> str:
+        wanted = self._query("device")
+        if wanted and len(wanted) <= 64 and wanted.replace("-", "").replace("_", "").isalnum():
+            return wanted
+        return "d-" + secrets.token_hex(6)
+
+
+def _parse(raw: str | bytes) -> dict[str, Any]:
+    try:
+        frame = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"frame is not valid JSON: {exc}", reason="bad_json") from exc
+    if not isinstance(frame, dict):
+        raise BadRequest("a frame must be a JSON object with an 'op'")
+    if frame.get("id") is not None and not isinstance(frame["id"], str | int):
+        raise BadRequest("'id' must be a string or a number")
+    return frame
+
+
+def _items(events: list[Any]) -> list[log.Item]:
+    limit = setting("MAX_EVENT_BYTES")
+    stamp = log.now_ms()
+    items = []
+    for index, raw in enumerate(events):
+        try:
+            event = validate_event(raw)
+        except BadEvent as exc:
+            raise BadEvent(f"event {index}: {exc.message}", index=index) from exc
+        body = encode_event(event, stamp).decode()
+        if len(body) > limit:
+            raise LimitExceeded(
+                f"event {index} is larger than {limit} bytes", limit="event_bytes", index=index
+            )
+        items.append(log.Item(body, event["type"], event.get("run", "")))
+    return items
+
+
+OPERATIONS = {
+    "ping": SessionConsumer.op_ping,
+    "subscribe": SessionConsumer.op_subscribe,
+    "unsubscribe": SessionConsumer.op_unsubscribe,
+    "publish": SessionConsumer.op_publish,
+    "presence": SessionConsumer.op_presence,
+}

@@ -1,0 +1,397 @@
+"""The log service: the only code that writes or reads a session's entries.
+
+Writes
+    ``append_sync`` commits one append in the caller's thread. ``append`` (async) hands the
+    append to this process's group committer: appends that arrive while a commit is running
+    are written together in the next transaction, across sessions, and each gets its own
+    result. Offsets are allocated inside that transaction by advancing ``Session.head`` under
+    the row's lock, so they follow commit order, and a unique constraint backs them.
+Fan-out
+    After commit, one notification per session and batch goes to the channel layer, carrying
+    the new entries (or only their range when they are large). It is a hint: subscribers
+    read anything they missed from the database (see ``domain.delivery``).
+Reads
+    ``read`` returns entries after an offset; ``fold_session`` the folded state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+
+from sessions_app import dbexec
+from sessions_app.conf import setting
+from sessions_app.domain import producers
+from sessions_app.domain.errors import NotFound, SessionError, StreamClosed
+from sessions_app.domain.fold import SessionState, fold
+from sessions_app.models import Entry, Producer, Session
+
+logger = logging.getLogger(__name__)
+
+# Notifications carry the entries themselves up to this size; above it, only the range.
+NOTIFY_INLINE_BYTES = 256 * 1024
+FOLD_BATCH = 5000
+
+
+@dataclass
+class Item:
+    """One entry to append: its stored body and the columns the admin filters on."""
+
+    body: str | bytes
+    type: str = ""
+    run: str = ""
+
+    @property
+    def size(self) -> int:
+        return len(self.body.encode() if isinstance(self.body, str) else self.body)
+
+
+@dataclass
+class AppendRequest:
+    session_pk: int
+    items: Sequence[Item]
+    producer: producers.ProducerClaim | None = None
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    first: int  # offset of the first entry appended (for a duplicate: of the original)
+    last: int
+    duplicate: bool = False
+
+    @property
+    def seqs(self) -> range:
+        return range(self.first, self.last + 1)
+
+
+@dataclass
+class Notification:
+    session_pk: int
+    first: int
+    last: int
+    bodies: list[str | bytes] = field(default_factory=list)
+
+    def message(self) -> dict[str, Any]:
+        size = sum(len(b) for b in self.bodies)
+        inline = size <= NOTIFY_INLINE_BYTES
+        return {
+            "type": "log.entries",
+            "session": self.session_pk,
+            "first": self.first,
+            "last": self.last,
+            "bodies": self.bodies if inline else None,
+        }
+
+
+def group_name(session_pk: int) -> str:
+    return f"sessions_app.s{session_pk}"
+
+
+# --- writing -------------------------------------------------------------------------------
+
+
+def _lock_session(session_pk: int) -> tuple[int, bool]:
+    """Lock the session's row for this transaction; return (head, closed)."""
+    table = connection.ops.quote_name(Session._meta.db_table)
+    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT head, closed FROM {table} WHERE id = %s{lock}", [session_pk])
+        row = cursor.fetchone()
+    if row is None:
+        raise NotFound("no such session")
+    return int(row[0]), bool(row[1])
+
+
+def _advance_head(session_pk: int, count: int, size: int) -> int:
+    """Allocate ``count`` offsets; return the new head. The row must be locked already."""
+    table = connection.ops.quote_name(Session._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET head = head + %s, size_bytes = size_bytes + %s, "
+            f"last_activity = %s WHERE id = %s RETURNING head",
+            [count, size, timezone.now(), session_pk],
+        )
+        return int(cursor.fetchone()[0])
+
+
+def _judge_producer(
+    request: AppendRequest, known: dict[tuple[int, str], Producer | None]
+) -> tuple[producers.Verdict, Producer | None]:
+    claim = request.producer
+    assert claim is not None
+    key = (request.session_pk, claim.id)
+    if key not in known:
+        known[key] = Producer.objects.filter(
+            session_id=request.session_pk, producer_id=claim.id
+        ).first()
+    row = known[key]
+    state = None if row is None else producers.ProducerState(row.epoch, row.last_seq)
+    return producers.judge(state, claim), row
+
+
+def _apply_one(
+    request: AppendRequest,
+    known: dict[tuple[int, str], Producer | None],
+    heads: dict[int, int],
+    entries: list[Entry],
+    now: Any,
+) -> AppendResult:
+    if request.session_pk not in heads:
+        head, closed = _lock_session(request.session_pk)
+        if closed:
+            raise StreamClosed("the session is closed; nothing more can be appended")
+        heads[request.session_pk] = head
+    row = None
+    if request.producer is not None:
+        verdict, row = _judge_producer(request, known)
+        if verdict is producers.Verdict.DUPLICATE:
+            assert row is not None
+            if request.producer.seq == row.last_seq:  # the retry of the last append
+                return AppendResult(
+                    row.last_first, row.last_first + row.last_count - 1, duplicate=True
+                )
+            return AppendResult(1, 0, duplicate=True)  # an older one: its offsets are not kept
+    count = len(request.items)
+    last = _advance_head(request.session_pk, count, sum(item.size for item in request.items))
+    first = last - count + 1
+    heads[request.session_pk] = last
+    for seq, item in enumerate(request.items, start=first):
+        body = item.body.encode() if isinstance(item.body, str) else item.body
+        entries.append(
+            Entry(
+                session_id=request.session_pk,
+                seq=seq,
+                type=item.type,
+                run=item.run,
+                body=body,
+                created_at=now,
+            )
+        )
+    if request.producer is not None:
+        claim = request.producer
+        if row is None:
+            row = Producer(session_id=request.session_pk, producer_id=claim.id)
+        row.epoch, row.last_seq, row.last_first, row.last_count = (
+            claim.epoch,
+            claim.seq,
+            first,
+            count,
+        )
+        row.save()
+        known[(request.session_pk, claim.id)] = row
+    return AppendResult(first, last)
+
+
+def commit_batch(
+    requests: Sequence[AppendRequest],
+) -> tuple[list[AppendResult | SessionError], list[Notification]]:
+    """Write ``requests`` in one transaction; return each one's result and the notifications.
+
+    A request that is refused (closed session, producer conflict) writes nothing and gets its
+    error; the others still land. Sessions are locked in ascending id order so that two
+    processes committing overlapping batches cannot deadlock.
+    """
+    order = sorted(range(len(requests)), key=lambda i: requests[i].session_pk)
+    results: list[AppendResult | SessionError | None] = [None] * len(requests)
+    entries: list[Entry] = []
+    known: dict[tuple[int, str], Producer | None] = {}
+    heads: dict[int, int] = {}
+    now = timezone.now()
+    with transaction.atomic():
+        for index in order:
+            try:
+                results[index] = _apply_one(requests[index], known, heads, entries, now)
+            except SessionError as exc:
+                results[index] = exc
+        Entry.objects.bulk_create(entries, batch_size=500)
+    done = [r for r in results if r is not None]
+    return done, _notifications(requests, done)
+
+
+def _notifications(
+    requests: Sequence[AppendRequest], results: Sequence[AppendResult | SessionError]
+) -> list[Notification]:
+    by_session: dict[int, Notification] = {}
+    for request, result in sorted(
+        zip(requests, results, strict=True), key=lambda rr: _first(rr[1])
+    ):
+        if not isinstance(result, AppendResult) or result.duplicate:
+            continue
+        note = by_session.get(request.session_pk)
+        if note is None:
+            note = by_session[request.session_pk] = Notification(
+                request.session_pk, result.first, result.last
+            )
+        note.last = result.last
+        note.bodies.extend(item.body for item in request.items)
+    return list(by_session.values())
+
+
+def _first(result: AppendResult | SessionError) -> int:
+    return result.first if isinstance(result, AppendResult) else 0
+
+
+def _commit_isolated(
+    requests: Sequence[AppendRequest],
+) -> tuple[list[AppendResult | SessionError], list[Notification]]:
+    """Commit a batch; if the batch as a whole fails, commit each request alone."""
+    try:
+        return commit_batch(requests)
+    except IntegrityError:
+        if len(requests) == 1:
+            raise
+        logger.warning("group commit of %d appends failed; retrying them one by one", len(requests))
+    results: list[AppendResult | SessionError] = []
+    notes: list[Notification] = []
+    for request in requests:
+        try:
+            (result,), more = commit_batch([request])
+        except IntegrityError as exc:
+            result, more = SessionError(f"append refused by the database: {exc}"), []
+        results.append(result)
+        notes.extend(more)
+    return results, notes
+
+
+def _raise_or_return(result: AppendResult | SessionError) -> AppendResult:
+    if isinstance(result, SessionError):
+        raise result
+    return result
+
+
+def append_sync(request: AppendRequest) -> AppendResult:
+    """Append in the caller's thread and notify subscribers (for sync code: views, commands)."""
+    results, notes = dbexec._guarded(_commit_isolated, [request])
+    if notes:
+        async_to_sync(_notify)(notes)
+    return _raise_or_return(results[0])
+
+
+class GroupCommitter:
+    """Batches the appends of one event loop into shared transactions."""
+
+    def __init__(self) -> None:
+        self._queue: list[tuple[AppendRequest, asyncio.Future[AppendResult | SessionError]]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def submit(self, request: AppendRequest) -> AppendResult:
+        future: asyncio.Future[AppendResult | SessionError] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._queue.append((request, future))
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._drain())
+        return _raise_or_return(await future)
+
+    async def _drain(self) -> None:
+        window = setting("GROUP_COMMIT_WINDOW")
+        limit = setting("GROUP_COMMIT_MAX_ENTRIES")
+        while self._queue:
+            if window:
+                await asyncio.sleep(window)
+            batch = self._take(limit)
+            try:
+                results, notes = await dbexec.run_write(_commit_isolated, [r for r, _ in batch])
+            except Exception as exc:  # the whole batch failed: every caller hears why
+                error = (
+                    exc if isinstance(exc, SessionError) else SessionError(f"append failed: {exc}")
+                )
+                logger.exception("group commit failed")
+                results, notes = [error] * len(batch), []
+            for (_, future), result in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
+            if notes:
+                await _notify(notes)
+
+    def _take(
+        self, limit: int
+    ) -> list[tuple[AppendRequest, asyncio.Future[AppendResult | SessionError]]]:
+        taken, size = 0, 0
+        for request, _ in self._queue:
+            size += len(request.items)
+            taken += 1
+            if size >= limit:
+                break
+        batch, self._queue = self._queue[:taken], self._queue[taken:]
+        return batch
+
+
+_committers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, GroupCommitter] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def append(request: AppendRequest) -> AppendResult:
+    """Append through this event loop's group committer; raises SessionError subclasses."""
+    loop = asyncio.get_running_loop()
+    committer = _committers.get(loop)
+    if committer is None:
+        committer = _committers[loop] = GroupCommitter()
+    return await committer.submit(request)
+
+
+async def _notify(notes: Sequence[Notification]) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    for note in notes:
+        try:
+            await layer.group_send(group_name(note.session_pk), note.message())
+        except Exception:  # the log is the truth: a lost hint is recovered by readers
+            logger.warning("fan-out to session %s failed", note.session_pk, exc_info=True)
+
+
+# --- reading -------------------------------------------------------------------------------
+
+
+def read(session_pk: int, after: int, limit: int) -> list[tuple[int, bytes]]:
+    """Entries with offsets above ``after``, in order, at most ``limit``."""
+    rows = (
+        Entry.objects.filter(session_id=session_pk, seq__gt=after)
+        .order_by("seq")
+        .values_list("seq", "body")[:limit]
+    )
+    return [(seq, bytes(body)) for seq, body in rows]
+
+
+async def aread(session_pk: int, after: int, limit: int) -> list[tuple[int, bytes]]:
+    return await dbexec.run_read(read, session_pk, after, limit)
+
+
+def head_and_tail(session_pk: int) -> tuple[int, int]:
+    row = Session.objects.filter(pk=session_pk).values_list("head", "tail").first()
+    if row is None:
+        raise NotFound("no such session")
+    return int(row[0]), int(row[1])
+
+
+def fold_session(session_pk: int) -> SessionState:
+    """The folded state of a session: its stored snapshot plus every retained entry."""
+    row = Session.objects.filter(pk=session_pk).values_list("snapshot", "tail").first()
+    if row is None:
+        raise NotFound("no such session")
+    snapshot, tail = row
+    state = SessionState.from_dict(snapshot, tail) if snapshot else SessionState(seq=tail)
+    after = tail
+    while True:
+        batch = read(session_pk, after, FOLD_BATCH)
+        fold(((seq, json.loads(body)) for seq, body in batch), state)
+        if len(batch) < FOLD_BATCH:
+            return state
+        after = batch[-1][0]
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)

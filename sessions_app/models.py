@@ -1,0 +1,178 @@
+"""Storage of the session log: sessions (streams), their entries, producers, runs."""
+
+from __future__ import annotations
+
+import secrets
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from sessions_app.domain.offsets import format_offset
+from sessions_app.domain.runs import RunStatus
+
+JSON_CONTENT_TYPE = "application/json"
+
+
+def new_session_name() -> str:
+    return "s-" + secrets.token_hex(12)
+
+
+class Session(models.Model):
+    """A durable stream with an owner and members: one conversation or one agent task.
+
+    ``head`` is the offset of the last entry ever appended (0: none yet). It is advanced in the
+    same transaction that stores the entries, under the row's lock, so offsets are allocated
+    in commit order and never reused. ``tail`` is the last offset removed by retention:
+    entries ``tail + 1 .. head`` are readable; ``snapshot`` folds everything up to ``tail``.
+    """
+
+    name = models.CharField(
+        max_length=255,
+        unique=True,
+        default=new_session_name,
+        help_text="Stream name; the id clients use.",
+    )
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="durable_sessions",
+        help_text="Empty for anonymous (public) streams.",
+    )
+    members = models.ManyToManyField(
+        settings.AUTH_USER_MODEL,
+        through="Membership",
+        related_name="shared_durable_sessions",
+        blank=True,
+    )
+    title = models.CharField(max_length=200, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    content_type = models.CharField(max_length=200, default=JSON_CONTENT_TYPE)
+    head = models.BigIntegerField(default=0, editable=False)
+    tail = models.BigIntegerField(default=0, editable=False)
+    snapshot = models.JSONField(null=True, blank=True, editable=False)
+    size_bytes = models.BigIntegerField(default=0, editable=False)
+    closed = models.BooleanField(default=False)
+    retention_days = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Keep entries this many days; empty: the site default."
+    )
+    expires_at = models.DateTimeField(
+        null=True, blank=True, help_text="Delete the session after this time."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_activity = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        verbose_name = "session"
+        indexes = [models.Index(fields=["owner", "-last_activity"])]
+
+    def __str__(self) -> str:
+        return self.title or self.name
+
+    @property
+    def is_json(self) -> bool:
+        return self.content_type.split(";")[0].strip().lower() == JSON_CONTENT_TYPE
+
+    @property
+    def head_offset(self) -> str:
+        return format_offset(self.head)
+
+    @property
+    def entry_count(self) -> int:
+        return self.head - self.tail
+
+
+class Membership(models.Model):
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
+    added_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["session", "user"], name="sessions_app_unique_member")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.session}"
+
+
+class Entry(models.Model):
+    """One event (or byte chunk) of a session, at its offset."""
+
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="entries")
+    seq = models.BigIntegerField(help_text="The offset, as a number.")
+    type = models.CharField(max_length=64, blank=True)
+    run = models.CharField(max_length=128, blank=True)
+    body = models.BinaryField()
+    created_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name_plural = "entries"
+        constraints = [
+            models.UniqueConstraint(fields=["session", "seq"], name="sessions_app_unique_offset")
+        ]
+        indexes = [models.Index(fields=["session", "run", "seq"])]
+
+    def __str__(self) -> str:
+        return f"{self.session_id}@{self.seq}"
+
+    @property
+    def offset(self) -> str:
+        return format_offset(self.seq)
+
+
+class Producer(models.Model):
+    """The idempotent-producer state of one producer id on one session."""
+
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="producers")
+    producer_id = models.CharField(max_length=128)
+    epoch = models.BigIntegerField()
+    last_seq = models.BigIntegerField()
+    last_first = models.BigIntegerField(help_text="First offset of the last accepted append.")
+    last_count = models.IntegerField(help_text="Entries in the last accepted append.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["session", "producer_id"], name="sessions_app_unique_producer"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.producer_id} e{self.epoch} s{self.last_seq}"
+
+
+class Run(models.Model):
+    """One agent turn inside a session, with an optional parent run for sub-agents."""
+
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="runs")
+    run_id = models.CharField(max_length=128)
+    parent = models.ForeignKey(
+        "self", on_delete=models.CASCADE, null=True, blank=True, related_name="children"
+    )
+    agent = models.CharField(max_length=128, blank=True)
+    status = models.CharField(
+        max_length=16,
+        choices=[(s.value, s.value) for s in RunStatus],
+        default=RunStatus.RUNNING.value,
+    )
+    reason = models.CharField(max_length=200, blank=True)
+    started_seq = models.BigIntegerField(null=True, blank=True)
+    started_at = models.DateTimeField(auto_now_add=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["session", "run_id"], name="sessions_app_unique_run")
+        ]
+        indexes = [
+            models.Index(
+                fields=["status"], condition=Q(status="running"), name="sessions_app_running_runs"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.run_id} ({self.status})"
