@@ -1,7 +1,366 @@
-"""REST API of mlexec_app (django-ninja router, mounted by the site)."""
+"""REST API of mlexec_app (django-ninja router, mounted by the site).
+
+Thin edges: each handler parses input, calls :mod:`mlexec_app.services`, returns a schema.
+Agents authenticate with ``Authorization: Bearer <api key>``, browsers with the Django
+session. What a caller may not see answers 404, exactly like what does not exist.
+Every error body is ``{"code", "message", "detail"}``.
+"""
 
 from __future__ import annotations
 
-from ninja import Router
+import functools
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
-router = Router(tags=["mlexec"])
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from ninja import Router
+from ninja.pagination import paginate
+from ninja.responses import codes_4xx
+from ninja.security import HttpBearer, django_auth
+
+from mlexec_app import keys, reports, services
+from mlexec_app.exceptions import Forbidden, MlexecError, NotFound
+from mlexec_app.models import ApiKey, Intervention, Project, Run
+from mlexec_app.schemas import (
+    AdoptIn,
+    ApiKeyCreated,
+    ApiKeyIn,
+    ApiKeyOut,
+    AssessmentIn,
+    AssessmentOut,
+    BatchIn,
+    CostIn,
+    CostOut,
+    DiagnosisOut,
+    ErrorAnalysisIn,
+    ErrorAnalysisOut,
+    ErrorOut,
+    GatesOut,
+    HistoryOut,
+    InterventionOut,
+    InterventionPatch,
+    PlanOut,
+    ProjectIn,
+    ProjectOut,
+    ProjectPatch,
+    RunIn,
+    RunOut,
+    RunPatch,
+)
+
+
+class ApiKeyAuth(HttpBearer):
+    """``Authorization: Bearer mlx_...``; the request's ``auth`` becomes the ApiKey."""
+
+    def authenticate(self, request: HttpRequest, token: str) -> ApiKey | None:
+        return keys.authenticate(token)
+
+
+# Codes for the errors django-ninja answers itself, before a handler runs.
+NINJA_CODES = {
+    400: "malformed_request",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    422: "invalid_input",
+}
+
+
+def coded_errors(run: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Give every error response a machine-readable ``code``, whoever produced it.
+
+    Router-level, so the app needs nothing from the site's NinjaAPI: our own exceptions are
+    not handled by the API (ninja re-raises them) and arrive here; ninja's own errors
+    (validation, auth, unparsable JSON) arrive as responses and get a code added.
+    """
+
+    @functools.wraps(run)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        try:
+            response = run(request, *args, **kwargs)
+        except MlexecError as exc:
+            return JsonResponse(exc.as_dict(), status=exc.status)
+        return _with_code(response)
+
+    return wrapper
+
+
+def _with_code(response: HttpResponse) -> HttpResponse:
+    if response.status_code < 400 or response.get("Content-Type", "") != "application/json":
+        return response
+    try:
+        body = json.loads(response.content)
+    except ValueError:
+        return response
+    if not isinstance(body, dict) or "code" in body:
+        return response
+    detail = body.get("detail")
+    message = detail if isinstance(detail, str) else "The request is invalid; see detail."
+    code = NINJA_CODES.get(response.status_code, "error")
+    coded = {
+        "code": code,
+        "message": message,
+        "detail": None if isinstance(detail, str) else detail,
+    }
+    return JsonResponse(coded, status=response.status_code)
+
+
+router = Router(tags=["mlexec"], auth=[ApiKeyAuth(), django_auth])
+router.add_decorator(coded_errors, mode="view")
+ERRORS = {codes_4xx: ErrorOut}
+
+
+# --- who is asking -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Principal:
+    user: Any
+    key: ApiKey | None
+
+
+def principal(request: HttpRequest) -> Principal:
+    auth = request.auth  # type: ignore[attr-defined]
+    if isinstance(auth, ApiKey):
+        return Principal(auth.owner, auth)
+    return Principal(auth, None)
+
+
+def visible(request: HttpRequest) -> QuerySet[Project]:
+    who = principal(request)
+    if who.key is not None:
+        return keys.reachable_projects(who.key)
+    return Project.objects.filter(owner=who.user)
+
+
+def project_of(request: HttpRequest, ref: str) -> Project:
+    return services.find_project(ref, visible(request))
+
+
+def run_of(request: HttpRequest, run_id: int) -> Run:
+    run = Run.objects.filter(pk=run_id, project__in=visible(request)).first()
+    if run is None:
+        raise NotFound(f"No run {run_id}.")
+    return run
+
+
+def intervention_of(request: HttpRequest, intervention_id: int) -> Intervention:
+    found = Intervention.objects.filter(pk=intervention_id, project__in=visible(request)).first()
+    if found is None:
+        raise NotFound(f"No intervention {intervention_id}.")
+    return found
+
+
+# --- projects ------------------------------------------------------------------------------------
+
+
+@router.get("/projects", response=list[ProjectOut])
+@paginate
+def list_projects(request: HttpRequest) -> QuerySet[Project]:
+    return visible(request).order_by("-updated_at", "-id")
+
+
+@router.post("/projects", response={201: ProjectOut, **ERRORS})
+def create_project(request: HttpRequest, payload: ProjectIn) -> tuple[int, Project]:
+    who = principal(request)
+    if who.key is not None and not who.key.all_projects:
+        raise Forbidden("This key is scoped to some projects; it cannot create others.")
+    project = services.create_project(who.user, **payload.dict())
+    if who.key is not None:
+        who.key.projects.add(project)
+    return 201, project
+
+
+@router.get("/projects/{ref}", response={200: ProjectOut, **ERRORS})
+def get_project(request: HttpRequest, ref: str) -> Project:
+    return project_of(request, ref)
+
+
+@router.patch("/projects/{ref}", response={200: ProjectOut, **ERRORS})
+def update_project(request: HttpRequest, ref: str, payload: ProjectPatch) -> Project:
+    fields = payload.dict(exclude_unset=True)
+    force = fields.pop("force", False)
+    return services.update_project(project_of(request, ref), force=force, **fields)
+
+
+@router.get("/projects/{ref}/gates", response={200: GatesOut, **ERRORS})
+def gates(request: HttpRequest, ref: str, to: str | None = None) -> dict[str, Any]:
+    project = project_of(request, ref)
+    if to is not None and to not in services.gates_mod.STAGES:
+        raise services.InvalidInput(f"Unknown stage {to!r}.", code="invalid_choice")
+    checks = services.stage_gates(project, to)
+    target = to or services.gates_mod.next_stage(project.stage)
+    return {
+        "project": project.slug,
+        "stage": project.stage,
+        "to": target,
+        "can_move": all(c.passed for c in checks),
+        "gates": checks,
+    }
+
+
+# --- data assessments ----------------------------------------------------------------------------
+
+
+@router.post("/projects/{ref}/assessments", response={201: AssessmentOut, **ERRORS})
+def create_assessment(request: HttpRequest, ref: str, payload: AssessmentIn) -> tuple[int, Any]:
+    return 201, services.record_assessment(project_of(request, ref), **payload.dict())
+
+
+@router.get("/projects/{ref}/assessments", response={200: list[AssessmentOut], **ERRORS})
+def list_assessments(request: HttpRequest, ref: str) -> Any:
+    return project_of(request, ref).assessments.all()
+
+
+# --- runs ----------------------------------------------------------------------------------------
+
+
+@router.post("/projects/{ref}/runs", response={201: RunOut, **ERRORS})
+def create_run(request: HttpRequest, ref: str, payload: RunIn) -> tuple[int, Run]:
+    data = payload.dict()
+    data["artifacts"] = [dict(a) for a in data["artifacts"]]
+    return 201, services.record_run(project_of(request, ref), **data)
+
+
+@router.get("/projects/{ref}/runs", response={200: list[RunOut], **ERRORS})
+@paginate
+def list_runs(request: HttpRequest, ref: str) -> QuerySet[Run]:
+    return project_of(request, ref).runs.select_related("project").order_by("-created_at", "-id")
+
+
+@router.get("/runs/{run_id}", response={200: RunOut, **ERRORS})
+def get_run(request: HttpRequest, run_id: int) -> Run:
+    return run_of(request, run_id)
+
+
+@router.patch("/runs/{run_id}", response={200: RunOut, **ERRORS})
+def update_run(request: HttpRequest, run_id: int, payload: RunPatch) -> Run:
+    return services.update_run(run_of(request, run_id), **payload.dict(exclude_unset=True))
+
+
+@router.post("/runs/{run_id}/log-batch", response={200: RunOut, **ERRORS})
+def log_batch(request: HttpRequest, run_id: int, payload: BatchIn) -> Run:
+    points = [p.dict() for p in payload.metrics]
+    return services.log_batch(run_of(request, run_id), params=payload.params, metrics=points)
+
+
+@router.get("/runs/{run_id}/metrics/{key}", response={200: HistoryOut, **ERRORS})
+def metric_history(request: HttpRequest, run_id: int, key: str) -> dict[str, Any]:
+    run = run_of(request, run_id)
+    return {"run": run.pk, "key": key, "points": list(services.metric_history(run, key))}
+
+
+# --- error analysis, diagnosis, plan -------------------------------------------------------------
+
+
+@router.post("/projects/{ref}/error-analyses", response={201: ErrorAnalysisOut, **ERRORS})
+def create_error_analysis(request: HttpRequest, ref: str, payload: ErrorAnalysisIn) -> Any:
+    project = project_of(request, ref)
+    run = run_of(request, payload.run) if payload.run is not None else None
+    analysis = services.record_error_analysis(
+        project,
+        payload.categories,
+        payload.sample_size,
+        payload.source,
+        run=run,
+        notes=payload.notes,
+    )
+    return 201, analysis
+
+
+@router.get("/projects/{ref}/error-analyses", response={200: list[ErrorAnalysisOut], **ERRORS})
+def list_error_analyses(request: HttpRequest, ref: str) -> Any:
+    return project_of(request, ref).error_analyses.all()
+
+
+@router.get("/projects/{ref}/diagnosis", response={200: DiagnosisOut, **ERRORS})
+def diagnosis(request: HttpRequest, ref: str, run: int | None = None) -> dict[str, Any]:
+    project = project_of(request, ref)
+    chosen = run_of(request, run) if run is not None else None
+    if chosen is not None and chosen.project_id != project.pk:
+        raise NotFound(f"No run {run} in this project.")
+    return reports.diagnosis_payload(project, services.diagnose_project(project, chosen))
+
+
+@router.get("/projects/{ref}/plan", response={200: PlanOut, **ERRORS})
+def plan(request: HttpRequest, ref: str) -> dict[str, Any]:
+    project = project_of(request, ref)
+    return reports.plan_payload(project, services.plan_project(project))
+
+
+@router.post("/projects/{ref}/interventions", response={201: list[InterventionOut], **ERRORS})
+def adopt(request: HttpRequest, ref: str, payload: AdoptIn) -> tuple[int, list[Intervention]]:
+    return 201, services.adopt(project_of(request, ref), payload.rule_ids)
+
+
+@router.get("/projects/{ref}/interventions", response={200: list[InterventionOut], **ERRORS})
+def list_interventions(request: HttpRequest, ref: str) -> Any:
+    return project_of(request, ref).interventions.all()
+
+
+@router.patch("/interventions/{intervention_id}", response={200: InterventionOut, **ERRORS})
+def update_intervention(
+    request: HttpRequest, intervention_id: int, payload: InterventionPatch
+) -> Intervention:
+    found = intervention_of(request, intervention_id)
+    return services.update_intervention(found, **payload.dict(exclude_unset=True))
+
+
+# --- cost curve ----------------------------------------------------------------------------------
+
+
+@router.post("/cost-curve", response={200: CostOut, **ERRORS})
+def cost_curve(request: HttpRequest, payload: CostIn) -> Any:
+    return services.cost_curve(payload.dict())
+
+
+@router.put("/projects/{ref}/cost-model", response={200: CostOut, **ERRORS})
+def save_cost_model(request: HttpRequest, ref: str, payload: CostIn) -> Any:
+    project = project_of(request, ref)
+    services.save_cost_model(project, payload.dict())
+    return services.project_cost_curve(project)
+
+
+@router.get("/projects/{ref}/cost-model", response={200: CostOut, **ERRORS})
+def get_cost_curve(request: HttpRequest, ref: str) -> Any:
+    result = services.project_cost_curve(project_of(request, ref))
+    if result is None:
+        raise NotFound("This project has no cost model yet; PUT one.")
+    return result
+
+
+# --- API keys (browser session only: a key never mints keys) -------------------------------------
+
+
+def _session_user(request: HttpRequest) -> Any:
+    who = principal(request)
+    if who.key is not None:
+        raise Forbidden(
+            "Manage API keys with a logged-in session, not with a key.", code="session_required"
+        )
+    return who.user
+
+
+@router.post("/api-keys", response={201: ApiKeyCreated, **ERRORS})
+def create_key(request: HttpRequest, payload: ApiKeyIn) -> tuple[int, dict[str, Any]]:
+    user = _session_user(request)
+    mine = Project.objects.filter(owner=user)
+    projects = [services.find_project(ref, mine) for ref in payload.projects]
+    key, raw = keys.create_api_key(
+        user, payload.name, projects=projects, all_projects=payload.all_projects
+    )
+    return 201, {**ApiKeyOut.from_orm(key).dict(), "key": raw}
+
+
+@router.get("/api-keys", response={200: list[ApiKeyOut], **ERRORS})
+def list_keys(request: HttpRequest) -> Any:
+    return ApiKey.objects.filter(owner=_session_user(request)).prefetch_related("projects")
+
+
+@router.delete("/api-keys/{key_id}", response={200: ApiKeyOut, **ERRORS})
+def revoke_key(request: HttpRequest, key_id: int) -> ApiKey:
+    return keys.revoke(_session_user(request), key_id)

@@ -5,3 +5,6 @@ class MlexecAppConfig(AppConfig):
     name = "mlexec_app"
     verbose_name = "ML project execution"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from mlexec_app import checks, conf  # noqa: F401  (registers checks and signals)

@@ -1,0 +1,177 @@
+"""Diagnoses and plans as plain data (REST API, admin) and as readable text (the command)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlexec_app import services
+from mlexec_app.methodology.diagnosis import SPLIT_NAMES, Diagnosis, pct, points
+from mlexec_app.methodology.planner import Candidate, Plan
+from mlexec_app.models import Project
+
+SPLITS = ("train", "train_dev", "dev", "test")
+
+
+def _errors(d: Diagnosis) -> dict[str, float | None]:
+    m = d.measurements
+    return {"human": m.human, "target": m.target, **{s: getattr(m, s) for s in SPLITS}}
+
+
+def _sizes(d: Diagnosis) -> dict[str, int | None]:
+    return {s: getattr(d.measurements, f"{s}_size") for s in SPLITS}
+
+
+def diagnosis_payload(project: Project, pd: services.ProjectDiagnosis) -> dict[str, Any]:
+    """Everything the diagnosis found, JSON-ready; error rates whatever the metric's direction."""
+    d = pd.diagnosis
+    rec = services.recommendation(project)
+    return {
+        "project": project.slug,
+        "run": pd.run.pk if pd.run else None,
+        "errors": _errors(d),
+        "sizes": _sizes(d),
+        "dominant": d.dominant.value if d.dominant else None,
+        "confidence": d.confidence.value,
+        "contenders": [p.value for p in d.contenders],
+        "gaps": [
+            {
+                "problem": p.value,
+                "upper_split": g.upper_split,
+                "lower_split": g.lower_split,
+                "estimate": g.estimate,
+                "low": g.interval.low,
+                "high": g.interval.high,
+                "verdict": g.verdict.value,
+                "needed_size": g.needed_size,
+            }
+            for p, g in d.gaps.items()
+        ],
+        "findings": [
+            {
+                "rule_id": f.rule_id,
+                "title": f.title,
+                "message": f.message,
+                "verdict": f.verdict.value,
+                "problem": f.problem.value if f.problem else None,
+            }
+            for f in d.findings
+        ],
+        "categories": [
+            {
+                "category": c.category,
+                "count": c.count,
+                "share": c.share.estimate,
+                "share_low": c.share.low,
+                "share_high": c.share.high,
+                "ceiling": c.ceiling,
+                "ceiling_high": c.ceiling_high,
+            }
+            for c in pd.categories
+        ],
+        "recommendation": {
+            "approach": rec.approach,
+            "first_steps": list(rec.first_steps),
+            "fit": rec.fit,
+            "caution": rec.caution,
+        },
+    }
+
+
+def candidate_payload(c: Candidate) -> dict[str, Any]:
+    return {
+        "rule_id": c.rule_id,
+        "kind": c.kind.value,
+        "priority": c.priority,
+        "title": c.title,
+        "rationale": c.rationale,
+        "expected_gain": c.expected_gain,
+        "problem": c.problem.value if c.problem else None,
+        "state": c.state.value,
+    }
+
+
+def plan_payload(project: Project, plan: Plan) -> dict[str, Any]:
+    return {
+        "project": project.slug,
+        "next": candidate_payload(plan.next) if plan.next else None,
+        "recommended": [candidate_payload(c) for c in plan.recommended],
+        "deferred": [candidate_payload(c) for c in plan.deferred],
+        "deferred_reason": plan.deferred_reason,
+        "tried": [candidate_payload(c) for c in plan.tried],
+    }
+
+
+# --- text ---------------------------------------------------------------------------------------
+
+CONFIDENCE_WORDS = {
+    "decided": "decided",
+    "inconclusive": "inconclusive: the data cannot single it out yet",
+    "point_estimate": "point estimate only (split sizes unknown)",
+    "no_problem": "no material problem found",
+    "not_enough_data": "not enough measurements",
+}
+
+
+def _split_lines(d: Diagnosis) -> list[str]:
+    lines = []
+    for name, value in _errors(d).items():
+        if value is None:
+            continue
+        size = _sizes(d).get(name)
+        label = SPLIT_NAMES.get(name, name)
+        lines.append(f"  {label:<10} {pct(value):>7}" + (f"   (n={size:,})" if size else ""))
+    return lines
+
+
+def _gap_lines(d: Diagnosis) -> list[str]:
+    return [
+        f"  {p.value.replace('_', ' '):<16} {points(g.estimate):>12}   "
+        f"[{points(g.interval.low)} .. {points(g.interval.high)}]   {g.verdict.value}"
+        for p, g in d.gaps.items()
+    ]
+
+
+def text_report(project: Project) -> str:
+    """The readable report ``manage.py mlexec diagnose`` prints."""
+    pd = services.diagnose_project(project)
+    d = pd.diagnosis
+    plan = services.plan_project(project, pd)
+    run = f"run #{pd.run.pk} {pd.run.name!r}" if pd.run else "no usable run"
+    lines = [
+        f"Project {project.name} ({project.slug}), stage {project.stage}, {run}",
+        f"Metric: {project.metric_name} ({project.get_metric_direction_display()}); "
+        "shown below as error rates.",
+        "",
+        "Errors:",
+        *_split_lines(d),
+        "",
+        "Gaps (95% intervals):",
+        *(_gap_lines(d) or ["  none measurable"]),
+        "",
+        f"Dominant problem: {d.dominant.value.replace('_', ' ') if d.dominant else 'none'} "
+        f"({CONFIDENCE_WORDS[d.confidence.value]})",
+        "",
+        "Findings:",
+        *[f"  [{f.rule_id}] {f.message}" for f in d.findings],
+    ]
+    if pd.categories:
+        lines += ["", "Error categories (ceiling = share x dev error):"]
+        lines += [
+            f"  {c.category:<20} {c.share.estimate:>5.0%}  ceiling {points(c.ceiling)}"
+            for c in pd.categories
+        ]
+    lines += ["", "Plan:"] + _plan_lines(plan)
+    return "\n".join(lines) + "\n"
+
+
+def _plan_lines(plan: Plan) -> list[str]:
+    if not (plan.recommended or plan.deferred):
+        return ["  nothing to do: no intervention is justified"]
+    lines = []
+    for i, c in enumerate(plan.recommended, 1):
+        gain = f", up to {points(c.expected_gain)}" if c.expected_gain is not None else ""
+        lines.append(f"  {i}. {c.title} [{c.rule_id}{gain}]{' (open)' * (c.state == 'open')}")
+        lines.append(f"     because: {c.rationale}")
+    for c in plan.deferred:
+        lines.append(f"  later: {c.title} [{c.rule_id}]: {plan.deferred_reason}")
+    return lines
