@@ -32,7 +32,7 @@ class TrainConfig:
     epochs: int = 40
     batch_size: int = 128
     lr: float = 1e-2
-    weight_decay: float = 0.1
+    weight_decay: float = 0.01
     label_smoothing: float = 0.0
     seed: int = 0
 
@@ -96,33 +96,32 @@ def _fit_ensemble(
     tick: Tick | None,
 ) -> np.ndarray:
     torch = torch_module()
-    functional = torch.nn.functional
     generator = torch.Generator().manual_seed(config.seed)
     mean, scale = (torch.from_numpy(a) for a in standardize_stats(X, masks))
     xs = torch.from_numpy(np.asarray(X, dtype=np.float32))
     ys = torch.from_numpy(np.asarray(y, dtype=np.int64))
-    weights = torch.from_numpy(masks.astype(np.float32))
+    table, counts = _row_table(masks)
     net = _Ensemble(len(masks), X.shape[1], spec.layer_sizes, n_classes, spec.dropout, generator)
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    steps_per_epoch = math.ceil(len(X) / config.batch_size)
+    # An epoch is one pass over the largest member's rows; every member draws a full batch of
+    # its own rows at every step, so small training sets are not starved by large ones.
+    steps_per_epoch = max(1, math.ceil(int(counts.max()) / config.batch_size))
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch
     )
+    shape = (len(masks), config.batch_size)
     for epoch in range(config.epochs):
-        order = torch.randperm(len(X), generator=generator)
-        for start in range(0, len(X), config.batch_size):
-            rows = order[start : start + config.batch_size]
-            logits = net((xs[rows][None] - mean) / scale, train=True)
-            loss = functional.cross_entropy(
+        for _ in range(steps_per_epoch):
+            draw = (torch.rand(shape, generator=generator) * counts).long()
+            rows = torch.gather(table, 1, draw)
+            logits = net((xs[rows] - mean) / scale, train=True)
+            loss = torch.nn.functional.cross_entropy(
                 logits.reshape(-1, n_classes),
-                ys[rows].repeat(len(masks)),
-                reduction="none",
+                ys[rows].reshape(-1),
                 label_smoothing=config.label_smoothing,
-            ).view(len(masks), -1)
-            w = weights[:, rows]
-            total = ((loss * w).sum(1) / w.sum(1).clamp(min=1.0)).sum()
+            ) * len(masks)  # the sum of the members' mean losses: each member's own scale
             optimizer.zero_grad()
-            total.backward()
+            loss.backward()
             optimizer.step()
             schedule.step()
         if tick is not None:
@@ -130,6 +129,19 @@ def _fit_ensemble(
     with torch.no_grad():
         logits = net((xs[None] - mean) / scale, train=False)
         return torch.softmax(logits, -1).numpy()
+
+
+def _row_table(masks: np.ndarray) -> tuple[Any, Any]:
+    """Each member's training rows, padded to a rectangle, and how many each has."""
+    torch = torch_module()
+    counts = masks.sum(1)
+    if (counts == 0).any():
+        raise ValueError("Every member needs at least one training row.")
+    table = np.zeros((len(masks), int(counts.max())), dtype=np.int64)
+    for member, mask in enumerate(masks):
+        rows = np.flatnonzero(mask)
+        table[member, : len(rows)] = rows
+    return torch.from_numpy(table), torch.from_numpy(counts.astype(np.float32))[:, None]
 
 
 class _Ensemble:

@@ -1,0 +1,187 @@
+"""Run a chosen set of diagnostics on one dataset and collect one JSON-able report.
+
+This is the one entry point the job, the CLI and the benchmark call. It knows nothing of
+Django models: :mod:`mlexec_app.jobs` stores the report and writes Run, ErrorAnalysis and
+DataAssessment rows from it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from mlexec_app.diagnostics import baseline as baseline_mod
+from mlexec_app.diagnostics import label_issues as label_mod
+from mlexec_app.diagnostics import learning_curve as curve_mod
+from mlexec_app.diagnostics import sanity, slices
+from mlexec_app.diagnostics.data import Dataset
+from mlexec_app.diagnostics.exceptions import DiagnosticsError
+from mlexec_app.diagnostics.models import ModelSpec
+from mlexec_app.diagnostics.progress import Progress
+from mlexec_app.diagnostics.training import TrainConfig
+
+ALL = ("overfit_batch", "lr_range", "label_issues", "learning_curve", "baseline", "slices")
+#: The full diagnosis: evidence on data quality, on more data, and the four error rates.
+FULL = ("label_issues", "learning_curve", "baseline", "slices")
+#: Suspected label errors drawn as images in a report (the rest are listed).
+IMAGES_IN_REPORT = 24
+
+
+@dataclass
+class Plan:
+    """What to run and with which model; plain data, stored in a job's parameters."""
+
+    diagnostics: tuple[str, ...] = FULL
+    target_error: float | None = None
+    model: ModelSpec = field(default_factory=ModelSpec)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.diagnostics) - set(ALL))
+        if unknown:
+            raise DiagnosticsError(f"Unknown diagnostics {unknown}; choose from {', '.join(ALL)}.")
+        # Slices read the baseline's dev predictions.
+        if "slices" in self.diagnostics and "baseline" not in self.diagnostics:
+            self.diagnostics = (*self.diagnostics, "baseline")
+        self.diagnostics = tuple(name for name in ALL if name in self.diagnostics)
+
+
+def run_diagnostics(
+    data: Dataset, plan: Plan | None = None, progress: Progress | None = None
+) -> dict[str, Any]:
+    """Run ``plan`` on ``data``; returns the report (JSON-able) with timings per diagnostic."""
+    plan = plan or Plan()
+    progress = progress or Progress()
+    progress.plan(list(plan.diagnostics))
+    report: dict[str, Any] = {"dataset": _describe(data), "timings": {}}
+    state: dict[str, Any] = {}
+    for name in plan.diagnostics:
+        progress.start_stage(name)
+        started = time.perf_counter()
+        report[name] = _RUNNERS[name](data, plan, progress, state)
+        report["timings"][name] = round(time.perf_counter() - started, 2)
+    if "label_issues" in report:
+        report["data_quality"] = _data_quality(report)
+    progress.stage, progress.within, progress.stage_index = "done", 0.0, len(plan.diagnostics)
+    progress.emit({"step": "finished"}, force=True)
+    return jsonable(report)
+
+
+def _run_overfit(data: Dataset, plan: Plan, progress: Progress, state: dict[str, Any]) -> Any:
+    return sanity.overfit_small_batch(
+        data, plan.model, seed=plan.train.seed, progress=progress
+    ).to_dict()
+
+
+def _run_lr_range(data: Dataset, plan: Plan, progress: Progress, state: dict[str, Any]) -> Any:
+    return sanity.lr_range_test(data, plan.model, seed=plan.train.seed, progress=progress).to_dict()
+
+
+def _run_label_issues(data: Dataset, plan: Plan, progress: Progress, state: dict[str, Any]) -> Any:
+    # The evidence model is the built-in regularised MLP unless the plan names another kind.
+    spec = label_mod.DEFAULT_MODEL if plan.model.vectorizable else plan.model
+    config = label_mod.DEFAULT_TRAIN
+    result = label_mod.find_label_issues(data, spec=spec, config=config, progress=progress)
+    state["suspected"] = result.mask
+    out = result.to_dict()
+    if data.image_shape is not None:
+        out["image_shape"] = list(data.image_shape)
+        for issue in out["issues"][:IMAGES_IN_REPORT]:
+            issue["image"] = _image(data, issue["index"])
+    return out
+
+
+def _run_learning_curve(
+    data: Dataset, plan: Plan, progress: Progress, state: dict[str, Any]
+) -> Any:
+    curve = curve_mod.learning_curve(
+        data, target_error=plan.target_error, spec=plan.model, config=plan.train, progress=progress
+    )
+    return curve.to_dict()
+
+
+def _run_baseline(data: Dataset, plan: Plan, progress: Progress, state: dict[str, Any]) -> Any:
+    result = baseline_mod.baseline_run(
+        data, spec=plan.model, config=plan.train,
+        suspected_label_errors=state.get("suspected"), progress=progress,
+    )  # fmt: skip
+    state["baseline"] = result
+    return result.to_dict()
+
+
+def _run_slices(data: Dataset, plan: Plan, progress: Progress, state: dict[str, Any]) -> Any:
+    base = state["baseline"]
+    analysis = slices.slice_errors(
+        data, base.dev_rows, base.dev_predictions, state.get("suspected")
+    )
+    return analysis.to_dict()
+
+
+_RUNNERS = {
+    "overfit_batch": _run_overfit,
+    "lr_range": _run_lr_range,
+    "label_issues": _run_label_issues,
+    "learning_curve": _run_learning_curve,
+    "baseline": _run_baseline,
+    "slices": _run_slices,
+}
+
+
+def _data_quality(report: dict[str, Any]) -> dict[str, Any]:
+    """The label-noise reading that tempers the bias/variance reading."""
+    issues = report["label_issues"]
+    noise = issues["noise_rate"]
+    quality: dict[str, Any] = {
+        "label_quality": round(1.0 - noise, 4),
+        "noise_rate": noise,
+        "suspected_label_errors": issues["n_issues"],
+    }
+    base = report.get("baseline")
+    if base and base.get("trusted_dev_error") is not None:
+        quality["dev_error"] = base["errors"]["dev"]
+        quality["trusted_dev_error"] = base["trusted_dev_error"]
+    quality["note"] = (
+        f"About {noise:.1%} of labels look wrong. Errors measured against these labels include "
+        "them, so they overstate avoidable bias: fix the labels (data quality comes first in "
+        "the intervention order) or add the noise rate to the human-level proxy."
+    )
+    return quality
+
+
+def _describe(data: Dataset) -> dict[str, Any]:
+    counts = np.bincount(data.y, minlength=data.n_classes)
+    return {
+        "name": data.name,
+        "examples": len(data.y),
+        "features": int(data.X.shape[1]),
+        "classes": data.classes,
+        "class_balance": {c: int(n) for c, n in zip(data.classes, counts, strict=True)},
+        "image_shape": list(data.image_shape) if data.image_shape else None,
+        "slice_column": data.slice_name,
+    }
+
+
+def _image(data: Dataset, index: int) -> list[float]:
+    """One row scaled to 0..1 for drawing, rounded to keep the report small."""
+    row = data.X[index]
+    low, high = float(row.min()), float(row.max())
+    scaled = (row - low) / (high - low) if high > low else np.zeros_like(row)
+    return [round(float(v), 2) for v in scaled]
+
+
+def jsonable(value: Any) -> Any:
+    """Plain JSON types all the way down (numpy scalars, tuples and dataclass leftovers)."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float) and value != value:  # NaN is not JSON
+        return None
+    return value
