@@ -16,9 +16,8 @@ from typing import Any
 
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from ninja import Router
+from ninja import Router, Status
 from ninja.pagination import paginate
-from ninja.responses import codes_4xx
 from ninja.security import HttpBearer, django_auth
 
 from mlexec_app import keys, reports, services
@@ -90,7 +89,9 @@ def coded_errors(run: Callable[..., HttpResponse]) -> Callable[..., HttpResponse
 
 
 def _with_code(response: HttpResponse) -> HttpResponse:
-    if response.status_code < 400 or response.get("Content-Type", "") != "application/json":
+    if response.status_code < 400 or not response.get("Content-Type", "").startswith(
+        "application/json"
+    ):
         return response
     try:
         body = json.loads(response.content)
@@ -111,7 +112,8 @@ def _with_code(response: HttpResponse) -> HttpResponse:
 
 router = Router(tags=["mlexec"], auth=[ApiKeyAuth(), django_auth])
 router.add_decorator(coded_errors, mode="view")
-ERRORS = {codes_4xx: ErrorOut}
+# Documented in the OpenAPI schema: every error body is an ErrorOut.
+ERRORS = {frozenset({400, 401, 403, 404, 409, 422}): ErrorOut}
 
 
 # --- who is asking -------------------------------------------------------------------------------
@@ -165,14 +167,14 @@ def list_projects(request: HttpRequest) -> QuerySet[Project]:
 
 
 @router.post("/projects", response={201: ProjectOut, **ERRORS})
-def create_project(request: HttpRequest, payload: ProjectIn) -> tuple[int, Project]:
+def create_project(request: HttpRequest, payload: ProjectIn) -> Status:
     who = principal(request)
     if who.key is not None and not who.key.all_projects:
         raise Forbidden("This key is scoped to some projects; it cannot create others.")
     project = services.create_project(who.user, **payload.dict())
     if who.key is not None:
         who.key.projects.add(project)
-    return 201, project
+    return Status(201, project)
 
 
 @router.get("/projects/{ref}", response={200: ProjectOut, **ERRORS})
@@ -207,8 +209,8 @@ def gates(request: HttpRequest, ref: str, to: str | None = None) -> dict[str, An
 
 
 @router.post("/projects/{ref}/assessments", response={201: AssessmentOut, **ERRORS})
-def create_assessment(request: HttpRequest, ref: str, payload: AssessmentIn) -> tuple[int, Any]:
-    return 201, services.record_assessment(project_of(request, ref), **payload.dict())
+def create_assessment(request: HttpRequest, ref: str, payload: AssessmentIn) -> Status:
+    return Status(201, services.record_assessment(project_of(request, ref), **payload.dict()))
 
 
 @router.get("/projects/{ref}/assessments", response={200: list[AssessmentOut], **ERRORS})
@@ -220,10 +222,10 @@ def list_assessments(request: HttpRequest, ref: str) -> Any:
 
 
 @router.post("/projects/{ref}/runs", response={201: RunOut, **ERRORS})
-def create_run(request: HttpRequest, ref: str, payload: RunIn) -> tuple[int, Run]:
+def create_run(request: HttpRequest, ref: str, payload: RunIn) -> Status:
     data = payload.dict()
     data["artifacts"] = [dict(a) for a in data["artifacts"]]
-    return 201, services.record_run(project_of(request, ref), **data)
+    return Status(201, services.record_run(project_of(request, ref), **data))
 
 
 @router.get("/projects/{ref}/runs", response={200: list[RunOut], **ERRORS})
@@ -269,7 +271,7 @@ def create_error_analysis(request: HttpRequest, ref: str, payload: ErrorAnalysis
         run=run,
         notes=payload.notes,
     )
-    return 201, analysis
+    return Status(201, analysis)
 
 
 @router.get("/projects/{ref}/error-analyses", response={200: list[ErrorAnalysisOut], **ERRORS})
@@ -293,8 +295,8 @@ def plan(request: HttpRequest, ref: str) -> dict[str, Any]:
 
 
 @router.post("/projects/{ref}/interventions", response={201: list[InterventionOut], **ERRORS})
-def adopt(request: HttpRequest, ref: str, payload: AdoptIn) -> tuple[int, list[Intervention]]:
-    return 201, services.adopt(project_of(request, ref), payload.rule_ids)
+def adopt(request: HttpRequest, ref: str, payload: AdoptIn) -> Status:
+    return Status(201, services.adopt(project_of(request, ref), payload.rule_ids))
 
 
 @router.get("/projects/{ref}/interventions", response={200: list[InterventionOut], **ERRORS})
@@ -346,14 +348,15 @@ def _session_user(request: HttpRequest) -> Any:
 
 
 @router.post("/api-keys", response={201: ApiKeyCreated, **ERRORS})
-def create_key(request: HttpRequest, payload: ApiKeyIn) -> tuple[int, dict[str, Any]]:
+def create_key(request: HttpRequest, payload: ApiKeyIn) -> Status:
     user = _session_user(request)
     mine = Project.objects.filter(owner=user)
     projects = [services.find_project(ref, mine) for ref in payload.projects]
     key, raw = keys.create_api_key(
         user, payload.name, projects=projects, all_projects=payload.all_projects
     )
-    return 201, {**ApiKeyOut.from_orm(key).dict(), "key": raw}
+    key.raw_key = raw  # type: ignore[attr-defined]  # shown in this response only
+    return Status(201, key)
 
 
 @router.get("/api-keys", response={200: list[ApiKeyOut], **ERRORS})

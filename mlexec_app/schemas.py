@@ -325,4 +325,6 @@ class ApiKeyOut(Schema):
 
 
 class ApiKeyCreated(ApiKeyOut):
-    key: str = Field(..., description="The key itself: shown this once, never stored.")
+    key: str = Field(
+        ..., alias="raw_key", description="The key itself: shown this once, never stored."
+    )

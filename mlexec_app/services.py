@@ -266,12 +266,12 @@ def record_run(
         artifacts=list(artifacts or []),
         source=source,
         notes=notes,
+        finished_at=timezone.now() if status in FINAL_RUN_STATUSES else None,
     )
-    _apply_latest(run, latest)
-    if status in FINAL_RUN_STATUSES:
-        run.finished_at = timezone.now()
     run.save()
-    log_batch(run, metrics=list(history))
+    _add_points(run, list(history))
+    _apply_latest(run, latest)  # the final values given win over the history's last points
+    run.save()
     return run
 
 
@@ -295,11 +295,15 @@ def log_batch(
     if run.status in FINAL_RUN_STATUSES and (points or params):
         raise InvalidTransition(f"Run {run.pk} is {run.status}; it takes no more data.")
     _merge_params(run, params or {})
+    _add_points(run, points)
+    run.save()
+    return run
+
+
+def _add_points(run: Run, points: Sequence[Mapping[str, Any]]) -> None:
     rows = [_point(run, p) for p in points]
     MetricPoint.objects.bulk_create(rows)
     _apply_latest(run, _latest_of(run, rows))
-    run.save()
-    return run
 
 
 def _merge_params(run: Run, params: Mapping[str, Any]) -> None:

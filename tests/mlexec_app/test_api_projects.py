@@ -1,0 +1,217 @@
+"""REST API: projects, assessments, authentication and who sees what."""
+
+from __future__ import annotations
+
+import pytest
+
+from mlexec_app.models import ApiKey, DataAssessment, Project
+
+pytestmark = pytest.mark.django_db
+
+
+def test_create_then_read_a_project(api):
+    created = api.post(
+        "/projects",
+        {
+            "name": "Spam filter",
+            "data_type": "text",
+            "metric_name": "accuracy",
+            "metric_direction": "higher",
+            "target_value": 0.98,
+            "human_level": 0.99,
+        },
+    )
+    assert created.status_code == 201
+    body = created.json()
+    assert body["slug"] == "spam-filter"
+    again = api.get("/projects/spam-filter")
+    assert again.status_code == 200
+    assert again.json()["metric_direction"] == "higher"
+    assert api.get(f"/projects/{body['id']}").json()["slug"] == "spam-filter"
+
+
+def test_list_shows_only_my_projects(api, project, other_user):
+    Project.objects.create(owner=other_user, name="Theirs", slug="theirs")
+    listed = api.get("/projects").json()
+    assert [p["slug"] for p in listed["items"]] == [project.slug]
+    assert listed["count"] == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"name": ""}, "name"),
+        ({"name": "x", "data_type": "video"}, "data_type"),
+        ({"name": "x", "target_value": 1.5}, "target_value"),
+        ({"name": "x", "metric_direction": "sideways"}, "metric_direction"),
+        ({"name": "x", "slug": "has spaces"}, "slug"),
+    ],
+)
+def test_bad_project_input_is_a_coded_422_and_writes_nothing(api, body, field):
+    response = api.post("/projects", body)
+    assert response.status_code == 422
+    error = response.json()
+    assert error["code"] == "invalid_input"
+    assert any(field in item["loc"] for item in error["detail"])
+    assert Project.objects.count() == 0
+
+
+def test_malformed_json_is_a_coded_400(api):
+    response = api.post("/projects", raw="{not json")
+    assert response.status_code == 400
+    assert response.json()["code"] == "malformed_request"
+    assert Project.objects.count() == 0
+
+
+def test_taken_slug_is_refused_with_its_own_code(api, project):
+    response = api.post("/projects", {"name": "Again", "slug": project.slug})
+    assert response.status_code == 422
+    assert response.json()["code"] == "slug_taken"
+
+
+def test_anonymous_caller_gets_a_coded_401(anonymous, project):
+    response = anonymous.get("/projects")
+    assert response.status_code == 401
+    assert response.json()["code"] == "unauthenticated"
+
+
+def test_someone_elses_project_is_indistinguishable_from_a_missing_one(api, other_user):
+    theirs = Project.objects.create(owner=other_user, name="Theirs", slug="theirs")
+    hidden = api.get(f"/projects/{theirs.slug}")
+    missing = api.get("/projects/no-such-project")
+    assert hidden.status_code == missing.status_code == 404
+    assert hidden.json()["code"] == missing.json()["code"] == "not_found"
+    assert api.patch(f"/projects/{theirs.slug}", {"name": "mine now"}).status_code == 404
+    theirs.refresh_from_db()
+    assert theirs.name == "Theirs"
+
+
+def test_update_a_project(api, project):
+    response = api.patch(f"/projects/{project.slug}", {"human_level": 0.005, "stage": "prototype"})
+    assert response.status_code == 200
+    project.refresh_from_db()
+    assert (project.human_level, project.stage) == (0.005, "prototype")
+
+
+def test_moving_to_production_is_stopped_by_failing_gates(api, project):
+    response = api.patch(f"/projects/{project.slug}", {"stage": "production"})
+    assert response.status_code == 409
+    error = response.json()
+    assert error["code"] == "stage_gate_failed"
+    assert "gate.target_met" in [g["id"] for g in error["detail"]]
+    project.refresh_from_db()
+    assert project.stage == "scoping"
+    forced = api.patch(f"/projects/{project.slug}", {"stage": "production", "force": True})
+    assert forced.status_code == 200
+
+
+def test_gates_endpoint_lists_checks_for_the_next_stage(api, project):
+    body = api.get(f"/projects/{project.slug}/gates").json()
+    assert body["to"] == "prototype"
+    assert body["can_move"] is True
+    assert {g["id"] for g in body["gates"]} == {
+        "gate.problem_statement",
+        "gate.target",
+        "gate.human_level",
+    }
+    bad = api.get(f"/projects/{project.slug}/gates?to=heaven")
+    assert bad.status_code == 422 and bad.json()["code"] == "invalid_choice"
+
+
+def test_assessment_round_trip_and_validation(api, project):
+    good = api.post(
+        f"/projects/{project.slug}/assessments",
+        {
+            "train_size": 100_000,
+            "train_dev_size": 5_000,
+            "dev_size": 5_000,
+            "test_size": 5_000,
+            "class_balance": {"cat": 0.3, "not cat": 0.7},
+            "label_quality": 0.97,
+            "train_source": "web crawl",
+            "dev_source": "mobile app uploads",
+        },
+    )
+    assert good.status_code == 201
+    bad = api.post(f"/projects/{project.slug}/assessments", {"dev_size": 0})
+    assert bad.status_code == 422
+    listed = api.get(f"/projects/{project.slug}/assessments").json()
+    assert [a["dev_source"] for a in listed] == ["mobile app uploads"]
+    assert DataAssessment.objects.count() == 1
+
+
+# --- API keys ------------------------------------------------------------------------------
+
+
+def test_key_is_shown_once_and_then_authenticates(api, project):
+    created = api.post("/api-keys", {"name": "trainer", "projects": [project.slug]})
+    assert created.status_code == 201
+    raw = created.json()["key"]
+    stored = ApiKey.objects.get()
+    assert raw not in stored.hashed_key and stored.prefix in raw
+    listed = api.get("/api-keys").json()
+    assert "key" not in listed[0]
+    from django.test import Client
+
+    from tests.mlexec_app.conftest import Api
+
+    agent = Api(Client(), raw)
+    assert agent.get(f"/projects/{project.slug}").status_code == 200
+    stored.refresh_from_db()
+    assert stored.last_used_at is not None
+
+
+def test_a_scoped_key_reaches_only_its_projects(key_for, project, user):
+    from mlexec_app import services
+
+    other = services.create_project(user, name="Other of mine")
+    agent = key_for(project)
+    assert agent.get(f"/projects/{project.slug}").status_code == 200
+    assert agent.get(f"/projects/{other.slug}").status_code == 404
+    assert [p["slug"] for p in agent.get("/projects").json()["items"]] == [project.slug]
+    refused = agent.post("/projects", {"name": "new"})
+    assert refused.status_code == 403 and refused.json()["code"] == "forbidden"
+
+
+def test_an_all_projects_key_creates_projects_for_its_owner(key_for, user, project):
+    agent = key_for(all_projects=True)
+    created = agent.post("/projects", {"name": "Agent made"})
+    assert created.status_code == 201
+    assert Project.objects.get(slug="agent-made").owner == user
+    assert agent.get(f"/projects/{project.slug}").status_code == 200
+
+
+def test_revoked_and_forged_keys_are_refused(api, project, key_for):
+    created = api.post("/api-keys", {"name": "t", "all_projects": True}).json()
+    from django.test import Client
+
+    from tests.mlexec_app.conftest import Api
+
+    agent = Api(Client(), created["key"])
+    assert agent.get("/projects").status_code == 200
+    assert api.delete(f"/api-keys/{created['id']}").status_code == 200
+    assert agent.get("/projects").status_code == 401
+    forged = Api(Client(), created["key"][:-3] + "xyz")
+    assert forged.get("/projects").status_code == 401
+
+
+def test_keys_cannot_mint_keys(key_for):
+    agent = key_for(all_projects=True)
+    response = agent.post("/api-keys", {"name": "child", "all_projects": True})
+    assert response.status_code == 403
+    assert response.json()["code"] == "session_required"
+    assert ApiKey.objects.count() == 1
+
+
+def test_a_key_needs_a_scope(api):
+    response = api.post("/api-keys", {"name": "nothing"})
+    assert response.status_code == 422
+    assert response.json()["code"] == "key_scope"
+    assert ApiKey.objects.count() == 0
+
+
+def test_a_key_for_someone_elses_project_is_refused(api, other_user):
+    theirs = Project.objects.create(owner=other_user, name="Theirs", slug="theirs")
+    response = api.post("/api-keys", {"name": "sneaky", "projects": [theirs.slug]})
+    assert response.status_code == 404
+    assert ApiKey.objects.count() == 0

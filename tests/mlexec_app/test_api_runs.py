@@ -1,0 +1,148 @@
+"""REST API: runs logged like an experiment tracker, metric history, error analyses."""
+
+from __future__ import annotations
+
+import pytest
+
+from mlexec_app.models import ErrorAnalysis, MetricPoint, Run
+
+pytestmark = pytest.mark.django_db
+
+
+def new_run(api, project, **extra):
+    body = {"name": "baseline", "params": {"lr": 0.001}, **extra}
+    response = api.post(f"/projects/{project.slug}/runs", body)
+    assert response.status_code == 201, response.content
+    return response.json()
+
+
+def test_create_a_run_with_split_metrics_and_history(api, project):
+    run = new_run(
+        api,
+        project,
+        status="finished",
+        metrics={"train": 0.01, "train_dev": 0.015, "dev": 0.1, "f1": 0.8},
+        history=[
+            {"key": "loss", "value": 0.9, "step": 0},
+            {"key": "loss", "value": 0.4, "step": 1},
+        ],
+        cost=3.5,
+        artifacts=[{"name": "weights", "uri": "s3://bucket/w.pt"}],
+    )
+    assert (run["train"], run["train_dev"], run["dev"], run["test"]) == (0.01, 0.015, 0.1, None)
+    assert run["metrics"] == {"train": 0.01, "train_dev": 0.015, "dev": 0.1, "f1": 0.8, "loss": 0.4}
+    assert run["finished_at"] is not None
+    assert run["artifacts"] == [{"name": "weights", "uri": "s3://bucket/w.pt"}]
+
+
+def test_log_batches_then_read_the_history_in_step_order(api, project):
+    run = new_run(api, project)
+    first = api.post(
+        f"/runs/{run['id']}/log-batch",
+        {
+            "params": {"batch_size": 64},
+            "metrics": [
+                {"key": "dev", "value": 0.30, "step": 2},
+                {"key": "dev", "value": 0.40, "step": 1},
+            ],
+        },
+    )
+    assert first.status_code == 200
+    api.post(f"/runs/{run['id']}/log-batch", {"metrics": [{"key": "dev", "value": 0.2, "step": 3}]})
+    history = api.get(f"/runs/{run['id']}/metrics/dev").json()
+    assert [(p["step"], p["value"]) for p in history["points"]] == [(1, 0.4), (2, 0.3), (3, 0.2)]
+    latest = api.get(f"/runs/{run['id']}").json()
+    assert latest["dev"] == 0.2
+    assert latest["params"] == {"lr": 0.001, "batch_size": 64}
+
+
+def test_a_late_batch_with_an_earlier_step_does_not_replace_the_latest_value(api, project):
+    run = new_run(api, project)
+    api.post(f"/runs/{run['id']}/log-batch", {"metrics": [{"key": "dev", "value": 0.2, "step": 5}]})
+    api.post(f"/runs/{run['id']}/log-batch", {"metrics": [{"key": "dev", "value": 0.9, "step": 1}]})
+    assert api.get(f"/runs/{run['id']}").json()["dev"] == 0.2
+
+
+@pytest.mark.parametrize(
+    ("batch", "status", "code"),
+    [
+        ({"metrics": [{"key": "dev", "value": 1.7, "step": 1}]}, 422, "out_of_range"),
+        ({"metrics": [{"key": "loss", "value": "NaN", "step": 1}]}, 422, "invalid_input"),
+        ({"metrics": [{"key": "", "value": 1, "step": 1}]}, 422, "invalid_input"),
+        ({"metrics": [{"value": 1, "step": 1}]}, 422, "invalid_input"),
+        ({"params": {"lr": 0.1}}, 422, "param_conflict"),
+    ],
+)
+def test_a_bad_batch_is_refused_whole(api, project, batch, status, code):
+    run = new_run(api, project)
+    good = {"key": "loss", "value": 0.5, "step": 0}
+    batch = {**batch, "metrics": [good, *batch.get("metrics", [])]}
+    response = api.post(f"/runs/{run['id']}/log-batch", batch)
+    assert response.status_code == status
+    assert response.json()["code"] == code
+    assert MetricPoint.objects.count() == 0
+    assert Run.objects.get().params == {"lr": 0.001}
+
+
+def test_oversized_batch_is_refused(api, project, settings):
+    settings.MLEXEC_APP = {"MAX_BATCH": 3}
+    run = new_run(api, project)
+    points = [{"key": "loss", "value": 0.1, "step": i} for i in range(4)]
+    response = api.post(f"/runs/{run['id']}/log-batch", {"metrics": points})
+    assert response.status_code == 422 and response.json()["code"] == "batch_too_large"
+    assert MetricPoint.objects.count() == 0
+
+
+def test_run_lifecycle_is_enforced(api, project):
+    run = new_run(api, project)
+    assert api.patch(f"/runs/{run['id']}", {"status": "finished"}).status_code == 200
+    back = api.patch(f"/runs/{run['id']}", {"status": "running"})
+    assert back.status_code == 409 and back.json()["code"] == "invalid_transition"
+    late = api.post(f"/runs/{run['id']}/log-batch", {"metrics": [{"key": "x", "value": 1}]})
+    assert late.status_code == 409
+    assert Run.objects.get().status == "finished"
+
+
+def test_runs_of_other_users_are_not_found(api, other_user):
+    from mlexec_app import services
+
+    theirs = services.create_project(other_user, name="Theirs")
+    run = services.record_run(theirs, name="secret", metrics={"dev": 0.1}, status="running")
+    assert api.get(f"/runs/{run.pk}").status_code == 404
+    assert api.post(f"/runs/{run.pk}/log-batch", {"params": {"a": 1}}).status_code == 404
+    assert api.get(f"/runs/{run.pk}/metrics/dev").status_code == 404
+    run.refresh_from_db()
+    assert run.params == {}
+
+
+def test_list_runs_newest_first(api, project):
+    new_run(api, project, name="first")
+    new_run(api, project, name="second")
+    listed = api.get(f"/projects/{project.slug}/runs").json()
+    assert [r["name"] for r in listed["items"]] == ["second", "first"]
+
+
+def test_error_analysis_round_trip(api, project):
+    response = api.post(
+        f"/projects/{project.slug}/error-analyses",
+        {"categories": {"blurry": 43, "dog": 8}, "sample_size": 100},
+    )
+    assert response.status_code == 201
+    listed = api.get(f"/projects/{project.slug}/error-analyses").json()
+    assert listed[0]["categories"] == {"blurry": 43, "dog": 8}
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ({"categories": {"blurry": 143}, "sample_size": 100}, "invalid_error_analysis"),
+        ({"categories": {"blurry": -1}, "sample_size": 100}, "invalid_input"),
+        ({"categories": {"blurry": 1}, "sample_size": 0}, "invalid_input"),
+        ({"categories": {"blurry": 1.5}, "sample_size": 10}, "invalid_input"),
+    ],
+)
+def test_impossible_error_analysis_is_refused(api, project, body, code):
+    response = api.post(f"/projects/{project.slug}/error-analyses", body)
+    assert response.status_code == 422
+    assert response.json()["code"] == code
+    assert ErrorAnalysis.objects.count() == 0
