@@ -94,10 +94,10 @@ class SessionConsumer(AsyncWebsocketConsumer):
                 raise LimitExceeded(
                     f"frame larger than {setting('MAX_FRAME_BYTES')} bytes", limit="frame_bytes"
                 )
-            if not self.bucket.allow(time.monotonic()):
-                raise LimitExceeded("too many frames; slow down", limit="frames_per_second")
             frame = _parse(raw)
             frame_id = frame.get("id")
+            if not self.bucket.allow(time.monotonic()):
+                raise LimitExceeded("too many frames; slow down", limit="frames_per_second")
             handler = OPERATIONS.get(frame.get("op"))  # type: ignore[arg-type]
             if handler is None:
                 raise BadRequest(f"unknown op {frame.get('op')!r}", known=sorted(OPERATIONS))

@@ -24,7 +24,14 @@ def test_a_streamed_answer_folds_into_one_complete_message():
     ]
     state = fold(numbered(events)).as_dict()
     assert state["messages"] == [
-        {"id": "m1", "role": "assistant", "run": "r1", "agent": None, "status": "complete", "text": "Hello!"}
+        {
+            "id": "m1",
+            "role": "assistant",
+            "run": "r1",
+            "agent": None,
+            "status": "complete",
+            "text": "Hello!",
+        }
     ]
     assert state["runs"][0]["status"] == "finished"
 
@@ -85,7 +92,12 @@ def test_state_snapshot_and_json_patch_deltas():
 
 
 def test_malformed_events_are_skipped_not_fatal():
-    events = [{"type": "TEXT_MESSAGE_CONTENT"}, {"no": "type"}, ev("RUN_FINISHED"), ev("STATE_DELTA")]
+    events = [
+        {"type": "TEXT_MESSAGE_CONTENT"},
+        {"no": "type"},
+        ev("RUN_FINISHED"),
+        ev("STATE_DELTA"),
+    ]
     state = fold(numbered(events))
     assert state.seq == 4 and state.messages == {}
 
