@@ -1,8 +1,9 @@
 """Offsets: opaque to clients, strictly increasing, lexicographically sortable.
 
 Internally an offset is the entry's sequence number in its stream (1, 2, 3, ...). On the wire
-it is that number as 32 zero-padded digits split in two halves, ``0000000000000000_0000000000000042``:
-string order equals numeric order, and the shape is the one Durable Streams clients know.
+it is that number as 32 zero-padded digits split in two halves,
+``0000000000000000_0000000000000042``: string order equals numeric order, and the shape is the
+one Durable Streams clients know.
 ``"-1"`` means "before the first entry", ``"now"`` means "after the last one" and
 ``"snapshot"`` asks for the folded state instead of the history.
 """

@@ -144,7 +144,7 @@ async def connect(user=None, *, token: str | None = None, headers=None, path="/w
     finally:
         try:
             await communicator.disconnect()
-        except (asyncio.CancelledError, asyncio.TimeoutError):
+        except (TimeoutError, asyncio.CancelledError):
             pass  # the app already stopped; the test's own failure (if any) is what matters
 
 

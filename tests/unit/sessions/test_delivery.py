@@ -36,13 +36,13 @@ def test_any_loss_reorder_or_repeat_of_notifications_delivers_a_gap_free_prefix(
     shuffled = data.draw(st.permutations(ranges))
     kept = [r for r in shuffled if data.draw(st.booleans())]
     repeated = kept + data.draw(st.lists(st.sampled_from(kept), max_size=5)) if kept else []
-    notes = [(f, l, data.draw(st.booleans())) for f, l in repeated]
+    notes = [(first, last, data.draw(st.booleans())) for first, last in repeated]
     start = data.draw(st.integers(min_value=0, max_value=seq))
     received = run_subscriber(log, notes, start)
     # Exactly once, in order, no gap: a contiguous run right after the starting point...
     assert received == list(range(start + 1, start + 1 + len(received)))
     # ...reaching the highest offset any notification announced.
-    announced = max((l for _, l, _ in notes), default=0)
+    announced = max((last for _, last, _ in notes), default=0)
     assert start + len(received) == max(start, announced)
 
 

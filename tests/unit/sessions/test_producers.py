@@ -1,7 +1,6 @@
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-import pytest
 
 from sessions_app.domain.errors import BadRequest, ProducerSeqGap, ProducerStaleEpoch
 from sessions_app.domain.producers import (
