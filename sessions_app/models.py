@@ -61,6 +61,20 @@ class Session(models.Model):
     expires_at = models.DateTimeField(
         null=True, blank=True, help_text="Delete the session after this time."
     )
+    ttl_seconds = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Sliding expiry: each access pushes expires_at this far ahead.",
+    )
+    deleted = models.BooleanField(
+        default=False, help_text="Soft-deleted: hidden, kept while forks need it."
+    )
+    forked_from = models.ForeignKey(
+        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="forks"
+    )
+    fork_seq = models.BigIntegerField(
+        default=0, editable=False, help_text="Entries 1..fork_seq are read from the parent."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     last_activity = models.DateTimeField(auto_now_add=True, db_index=True)
 
