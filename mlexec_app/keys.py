@@ -23,11 +23,11 @@ from mlexec_app.models import ApiKey, Project
 SCHEME = "mlx"
 
 
-def _hash(raw: str) -> str:
+def hash_key(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
-def _new_raw() -> tuple[str, str]:
+def new_raw() -> tuple[str, str]:
     prefix = secrets.token_hex(6)
     return prefix, f"{SCHEME}_{prefix}_{secrets.token_urlsafe(32)}"
 
@@ -42,9 +42,9 @@ def create_api_key(
         raise InvalidInput("A key needs projects to reach, or all_projects.", code="key_scope")
     if any(p.owner_id != owner.pk for p in projects):  # type: ignore[attr-defined]
         raise NotFound("No such project.")
-    prefix, raw = _new_raw()
+    prefix, raw = new_raw()
     key = ApiKey.objects.create(
-        owner=owner, name=name, prefix=prefix, hashed_key=_hash(raw), all_projects=all_projects
+        owner=owner, name=name, prefix=prefix, hashed_key=hash_key(raw), all_projects=all_projects
     )
     key.projects.set(projects)
     return key, raw
@@ -58,7 +58,7 @@ def authenticate(raw: str) -> ApiKey | None:
     key = ApiKey.objects.select_related("owner").filter(prefix=parts[1]).first()
     if key is None or key.revoked_at is not None or not key.owner.is_active:
         return None
-    if not hmac.compare_digest(key.hashed_key, _hash(raw)):
+    if not hmac.compare_digest(key.hashed_key, hash_key(raw)):
         return None
     ApiKey.objects.filter(pk=key.pk).update(last_used_at=timezone.now())
     return key

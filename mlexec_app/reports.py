@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from mlexec_app import services
+from mlexec_app import charts, services
 from mlexec_app.methodology.diagnosis import SPLIT_NAMES, Diagnosis, pct, points
 from mlexec_app.methodology.planner import Candidate, Plan
-from mlexec_app.models import Project
+from mlexec_app.models import Project, Run
 
 SPLITS = ("train", "train_dev", "dev", "test")
 
@@ -175,3 +175,38 @@ def _plan_lines(plan: Plan) -> list[str]:
     for c in plan.deferred:
         lines.append(f"  later: {c.title} [{c.rule_id}]: {plan.deferred_reason}")
     return lines
+
+
+# --- pages (admin project page and /mlexec/ project page) -----------------------------------------
+
+MAX_SERIES = 6
+
+
+def history_series(run: Run | None) -> dict[str, list[tuple[int, float]]]:
+    """A run's metric history, key by key (the first few keys, for a readable plot)."""
+    if run is None:
+        return {}
+    series: dict[str, list[tuple[int, float]]] = {}
+    for key, step, value in run.points.order_by("key", "step", "id").values_list(
+        "key", "step", "value"
+    ):
+        if key in series or len(series) < MAX_SERIES:
+            series.setdefault(key, []).append((step, value))
+    return series
+
+
+def page_context(project: Project) -> dict[str, Any]:
+    """What a project page shows: diagnosis, plan, gates, cost and the two charts."""
+    pd = services.diagnose_project(project)
+    plan = services.plan_project(project, pd)
+    return {
+        "project": project,
+        "report": diagnosis_payload(project, pd),
+        "plan": plan_payload(project, plan),
+        "gates": services.stage_gates(project),
+        "cost": services.project_cost_curve(project),
+        "decomposition_svg": charts.error_decomposition(pd.diagnosis),
+        "categories_svg": charts.category_ceilings(pd.categories),
+        "history_svg": charts.metric_history(history_series(pd.run)),
+        "diagnosed_run": pd.run,
+    }

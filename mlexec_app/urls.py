@@ -6,4 +6,5 @@ app_name = "mlexec_app"
 
 urlpatterns = [
     path("", views.index, name="index"),
+    path("projects/<slug:slug>/", views.project, name="project"),
 ]

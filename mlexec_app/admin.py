@@ -1,0 +1,195 @@
+"""Admin of mlexec_app: the project page carries its diagnosis, plan and charts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.utils import timezone
+
+from mlexec_app import charts, keys, reports
+from mlexec_app.models import (
+    ApiKey,
+    CostModel,
+    DataAssessment,
+    ErrorAnalysis,
+    Intervention,
+    Project,
+    Run,
+)
+
+
+class DataAssessmentInline(admin.StackedInline):
+    model = DataAssessment
+    extra = 0
+    classes = ["collapse"]
+
+
+class CostModelInline(admin.StackedInline):
+    model = CostModel
+    extra = 0
+    classes = ["collapse"]
+
+
+class InterventionInline(admin.TabularInline):
+    model = Intervention
+    extra = 0
+    fields = ["priority", "kind", "title", "predicted_gain", "status", "realized_gain"]
+    readonly_fields = ["priority", "kind", "title", "predicted_gain"]
+    can_delete = False
+
+
+@admin.register(Project)
+class ProjectAdmin(admin.ModelAdmin):
+    list_display = [
+        "name",
+        "slug",
+        "owner",
+        "data_type",
+        "abstraction_layer",
+        "stage",
+        "updated_at",
+    ]
+    list_filter = ["stage", "data_type", "abstraction_layer"]
+    search_fields = ["name", "slug", "problem_statement"]
+    prepopulated_fields = {"slug": ["name"]}
+    raw_id_fields = ["owner"]
+    inlines = [DataAssessmentInline, CostModelInline, InterventionInline]
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        project = self.get_object(request, object_id)
+        context = dict(extra_context or {})
+        if project is not None:
+            context.update(reports.page_context(project))
+        return super().change_view(request, object_id, form_url, context)
+
+
+@admin.register(Run)
+class RunAdmin(admin.ModelAdmin):
+    list_display = [
+        "name",
+        "project",
+        "status",
+        "train",
+        "train_dev",
+        "dev",
+        "test",
+        "cost",
+        "created_at",
+    ]
+    list_filter = ["status", "source", "project"]
+    search_fields = ["name", "project__name"]
+    readonly_fields = ["history_chart", "created_at", "updated_at"]
+    actions = ["compare"]
+
+    @admin.display(description="Metric history")
+    def history_chart(self, run: Run) -> str:
+        return charts.metric_history(reports.history_series(run)) if run.pk else ""
+
+    @admin.action(description="Compare selected runs side by side")
+    def compare(self, request: HttpRequest, queryset: QuerySet[Run]) -> HttpResponse:
+        runs = list(queryset.select_related("project").order_by("created_at", "id"))
+        key = _shared_key(runs)
+        series = {f"#{r.pk} {r.name}": _points(r, key) for r in runs} if key else {}
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Compare runs",
+            "runs": runs,
+            "table": comparison_table(runs),
+            "chart_key": key or "no shared metric",
+            "history_svg": charts.metric_history(series),
+        }
+        return TemplateResponse(request, "admin/mlexec_app/run/compare.html", context)
+
+
+def _points(run: Run, key: str) -> list[tuple[int, float]]:
+    return list(run.points.filter(key=key).order_by("step", "id").values_list("step", "value"))
+
+
+def _shared_key(runs: list[Run]) -> str | None:
+    """The metric to overlay: 'dev' when every run logged it, else any key they share."""
+    shared = None
+    for run in runs:
+        logged = set(run.points.values_list("key", flat=True))
+        shared = logged if shared is None else shared & logged
+    if not shared:
+        return None
+    return "dev" if "dev" in shared else sorted(shared)[0]
+
+
+def comparison_table(runs: list[Run]) -> list[tuple[str, list[tuple[str, list[Any]]]]]:
+    """Sections of (label, one cell per run): splits, other metrics, parameters, cost."""
+    splits = [(s, [getattr(r, s) for r in runs]) for s in ("train", "train_dev", "dev", "test")]
+    metric_keys = sorted(
+        {k for r in runs for k in r.metrics} - {"train", "train_dev", "dev", "test"}
+    )
+    param_keys = sorted({k for r in runs for k in r.params})
+    return [
+        ("Split metrics", splits),
+        ("Other metrics", [(k, [r.metrics.get(k) for r in runs]) for k in metric_keys]),
+        ("Parameters", [(k, [r.params.get(k) for r in runs]) for k in param_keys]),
+        ("Run", [("status", [r.status for r in runs]), ("cost", [r.cost for r in runs])]),
+    ]
+
+
+@admin.register(ErrorAnalysis)
+class ErrorAnalysisAdmin(admin.ModelAdmin):
+    list_display = ["project", "sample_size", "source", "created_at"]
+    list_filter = ["source"]
+
+
+@admin.register(Intervention)
+class InterventionAdmin(admin.ModelAdmin):
+    list_display = [
+        "title",
+        "project",
+        "kind",
+        "priority",
+        "status",
+        "predicted_gain",
+        "realized_gain",
+    ]
+    list_filter = ["status", "kind"]
+    list_editable = ["status", "realized_gain"]
+    readonly_fields = ["rule_id", "diagnosis", "predicted_gain", "priority"]
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    list_display = ["name", "owner", "prefix", "all_projects", "last_used_at", "revoked_at"]
+    fields = [
+        "name",
+        "owner",
+        "all_projects",
+        "projects",
+        "prefix",
+        "created_at",
+        "last_used_at",
+        "revoked_at",
+    ]
+    readonly_fields = ["prefix", "created_at", "last_used_at", "revoked_at"]
+    raw_id_fields = ["owner"]
+    filter_horizontal = ["projects"]
+    actions = ["revoke"]
+
+    def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
+        if not change:
+            # The admin makes the secret, like the API: shown once, stored hashed.
+            prefix, raw = keys.new_raw()
+            obj.prefix, obj.hashed_key = prefix, keys.hash_key(raw)
+            messages.warning(request, f"The new key is {raw} . Copy it now: it is not stored.")
+        super().save_model(request, obj, form, change)
+
+    @admin.action(description="Revoke selected keys")
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        messages.success(request, f"Revoked {count} key(s).")

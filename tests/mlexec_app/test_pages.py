@@ -1,0 +1,143 @@
+"""The admin project page and the /mlexec/ pages render the diagnosis, the plan and charts."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.test import Client
+
+from mlexec_app import services
+from mlexec_app.models import ApiKey, Run
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def admin_client(db):
+    boss = get_user_model().objects.create_superuser("boss", "boss@example.com", "pw")
+    client = Client()
+    client.force_login(boss)
+    return client
+
+
+@pytest.fixture
+def diagnosed(sized_project):
+    run = services.record_run(
+        sized_project,
+        name="resnet",
+        metrics={"train": 0.01, "train_dev": 0.015, "dev": 0.10},
+        history=[{"key": "dev", "value": 0.2 - 0.02 * i, "step": i} for i in range(6)]
+        + [{"key": "loss", "value": 1.0 / (i + 1), "step": i} for i in range(6)],
+    )
+    services.record_error_analysis(sized_project, {"blurry": 40, "night": 12}, 100)
+    return sized_project, run
+
+
+def svg_count(html: str) -> int:
+    return len(re.findall(r'<svg [^>]*class="mlexec-chart"', html))
+
+
+def test_admin_project_page_shows_diagnosis_plan_and_charts(admin_client, diagnosed):
+    project, _ = diagnosed
+    page = admin_client.get(f"/admin/mlexec_app/project/{project.pk}/change/")
+    html = page.content.decode()
+    assert page.status_code == 200
+    assert "data_mismatch" in html and "decided" in html
+    assert "plan.data_quality.match_distributions" in html
+    assert svg_count(html) == 3  # decomposition, categories, metric history
+    assert html.count('class="bar"') >= 4  # human level + three gaps (+ categories)
+    assert html.count('class="series"') == 2  # dev and loss histories
+    assert "Data mismatch: 8.5%" in html  # the bar's tooltip carries its value
+
+
+def test_admin_project_page_without_runs_says_so(admin_client, project):
+    page = admin_client.get(f"/admin/mlexec_app/project/{project.pk}/change/")
+    html = page.content.decode()
+    assert page.status_code == 200
+    assert "No usable run yet" in html
+    assert "No metric history yet." in html
+
+
+def test_admin_compares_runs_side_by_side(admin_client, diagnosed):
+    project, first = diagnosed
+    second = services.record_run(
+        project,
+        name="vit",
+        params={"lr": 0.0003, "depth": 12},
+        metrics={"train": 0.02, "dev": 0.08},
+        history=[{"key": "dev", "value": 0.15 - 0.01 * i, "step": i} for i in range(4)],
+    )
+    page = admin_client.post(
+        "/admin/mlexec_app/run/",
+        {"action": "compare", "_selected_action": [first.pk, second.pk]},
+    )
+    html = page.content.decode()
+    assert page.status_code == 200
+    header = re.search(r"<thead>(.*?)</thead>", html, re.S).group(1)
+    assert header.index("resnet") < header.index("vit")
+    assert re.search(r"<td>depth</td><td>–</td><td>12</td>", html)
+    assert html.count('class="series"') == 2  # both runs' dev curves overlaid
+
+
+def test_run_admin_page_plots_its_history(admin_client, diagnosed):
+    _, run = diagnosed
+    page = admin_client.get(f"/admin/mlexec_app/run/{run.pk}/change/")
+    assert page.status_code == 200
+    assert page.content.decode().count('class="series"') == 2
+
+
+def test_admin_creates_an_api_key_and_shows_it_once(admin_client, user):
+    page = admin_client.post(
+        "/admin/mlexec_app/apikey/add/",
+        {"name": "ci", "owner": user.pk, "all_projects": "on"},
+        follow=True,
+    )
+    shown = re.search(r"The new key is (mlx_\S+)", page.content.decode()).group(1)
+    key = ApiKey.objects.get()
+    assert shown not in key.hashed_key
+    from mlexec_app import keys
+
+    assert keys.authenticate(shown) == key
+    again = admin_client.get(f"/admin/mlexec_app/apikey/{key.pk}/change/")
+    assert shown not in again.content.decode()
+
+
+def test_landing_lists_my_projects_with_links(api, project, other_user):
+    services.create_project(other_user, name="Not mine")
+    page = api.client.get("/mlexec/")
+    html = page.content.decode()
+    assert page.status_code == 200
+    assert f'href="/mlexec/projects/{project.slug}/"' in html
+    assert "Not mine" not in html
+
+
+def test_landing_requires_login(anonymous):
+    page = anonymous.client.get("/mlexec/")
+    assert page.status_code == 302
+    assert "login" in page["Location"]
+
+
+def test_project_page_renders_report_and_hides_others(api, diagnosed, other_user):
+    project, _ = diagnosed
+    page = api.client.get(f"/mlexec/projects/{project.slug}/")
+    html = page.content.decode()
+    assert page.status_code == 200
+    assert "data_mismatch" in html and svg_count(html) == 3
+    assert "8.5 points" in html  # expected gain of matching the distributions
+    theirs = services.create_project(other_user, name="Theirs")
+    assert api.client.get(f"/mlexec/projects/{theirs.slug}/").status_code == 404
+
+
+def test_user_text_in_charts_is_escaped(api, project):
+    services.record_run(
+        project,
+        name="x",
+        metrics={"train": 0.1, "dev": 0.2},
+        history=[{"key": "<script>alert(1)</script>", "value": 1, "step": 0}],
+    )
+    html = api.client.get(f"/mlexec/projects/{project.slug}/").content.decode()
+    assert "<script>alert(1)</script>" not in html
+    assert "&lt;script&gt;" in html
+    assert Run.objects.count() == 1
