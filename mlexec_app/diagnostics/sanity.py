@@ -74,7 +74,7 @@ def overfit_small_batch(
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         if progress and step % 50 == 49:
             progress.stage_step("step", step + 1, steps)
         if losses[-1] < loss_threshold / 10:
@@ -130,13 +130,15 @@ def lr_range_test(
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        value = float(loss)
-        smooth = value if step == 0 else 0.8 * smooth + 0.2 * value
+        value = loss.item()
+        if not math.isfinite(value):
+            break
+        smooth = 0.8 * smooth + 0.2 * value  # debiased below, as Adam debiases its moments
         rates.append(lr)
-        losses.append(smooth / (1 - 0.8 ** (step + 1)) if step else smooth)
+        losses.append(smooth / (1 - 0.8 ** (step + 1)))
         if progress and step % 20 == 19:
             progress.stage_step("step", step + 1, steps)
-        if not math.isfinite(value) or (step > 10 and losses[-1] > 4 * min(losses)):
+        if step > 10 and losses[-1] > 4 * min(losses):
             break
     return suggest_range(rates, losses)
 
@@ -154,6 +156,8 @@ def suggest_range(rates: list[float], losses: list[float]) -> LearningRateRange:
         f"Loss falls fastest near lr={rates[steepest]:.2g} and is lowest near "
         f"lr={rates[best]:.2g}: use a learning rate between {low:.2g} and {high:.2g}."
     )
+    if best == len(values) - 1:
+        message += " The loss never rose: the test stopped before divergence; the top is a guess."
     return LearningRateRange(
         [float(f"{r:.4g}") for r in rates], [round(float(v), 4) for v in values],
         float(f"{low:.3g}"), float(f"{high:.3g}"), message,

@@ -35,6 +35,11 @@ class TrainConfig:
     weight_decay: float = 0.01
     label_smoothing: float = 0.0
     seed: int = 0
+    #: Tiny data sets get more steps per epoch, so that they are not left underfitted.
+    min_steps: int = 300
+
+    def steps_per_epoch(self, rows: int) -> int:
+        return max(1, math.ceil(rows / self.batch_size), math.ceil(self.min_steps / self.epochs))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -105,7 +110,7 @@ def _fit_ensemble(
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     # An epoch is one pass over the largest member's rows; every member draws a full batch of
     # its own rows at every step, so small training sets are not starved by large ones.
-    steps_per_epoch = max(1, math.ceil(int(counts.max()) / config.batch_size))
+    steps_per_epoch = config.steps_per_epoch(int(counts.max()))
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch
     )
@@ -213,15 +218,13 @@ def train_epochs(
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )
-    steps_per_epoch = math.ceil(len(xs) / config.batch_size)
+    steps_per_epoch = config.steps_per_epoch(len(xs))
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch
     )
     model.train()
     for epoch in range(config.epochs):
-        order = torch.randperm(len(xs))
-        for start in range(0, len(xs), config.batch_size):
-            rows = order[start : start + config.batch_size]
+        for rows in _batches(len(xs), config.batch_size, steps_per_epoch):
             loss = torch.nn.functional.cross_entropy(
                 model(xs[rows]), ys[rows], label_smoothing=config.label_smoothing
             )
@@ -241,3 +244,13 @@ def _member_tick(tick: Tick | None, member: int, members: int) -> Tick | None:
         tick(member * total + done, members * total)
 
     return inner
+
+
+def _batches(rows: int, batch_size: int, steps: int) -> list[Any]:
+    """``steps`` minibatches of shuffled row indices, reshuffling after each full pass."""
+    torch = torch_module()
+    out: list[Any] = []
+    while len(out) < steps:
+        order = torch.randperm(rows)
+        out += [order[s : s + batch_size] for s in range(0, rows, batch_size)]
+    return out[:steps]
