@@ -31,7 +31,9 @@ class Actor:
 def visible_to(user: Any) -> QuerySet[Session]:
     if not getattr(user, "is_authenticated", False):
         return Session.objects.none()
-    return Session.objects.filter(Q(owner=user) | Q(memberships__user=user), deleted=False).distinct()
+    return Session.objects.filter(
+        Q(owner=user) | Q(memberships__user=user), deleted=False
+    ).distinct()
 
 
 def check_name(name: object) -> str:

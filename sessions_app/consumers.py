@@ -29,6 +29,7 @@ from sessions_app.domain.errors import (
     NotFound,
     OffsetExpired,
     SessionError,
+    Unavailable,
 )
 from sessions_app.domain.events import encode_event, validate_event
 from sessions_app.domain.limits import TokenBucket
@@ -180,6 +181,13 @@ class SessionConsumer(AsyncWebsocketConsumer):
             rows = await log.aread(sub.pk, sub.delivered, batch)
             if not rows:
                 return
+            if rows[0][0] != sub.delivered + 1:  # retention removed entries while we read
+                raise OffsetExpired(
+                    "entries at this offset were removed by retention; resume from the snapshot",
+                    session=sub.name,
+                    earliest=format_offset(rows[0][0] - 1),
+                    resume=SNAPSHOT,
+                )
             await self._deliver(sub, rows)
 
     async def op_unsubscribe(self, frame: dict[str, Any]) -> None:
@@ -237,9 +245,12 @@ class SessionConsumer(AsyncWebsocketConsumer):
             return
         try:
             await self._replay(sub, until=step.up_to)
-        except SessionError:
+        except Unavailable:
             # The database is unreachable: try again shortly, the entries are committed.
             asyncio.get_running_loop().call_later(GAP_RETRY_SECONDS, self._retry_gap, message)
+        except SessionError as exc:  # e.g. retention overtook this subscriber
+            await self._send_error(exc, None)
+            await self._leave(sub)
 
     def _retry_gap(self, message: dict[str, Any]) -> None:
         hint = {**message, "bodies": None}

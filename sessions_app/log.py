@@ -284,6 +284,7 @@ class GroupCommitter:
     def __init__(self) -> None:
         self._queue: list[tuple[AppendRequest, asyncio.Future[AppendResult | SessionError]]] = []
         self._task: asyncio.Task[None] | None = None
+        self.transactions = 0  # how many commits this committer made (for metrics and tests)
 
     async def submit(self, request: AppendRequest) -> AppendResult:
         future: asyncio.Future[AppendResult | SessionError] = (
@@ -301,6 +302,7 @@ class GroupCommitter:
             if window:
                 await asyncio.sleep(window)
             batch = self._take(limit)
+            self.transactions += 1
             try:
                 results, notes = await dbexec.run_write(_commit_isolated, [r for r, _ in batch])
             except Exception as exc:  # the whole batch failed: every caller hears why
@@ -333,13 +335,18 @@ _committers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, GroupCommitter
 )
 
 
+def committer() -> GroupCommitter:
+    """This event loop's group committer."""
+    loop = asyncio.get_running_loop()
+    found = _committers.get(loop)
+    if found is None:
+        found = _committers[loop] = GroupCommitter()
+    return found
+
+
 async def append(request: AppendRequest) -> AppendResult:
     """Append through this event loop's group committer; raises SessionError subclasses."""
-    loop = asyncio.get_running_loop()
-    committer = _committers.get(loop)
-    if committer is None:
-        committer = _committers[loop] = GroupCommitter()
-    return await committer.submit(request)
+    return await committer().submit(request)
 
 
 async def _notify(notes: Sequence[Notification]) -> None:
@@ -395,3 +402,45 @@ def fold_session(session_pk: int) -> SessionState:
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+# --- retention -----------------------------------------------------------------------------
+
+
+def compact(session_pk: int, up_to: int) -> int:
+    """Fold entries ``tail+1 .. up_to`` into the stored snapshot and delete them.
+
+    Readers then see the same fold as before (snapshot + the rest), and a resume below the
+    new tail gets "offset expired". Returns how many entries were removed.
+    """
+    with transaction.atomic():
+        head, _closed = _lock_session(session_pk)
+        session = Session.objects.get(pk=session_pk)
+        up_to = min(up_to, head)
+        if up_to <= session.tail:
+            return 0
+        snapshot = None
+        if session.is_json:
+            base = (
+                SessionState.from_dict(session.snapshot, session.tail) if session.snapshot else None
+            )
+            rows = Entry.objects.filter(session_id=session_pk, seq__gt=session.tail, seq__lte=up_to)
+            entries = (
+                (seq, json.loads(bytes(body)))
+                for seq, body in rows.order_by("seq").values_list("seq", "body")
+            )
+            snapshot = fold(entries, base or SessionState(seq=session.tail)).as_dict()
+        removed, _ = Entry.objects.filter(session_id=session_pk, seq__lte=up_to).delete()
+        Session.objects.filter(pk=session_pk).update(tail=up_to, snapshot=snapshot)
+        return removed
+
+
+def expired_offset(session_pk: int, before: Any) -> int:
+    """The highest offset of the session's entries written before ``before`` (0: none)."""
+    row = (
+        Entry.objects.filter(session_id=session_pk, created_at__lt=before)
+        .order_by("-seq")
+        .values_list("seq", flat=True)
+        .first()
+    )
+    return int(row or 0)

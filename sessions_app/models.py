@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from typing import Any
 
 from django.conf import settings
 from django.db import models
@@ -84,6 +85,19 @@ class Session(models.Model):
 
     def __str__(self) -> str:
         return self.title or self.name
+
+    # Written only by the log service, under the row's lock: a save() of a stale instance
+    # (the admin, a view) must never move them back.
+    LOG_FIELDS = frozenset({"head", "tail", "snapshot", "size_bytes", "last_activity"})
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self._state.adding and kwargs.get("update_fields") is None:
+            kwargs["update_fields"] = [
+                f.name
+                for f in self._meta.concrete_fields
+                if not f.primary_key and f.name not in self.LOG_FIELDS
+            ]
+        super().save(*args, **kwargs)
 
     @property
     def is_json(self) -> bool:

@@ -1,0 +1,91 @@
+"""The log service: offsets, group commit, idempotent producers, fan-out."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+
+from sessions_app import log
+from sessions_app.domain.errors import NotFound, ProducerStaleEpoch, StreamClosed
+from sessions_app.domain.producers import ProducerClaim
+from sessions_app.models import Entry, Session
+
+pytestmark = pytest.mark.django_db(transaction=True)
+db = database_sync_to_async
+
+
+def items(*bodies):
+    return [log.Item(f'{{"type":"CUSTOM","data":{{"name":"{b}"}}}}', "CUSTOM") for b in bodies]
+
+
+async def test_concurrent_appends_share_transactions_and_get_distinct_contiguous_offsets(alice):
+    sessions = [await db(Session.objects.create)(name=f"s{i}", owner=alice) for i in range(3)]
+    requests = [log.AppendRequest(sessions[i % 3].pk, items(f"e{i}a", f"e{i}b")) for i in range(60)]
+    before = log.committer().transactions
+    results = await asyncio.gather(*(log.append(r) for r in requests))
+    made = log.committer().transactions - before
+    assert made < 60 / 2, f"60 appends took {made} transactions"
+    for session in sessions:
+        mine = sorted(
+            seq
+            for r, res in zip(requests, results, strict=True)
+            if r.session_pk == session.pk
+            for seq in res.seqs
+        )
+        assert mine == list(range(1, 41))
+        await db(session.refresh_from_db)()
+        assert session.head == 40
+
+
+async def test_a_refused_append_in_a_batch_does_not_sink_the_others(alice):
+    open_, closed = (await db(Session.objects.create)(name="open", owner=alice),
+                     await db(Session.objects.create)(name="closed", owner=alice, closed=True))  # fmt: skip
+    outcomes = await asyncio.gather(
+        log.append(log.AppendRequest(open_.pk, items("a"))),
+        log.append(log.AppendRequest(closed.pk, items("b"))),
+        log.append(log.AppendRequest(open_.pk, items("c"))),
+        return_exceptions=True,
+    )
+    assert isinstance(outcomes[1], StreamClosed)
+    assert [o.first for o in (outcomes[0], outcomes[2])] == [1, 2]
+    assert await db(Entry.objects.filter(session=closed).count)() == 0
+
+
+async def test_an_absent_session_is_not_found(alice):
+    with pytest.raises(NotFound):
+        await log.append(log.AppendRequest(987654, items("x")))
+
+
+async def test_producer_epochs_fence_off_an_old_instance(alice, session):
+    first = await log.append(log.AppendRequest(session.pk, items("a"), ProducerClaim("p", 1, 0)))
+    again = await log.append(log.AppendRequest(session.pk, items("a"), ProducerClaim("p", 1, 0)))
+    assert again.duplicate and again.seqs == first.seqs
+    await log.append(log.AppendRequest(session.pk, items("b"), ProducerClaim("p", 2, 0)))
+    with pytest.raises(ProducerStaleEpoch):
+        await log.append(log.AppendRequest(session.pk, items("c"), ProducerClaim("p", 1, 1)))
+    assert await db(Entry.objects.filter(session=session).count)() == 2
+
+
+async def test_subscribers_are_notified_after_commit_with_the_entries(alice, session):
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.group_add(log.group_name(session.pk), channel)
+    result = await log.append(log.AppendRequest(session.pk, items("a", "b")))
+    message = await asyncio.wait_for(layer.receive(channel), 5)
+    assert (message["first"], message["last"]) == (result.first, result.last)
+    assert len(message["bodies"]) == 2
+    assert await db(log.read)(session.pk, 0, 10) == [(seq, body.encode()) for seq, body in
+                                                     zip(result.seqs, message["bodies"], strict=True)]  # fmt: skip
+
+
+def test_a_stale_instance_saved_elsewhere_cannot_move_offsets_back(alice, session):
+    stale = Session.objects.get(pk=session.pk)
+    log.append_sync(log.AppendRequest(session.pk, items("a", "b")))
+    stale.title = "Renamed"
+    stale.save()
+    session.refresh_from_db()
+    assert (session.title, session.head) == ("Renamed", 2)
+    assert log.append_sync(log.AppendRequest(session.pk, items("c"))).first == 3

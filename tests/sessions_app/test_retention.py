@@ -1,0 +1,105 @@
+"""Retention: expired entries fold into the snapshot; a resume below them is told so."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from channels.db import database_sync_to_async
+from django.core.management import call_command
+from django.utils import timezone
+
+from sessions_app import log
+from sessions_app.models import Entry, Session
+from tests.sessions_app.conftest import connect, text
+
+pytestmark = pytest.mark.django_db(transaction=True)
+db = database_sync_to_async
+
+
+def age_entries(session, up_to_seq, days):
+    Entry.objects.filter(session=session, seq__lte=up_to_seq).update(
+        created_at=timezone.now() - timedelta(days=days)
+    )
+
+
+def prune():
+    call_command("prune_sessions", stdout=open("/dev/null", "w"))
+
+
+async def test_old_entries_fold_into_the_snapshot_and_readers_see_the_same_state(alice, session):
+    async with connect(alice) as client:
+        await client.publish(
+            "chat-1",
+            [{"type": "RUN_STARTED", "run": "r1"}, *[text(delta=d) for d in "abcdef"],
+             {"type": "RUN_FINISHED", "run": "r1", "data": {"outcome": "success"}}],
+        )  # fmt: skip
+        frames, _ = await client.subscribe("chat-1", after="snapshot")
+        before = frames[0]["state"]
+    session.retention_days = 7
+    await db(session.save)()
+    await db(age_entries)(session, 5, days=8)
+    await db(prune)()
+    await db(session.refresh_from_db)()
+    assert (session.tail, session.head) == (5, 8)
+    assert await db(Entry.objects.filter(session=session).count)() == 3
+    async with connect(alice) as device:
+        frames, caught_up = await device.subscribe("chat-1", after="snapshot")
+        assert frames[0]["state"] == before
+        assert caught_up["offset"].endswith("0008")
+    async with connect(alice) as late:
+        _, refused = await late.subscribe("chat-1", after="0000000000000000_0000000000000002")
+        assert refused["code"] == "offset_expired"
+        assert refused["earliest"].endswith("0005") and refused["resume"] == "snapshot"
+        replayed, _ = await late.subscribe("chat-1", after="0000000000000000_0000000000000005")
+        assert [e["offset"][-1] for e in replayed] == ["6", "7", "8"]
+
+
+async def test_the_site_default_applies_to_sessions_without_their_own_retention(
+    alice, session, settings
+):
+    settings.SESSIONS_APP = {"RETENTION_DAYS": 1}
+    async with connect(alice) as client:
+        await client.publish("chat-1", [text(delta=d) for d in "abc"])
+    await db(age_entries)(session, 3, days=2)
+    await db(prune)()
+    await db(session.refresh_from_db)()
+    assert session.tail == 3
+    settings.SESSIONS_APP = {}
+
+
+async def test_without_retention_nothing_is_pruned(alice, session):
+    async with connect(alice) as client:
+        await client.publish("chat-1", [text(delta=d) for d in "abc"])
+    await db(age_entries)(session, 3, days=3650)
+    await db(prune)()
+    assert await db(Entry.objects.filter(session=session).count)() == 3
+
+
+def test_expired_sessions_are_deleted_and_a_forked_parent_only_hidden(alice):
+    gone = Session.objects.create(
+        name="gone", owner=alice, expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    parent = Session.objects.create(
+        name="parent", owner=alice, expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    Session.objects.create(name="fork", owner=alice, forked_from=parent)
+    kept = Session.objects.create(
+        name="kept", owner=alice, expires_at=timezone.now() + timedelta(days=1)
+    )
+    prune()
+    assert not Session.objects.filter(pk=gone.pk).exists()
+    parent.refresh_from_db()
+    assert parent.deleted is True
+    assert Session.objects.filter(pk=kept.pk, deleted=False).exists()
+
+
+def test_compaction_of_a_byte_stream_just_drops_entries(alice):
+    stream = Session.objects.create(
+        name="bytes", owner=alice, content_type="application/octet-stream"
+    )
+    log.append_sync(log.AppendRequest(stream.pk, [log.Item(b"\x00\x01"), log.Item(b"\x02")]))
+    assert log.compact(stream.pk, 1) == 1
+    stream.refresh_from_db()
+    assert stream.tail == 1 and stream.snapshot is None
+    assert log.read(stream.pk, 1, 10) == [(2, b"\x02")]
