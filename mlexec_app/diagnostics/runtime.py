@@ -36,11 +36,13 @@ _threads_set = False
 
 
 def _configure_threads(torch: ModuleType) -> None:
-    # Small models on small data: more threads than cores only adds contention, and a web
-    # process running a job inline must leave a core for requests.
+    # One thread by default. These models are small, so intra-op parallelism gains little,
+    # and OpenMP threads spin-wait badly when the cores are busy: the label-issue benchmark
+    # took 5 s with one thread and 42 s with two on this 2-core machine while other
+    # processes ran. A dedicated worker on an idle machine may raise MLEXEC_TORCH_THREADS.
     global _threads_set
     if _threads_set:
         return
-    wanted = int(os.environ.get("MLEXEC_TORCH_THREADS", "0")) or min(4, os.cpu_count() or 1)
+    wanted = int(os.environ.get("MLEXEC_TORCH_THREADS", "1")) or (os.cpu_count() or 1)
     torch.set_num_threads(wanted)
     _threads_set = True
