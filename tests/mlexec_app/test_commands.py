@@ -43,7 +43,7 @@ def test_diagnose_an_unknown_project_fails_clearly(db):
 
 
 def test_without_a_subcommand_the_command_lists_them(db):
-    with pytest.raises(CommandError, match="diagnose, import-runs"):
+    with pytest.raises(CommandError, match="create-api-key, diagnose, import-runs"):
         mlexec()
 
 
@@ -108,3 +108,19 @@ def test_dry_run_checks_and_writes_nothing(project, tmp_path):
     path.write_text("name,dev\na,0.1\nb,0.2\n")
     assert "2 run(s) are valid" in mlexec("import-runs", project.slug, str(path), "--dry-run")
     assert Run.objects.count() == 0
+
+
+def test_create_api_key_prints_a_working_key_once(user, project):
+    from mlexec_app import keys
+    from mlexec_app.models import ApiKey
+
+    raw = mlexec("create-api-key", user.username, "--project", project.slug).strip()
+    key = keys.authenticate(raw)
+    assert key is not None and list(key.projects.all()) == [project]
+    assert raw not in ApiKey.objects.get().hashed_key
+
+
+def test_create_api_key_refuses_someone_elses_project(user, other_user):
+    theirs = services.create_project(other_user, name="Theirs")
+    with pytest.raises(CommandError, match="No project"):
+        mlexec("create-api-key", user.username, "--project", theirs.slug)
