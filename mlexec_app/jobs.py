@@ -1,0 +1,351 @@
+"""Diagnostic jobs: start, run, report progress, cancel, and fail the ones a dead worker left.
+
+A :class:`~mlexec_app.models.DiagnosticJob` row is the job's single source of truth; any
+process (web, worker, CLI) reads and writes it. The task in :mod:`mlexec_app.tasks` only calls
+:func:`execute`. Lifecycle (the run statuses)::
+
+    queued ──> running ──> finished
+      │           │  └───> failed        (an error, or no heartbeat for JOB_STALE_AFTER seconds)
+      │           └──> cancelling ──> cancelled
+      └──> cancelled                     (cancelled before a worker picked it up)
+
+Progress and cancellation are cooperative: the diagnostics emit events between epochs, sizes
+and folds; each event refreshes the heartbeat, is stored, is handed to the optional
+``PROGRESS_PUBLISHER`` hook, and is followed by a cancel check (the row's
+``cancel_requested``, the publisher's answer, and the optional ``CANCEL_CHECKER`` hook).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+from django.utils.module_loading import import_string
+
+from mlexec_app import services
+from mlexec_app.exceptions import InvalidInput, InvalidTransition, NotFound
+from mlexec_app.models import DiagnosticJob, MetricDirection, Project, RunStatus
+
+logger = logging.getLogger(__name__)
+
+DEFAULTS: dict[str, Any] = {
+    # Dotted path of ``publisher(job, event) -> bool | None``; a true answer requests a cancel.
+    "PROGRESS_PUBLISHER": None,
+    # Dotted path of ``checker(job) -> bool``; true stops the job.
+    "CANCEL_CHECKER": None,
+    # A running job whose heartbeat is older than this many seconds is failed.
+    "JOB_STALE_AFTER": 120,
+}
+ACTIVE = (RunStatus.RUNNING, RunStatus.CANCELLING)
+FINAL = (RunStatus.FINISHED, RunStatus.FAILED, RunStatus.CANCELLED)
+# How often a running job reads its row for a cancel request; bounds the cancel latency.
+CANCEL_POLL_SECONDS = 0.5
+DIAGNOSTIC_CHOICES = (
+    "overfit_batch",
+    "lr_range",
+    "label_issues",
+    "learning_curve",
+    "baseline",
+    "slices",
+)
+
+
+def job_setting(key: str) -> Any:
+    """One of this module's ``MLEXEC_APP`` keys, read at call time (never at import)."""
+    return getattr(settings, "MLEXEC_APP", {}).get(key, DEFAULTS[key])
+
+
+# --- starting and cancelling -----------------------------------------------------------------
+
+
+def create_job(
+    project: Project,
+    dataset: str,
+    *,
+    diagnostics: list[str] | None = None,
+    params: dict[str, Any] | None = None,
+    user: Any = None,
+) -> DiagnosticJob:
+    """A queued job row, validated (unknown diagnostics are refused here, not in the worker)."""
+    chosen = list(diagnostics or ["label_issues", "learning_curve", "baseline", "slices"])
+    unknown = sorted(set(chosen) - set(DIAGNOSTIC_CHOICES))
+    if unknown:
+        raise InvalidInput(
+            f"Unknown diagnostics {unknown}; choose from {', '.join(DIAGNOSTIC_CHOICES)}.",
+            code="invalid_choice",
+        )
+    if not dataset.strip():
+        raise InvalidInput("Name a dataset: digits, a .csv/.npz path or a dotted path.")
+    return DiagnosticJob.objects.create(
+        project=project,
+        dataset=dataset.strip(),
+        diagnostics=chosen,
+        params=dict(params or {}),
+        created_by=user if getattr(user, "is_authenticated", False) else None,
+    )
+
+
+def start_job(project: Project, dataset: str, **kwargs: Any) -> DiagnosticJob:
+    """Create a job and enqueue it on the Django Tasks backend (inline with ImmediateBackend)."""
+    from mlexec_app.tasks import run_diagnostic_job  # needs django_tasks: the mlexec extra
+
+    job = create_job(project, dataset, **kwargs)
+    result = run_diagnostic_job.enqueue(job.pk)
+    DiagnosticJob.objects.filter(pk=job.pk, task_id="").update(task_id=str(result.id))
+    job.refresh_from_db()
+    return job
+
+
+def request_cancel(job: DiagnosticJob) -> DiagnosticJob:
+    """Ask the job to stop: a queued job is cancelled at once, a running one at its next check."""
+    with transaction.atomic():
+        locked = DiagnosticJob.objects.select_for_update().get(pk=job.pk)
+        if locked.status in FINAL:
+            raise InvalidTransition(f"Job {job.pk} is already {locked.status}.")
+        locked.cancel_requested = True
+        if locked.status == RunStatus.QUEUED:
+            locked.status = RunStatus.CANCELLED
+            locked.finished_at = timezone.now()
+        else:
+            locked.status = RunStatus.CANCELLING
+        locked.save(update_fields=["cancel_requested", "status", "finished_at"])
+    return locked
+
+
+def fail_stale_jobs(stale_after: float | None = None) -> int:
+    """Fail running jobs whose worker stopped beating (killed, out of memory, machine lost).
+
+    Called by ``mlexec reap-jobs`` and whenever jobs are listed, so a dead worker's job shows
+    as failed rather than running forever. Returns how many jobs were failed.
+    """
+    seconds = float(stale_after if stale_after is not None else job_setting("JOB_STALE_AFTER"))
+    cutoff = timezone.now() - timedelta(seconds=seconds)
+    stale = DiagnosticJob.objects.filter(status__in=ACTIVE).filter(
+        Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, started_at__lt=cutoff)
+    )
+    failed = 0
+    for job in stale:
+        message = f"The worker stopped responding: no heartbeat for over {seconds:.0f} s."
+        failed += DiagnosticJob.objects.filter(pk=job.pk, status__in=ACTIVE).update(
+            status=RunStatus.FAILED, error=message, finished_at=timezone.now()
+        )
+        _publish(job, {"type": "failed", "error": message})
+    return failed
+
+
+def jobs_for(projects: QuerySet[Project]) -> QuerySet[DiagnosticJob]:
+    """Jobs of the given projects, after failing stale ones."""
+    fail_stale_jobs()
+    return DiagnosticJob.objects.filter(project__in=projects).select_related("project")
+
+
+def find_job(job_id: int, projects: QuerySet[Project] | None = None) -> DiagnosticJob:
+    qs = DiagnosticJob.objects.select_related("project")
+    if projects is not None:
+        qs = qs.filter(project__in=projects)
+    job = qs.filter(pk=job_id).first()
+    if job is None:
+        raise NotFound(f"No diagnostic job {job_id}.")
+    return job
+
+
+# --- running ---------------------------------------------------------------------------------
+
+
+def execute(job_id: int) -> dict[str, Any]:
+    """Run the job (the body of the task); returns a short summary for the task result."""
+    job = _claim(job_id)
+    if job is None:
+        return {"job": job_id, "status": "skipped"}
+    from mlexec_app.diagnostics.exceptions import Cancelled
+
+    watcher = _Watcher(job)
+    try:
+        report = _run(job, watcher)
+    except Cancelled:
+        _finish(job, RunStatus.CANCELLED, event={"type": "cancelled"})
+        return {"job": job_id, "status": RunStatus.CANCELLED}
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        _finish(job, RunStatus.FAILED, error=error, event={"type": "failed", "error": error})
+        logger.warning("Diagnostic job %s failed:\n%s", job_id, traceback.format_exc())
+        raise
+    with transaction.atomic():
+        run = record_results(job, report)
+        _finish(job, RunStatus.FINISHED, result=report, run=run, event={"type": "finished"})
+    return {"job": job_id, "status": RunStatus.FINISHED, "run": run.pk if run else None}
+
+
+def _claim(job_id: int) -> DiagnosticJob | None:
+    """queued -> running, exactly once even if two workers race for the same job."""
+    now = timezone.now()
+    claimed = DiagnosticJob.objects.filter(pk=job_id, status=RunStatus.QUEUED).update(
+        status=RunStatus.RUNNING, started_at=now, heartbeat_at=now, fraction_done=0.0
+    )
+    if not claimed:
+        return None
+    job = DiagnosticJob.objects.select_related("project").get(pk=job_id)
+    _publish(job, {"type": "started", "diagnostics": job.diagnostics, "dataset": job.dataset})
+    return job
+
+
+def _run(job: DiagnosticJob, watcher: _Watcher) -> dict[str, Any]:
+    from mlexec_app.diagnostics.data import load_dataset
+    from mlexec_app.diagnostics.models import ModelSpec
+    from mlexec_app.diagnostics.pipeline import Plan, run_diagnostics
+    from mlexec_app.diagnostics.progress import Progress
+    from mlexec_app.diagnostics.training import TrainConfig
+
+    params = job.params
+    data = load_dataset(
+        job.dataset, label=params.get("label", "label"), slice_column=params.get("slice_column")
+    )
+    plan = Plan(
+        diagnostics=tuple(job.diagnostics),
+        target_error=params.get("target_error", target_error(job.project)),
+        model=ModelSpec.from_dict(params.get("model")),
+        train=TrainConfig(**params.get("train", {})),
+    )
+    progress = Progress(watcher.on_event, watcher.should_cancel, min_interval=0.5)
+    return run_diagnostics(data, plan, progress)
+
+
+def target_error(project: Project) -> float | None:
+    """The project's target as an error rate (1 - accuracy for higher-is-better metrics)."""
+    if project.target_value is None:
+        return None
+    if project.metric_direction == MetricDirection.HIGHER_IS_BETTER:
+        return round(1.0 - project.target_value, 6)
+    return project.target_value
+
+
+class _Watcher:
+    """Stores progress (with the heartbeat), publishes it, and answers "should I stop?"."""
+
+    def __init__(self, job: DiagnosticJob) -> None:
+        self.job = job
+        self.cancel = False
+        self._polled = 0.0
+        checker = job_setting("CANCEL_CHECKER")
+        self.checker: Callable[[DiagnosticJob], bool] | None = (
+            import_string(checker) if checker else None
+        )
+
+    def on_event(self, event: dict[str, Any]) -> None:
+        DiagnosticJob.objects.filter(pk=self.job.pk).update(
+            progress=event, fraction_done=event.get("fraction", 0.0), heartbeat_at=timezone.now()
+        )
+        if _publish(self.job, {"type": "progress", **event}):
+            self.cancel = True
+
+    def should_cancel(self) -> bool:
+        now = time.monotonic()
+        if not self.cancel and now - self._polled >= CANCEL_POLL_SECONDS:
+            self._polled = now
+            self.cancel = DiagnosticJob.objects.filter(
+                pk=self.job.pk, cancel_requested=True
+            ).exists()
+            if not self.cancel and self.checker is not None:
+                self.cancel = bool(self.checker(self.job))
+        return self.cancel
+
+
+def _publish(job: DiagnosticJob, event: dict[str, Any]) -> bool:
+    """Hand ``event`` to the PROGRESS_PUBLISHER hook; never let the hook break the job."""
+    path = job_setting("PROGRESS_PUBLISHER")
+    if not path:
+        return False
+    try:
+        return bool(import_string(path)(job, {"job": job.pk, "project": job.project_id, **event}))
+    except Exception:
+        logger.exception("PROGRESS_PUBLISHER %s failed for job %s", path, job.pk)
+        return False
+
+
+def _finish(job: DiagnosticJob, status: str, *, event: dict[str, Any], **fields: Any) -> None:
+    now = timezone.now()
+    updates: dict[str, Any] = {"status": status, "finished_at": now, "heartbeat_at": now}
+    if status == RunStatus.FINISHED:
+        updates["fraction_done"] = 1.0
+    updates.update(fields)
+    DiagnosticJob.objects.filter(pk=job.pk).update(**updates)
+    _publish(job, event)
+
+
+# --- results into the ledger ------------------------------------------------------------------
+
+
+def record_results(job: DiagnosticJob, report: dict[str, Any]) -> Any:
+    """Write the report where the diagnosis reads it: a Run, an ErrorAnalysis, an assessment.
+
+    Returns the baseline Run, or None when the job ran no baseline.
+    """
+    project = job.project
+    run = None
+    base = report.get("baseline")
+    if base:
+        run = _record_run(job, project, report, base)
+    slices = report.get("slices")
+    if slices and slices["total_errors"]:
+        services.record_error_analysis(
+            project, slices["categories"], slices["total_errors"], "diagnostics", run=run,
+            notes=f"Dev errors by {slices['by']}, from diagnostic job {job.pk}.",
+        )  # fmt: skip
+    if report.get("label_issues"):
+        _record_assessment(job, project, report)
+    return run
+
+
+def _in_metric_units(project: Project, error: float) -> float:
+    higher = project.metric_direction == MetricDirection.HIGHER_IS_BETTER
+    return round(1.0 - error, 6) if higher else error
+
+
+def _record_run(job: DiagnosticJob, project: Project, report: dict[str, Any], base: dict) -> Any:
+    metrics = {split: _in_metric_units(project, e) for split, e in base["errors"].items()}
+    history = []
+    curve = report.get("learning_curve")
+    if curve:
+        for size, train, dev in zip(
+            curve["sizes"], curve["train_error"], curve["dev_error"], strict=True
+        ):
+            history.append({"key": "learning_curve.train_error", "step": size, "value": train})
+            history.append({"key": "learning_curve.dev_error", "step": size, "value": dev})
+    quality = report.get("data_quality", {})
+    if "trusted_dev_error" in quality:
+        metrics["dev_trusted_labels"] = _in_metric_units(project, quality["trusted_dev_error"])
+    return services.record_run(
+        project,
+        name=f"Diagnostics baseline (job {job.pk}, {job.dataset})",
+        params={"dataset": job.dataset, "model": base["spec"], "train": base["config"]},
+        metrics=metrics,
+        history=history,
+        source="diagnostics",
+        notes=f"Baseline of diagnostic job {job.pk}; split sizes {base['sizes']}.",
+    )
+
+
+def _record_assessment(job: DiagnosticJob, project: Project, report: dict[str, Any]) -> None:
+    sizes = (report.get("baseline") or {}).get("sizes", {})
+    quality = report["data_quality"]
+    services.record_assessment(
+        project,
+        train_size=sizes.get("train"),
+        train_dev_size=sizes.get("train_dev"),
+        dev_size=sizes.get("dev"),
+        test_size=sizes.get("test"),
+        class_balance=report["dataset"]["class_balance"],
+        label_quality=quality["label_quality"],
+        train_source=job.dataset,
+        dev_source=job.dataset,
+        test_source=job.dataset,
+        notes=f"From diagnostic job {job.pk}: {quality['note']}",
+    )

@@ -1,0 +1,20 @@
+"""Django Tasks (``django-tasks``) task functions of mlexec_app.
+
+Enqueue through :func:`mlexec_app.jobs.start_job`, which creates the job row first. The
+backend is the site's choice (``TASKS`` setting): django-tasks-db's ``DatabaseBackend`` with
+``manage.py db_worker`` in production, ``ImmediateBackend`` (runs inline) in tests.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django_tasks import task
+
+from mlexec_app import jobs
+
+
+@task()
+def run_diagnostic_job(job_id: int) -> dict[str, Any]:
+    """Run one diagnostic job; its row records progress, result and errors."""
+    return jobs.execute(job_id)
