@@ -69,21 +69,33 @@ NINJA_CODES = {
 }
 
 
-def coded_errors(run: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-    """Give every error response a machine-readable ``code``, whoever produced it.
+def domain_errors(view: Callable[..., Any]) -> Callable[..., Any]:
+    """Answer our own exceptions with their status and code, from inside the handler.
 
-    Router-level, so the app needs nothing from the site's NinjaAPI: our own exceptions are
-    not handled by the API (ninja re-raises them) and arrive here; ninja's own errors
-    (validation, auth, unparsable JSON) arrive as responses and get a code added.
+    Caught here rather than left to the API's exception handlers: those belong to the site,
+    and django-ninja's catch-all answers a plain 500 traceback while DEBUG is on.
+    """
+
+    @functools.wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return view(request, *args, **kwargs)
+        except MlexecError as exc:
+            return JsonResponse(exc.as_dict(), status=exc.status)
+
+    return wrapper
+
+
+def coded_errors(run: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Give django-ninja's own error responses a machine-readable ``code``.
+
+    Validation, authentication and unparsable JSON are answered by ninja before a handler
+    runs; this wraps the whole operation, so the app needs nothing from the site's NinjaAPI.
     """
 
     @functools.wraps(run)
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        try:
-            response = run(request, *args, **kwargs)
-        except MlexecError as exc:
-            return JsonResponse(exc.as_dict(), status=exc.status)
-        return _with_code(response)
+        return _with_code(run(request, *args, **kwargs))
 
     return wrapper
 
@@ -112,6 +124,7 @@ def _with_code(response: HttpResponse) -> HttpResponse:
 
 router = Router(tags=["mlexec"], auth=[ApiKeyAuth(), django_auth])
 router.add_decorator(coded_errors, mode="view")
+router.add_decorator(domain_errors, mode="operation")
 # Documented in the OpenAPI schema: every error body is an ErrorOut.
 ERRORS = {frozenset({400, 401, 403, 404, 409, 422}): ErrorOut}
 

@@ -250,7 +250,8 @@ def pct(value: float) -> str:
 
 
 def points(value: float) -> str:
-    return f"{value * 100:.1f} points"
+    # Two decimals under one point, so a narrow interval does not print as "0.5 to 0.5".
+    return f"{value * 100:.2f} points" if abs(value) < 0.01 else f"{value * 100:.1f} points"
 
 
 SPLIT_NAMES = {"train": "train", "train_dev": "train-dev", "dev": "dev", "test": "test"}

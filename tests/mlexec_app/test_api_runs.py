@@ -146,3 +146,12 @@ def test_impossible_error_analysis_is_refused(api, project, body, code):
     assert response.status_code == 422
     assert response.json()["code"] == code
     assert ErrorAnalysis.objects.count() == 0
+
+
+def test_errors_keep_their_code_while_debug_is_on(api, project, settings):
+    # With DEBUG on, django-ninja answers unhandled exceptions with a 500 traceback.
+    settings.DEBUG = True
+    response = api.post(f"/projects/{project.slug}/runs", {"name": "x", "metrics": {"dev": 1.7}})
+    assert response.status_code == 422
+    assert response.json()["code"] == "out_of_range"
+    assert Run.objects.count() == 0
