@@ -165,7 +165,7 @@ def text_report(project: Project) -> str:
 
 
 def _plan_lines(plan: Plan) -> list[str]:
-    if not (plan.recommended or plan.deferred):
+    if not (plan.recommended or plan.deferred or plan.tried):
         return ["  nothing to do: no intervention is justified"]
     lines = []
     for i, c in enumerate(plan.recommended, 1):
@@ -174,6 +174,7 @@ def _plan_lines(plan: Plan) -> list[str]:
         lines.append(f"     because: {c.rationale}")
     for c in plan.deferred:
         lines.append(f"  later: {c.title} [{c.rule_id}]: {plan.deferred_reason}")
+    lines += [f"  tried already: {c.title} [{c.rule_id}]" for c in plan.tried]
     return lines
 
 
