@@ -68,6 +68,14 @@ TEMPLATES = [
 DATABASES = {"default": database_from_env(BASE_DIR / "db.sqlite3")}
 CHANNEL_LAYERS = channel_layers_from_env()
 
+# Durable Streams door (/v1/stream/): an anonymous-stream prefix ("" opens every unowned
+# name, as the conformance run needs) and the long-poll timeout, from the environment.
+SESSIONS_APP: dict[str, object] = {}
+if os.environ.get("SESSIONS_ANONYMOUS_STREAM_PREFIX") is not None:
+    SESSIONS_APP["ANONYMOUS_STREAM_PREFIX"] = os.environ["SESSIONS_ANONYMOUS_STREAM_PREFIX"]
+if os.environ.get("SESSIONS_LONG_POLL_TIMEOUT"):
+    SESSIONS_APP["LONG_POLL_TIMEOUT"] = float(os.environ["SESSIONS_LONG_POLL_TIMEOUT"])
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

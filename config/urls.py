@@ -9,5 +9,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", api.urls),
     path("sessions/", include("sessions_app.urls")),
+    path("v1/stream/", include("sessions_app.streams.urls")),
     path("mlexec/", include("mlexec_app.urls")),
 ]

@@ -77,6 +77,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 id="sessions_app.E004",
             )
         )
+    errors.extend(_check_streams(config))
     if not getattr(settings, "CHANNEL_LAYERS", None):
         errors.append(
             Error(
@@ -86,4 +87,36 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 id="sessions_app.E005",
             )
         )
+    return errors
+
+
+# --- Durable Streams door ------------------------------------------------------------------
+
+
+def _seconds(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+
+
+def _check_streams(config: dict[str, Any]) -> list[Any]:
+    errors: list[Any] = []
+    prefix = config["ANONYMOUS_STREAM_PREFIX"]
+    if prefix is not None and not isinstance(prefix, str):
+        errors.append(
+            Error(
+                "SESSIONS_APP['ANONYMOUS_STREAM_PREFIX'] must be None or a string, "
+                f"not {prefix!r}.",
+                hint="None: no anonymous streams; 'public/': anonymous streams under that prefix.",
+                id="sessions_app.E010",
+            )
+        )
+    for key in ("LONG_POLL_TIMEOUT", "SSE_MAX_SECONDS"):
+        if not _seconds(config[key]):
+            errors.append(
+                Error(
+                    f"SESSIONS_APP[{key!r}] must be a positive number of seconds, "
+                    f"not {config[key]!r}.",
+                    hint=f"The default is {DEFAULTS[key]!r}.",
+                    id="sessions_app.E011",
+                )
+            )
     return errors

@@ -36,6 +36,14 @@ DEFAULTS: dict[str, Any] = {
     "TOKEN_MAX_AGE": 300,
     # Presence entries expire after this many seconds without a heartbeat.
     "PRESENCE_TTL": 60,
+    # --- Durable Streams door (docs/sessions/durable-streams.md) ---
+    # Names starting with this prefix are anonymous (public) streams anyone may create, read,
+    # append to and delete; "" opens every name not owned by a user; None: no anonymous streams.
+    "ANONYMOUS_STREAM_PREFIX": None,
+    # Seconds a long-poll waits for new data before answering 204 (SSE: between keep-alives).
+    "LONG_POLL_TIMEOUT": 20.0,
+    # Seconds after which the server ends an SSE response (clients reconnect from the offset).
+    "SSE_MAX_SECONDS": 60.0,
 }
 
 

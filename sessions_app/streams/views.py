@@ -1,0 +1,479 @@
+"""The Durable Streams door: ``/v1/stream/<name>``, one async view per method.
+
+Each handler parses the request (``protocol``), asks the stream service (``store``) in the
+log's database threads, and maps the answer or the error to the protocol's statuses and
+headers. Authentication: a signed token (``Authorization: Bearer`` or ``?token=``), else the
+Django session cookie; writes authenticated by cookie also need Django's CSRF token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AnonymousUser
+from django.core import signing
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
+from django.middleware.csrf import CsrfViewMiddleware
+from django.views.decorators.csrf import csrf_exempt
+
+from sessions_app import dbexec
+from sessions_app.access import Actor, check_name, read_token
+from sessions_app.conf import setting
+from sessions_app.domain.errors import (
+    BadRequest,
+    Conflict,
+    NotFound,
+    OffsetExpired,
+    ProducerSeqGap,
+    ProducerStaleEpoch,
+    SessionError,
+    StreamClosed,
+)
+from sessions_app.domain.offsets import format_offset
+from sessions_app.streams import protocol, store
+from sessions_app.streams.errors import PayloadTooLarge, Unauthorized, status_of
+from sessions_app.streams.live import Waiter
+
+RESERVED_PREFIX = "__ds/"  # the protocol's subscription APIs, which we do not offer
+ALLOW_METHODS = "GET, POST, PUT, DELETE, HEAD, OPTIONS"
+ALLOW_HEADERS = (
+    "content-type, authorization, if-none-match, Stream-Seq, Stream-TTL, Stream-Expires-At, "
+    "Stream-Closed, Producer-Id, Producer-Epoch, Producer-Seq, Stream-Forked-From, "
+    "Stream-Fork-Offset, Stream-Fork-Sub-Offset"
+)
+EXPOSE_HEADERS = (
+    "Stream-Next-Offset, Stream-Cursor, Stream-Up-To-Date, Stream-Closed, Stream-TTL, "
+    "Stream-Expires-At, Stream-SSE-Data-Encoding, Producer-Epoch, Producer-Seq, "
+    "Producer-Expected-Seq, Producer-Received-Seq, ETag, Content-Type, Location"
+)
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+TRUE = "true"
+
+
+# --- the view --------------------------------------------------------------------------------
+
+
+@csrf_exempt
+async def stream_view(request: HttpRequest, name: str) -> HttpResponseBase:
+    handler = HANDLERS.get(request.method or "")
+    try:
+        if handler is None:
+            response: HttpResponseBase = HttpResponse(status=405)
+            response["Allow"] = ALLOW_METHODS
+        elif request.method == "OPTIONS":
+            response = HttpResponse(status=204)
+        else:
+            check_name(name)
+            if name.startswith(RESERVED_PREFIX):
+                raise NotFound("the subscription APIs (__ds/) are not offered by this server")
+            response = await handler(request, name, await _access(request, name))
+    except RequestDataTooBig:
+        response = _error(PayloadTooLarge("the body is larger than this site accepts"))
+    except SessionError as exc:
+        response = _error(exc)
+    return _with_common_headers(response)
+
+
+def _with_common_headers(response: HttpResponseBase) -> HttpResponseBase:
+    if response.status_code in (204, 304):
+        del response["Content-Type"]  # no body, so no type (Django adds text/html)
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Cross-Origin-Resource-Policy"] = "cross-origin"
+    response["Access-Control-Allow-Origin"] = "*"
+    response["Access-Control-Allow-Methods"] = ALLOW_METHODS
+    response["Access-Control-Allow-Headers"] = ALLOW_HEADERS
+    response["Access-Control-Expose-Headers"] = EXPOSE_HEADERS
+    return response
+
+
+def _error(exc: SessionError) -> HttpResponse:
+    response = HttpResponse(
+        json.dumps({"code": exc.code, "message": exc.message}),
+        status=status_of(exc),
+        content_type="application/json",
+    )
+    if isinstance(exc, StreamClosed):
+        response["Stream-Closed"] = TRUE
+        if "head" in exc.details:
+            response["Stream-Next-Offset"] = format_offset(exc.details["head"])
+    elif isinstance(exc, ProducerSeqGap):
+        response["Producer-Expected-Seq"] = str(exc.details["expected_seq"])
+        response["Producer-Received-Seq"] = str(exc.details["received_seq"])
+    elif isinstance(exc, ProducerStaleEpoch):
+        response["Producer-Epoch"] = str(exc.details["current_epoch"])
+    return response
+
+
+# --- who is asking ---------------------------------------------------------------------------
+
+
+def _user_for_token(token: str) -> Any:
+    try:
+        user_pk, sessions = read_token(token, setting("TOKEN_MAX_AGE"))
+    except signing.BadSignature:  # includes SignatureExpired
+        raise Unauthorized("the token is invalid or expired; ask for a new one") from None
+    user = get_user_model()._default_manager.filter(pk=user_pk, is_active=True).first()
+    if user is None:
+        raise Unauthorized("the token's user is no longer active")
+    return user, sessions
+
+
+def _token(request: HttpRequest) -> str | None:
+    auth = request.headers.get("Authorization", "")
+    if auth.lower().startswith("bearer "):
+        return auth[7:].strip() or None
+    return request.GET.get("token") or None
+
+
+async def _access(request: HttpRequest, name: str) -> store.Access:
+    prefix = setting("ANONYMOUS_STREAM_PREFIX")
+    token = _token(request)
+    if token:
+        user, sessions = await dbexec.run_read(_user_for_token, token)
+        return store.Access(Actor(user, sessions), prefix)
+    auser = getattr(request, "auser", None)
+    user = await auser() if auser is not None else AnonymousUser()
+    access = store.Access(Actor(user), prefix)
+    if user.is_authenticated and request.method not in SAFE_METHODS:
+        if not access.anonymous_name(name):
+            await _require_csrf(request)
+    return access
+
+
+def _no_view(request: HttpRequest) -> HttpResponse:
+    return HttpResponse()
+
+
+async def _require_csrf(request: HttpRequest) -> None:
+    """A cookie rides along on cross-site requests: writes need Django's CSRF token too."""
+    # Not the view itself: it is csrf_exempt, which would make the check pass.
+    refused = await sync_to_async(CsrfViewMiddleware(_no_view).process_view)(
+        request, _no_view, (), {}
+    )
+    if refused is not None:
+        raise Unauthorized(
+            "writes authenticated by the session cookie need the CSRF token "
+            "(X-CSRFToken header), or use a token: Authorization: Bearer <token>"
+        )
+
+
+# --- PUT: create or fork ---------------------------------------------------------------------
+
+
+async def _put(request: HttpRequest, name: str, access: store.Access) -> HttpResponse:
+    create = _create_request(request, name)
+    stream, created = await dbexec.run_write(store.create, access, create)
+    response = HttpResponse(status=201 if created else 200, content_type=stream.content_type)
+    response["Stream-Next-Offset"] = format_offset(stream.head)
+    if created:
+        response["Location"] = request.build_absolute_uri(request.path)
+    if stream.closed:
+        response["Stream-Closed"] = TRUE
+    return response
+
+
+def _create_request(request: HttpRequest, name: str) -> store.CreateRequest:
+    headers = request.headers
+    ttl = protocol.parse_ttl(headers.get("Stream-TTL"))
+    expires_raw = headers.get("Stream-Expires-At")
+    expires_at = protocol.parse_expires_at(expires_raw)
+    if ttl is not None and expires_at is not None:
+        raise BadRequest("send Stream-TTL or Stream-Expires-At, not both")
+    fork_from = _fork_source(request, name, headers.get("Stream-Forked-From"))
+    sub_offset = protocol.parse_sub_offset(headers.get("Stream-Fork-Sub-Offset"))
+    fork_offset = protocol.parse_fork_offset(headers.get("Stream-Fork-Offset"))
+    if fork_from is None and "Stream-Fork-Sub-Offset" in headers:
+        raise BadRequest("Stream-Fork-Sub-Offset needs Stream-Forked-From")
+    if fork_from is None and fork_offset is not None:
+        raise BadRequest("Stream-Fork-Offset needs Stream-Forked-From")
+    raw_type = request.META.get("CONTENT_TYPE")
+    content_type = (
+        None if fork_from is not None and not raw_type else protocol.creation_type(raw_type)
+    )
+    return store.CreateRequest(
+        name=name,
+        content_type=content_type,
+        ttl=ttl,
+        expires_at=expires_at,
+        expires_raw=expires_raw.strip() if expires_raw is not None else None,
+        closed=protocol.is_true(headers.get("Stream-Closed")),
+        fork_from=fork_from,
+        fork_offset=fork_offset,
+        sub_offset=sub_offset,
+        body=request.body,
+    )
+
+
+def _fork_source(request: HttpRequest, name: str, raw: str | None) -> str | None:
+    """The source's name from ``Stream-Forked-From``: its path under this door, or a name."""
+    if raw is None:
+        return None
+    mount = request.path[: len(request.path) - len(name)]  # e.g. "/v1/stream/"
+    raw = raw.strip()
+    if "://" in raw:
+        raw = "/" + raw.split("://", 1)[1].split("/", 1)[-1]
+    source = raw[len(mount) :] if raw.startswith(mount) else raw.lstrip("/")
+    return check_name(source)
+
+
+# --- POST: append or close -------------------------------------------------------------------
+
+
+async def _post(request: HttpRequest, name: str, access: store.Access) -> HttpResponse:
+    headers = request.headers
+    claim = protocol.parse_producer(
+        request.META.get("HTTP_PRODUCER_ID"),
+        request.META.get("HTTP_PRODUCER_EPOCH"),
+        request.META.get("HTTP_PRODUCER_SEQ"),
+    )
+    close = protocol.is_true(headers.get("Stream-Closed"))
+    body = request.body
+    if not body and not close:
+        raise BadRequest("an append needs a body (or Stream-Closed: true to close the stream)")
+    raw_type = request.META.get("CONTENT_TYPE", "")
+    if body and not raw_type:
+        raise BadRequest("an append needs a Content-Type matching the stream's")
+    stream = await dbexec.run_read(store.open_stream, access, name)
+    items: list[Any] = []
+    if body and not stream.closed:  # a closed stream answers 409 before any body check
+        if protocol.media_type(raw_type) != protocol.media_type(stream.content_type):
+            raise StreamConflictType(stream.content_type)
+        session = stream.owner_id is not None and stream.json
+        items = store.items_for(stream.json, session, body, creating=False)
+    appended = await store.append(
+        store.AppendRequest(
+            stream.pk, items, claim, headers.get("Stream-Seq"), close, has_body=bool(body)
+        )
+    )
+    return _appended_response(appended, claim is not None and bool(items))
+
+
+class StreamConflictType(Conflict):
+    code = "content_type_mismatch"
+
+    def __init__(self, content_type: str) -> None:
+        super().__init__(f"the stream's content type is {content_type}; send that")
+
+
+def _appended_response(appended: store.Appended, producer_accepted: bool) -> HttpResponse:
+    ok = producer_accepted and not appended.duplicate
+    response = HttpResponse(status=200 if ok else 204)
+    response["Stream-Next-Offset"] = format_offset(appended.head)
+    if appended.closed:
+        response["Stream-Closed"] = TRUE
+    if appended.producer_epoch is not None:
+        response["Producer-Epoch"] = str(appended.producer_epoch)
+        response["Producer-Seq"] = str(appended.producer_seq)
+    return response
+
+
+# --- HEAD and DELETE -------------------------------------------------------------------------
+
+
+async def _head(request: HttpRequest, name: str, access: store.Access) -> HttpResponse:
+    stream = await dbexec.run_read(store.open_stream, access, name)
+    response = HttpResponse(content_type=stream.content_type)
+    response["Stream-Next-Offset"] = format_offset(stream.head)
+    response["Cache-Control"] = "no-store"
+    if stream.closed:
+        response["Stream-Closed"] = TRUE
+    if "ttl" in stream.state and stream.ttl_seconds is not None:
+        response["Stream-TTL"] = str(stream.ttl_seconds)
+    if stream.expires_raw:
+        response["Stream-Expires-At"] = stream.expires_raw
+    return response
+
+
+async def _delete(request: HttpRequest, name: str, access: store.Access) -> HttpResponse:
+    pk = await dbexec.run_write(store.delete, access, name)
+    await store.announce_change([pk])
+    return HttpResponse(status=204)
+
+
+# --- GET: catch-up, long-poll, SSE -----------------------------------------------------------
+
+
+def _open_for_read(access: store.Access, name: str) -> store.Stream:
+    stream = store.open_stream(access, name)
+    store.touch(stream)
+    return stream
+
+
+async def _get(request: HttpRequest, name: str, access: store.Access) -> HttpResponseBase:
+    start = protocol.parse_start(request.GET.getlist("offset"))
+    live = request.GET.get("live")
+    if live not in (None, "long-poll", "sse"):
+        raise BadRequest("live must be long-poll or sse")
+    if live and start.given is None:
+        raise BadRequest("live reads need an offset (-1 for the beginning, now for the tail)")
+    stream = await dbexec.run_read(_open_for_read, access, name)
+    after = stream.head if start.now else start.seq
+    if after > stream.head:
+        raise BadRequest(f"offset is beyond the tail {format_offset(stream.head)}")
+    if after < stream.tail:
+        raise OffsetExpired("entries at this offset were removed by retention")
+    cursor = request.GET.get("cursor")
+    if live == "sse":
+        return _sse(stream, after, cursor)
+    if live == "long-poll":
+        return await _long_poll(request, stream, start, after, cursor)
+    if start.now:
+        return _at_now(stream)
+    rows = await dbexec.run_read(store.read_batch, stream, after)
+    return _catch_up(request, stream, start, after, rows)
+
+
+def _at_now(stream: store.Stream) -> HttpResponse:
+    body = b"[]" if stream.json else b""
+    response = HttpResponse(body, content_type=stream.content_type)
+    response["Stream-Next-Offset"] = format_offset(stream.head)
+    response["Stream-Up-To-Date"] = TRUE
+    response["Cache-Control"] = "no-store"
+    if stream.closed:
+        response["Stream-Closed"] = TRUE
+    return response
+
+
+def _catch_up(
+    request: HttpRequest,
+    stream: store.Stream,
+    start: protocol.Start,
+    after: int,
+    rows: list[tuple[int, bytes]],
+) -> HttpResponse:
+    end = rows[-1][0] if rows else after
+    at_tail = end >= stream.head
+    closed = stream.closed and at_tail
+    tag = protocol.etag(stream.name, start.given, end, closed_at_end=closed)
+    if request.headers.get("If-None-Match") == tag:
+        response = HttpResponse(status=304)
+    else:
+        bodies = [body for _, body in rows]
+        payload = protocol.json_array(bodies) if stream.json else b"".join(bodies)
+        response = HttpResponse(payload, content_type=stream.content_type)
+    response["ETag"] = tag
+    response["Stream-Next-Offset"] = format_offset(end)
+    response["Cache-Control"] = _cache_control(stream, at_tail)
+    if at_tail:
+        response["Stream-Up-To-Date"] = TRUE
+    if closed:
+        response["Stream-Closed"] = TRUE
+    return response
+
+
+def _cache_control(stream: store.Stream, at_tail: bool) -> str:
+    """History below the tail never changes: public streams let CDNs keep it a while."""
+    if stream.owner_id is not None:
+        return "private, no-cache"
+    return "no-cache" if at_tail else "public, max-age=60, stale-while-revalidate=300"
+
+
+async def _long_poll(
+    request: HttpRequest,
+    stream: store.Stream,
+    start: protocol.Start,
+    after: int,
+    cursor: str | None,
+) -> HttpResponse:
+    """Answer at once if there is data past ``after``; else wait for some, a close, or time."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + setting("LONG_POLL_TIMEOUT")
+    async with Waiter(stream.pk) as waiter:
+        while True:
+            rows = await dbexec.run_read(store.read_batch, stream, after)
+            if rows:
+                response = _catch_up(request, stream, start, after, rows)
+                break
+            stream = await dbexec.run_read(store.refresh, stream)
+            remaining = deadline - loop.time()
+            if (stream.closed and after >= stream.head) or remaining <= 0:
+                response = _poll_ended(stream, after)
+                break
+            await waiter.wait(remaining)
+    if not stream.closed or response.status_code == 200:
+        response["Stream-Cursor"] = protocol.next_cursor(cursor, time.time())
+    return response
+
+
+def _poll_ended(stream: store.Stream, after: int) -> HttpResponse:
+    response = HttpResponse(status=204)
+    response["Stream-Next-Offset"] = format_offset(after)
+    response["Stream-Up-To-Date"] = TRUE
+    if stream.closed:
+        response["Stream-Closed"] = TRUE
+    return response
+
+
+def _sse(stream: store.Stream, after: int, cursor: str | None) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(
+        _sse_events(stream, after, protocol.next_cursor(cursor, time.time())),
+        content_type="text/event-stream",
+    )
+    response["Cache-Control"] = "no-cache"
+    if not protocol.is_text(stream.content_type):
+        response["Stream-SSE-Data-Encoding"] = "base64"
+    return response
+
+
+async def _sse_events(stream: store.Stream, after: int, cursor: str) -> AsyncIterator[bytes]:
+    """One ``data`` event (everything new) then one ``control`` event, per step.
+
+    The data is read before the closed flag, so an append-and-close reaches the reader before
+    the final control that says the stream is closed.
+    """
+    loop = asyncio.get_running_loop()
+    stop_at = loop.time() + setting("SSE_MAX_SECONDS")
+    say_control = True  # the first step always tells the reader where it stands
+    async with Waiter(stream.pk) as waiter:
+        while True:
+            try:
+                rows = await dbexec.run_read(store.read_batch, stream, after)
+                stream = await dbexec.run_read(store.refresh, stream)
+            except SessionError:  # deleted meanwhile (or the database is gone): end the stream
+                return
+            if rows:
+                after = rows[-1][0]
+            at_tail = after >= stream.head
+            closed = stream.closed and at_tail
+            if rows or say_control or closed:
+                yield _sse_step(stream, rows, after, cursor, at_tail, closed)
+            if closed:
+                return
+            say_control = False
+            if at_tail:
+                remaining = stop_at - loop.time()
+                if remaining <= 0:
+                    return
+                # No wake-up within the timeout: send a keep-alive control next step.
+                say_control = not await waiter.wait(min(setting("LONG_POLL_TIMEOUT"), remaining))
+
+
+def _sse_step(
+    stream: store.Stream,
+    rows: list[tuple[int, bytes]],
+    after: int,
+    cursor: str,
+    at_tail: bool,
+    closed: bool,
+) -> bytes:
+    data = protocol.sse_data(stream.content_type, [body for _, body in rows]) if rows else ""
+    control = protocol.control_fields(after, cursor, up_to_date=at_tail, closed=closed)
+    return (data + protocol.sse_control(control)).encode()
+
+
+Handler = Callable[[HttpRequest, str, store.Access], Awaitable[HttpResponseBase]]
+HANDLERS: dict[str, Handler] = {
+    "GET": _get,
+    "HEAD": _head,
+    "PUT": _put,
+    "POST": _post,
+    "DELETE": _delete,
+    "OPTIONS": _head,  # answered before dispatch; listed so the view knows the method
+}
