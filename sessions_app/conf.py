@@ -36,6 +36,11 @@ DEFAULTS: dict[str, Any] = {
     "TOKEN_MAX_AGE": 300,
     # Presence entries expire after this many seconds without a heartbeat.
     "PRESENCE_TTL": 60,
+    # A run whose agent has not acknowledged a cancel within this many seconds is marked
+    # cancelled (reason: timeout) and refuses further appends.
+    "CANCEL_ACK_TIMEOUT": 10,
+    # Seconds a REST long-poll for new entries waits at most.
+    "REST_LONG_POLL_MAX": 30,
     # --- Durable Streams door (docs/sessions/durable-streams.md) ---
     # Names starting with this prefix are anonymous (public) streams anyone may create, read,
     # append to and delete; "" opens every name not owned by a user; None: no anonymous streams.

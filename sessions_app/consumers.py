@@ -17,12 +17,11 @@ from typing import Any
 
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from sessions_app import dbexec, log
+from sessions_app import dbexec, log, services, watchdog
 from sessions_app.access import Actor, get_session
 from sessions_app.conf import setting
-from sessions_app.domain import delivery
+from sessions_app.domain import control, delivery
 from sessions_app.domain.errors import (
-    BadEvent,
     BadRequest,
     Conflict,
     LimitExceeded,
@@ -31,10 +30,8 @@ from sessions_app.domain.errors import (
     SessionError,
     Unavailable,
 )
-from sessions_app.domain.events import encode_event, validate_event
 from sessions_app.domain.limits import TokenBucket
 from sessions_app.domain.offsets import BEGINNING, SNAPSHOT, format_offset, parse_start
-from sessions_app.domain.producers import ProducerClaim
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +59,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
         self.presence: dict[str, dict[str, dict[str, Any]]] = {}
         self.heartbeat: asyncio.Task[None] | None = None
         await self.accept()
+        watchdog.ensure_running()
         if not self.actor.authenticated:
             await self._send(
                 {"type": "error", "code": "unauthenticated", "message": "log in first"}
@@ -198,28 +196,33 @@ class SessionConsumer(AsyncWebsocketConsumer):
         await self._send({"type": "unsubscribed", "id": frame.get("id"), "session": sub.name})
 
     async def op_publish(self, frame: dict[str, Any]) -> None:
-        name = frame.get("session")
-        events = frame.get("events")
-        if not isinstance(events, list) or not events:
-            raise BadRequest("publish needs 'events': a non-empty list")
-        if len(events) > setting("MAX_EVENTS_PER_PUBLISH"):
-            raise LimitExceeded(
-                f"at most {setting('MAX_EVENTS_PER_PUBLISH')} events per publish", limit="events"
-            )
-        producer = (
-            ProducerClaim.parse(frame["producer"]) if frame.get("producer") is not None else None
+        append = services.request(0, frame.get("events"), frame.get("producer"))
+        await self._append(frame, append)
+
+    async def op_send_message(self, frame: dict[str, Any]) -> None:
+        message, events = control.user_message(frame.get("text"))
+        await self._append(frame, services.request(0, events), message=message)
+
+    async def op_cancel(self, frame: dict[str, Any]) -> None:
+        await self._append(
+            frame, services.request(0, control.cancel(frame.get("run"), frame.get("reason")))
         )
-        items = _items(events)
-        pk = await self._authorize(name)
-        result = await log.append(log.AppendRequest(pk, items, producer))
+
+    async def op_steer(self, frame: dict[str, Any]) -> None:
+        await self._append(
+            frame, services.request(0, control.steer(frame.get("run"), frame.get("text")))
+        )
+
+    async def op_interrupt(self, frame: dict[str, Any]) -> None:
+        message, events = control.interrupt(frame.get("run"), frame.get("text"))
+        await self._append(frame, services.request(0, events), message=message)
+
+    async def _append(self, frame: dict[str, Any], append: log.AppendRequest, **extra: Any) -> None:
+        name = frame.get("session")
+        append.session_pk = await self._authorize(name)
+        result = await log.append(append)
         await self._send(
-            {
-                "type": "ack",
-                "id": frame.get("id"),
-                "session": name,
-                "duplicate": result.duplicate,
-                "offsets": [format_offset(seq) for seq in result.seqs],
-            }
+            {"type": "ack", "id": frame.get("id"), "session": name, **services.ack(result), **extra}
         )
 
     async def op_presence(self, frame: dict[str, Any]) -> None:
@@ -427,28 +430,14 @@ def _parse(raw: str | bytes) -> dict[str, Any]:
     return frame
 
 
-def _items(events: list[Any]) -> list[log.Item]:
-    limit = setting("MAX_EVENT_BYTES")
-    stamp = log.now_ms()
-    items = []
-    for index, raw in enumerate(events):
-        try:
-            event = validate_event(raw)
-        except BadEvent as exc:
-            raise BadEvent(f"event {index}: {exc.message}", index=index) from exc
-        body = encode_event(event, stamp).decode()
-        if len(body) > limit:
-            raise LimitExceeded(
-                f"event {index} is larger than {limit} bytes", limit="event_bytes", index=index
-            )
-        items.append(log.Item(body, event["type"], event.get("run", "")))
-    return items
-
-
 OPERATIONS = {
     "ping": SessionConsumer.op_ping,
     "subscribe": SessionConsumer.op_subscribe,
     "unsubscribe": SessionConsumer.op_unsubscribe,
     "publish": SessionConsumer.op_publish,
     "presence": SessionConsumer.op_presence,
+    "send_message": SessionConsumer.op_send_message,
+    "cancel": SessionConsumer.op_cancel,
+    "steer": SessionConsumer.op_steer,
+    "interrupt": SessionConsumer.op_interrupt,
 }

@@ -36,6 +36,7 @@ from sessions_app.domain import producers
 from sessions_app.domain.errors import NotFound, SessionError, StreamClosed
 from sessions_app.domain.fold import SessionState, fold
 from sessions_app.models import Entry, Producer, Session
+from sessions_app.runs import RunTracker
 
 logger = logging.getLogger(__name__)
 
@@ -46,11 +47,14 @@ FOLD_BATCH = 5000
 
 @dataclass
 class Item:
-    """One entry to append: its stored body and the columns the admin filters on."""
+    """One entry to append: its stored body, the columns the admin filters on, and for
+    events that start, end or control runs, their ``data`` and ``agent`` (see runs.py)."""
 
     body: str | bytes
     type: str = ""
     run: str = ""
+    data: dict[str, Any] | None = None
+    agent: str = ""
 
     @property
     def size(self) -> int:
@@ -146,6 +150,7 @@ def _apply_one(
     heads: dict[int, int],
     entries: list[Entry],
     now: Any,
+    tracker: RunTracker,
 ) -> AppendResult:
     if request.session_pk not in heads:
         head, closed = _lock_session(request.session_pk)
@@ -162,10 +167,12 @@ def _apply_one(
                     row.last_first, row.last_first + row.last_count - 1, duplicate=True
                 )
             return AppendResult(1, 0, duplicate=True)  # an older one: its offsets are not kept
+    changes = tracker.plan(request)  # may refuse the append: nothing is written yet
     count = len(request.items)
     last = _advance_head(request.session_pk, count, sum(item.size for item in request.items))
     first = last - count + 1
     heads[request.session_pk] = last
+    tracker.apply(request, changes, first, now)
     for seq, item in enumerate(request.items, start=first):
         body = item.body.encode() if isinstance(item.body, str) else item.body
         entries.append(
@@ -207,11 +214,12 @@ def commit_batch(
     entries: list[Entry] = []
     known: dict[tuple[int, str], Producer | None] = {}
     heads: dict[int, int] = {}
+    tracker = RunTracker()
     now = timezone.now()
     with transaction.atomic():
         for index in order:
             try:
-                results[index] = _apply_one(requests[index], known, heads, entries, now)
+                results[index] = _apply_one(requests[index], known, heads, entries, now, tracker)
             except SessionError as exc:
                 results[index] = exc
         Entry.objects.bulk_create(entries, batch_size=500)

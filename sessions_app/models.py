@@ -191,6 +191,18 @@ class Run(models.Model):
     started_seq = models.BigIntegerField(null=True, blank=True)
     started_at = models.DateTimeField(auto_now_add=True)
     ended_at = models.DateTimeField(null=True, blank=True)
+    cancel_deadline = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Cancelled by timeout if the agent has not acknowledged by then.",
+    )
+    heartbeat_at = models.DateTimeField(
+        null=True, blank=True, help_text="Last sign of life from the agent."
+    )
+
+    @property
+    def duration(self) -> Any:
+        return (self.ended_at - self.started_at) if self.ended_at else None
 
     class Meta:
         constraints = [
@@ -204,3 +216,34 @@ class Run(models.Model):
 
     def __str__(self) -> str:
         return f"{self.run_id} ({self.status})"
+
+
+class ApiKey(models.Model):
+    """A key an agent authenticates with: stored hashed, scoped, revocable.
+
+    The secret is shown once, when the key is made; it reads ``dsk_<prefix>_<secret>``, and the
+    prefix finds the row without revealing anything.
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="session_api_keys"
+    )
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16, unique=True, editable=False)
+    hashed = models.CharField(max_length=128, editable=False)
+    sessions = models.ManyToManyField(
+        Session, blank=True, related_name="api_keys", help_text="Empty: every session of the user."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None

@@ -75,3 +75,11 @@ class LimitExceeded(SessionError):
 class Unavailable(SessionError):
     code = "unavailable"
     retryable = True
+
+
+class RunEnded(Conflict):
+    code = "run_ended"
+
+
+class RunExists(Conflict):
+    code = "run_exists"

@@ -100,6 +100,10 @@ RULES: Final[dict[str, tuple[Check, ...]]] = {
     "REASONING_END": (),
     "RAW": (_data_present("event"),),
     "CUSTOM": (_data_str("name"),),
+    # Live control (ours; AG-UI has no such events): a device asks, the agent acknowledges.
+    "CANCEL": (_data_str("reason", optional=True),),
+    "STEER": (_need_id("run"), _data_str("text")),
+    "CONTROL_ACK": (_need_id("run"), _data_choice("action", frozenset({"cancel", "steer"}))),
 }
 
 

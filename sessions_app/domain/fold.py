@@ -56,6 +56,7 @@ class RunState:
     agent: str | None = None
     outcome: str | None = None
     error: str | None = None
+    reason: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -65,6 +66,7 @@ class RunState:
             "agent": self.agent,
             "outcome": self.outcome,
             "error": self.error,
+            "reason": self.reason,
         }
 
 
@@ -97,6 +99,7 @@ class SessionState:
             folded.runs[r["id"]] = RunState(
                 id=r["id"], status=RunStatus(r["status"]), parent=r.get("parent"),
                 agent=r.get("agent"), outcome=r.get("outcome"), error=r.get("error"),
+                reason=r.get("reason"),
             )  # fmt: skip
         return folded
 
@@ -147,7 +150,14 @@ def _run_started(state: SessionState, event: Mapping[str, Any], data: Mapping[st
 def _run_finished(state: SessionState, event: Mapping[str, Any], data: Mapping[str, Any]) -> None:
     run_id = event.get("run")
     if data.get("outcome") == "cancelled":
-        _set_run(state, run_id, RunStatus.CANCELLED, outcome="cancelled")
+        reason = data.get("reason")
+        _set_run(
+            state,
+            run_id,
+            RunStatus.CANCELLED,
+            outcome="cancelled",
+            reason=reason if isinstance(reason, str) else None,
+        )
         return
     run = state.runs.get(run_id) if run_id else None
     if run is not None and run.status.can_become(RunStatus.FINISHED):

@@ -1,0 +1,136 @@
+"""Runs in the database, kept in step with the log inside the appending transaction.
+
+``RunTracker`` sees each append before its offsets are allocated: it refuses what the run's
+lifecycle forbids (appending to a run that ended, steering one that is not running) so that
+nothing is written, and afterwards records what the append did to its runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from sessions_app.conf import setting
+from sessions_app.domain.errors import BadEvent
+from sessions_app.domain.runs import RUN_EVENTS, RunStatus, next_status
+from sessions_app.models import Run
+
+if TYPE_CHECKING:
+    from sessions_app.log import AppendRequest
+
+
+@dataclass
+class _Change:
+    run_id: str
+    status: RunStatus
+    index: int  # of the item in the request
+    data: dict[str, Any]
+    agent: str = ""
+
+
+@dataclass
+class RunTracker:
+    """Per transaction: the runs it has read or changed, by (session, run id)."""
+
+    runs: dict[tuple[int, str], Run | None] = field(default_factory=dict)
+
+    def plan(self, request: AppendRequest) -> list[_Change]:
+        """Check the request against its runs; return the changes, or raise (nothing written)."""
+        if not any(item.run or item.type == "CANCEL" for item in request.items):
+            return []
+        self._load(request)
+        pk = request.session_pk
+        status = {
+            run_id: (row.status if row else None)
+            for (spk, run_id), row in self.runs.items()
+            if spk == pk
+        }
+        changes: list[_Change] = []
+        for index, item in enumerate(request.items):
+            data = item.data or {}
+            targets = (
+                [item.run]
+                if item.run
+                else (self._active(pk, status) if item.type == "CANCEL" else [])
+            )
+            for run_id in targets:
+                value = status.get(run_id)
+                current = RunStatus(value) if value else None
+                new = next_status(current, item.type, run_id, data)
+                if item.type == "RUN_STARTED":
+                    self._check_parent(pk, data, status)
+                if new is not None:
+                    status[run_id] = new.value
+                    changes.append(_Change(run_id, new, index, data, item.agent))
+        return changes
+
+    def apply(
+        self, request: AppendRequest, changes: list[_Change], first_seq: int, now: Any
+    ) -> None:
+        pk = request.session_pk
+        for change in changes:
+            row = self.runs.get((pk, change.run_id))
+            if row is None:
+                row = self._start(pk, change, first_seq + change.index)
+            self._move(row, change, now)
+            row.save()
+            self.runs[(pk, change.run_id)] = row
+
+    # --- helpers -------------------------------------------------------------------------
+
+    def _load(self, request: AppendRequest) -> None:
+        pk = request.session_pk
+        wanted = {item.run for item in request.items if item.run}
+        wanted |= {
+            p
+            for item in request.items
+            if isinstance(p := (item.data or {}).get("parentRunId"), str)
+        }
+        missing = {run_id for run_id in wanted if (pk, run_id) not in self.runs}
+        query = (
+            Run.objects.filter(session_id=pk, run_id__in=missing) if missing else Run.objects.none()
+        )
+        if any(item.type == "CANCEL" and not item.run for item in request.items):
+            query = query | Run.objects.filter(
+                session_id=pk, status__in=[RunStatus.RUNNING, RunStatus.CANCELLING]
+            )
+        for row in query:
+            self.runs.setdefault((pk, row.run_id), row)
+        for run_id in missing:
+            self.runs.setdefault((pk, run_id), None)
+
+    def _active(self, pk: int, status: dict[str, Any]) -> list[str]:
+        return [
+            run_id for run_id, value in status.items() if value and not RunStatus(value).is_final
+        ]
+
+    def _check_parent(self, pk: int, data: dict[str, Any], status: dict[str, Any]) -> None:
+        parent = data.get("parentRunId")
+        if parent is not None and not status.get(parent):
+            raise BadEvent(f"parentRunId {parent!r} is not a run of this session")
+
+    def _start(self, pk: int, change: _Change, seq: int) -> Run:
+        parent_id = change.data.get("parentRunId")
+        parent = self.runs.get((pk, parent_id)) if isinstance(parent_id, str) else None
+        return Run(
+            session_id=pk, run_id=change.run_id, parent=parent, agent=change.agent, started_seq=seq
+        )
+
+    def _move(self, row: Run, change: _Change, now: Any) -> None:
+        row.status = change.status.value
+        if change.status is RunStatus.CANCELLING and row.cancel_deadline is None:
+            row.cancel_deadline = now + timedelta(seconds=setting("CANCEL_ACK_TIMEOUT"))
+            row.reason = str(change.data.get("reason") or "user")[:200]
+        if change.status.is_final:
+            row.ended_at = now
+            reason = (
+                change.data.get("reason") or change.data.get("message") or change.data.get("code")
+            )
+            if reason or change.status is not RunStatus.CANCELLED:
+                row.reason = str(reason or "")[:200]
+
+
+def needs_data(event_type: str) -> bool:
+    """Whether the tracker reads this event type's ``data``."""
+    return event_type in RUN_EVENTS
