@@ -21,6 +21,7 @@ import logging
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -199,6 +200,7 @@ def _claim(job_id: int) -> DiagnosticJob | None:
 
 def _run(job: DiagnosticJob, watcher: _Watcher) -> dict[str, Any]:
     from mlexec_app.diagnostics.data import load_dataset
+    from mlexec_app.diagnostics.label_issues import DEFAULT_TRAIN, LabelIssueOptions
     from mlexec_app.diagnostics.models import ModelSpec
     from mlexec_app.diagnostics.pipeline import Plan, run_diagnostics
     from mlexec_app.diagnostics.progress import Progress
@@ -213,6 +215,8 @@ def _run(job: DiagnosticJob, watcher: _Watcher) -> dict[str, Any]:
         target_error=params.get("target_error", target_error(job.project)),
         model=ModelSpec.from_dict(params.get("model")),
         train=TrainConfig(**params.get("train", {})),
+        label_options=LabelIssueOptions(**params.get("label_issues", {})),
+        label_train=replace(DEFAULT_TRAIN, **params.get("label_train", {})),
     )
     progress = Progress(watcher.on_event, watcher.should_cancel, min_interval=0.5)
     return run_diagnostics(data, plan, progress)

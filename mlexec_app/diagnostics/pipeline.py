@@ -38,6 +38,9 @@ class Plan:
     target_error: float | None = None
     model: ModelSpec = field(default_factory=ModelSpec)
     train: TrainConfig = field(default_factory=TrainConfig)
+    #: The label-issue search has its own, more regularised, training settings.
+    label_options: label_mod.LabelIssueOptions = field(default_factory=label_mod.LabelIssueOptions)
+    label_train: TrainConfig = label_mod.DEFAULT_TRAIN
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.diagnostics) - set(ALL))
@@ -83,8 +86,9 @@ def _run_lr_range(data: Dataset, plan: Plan, progress: Progress, state: dict[str
 def _run_label_issues(data: Dataset, plan: Plan, progress: Progress, state: dict[str, Any]) -> Any:
     # The evidence model is the built-in regularised MLP unless the plan names another kind.
     spec = label_mod.DEFAULT_MODEL if plan.model.vectorizable else plan.model
-    config = label_mod.DEFAULT_TRAIN
-    result = label_mod.find_label_issues(data, spec=spec, config=config, progress=progress)
+    result = label_mod.find_label_issues(
+        data, options=plan.label_options, spec=spec, config=plan.label_train, progress=progress
+    )
     state["suspected"] = result.mask
     out = result.to_dict()
     if data.image_shape is not None:
