@@ -146,7 +146,8 @@ def judge(
     elif law is None:
         verdict, reason = WONT_HELP, "Too few training sizes to extrapolate."
     elif target_error is not None:
-        verdict, reason, needed = _against_target(law, sizes[-1], current, target_error)
+        train = float(train_error[-1])
+        verdict, reason, needed = _against_target(law, sizes[-1], current, train, target_error)
     else:
         verdict, reason = _without_target(law, sizes[-1], current, float(train_error[-1]))
     return LearningCurve(
@@ -163,30 +164,37 @@ def judge(
 
 
 def _against_target(
-    law: PowerLaw, largest: int, current: float, target: float
+    law: PowerLaw, largest: int, current: float, train: float, target: float
 ) -> tuple[str, str, int | None]:
     size = law.size_for(target)
-    if size is None:
-        return (
-            WONT_HELP,
-            f"Not reachable with more data: bias. The curve levels off at {law.asymptote:.3f}, "
-            f"above the target {target:.3f}; reduce bias (bigger model, better features).",
-            None,
-        )
+    if size is None or size / largest > MAX_PRACTICAL_FACTOR:
+        return WONT_HELP, _unreachable(law, current, train, target), None
     factor = size / largest
-    if factor > MAX_PRACTICAL_FACTOR:
-        return (
-            WONT_HELP,
-            f"Not reachable with more data: bias. The curve is nearly flat at {current:.3f}; "
-            f"the target {target:.3f} would need over {MAX_PRACTICAL_FACTOR:.0f}x today's data. "
-            "Reduce bias first (bigger model, better features).",
-            None,
-        )
     return (
         WILL_HELP,
         f"The extrapolated dev error reaches {target:.3f} at about {size:,.0f} training "
         f"examples ({factor:.1f}x today's {largest:,}).",
         int(math.ceil(size)),
+    )
+
+
+def _unreachable(law: PowerLaw, current: float, train: float, target: float) -> str:
+    shape = (
+        f"the curve levels off at {law.asymptote:.3f}"
+        if law.exponent > 0.2
+        else f"the curve is nearly flat at {current:.3f}"
+    )
+    if train > target:
+        # The model does not even fit its training data to the target: classic bias.
+        return (
+            f"Not reachable with more data: bias. {shape.capitalize()}, above the target "
+            f"{target:.3f}, and train error is {train:.3f}: reduce bias first (bigger model, "
+            "longer training, better features)."
+        )
+    return (
+        f"Not reachable with more data: {shape}, above the target {target:.3f}, although train "
+        f"error is only {train:.3f}. An error floor the model cannot learn past: look for label "
+        "noise (see the label issues) or inputs that do not determine the label."
     )
 
 
