@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
@@ -22,8 +23,24 @@ from mlexec_app.models import (
 )
 
 
+def fraction_form(model_class: type, *names: str) -> type[forms.ModelForm]:
+    """A model form refusing values outside [0, 1] in ``names``, like the API does."""
+
+    def clean(self: forms.ModelForm) -> dict[str, Any]:
+        data = forms.ModelForm.clean(self) or {}
+        for name in names:
+            value = data.get(name)
+            if value is not None and not 0 <= value <= 1:
+                self.add_error(name, "A fraction in [0, 1]: 0.05 for 5%.")
+        return data
+
+    meta = type("Meta", (), {"model": model_class, "fields": "__all__"})
+    return type(f"{model_class.__name__}Form", (forms.ModelForm,), {"Meta": meta, "clean": clean})
+
+
 class DataAssessmentInline(admin.StackedInline):
     model = DataAssessment
+    form = fraction_form(DataAssessment, "label_quality")
     extra = 0
     classes = ["collapse"]
 
@@ -57,6 +74,7 @@ class ProjectAdmin(admin.ModelAdmin):
     search_fields = ["name", "slug", "problem_statement"]
     prepopulated_fields = {"slug": ["name"]}
     raw_id_fields = ["owner"]
+    form = fraction_form(Project, "target_value", "human_level")
     inlines = [DataAssessmentInline, CostModelInline, InterventionInline]
 
     def change_view(
@@ -89,6 +107,7 @@ class RunAdmin(admin.ModelAdmin):
     list_filter = ["status", "source", "project"]
     search_fields = ["name", "project__name"]
     readonly_fields = ["history_chart", "created_at", "updated_at"]
+    form = fraction_form(Run, "train", "train_dev", "dev", "test")
     actions = ["compare"]
 
     @admin.display(description="Metric history")

@@ -631,7 +631,9 @@ def find_project(ref: str | int, queryset: QuerySet[Project] | None = None) -> P
     """A project by id or slug, within ``queryset`` (what the caller may see)."""
     qs = queryset if queryset is not None else Project.objects.all()
     text = str(ref)
-    project = qs.filter(pk=int(text)).first() if text.isdigit() else qs.filter(slug=text).first()
+    # An all-digit reference is an id first, then a slug (a project may be named "2024").
+    project = qs.filter(pk=int(text)).first() if text.isdigit() else None
+    project = project or qs.filter(slug=text).first()
     if project is None:
         raise NotFound(f"No project {text!r}.")
     return project

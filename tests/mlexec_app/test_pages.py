@@ -141,3 +141,32 @@ def test_user_text_in_charts_is_escaped(api, project):
     assert "<script>alert(1)</script>" not in html
     assert "&lt;script&gt;" in html
     assert Run.objects.count() == 1
+
+
+def test_admin_refuses_a_split_metric_outside_zero_to_one(admin_client, project):
+    run = services.record_run(project, name="r", metrics={"dev": 0.1})
+    page = admin_client.post(
+        f"/admin/mlexec_app/run/{run.pk}/change/",
+        {
+            "project": project.pk,
+            "name": "r",
+            "status": "finished",
+            "dev": "10",
+            "params": "{}",
+            "metrics": "{}",
+            "artifacts": "[]",
+            "source": "api",
+        },
+    )
+    assert page.status_code == 200  # the form again, with the error
+    assert "A fraction in [0, 1]" in page.content.decode()
+    run.refresh_from_db()
+    assert run.dev == 0.1
+    # ...and the project page still renders its diagnosis.
+    assert admin_client.get(f"/admin/mlexec_app/project/{project.pk}/change/").status_code == 200
+
+
+def test_a_project_named_with_digits_is_found_by_its_slug(api, user):
+    project = services.create_project(user, name="2024")
+    assert project.slug == "2024"
+    assert api.get("/projects/2024").json()["name"] == "2024"
