@@ -380,3 +380,8 @@ def list_keys(request: HttpRequest) -> Any:
 @router.delete("/api-keys/{key_id}", response={200: ApiKeyOut, **ERRORS})
 def revoke_key(request: HttpRequest, key_id: int) -> ApiKey:
     return keys.revoke(_session_user(request), key_id)
+
+
+from mlexec_app.api_jobs import jobs_router  # noqa: E402  (issue 9: diagnostic jobs)
+
+router.add_router("", jobs_router)
