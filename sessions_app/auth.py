@@ -11,6 +11,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
 from django.core import signing
 
+from sessions_app import keys
 from sessions_app.access import read_token
 from sessions_app.conf import setting
 
@@ -25,8 +26,27 @@ def _user_for_token(token: str) -> tuple[Any, frozenset[str] | None]:
     return (user or AnonymousUser()), sessions
 
 
+@database_sync_to_async
+def _actor_for_key(raw: str) -> tuple[Any, frozenset[str] | None]:
+    key = keys.authenticate(raw)
+    if key is None:
+        return AnonymousUser(), None
+    actor = keys.actor_for(key)
+    return actor.user, actor.sessions
+
+
+def _bearer(scope: dict[str, Any]) -> str | None:
+    for name, value in scope.get("headers", []):
+        if name == b"authorization":
+            kind, _, credential = value.decode("latin-1").partition(" ")
+            if kind.lower() == "bearer" and credential:
+                return credential.strip()
+    return None
+
+
 class TokenAuthMiddleware:
-    """``?token=<signed token>`` authenticates the socket; otherwise the cookie decides."""
+    """``Authorization: Bearer <API key>`` (agents) or ``?token=<signed token>`` (browsers)
+    authenticate the socket; otherwise the Django session cookie decides."""
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
@@ -35,8 +55,12 @@ class TokenAuthMiddleware:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         token = (query.get("token") or [None])[0]
-        if not token:
+        api_key = _bearer(scope)
+        if api_key:
+            user, sessions = await _actor_for_key(api_key)
+        elif token:
+            user, sessions = await _user_for_token(token)
+        else:
             return await self.cookie_auth(scope, receive, send)
-        user, sessions = await _user_for_token(token)
         scope = {**scope, "user": user, "session_scope": sessions}
         return await self.inner(scope, receive, send)

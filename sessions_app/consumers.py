@@ -288,6 +288,18 @@ class SessionConsumer(AsyncWebsocketConsumer):
             sub, None, event="leave" if event == "leave" else "join", device=device
         )
 
+    async def presence_query(self, message: dict[str, Any]) -> None:
+        if message["session"] in self.by_pk:
+            await self.channel_layer.send(
+                message["reply_to"],
+                {
+                    "type": "presence.update",
+                    "session": message["session"],
+                    "event": "here",
+                    "device": self.device,
+                },
+            )
+
     # --- helpers -------------------------------------------------------------------------
 
     async def _authorize(self, name: object) -> int:

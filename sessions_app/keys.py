@@ -1,0 +1,60 @@
+"""API keys for agents: made once, stored hashed, looked up by prefix, scoped, revocable."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from datetime import timedelta
+from typing import Any
+
+from django.utils import timezone
+
+from sessions_app.access import Actor
+from sessions_app.models import ApiKey, Session
+
+PREFIX = "dsk"
+# Writing last_used_at on every request would turn reads into writes; once a minute is enough.
+TOUCH_EVERY = timedelta(seconds=60)
+
+
+def _digest(secret: str) -> str:
+    # The secret is 32 random bytes: a fast hash cannot be brute-forced, and it keeps
+    # authentication cheap on every request.
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def create_key(user: Any, name: str, sessions: list[Session] | None = None) -> tuple[ApiKey, str]:
+    """Make a key; return it and its full text, which is shown once and never stored."""
+    prefix, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
+    key = ApiKey.objects.create(user=user, name=name, prefix=prefix, hashed=_digest(secret))
+    if sessions:
+        key.sessions.set(sessions)
+    return key, f"{PREFIX}_{prefix}_{secret}"
+
+
+def authenticate(raw: object) -> ApiKey | None:
+    """The active key ``raw`` names, or None."""
+    if not isinstance(raw, str) or raw.count("_") < 2 or not raw.startswith(PREFIX + "_"):
+        return None
+    _, prefix, secret = raw.split("_", 2)
+    active = ApiKey.objects.select_related("user").filter(revoked_at__isnull=True)
+    key = active.filter(prefix=prefix).first()
+    if key is None or not hmac.compare_digest(key.hashed, _digest(secret)):
+        return None
+    if not key.user.is_active:
+        return None
+    now = timezone.now()
+    if key.last_used_at is None or now - key.last_used_at > TOUCH_EVERY:
+        ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+        key.last_used_at = now
+    return key
+
+
+def actor_for(key: ApiKey) -> Actor:
+    names = frozenset(key.sessions.values_list("name", flat=True))
+    return Actor(key.user, names or None)
+
+
+def revoke(key: ApiKey) -> None:
+    ApiKey.objects.filter(pk=key.pk).update(revoked_at=timezone.now())

@@ -1,0 +1,302 @@
+"""The REST API: sessions, events, long-poll, runs, control, presence, API keys."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from channels.db import database_sync_to_async
+from django.test import AsyncClient, Client
+
+from sessions_app import keys, log, services
+from sessions_app.models import ApiKey, Entry, Run, Session
+from tests.sessions_app.conftest import add_member, connect
+
+pytestmark = pytest.mark.django_db(transaction=True)
+db = database_sync_to_async
+BASE = "/api/sessions"
+
+
+def text(delta, message="m1", run=None):
+    event = {"type": "TEXT_MESSAGE_CONTENT", "message": message, "data": {"delta": delta}}
+    return {**event, "run": run} if run else event
+
+
+@pytest.fixture
+def api(alice):
+    client = Client()
+    client.force_login(alice)
+    return client
+
+
+def post(client, path, body, **headers):
+    return client.post(BASE + path, json.dumps(body), content_type="application/json", **headers)
+
+
+def bearer(secret):
+    return {"HTTP_AUTHORIZATION": f"Bearer {secret}"}
+
+
+def entries(session):
+    return Entry.objects.filter(session=session).count()
+
+
+# --- sessions ------------------------------------------------------------------------------
+
+
+def test_create_list_and_read_sessions(api, bob):
+    made = post(api, "/", {"title": "Trip", "members": ["bob"], "metadata": {"topic": "travel"}})
+    assert made.status_code == 201
+    body = made.json()
+    assert body["owner"] == "alice" and body["members"] == ["bob"] and body["head"].endswith("0000")
+    listed = api.get(BASE + "/").json()
+    assert [s["name"] for s in listed["items"]] == [body["name"]] and listed["count"] == 1
+    assert api.get(f"{BASE}/{body['name']}").json()["title"] == "Trip"
+
+
+def test_bad_session_input_is_refused_with_a_code_and_writes_nothing(api, session):
+    assert post(api, "/", {"name": "chat-1"}).json()["code"] == "conflict"
+    unknown = post(api, "/", {"title": "x", "members": ["ghost"]})
+    assert (unknown.status_code, unknown.json()["code"]) == (400, "bad_request")
+    invalid = post(api, "/", {"name": "has space", "retention_days": -1})
+    assert (invalid.status_code, invalid.json()["code"]) == (422, "invalid_input")
+    assert Session.objects.count() == 1
+
+
+def test_another_users_session_is_indistinguishable_from_an_absent_one(api, make_user):
+    carol = make_user("carol")
+    Session.objects.create(name="secret", owner=carol)
+    for path in ("/secret", "/secret/events", "/secret/snapshot", "/secret/runs"):
+        absent, forbidden = api.get(BASE + path.replace("secret", "nothing")), api.get(BASE + path)
+        assert forbidden.status_code == absent.status_code == 404
+        assert forbidden.json() == absent.json()
+    assert post(api, "/secret/events", {"events": [text("x")]}).status_code == 404
+    assert entries(Session.objects.get(name="secret")) == 0
+
+
+def test_anonymous_requests_are_refused(session):
+    reply = Client().get(f"{BASE}/chat-1")
+    assert (reply.status_code, reply.json()["code"]) == (401, "unauthenticated")
+
+
+def test_cookie_auth_needs_the_csrf_token_for_writes(alice, session):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(alice)
+    assert post(client, "/chat-1/events", {"events": [text("x")]}).status_code in (401, 403)
+    assert entries(session) == 0
+
+
+def test_members_use_a_session_only_the_owner_manages_it(api, bob, session):
+    add_member(session, bob)
+    member = Client()
+    member.force_login(bob)
+    assert post(member, "/chat-1/events", {"events": [text("hi")]}).status_code == 200
+    assert (
+        member.patch(
+            f"{BASE}/chat-1", {"title": "mine"}, content_type="application/json"
+        ).status_code
+        == 404
+    )
+    assert api.delete(f"{BASE}/chat-1/members/bob").json()["members"] == []
+    assert post(member, "/chat-1/events", {"events": [text("hi")]}).status_code == 404
+
+
+def test_closing_a_session_stops_appends(api, session):
+    assert api.patch(f"{BASE}/chat-1", {"closed": True}, content_type="application/json").json()[
+        "closed"
+    ]
+    refused = post(api, "/chat-1/events", {"events": [text("late")]})
+    assert (refused.status_code, refused.json()["code"]) == (409, "stream_closed")
+    assert (
+        api.patch(f"{BASE}/chat-1", {"closed": False}, content_type="application/json").status_code
+        == 409
+    )
+
+
+# --- events --------------------------------------------------------------------------------
+
+
+def test_publish_a_batch_with_an_idempotent_producer(api, session):
+    body = {"events": [text("a"), text("b")], "producer": {"id": "agent", "epoch": 0, "seq": 0}}
+    first = post(api, "/chat-1/events", body).json()
+    again = post(api, "/chat-1/events", body).json()
+    assert again == {**first, "duplicate": True, "message": None}
+    gap = post(api, "/chat-1/events", {**body, "producer": {"id": "agent", "epoch": 0, "seq": 5}})
+    assert (gap.status_code, gap.json()["code"], gap.json()["expected_seq"]) == (
+        409,
+        "producer_seq_gap",
+        1,
+    )
+    assert entries(session) == 2
+
+
+def test_one_bad_event_refuses_the_batch(api, session):
+    reply = post(api, "/chat-1/events", {"events": [text("ok"), {"type": "TEXT_MESSAGE_CONTENT"}]})
+    assert (reply.status_code, reply.json()["code"], reply.json()["index"]) == (400, "bad_event", 1)
+    assert post(api, "/chat-1/events", {"events": []}).status_code == 422
+    assert entries(session) == 0
+
+
+def test_history_pages_by_offset(api, session):
+    post(api, "/chat-1/events", {"events": [text(str(i)) for i in range(5)]})
+    page = api.get(f"{BASE}/chat-1/events?limit=2").json()
+    assert [e["data"]["delta"] for e in page["events"]] == ["0", "1"] and not page["up_to_date"]
+    rest = api.get(f"{BASE}/chat-1/events?after={page['next_offset']}&limit=10").json()
+    assert [e["data"]["delta"] for e in rest["events"]] == ["2", "3", "4"] and rest["up_to_date"]
+    assert rest["events"][0]["offset"] == "0000000000000000_0000000000000003"
+    bad = api.get(f"{BASE}/chat-1/events?after=7")
+    assert (bad.status_code, bad.json()["code"]) == (400, "bad_offset")
+
+
+def test_the_snapshot_folds_the_history(api, session):
+    post(api, "/chat-1/messages", {"text": "Hi"})
+    snap = api.get(f"{BASE}/chat-1/snapshot").json()
+    assert snap["offset"].endswith("0003")
+    assert snap["state"]["messages"][0] == {
+        "id": snap["state"]["messages"][0]["id"], "role": "user", "run": None, "agent": None,
+        "status": "complete", "text": "Hi",
+    }  # fmt: skip
+
+
+async def test_long_poll_answers_when_an_entry_is_committed(alice, session):
+    client = AsyncClient()
+    await db(client.force_login)(alice)
+    waiting = asyncio.ensure_future(client.get(f"{BASE}/chat-1/events/wait?timeout=10"))
+    await asyncio.sleep(0.3)
+    assert not waiting.done()
+    await log.append(services.request(session.pk, [text("wake up")]))
+    reply = await asyncio.wait_for(waiting, 5)
+    assert [e["data"]["delta"] for e in reply.json()["events"]] == ["wake up"]
+
+
+async def test_long_poll_times_out_empty_and_up_to_date(alice, session):
+    client = AsyncClient()
+    await db(client.force_login)(alice)
+    reply = (await client.get(f"{BASE}/chat-1/events/wait?timeout=0.3")).json()
+    assert reply["events"] == [] and reply["up_to_date"] is True
+    anonymous = await AsyncClient().get(f"{BASE}/chat-1/events/wait?timeout=0.3")
+    assert anonymous.status_code == 404
+
+
+# --- runs and control ----------------------------------------------------------------------
+
+
+def test_runs_start_finish_and_fail_as_a_tree(api, session):
+    boss = post(api, "/chat-1/runs", {"run_id": "boss", "agent": "orchestrator"})
+    assert boss.status_code == 201 and boss.json()["status"] == "running"
+    child = post(api, "/chat-1/runs", {"agent": "researcher", "parent": "boss"}).json()
+    assert child["parent"] == "boss"
+    assert (
+        post(api, f"/chat-1/runs/{child['run_id']}/fail", {"message": "tool broke"}).json()[
+            "status"
+        ]
+        == "failed"
+    )
+    assert post(api, "/chat-1/runs/boss/finish", {}).json()["status"] == "finished"
+    runs = api.get(f"{BASE}/chat-1/runs").json()
+    assert [(r["run_id"], r["status"]) for r in runs] == [
+        ("boss", "finished"),
+        (child["run_id"], "failed"),
+    ]
+    assert post(api, "/chat-1/runs/boss/finish", {}).json()["code"] == "run_ended"
+
+
+async def test_a_cancel_over_rest_reaches_an_agent_that_long_polls(alice, session):
+    phone, agent = AsyncClient(), AsyncClient()
+    await db(phone.force_login)(alice)
+    _, secret = await db(keys.create_key)(alice, "agent")
+    await log.append(services.request(session.pk, [{"type": "RUN_STARTED", "run": "r1"}]))
+    auth = {"Authorization": f"Bearer {secret}"}
+    head = (await agent.get(f"{BASE}/chat-1/events", headers=auth)).json()["next_offset"]
+    waiting = asyncio.ensure_future(
+        agent.get(f"{BASE}/chat-1/events/wait?after={head}&timeout=10", headers=auth)
+    )
+    await asyncio.sleep(0.2)
+    reply = await phone.post(
+        f"{BASE}/chat-1/cancel", {"run": "r1"}, content_type="application/json"
+    )
+    assert reply.status_code == 200
+    seen = (await asyncio.wait_for(waiting, 5)).json()["events"]
+    assert [(e["type"], e.get("run")) for e in seen] == [("CANCEL", "r1")]
+    assert await db(lambda: Run.objects.get(run_id="r1").status)() == "cancelling"
+
+
+def test_steer_and_interrupt_over_rest(api, session):
+    post(api, "/chat-1/runs", {"run_id": "r1"})
+    assert post(api, "/chat-1/steer", {"run": "r1", "text": "faster"}).status_code == 200
+    interrupted = post(api, "/chat-1/interrupt", {"text": "new plan"}).json()
+    assert len(interrupted["offsets"]) == 4 and interrupted["message"]
+    assert Run.objects.get(run_id="r1").status == "cancelling"
+    assert post(api, "/chat-1/steer", {"run": "r1", "text": "x"}).json()["code"] == "run_ended"
+
+
+async def test_presence_lists_the_devices_attached_over_websockets(alice, session):
+    client = AsyncClient()
+    await db(client.force_login)(alice)
+    async with connect(alice, path="/ws/sessions/") as phone:
+        await phone.subscribe("chat-1")
+        hello_device = (await phone.request("presence", session="chat-1"))["self"]["id"]
+        devices = (await client.get(f"{BASE}/chat-1/presence")).json()["devices"]
+    assert [d["id"] for d in devices] == [hello_device]
+
+
+# --- API keys ------------------------------------------------------------------------------
+
+
+def test_an_api_key_is_shown_once_stored_hashed_and_works(api, session):
+    made = post(api, "/keys/", {"name": "writer bot"}).json()
+    secret = made["key"]
+    stored = ApiKey.objects.get(pk=made["id"])
+    assert (
+        secret not in (stored.hashed, stored.prefix)
+        and "key" not in api.get(BASE + "/keys/").json()[0]
+    )
+    agent = Client()
+    assert (
+        post(
+            agent, "/chat-1/events", {"events": [text("from agent")]}, **bearer(secret)
+        ).status_code
+        == 200
+    )
+    stored.refresh_from_db()
+    assert stored.last_used_at is not None
+
+
+def test_a_scoped_key_cannot_touch_another_session(api, alice, session):
+    other = Session.objects.create(name="other", owner=alice)
+    secret = post(api, "/keys/", {"name": "scoped", "sessions": ["chat-1"]}).json()["key"]
+    agent = Client()
+    assert (
+        post(agent, "/other/events", {"events": [text("x")]}, **bearer(secret)).status_code == 404
+    )
+    assert agent.get(f"{BASE}/other", **bearer(secret)).status_code == 404
+    assert [s["name"] for s in agent.get(BASE + "/", **bearer(secret)).json()["items"]] == [
+        "chat-1"
+    ]
+    assert entries(other) == 0
+
+
+def test_a_revoked_key_is_refused_and_keys_cannot_make_keys(api, session):
+    made = post(api, "/keys/", {"name": "temp"}).json()
+    agent = Client()
+    assert post(agent, "/keys/", {"name": "escalate"}, **bearer(made["key"])).status_code == 404
+    assert api.delete(f"{BASE}/keys/{made['id']}").json()["revoked"] is True
+    refused = agent.get(f"{BASE}/chat-1", **bearer(made["key"]))
+    assert refused.status_code == 401
+    assert agent.get(f"{BASE}/chat-1", **bearer("dsk_nothing_here")).status_code == 401
+
+
+async def test_agents_connect_websockets_with_their_api_key(alice, session):
+    _, secret = await db(keys.create_key)(alice, "ws agent")
+    async with connect(headers=[(b"authorization", f"Bearer {secret}".encode())]) as agent:
+        assert (await agent.recv())["type"] == "hello"
+        assert (await agent.publish("chat-1", [text("hi")]))["type"] == "ack"
+
+
+def test_the_openapi_schema_documents_every_endpoint(api):
+    schema = api.get("/api/openapi.json").json()
+    paths = schema["paths"]
+    for path in ("/api/sessions/", "/api/sessions/{name}/events", "/api/sessions/{name}/events/wait",
+                 "/api/sessions/{name}/cancel", "/api/sessions/keys/"):  # fmt: skip
+        assert path in paths
