@@ -21,7 +21,8 @@ from ninja.pagination import paginate
 from ninja.security import HttpBearer, django_auth
 
 from mlexec_app import keys, reports, services
-from mlexec_app.exceptions import Forbidden, MlexecError, NotFound
+from mlexec_app.exceptions import Forbidden, InvalidInput, MlexecError, NotFound
+from mlexec_app.methodology.gates import STAGES, next_stage
 from mlexec_app.models import ApiKey, Intervention, Project, Run
 from mlexec_app.schemas import (
     AdoptIn,
@@ -205,10 +206,10 @@ def update_project(request: HttpRequest, ref: str, payload: ProjectPatch) -> Pro
 @router.get("/projects/{ref}/gates", response={200: GatesOut, **ERRORS})
 def gates(request: HttpRequest, ref: str, to: str | None = None) -> dict[str, Any]:
     project = project_of(request, ref)
-    if to is not None and to not in services.gates_mod.STAGES:
-        raise services.InvalidInput(f"Unknown stage {to!r}.", code="invalid_choice")
+    if to is not None and to not in STAGES:
+        raise InvalidInput(f"Unknown stage {to!r}.", code="invalid_choice")
     checks = services.stage_gates(project, to)
-    target = to or services.gates_mod.next_stage(project.stage)
+    target = to or next_stage(project.stage)
     return {
         "project": project.slug,
         "stage": project.stage,
