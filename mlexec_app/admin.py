@@ -212,3 +212,6 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
         count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
         messages.success(request, f"Revoked {count} key(s).")
+
+
+from mlexec_app import admin_jobs  # noqa: E402, F401  (issue 9: registers the diagnostic jobs)

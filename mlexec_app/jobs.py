@@ -96,9 +96,13 @@ def create_job(
 
 def start_job(project: Project, dataset: str, **kwargs: Any) -> DiagnosticJob:
     """Create a job and enqueue it on the Django Tasks backend (inline with ImmediateBackend)."""
+    return enqueue_job(create_job(project, dataset, **kwargs))
+
+
+def enqueue_job(job: DiagnosticJob) -> DiagnosticJob:
+    """Hand a queued job to the task backend; returns the job as it stands afterwards."""
     from mlexec_app.tasks import run_diagnostic_job  # needs django_tasks: the mlexec extra
 
-    job = create_job(project, dataset, **kwargs)
     result = run_diagnostic_job.enqueue(job.pk)
     DiagnosticJob.objects.filter(pk=job.pk, task_id="").update(task_id=str(result.id))
     job.refresh_from_db()
