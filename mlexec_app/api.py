@@ -127,7 +127,7 @@ router = Router(tags=["mlexec"], auth=[ApiKeyAuth(), django_auth])
 router.add_decorator(coded_errors, mode="view")
 router.add_decorator(domain_errors, mode="operation")
 # Documented in the OpenAPI schema: every error body is an ErrorOut.
-ERRORS = {frozenset({400, 401, 403, 404, 409, 422}): ErrorOut}
+ERRORS: dict[frozenset[int], type[ErrorOut]] = {frozenset({400, 401, 403, 404, 409, 422}): ErrorOut}
 
 
 # --- who is asking -------------------------------------------------------------------------------
