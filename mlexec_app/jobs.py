@@ -165,14 +165,19 @@ def find_job(job_id: int, projects: QuerySet[Project] | None = None) -> Diagnost
 # --- running ---------------------------------------------------------------------------------
 
 
-def execute(job_id: int) -> dict[str, Any]:
-    """Run the job (the body of the task); returns a short summary for the task result."""
+def execute(
+    job_id: int, listener: Callable[[dict[str, Any]], None] | None = None
+) -> dict[str, Any]:
+    """Run the job (the body of the task); returns a short summary for the task result.
+
+    ``listener`` also receives every progress event (the CLI draws its progress bar with it).
+    """
     job = _claim(job_id)
     if job is None:
         return {"job": job_id, "status": "skipped"}
     from mlexec_app.diagnostics.exceptions import Cancelled
 
-    watcher = _Watcher(job)
+    watcher = _Watcher(job, listener)
     try:
         report = _run(job, watcher)
     except Cancelled:
@@ -238,8 +243,11 @@ def target_error(project: Project) -> float | None:
 class _Watcher:
     """Stores progress (with the heartbeat), publishes it, and answers "should I stop?"."""
 
-    def __init__(self, job: DiagnosticJob) -> None:
+    def __init__(
+        self, job: DiagnosticJob, listener: Callable[[dict[str, Any]], None] | None = None
+    ) -> None:
         self.job = job
+        self.listener = listener
         self.cancel = False
         self._polled = 0.0
         checker = job_setting("CANCEL_CHECKER")
@@ -251,6 +259,8 @@ class _Watcher:
         DiagnosticJob.objects.filter(pk=self.job.pk).update(
             progress=event, fraction_done=event.get("fraction", 0.0), heartbeat_at=timezone.now()
         )
+        if self.listener is not None:
+            self.listener(event)
         if _publish(self.job, {"type": "progress", **event}):
             self.cancel = True
 
