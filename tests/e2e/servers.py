@@ -44,43 +44,54 @@ def wait_until_serving(
     raise TimeoutError(f"{url} did not answer within {timeout}s")
 
 
+class DaphneProcess:
+    """``daphne config.asgi:application`` on a loopback port, which a test may stop and restart.
+
+    Its output goes to a file (a pipe nobody reads would block it once full).
+    """
+
+    def __init__(self, env: dict[str, str], port: int | None = None) -> None:
+        self.env = env
+        self.port = port or free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = Path(tempfile.mkstemp(prefix=f"daphne-{self.port}-", suffix=".log")[1])
+
+    def start(self) -> str:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
+                 "config.asgi:application"],
+                cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        wait_until_serving(self.base + "/", self.proc, self.log)
+        return self.base
+
+    def stop(self, *, kill: bool = False) -> None:
+        if self.proc is None:
+            return
+        self.proc.kill() if kill else self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def __enter__(self) -> DaphneProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        self.log.unlink(missing_ok=True)
+
+
 @contextmanager
 def daphne_server(env: dict[str, str], port: int | None = None) -> Iterator[str]:
-    """Run ``daphne config.asgi:application``; yield its base URL; stop it afterwards.
-
-    The server's output goes to a file (a pipe nobody reads would block it once full).
-    """
-    port = port or free_port()
-    log_file = tempfile.NamedTemporaryFile(prefix=f"daphne-{port}-", suffix=".log", delete=False)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "daphne",
-            "-b",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "config.asgi:application",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_serving(base + "/", proc, Path(log_file.name))
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log_file.close()
-        os.unlink(log_file.name)
+    """Run the demo site's ASGI app; yield its base URL; stop it afterwards."""
+    with DaphneProcess(env, port) as server:
+        yield server.base
 
 
 def site_env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -135,3 +146,44 @@ def session_with_token(env: dict[str, str], session: str, user: str = "agent") -
     """Create ``user`` and a session it owns in the site's database; return a token for it."""
     out = manage_output("shell", "-c", SETUP_SESSION.format(user=user, session=session), env=env)
     return out.strip().splitlines()[-1]
+
+
+CREATE_KEY = """
+from django.contrib.auth import get_user_model
+from sessions_app.keys import create_key
+user, _ = get_user_model().objects.get_or_create(username={user!r})
+print(create_key(user, "e2e agent")[1])
+"""
+
+
+@contextmanager
+def site_database(tmp_path: Path, label: str) -> Iterator[dict[str, str]]:
+    """Environment for a demo-site process with a migrated database of its own.
+
+    First pass: a SQLite file. Second pass (DATABASE_URL is PostgreSQL): a scratch database,
+    dropped afterwards; the channel layer gets its own Redis prefix.
+    """
+    base = os.environ.get("DATABASE_URL", "")
+    extra = {
+        "CHANNEL_LAYER_PREFIX": f"{label}{os.getpid()}",
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+    }
+    if base.startswith("postgres"):
+        with postgres_database(base, f"test_{label}_{os.getpid()}") as url:
+            env = {**os.environ, **extra, "DATABASE_URL": url}
+            run_manage("migrate", "--no-input", env=env)
+            yield env
+    else:
+        env = {
+            **os.environ,
+            **extra,
+            "DATABASE_URL": f"sqlite:///{tmp_path / (label + '.sqlite3')}",
+        }
+        run_manage("migrate", "--no-input", env=env)
+        yield env
+
+
+def api_key_for(env: dict[str, str], user: str = "agent") -> str:
+    return (
+        manage_output("shell", "-c", CREATE_KEY.format(user=user), env=env).strip().splitlines()[-1]
+    )

@@ -1,0 +1,188 @@
+"""One WebSocket to the server, kept open: reconnects, resubscribes and re-sends by itself."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import websockets
+
+if TYPE_CHECKING:
+    from sessions_app.client.session import Session
+
+logger = logging.getLogger("sessions_app.client")
+
+
+class PublishError(Exception):
+    """The server refused a publish; ``code`` is its error code (see docs/sessions/websocket.md)."""
+
+    def __init__(self, frame: dict[str, Any]) -> None:
+        super().__init__(f"{frame.get('code')}: {frame.get('message')}")
+        self.code = frame.get("code")
+        self.frame = frame
+
+
+class RunCancelled(Exception):
+    """Raised by ``Run`` methods once a user cancelled the run; ``async with run`` absorbs it."""
+
+
+class ConnectionClosed(Exception):
+    pass
+
+
+class SessionsClient:
+    """A connection for agents: ``async with SessionsClient(base_url, api_key=…) as client``."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        *,
+        token: str | None = None,
+        coalesce_seconds: float = 0.03,
+        max_backoff: float = 5.0,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
+        self.token = token
+        self.coalesce_seconds = coalesce_seconds
+        self.max_backoff = max_backoff
+        self.producer_prefix = "py-" + uuid.uuid4().hex[:12]
+        self.sessions: dict[str, Session] = {}
+        self._ws: Any = None
+        self._connected = asyncio.Event()
+        self._pending: dict[int, tuple[dict[str, Any], asyncio.Future[dict[str, Any]]]] = {}
+        self._ids = 0
+        self._runner: asyncio.Task[None] | None = None
+        self._closing = False
+        self.reconnects = 0
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def __aenter__(self) -> SessionsClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def connect(self) -> None:
+        self._runner = asyncio.create_task(self._run())
+        await asyncio.wait_for(self._connected.wait(), 30)
+
+    async def close(self) -> None:
+        self._closing = True
+        for session in list(self.sessions.values()):
+            await session.flush_all()
+        if self._ws is not None:
+            await self._ws.close()
+        if self._runner is not None:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._runner
+
+    @property
+    def ws_url(self) -> str:
+        url = (
+            self.base_url.replace("https://", "wss://").replace("http://", "ws://")
+            + "/ws/sessions/"
+        )
+        return url + (f"?token={self.token}" if self.token else "")
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
+    async def _run(self) -> None:
+        backoff = 0.2
+        while not self._closing:
+            try:
+                async with websockets.connect(
+                    self.ws_url, additional_headers=self._headers(), max_size=2**24, open_timeout=10
+                ) as ws:
+                    hello = json.loads(await ws.recv())
+                    if hello.get("type") != "hello":
+                        raise ConnectionClosed(f"refused: {hello}")
+                    self._ws = ws
+                    await self._resume()
+                    backoff = 0.2
+                    self._connected.set()
+                    async for raw in ws:
+                        await self._dispatch(json.loads(raw))
+            except (TimeoutError, OSError, websockets.WebSocketException, ConnectionClosed) as exc:
+                logger.info("connection lost (%s); reconnecting", exc)
+            self._ws = None
+            self._connected.clear()
+            if self._closing:
+                return
+            self.reconnects += 1
+            await asyncio.sleep(backoff * (0.5 + random.random()))
+            backoff = min(backoff * 2, self.max_backoff)
+
+    async def _resume(self) -> None:
+        # Resubscribe from the last offset seen, then re-send what was never acknowledged:
+        # publishes carry their producer seq, so a re-sent one that had landed is a duplicate.
+        for session in self.sessions.values():
+            await self._ws.send(json.dumps(session.subscribe_frame()))
+        for frame, _ in sorted(self._pending.values(), key=lambda p: p[0]["id"]):
+            await self._ws.send(json.dumps(frame))
+
+    async def _dispatch(self, frame: dict[str, Any]) -> None:
+        frame_id = frame.get("id")
+        pending = self._pending.pop(frame_id, None) if isinstance(frame_id, int) else None
+        if pending is not None:
+            if not pending[1].done():
+                pending[1].set_result(frame)
+            return
+        session = self.sessions.get(frame.get("session", ""))
+        if session is not None:
+            await session.receive(frame)
+
+    # --- requests ------------------------------------------------------------------------
+
+    async def request(self, frame: dict[str, Any]) -> dict[str, Any]:
+        """Send a frame and wait for its answer, across reconnects."""
+        self._ids += 1
+        frame = {**frame, "id": self._ids}
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[self._ids] = (frame, future)
+        await self._connected.wait()
+        with contextlib.suppress(Exception):  # if the socket just died, _resume re-sends it
+            await self._ws.send(json.dumps(frame))
+        reply = await future
+        if reply.get("type") == "error":
+            raise PublishError(reply)
+        return reply
+
+    async def session(self, name: str, after: str = "now") -> Session:
+        """Follow a session from ``after`` ("now", "-1" or an offset); returns when caught up."""
+        from sessions_app.client.session import Session
+
+        if name not in self.sessions:
+            self.sessions[name] = Session(self, name, after)
+            await self._connected.wait()
+            await self._ws.send(json.dumps(self.sessions[name].subscribe_frame()))
+        session = self.sessions[name]
+        await session.caught_up.wait()
+        if session.error is not None:
+            del self.sessions[name]
+            raise PublishError(session.error)
+        return session
+
+    # --- REST helpers ---------------------------------------------------------------------
+
+    async def rest(self, method: str, path: str, **kwargs: Any) -> Any:
+        async with httpx.AsyncClient(
+            base_url=self.base_url, headers=self._headers(), timeout=30
+        ) as http:
+            reply = await http.request(method, "/api/sessions" + path, **kwargs)
+            reply.raise_for_status()
+            return reply.json()
+
+    async def list_sessions(self) -> list[dict[str, Any]]:
+        return list((await self.rest("GET", "/", params={"limit": 500}))["items"])
