@@ -1,0 +1,242 @@
+"""Durable Streams: our door against the protocol's Node reference server, in one run.
+
+Both servers store durably: ours in PostgreSQL (a database of its own, created and dropped
+here; fsync and synchronous_commit as the server has them), the reference in its file store
+(log files plus LMDB, fdatasync per append). One client, one connection per server:
+
+1. 10,000 sequential appends (POST) of a 100-byte JSON message to a JSON stream;
+2. a catch-up read of those 10,000 messages (GET ?offset=-1, following Stream-Next-Offset
+   until Stream-Up-To-Date), the median of five.
+
+Usage: ``python -m bench.durable_streams [--appends N] [--write]``; ``--write`` records the
+result in bench/README.md between the durable-streams markers. Needs PostgreSQL
+(``BENCH_DATABASE_URL``, default ``postgres://$USER@127.0.0.1:5432/test``), Node with
+``npm ci`` done in tests/e2e/durable_streams, and Redis if ``REDIS_URL`` is set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+NODE_DIR = ROOT / "tests" / "e2e" / "durable_streams"
+README = ROOT / "bench" / "README.md"
+BEGIN, END = "<!-- durable-streams:begin -->", "<!-- durable-streams:end -->"
+MESSAGE_BYTES = 100
+READS = 5
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer within {timeout}s")
+
+
+@contextmanager
+def process(args: list[str], cwd: Path, env: dict[str, str], probe: str) -> Iterator[None]:
+    proc = subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.DEVNULL)
+    try:
+        wait_for(probe, proc)
+        yield
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextmanager
+def postgres_database(url: str) -> Iterator[str]:
+    import psycopg
+
+    name = f"bench_ds_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{url.rpartition('/')[0]}/{name}"
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def our_server(database_url: str) -> Iterator[str]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "DATABASE_URL": database_url,
+        "DEBUG": "false",
+        "SECRET_KEY": "bench-only",
+        "LOG_LEVEL": "WARNING",
+        "SESSIONS_ANONYMOUS_STREAM_PREFIX": "",
+        "CHANNEL_LAYER_PREFIX": f"bench{uuid.uuid4().hex[:6]}",
+    }
+    manage = [sys.executable, "manage.py", "migrate", "--no-input", "-v0"]
+    subprocess.run(manage, cwd=ROOT, env=env, check=True)
+    daphne = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
+    base = f"http://127.0.0.1:{port}"
+    with process([*daphne, "config.asgi:application"], ROOT, env, base + "/v1/stream/probe"):
+        yield base
+
+
+@contextmanager
+def reference_server() -> Iterator[str]:
+    port = free_port()
+    script = (ROOT / "bench" / "durable_streams_ref_server.mjs").read_text()
+    with tempfile.TemporaryDirectory(prefix="ds-ref-") as data_dir:
+        args = ["node", "--input-type=module", "-e", script, str(port), data_dir]
+        base = f"http://127.0.0.1:{port}"
+        with process(args, NODE_DIR, dict(os.environ), base + "/v1/stream/probe"):
+            yield base
+
+
+def message(i: int) -> bytes:
+    body = json.dumps({"i": i, "pad": ""}, separators=(",", ":"))
+    return json.dumps(
+        {"i": i, "pad": "x" * (MESSAGE_BYTES - len(body))}, separators=(",", ":")
+    ).encode()
+
+
+def appends_per_second(client: httpx.Client, url: str, count: int) -> float:
+    headers = {"Content-Type": "application/json"}
+    started = time.perf_counter()
+    for i in range(count):
+        response = client.post(url, content=message(i), headers=headers)
+        if response.status_code not in (200, 204):
+            raise RuntimeError(f"append {i}: {response.status_code} {response.text}")
+    return count / (time.perf_counter() - started)
+
+
+def catch_up(client: httpx.Client, url: str) -> tuple[float, int]:
+    started, offset, count = time.perf_counter(), "-1", 0
+    while True:
+        response = client.get(url, params={"offset": offset})
+        response.raise_for_status()
+        count += len(response.json())
+        offset = response.headers["Stream-Next-Offset"]
+        if response.headers.get("Stream-Up-To-Date") == "true":
+            return time.perf_counter() - started, count
+
+
+def measure(base: str, count: int) -> dict[str, float]:
+    url = f"{base}/v1/stream/bench-{uuid.uuid4().hex[:8]}"
+    with httpx.Client(timeout=60) as client:
+        created = client.put(url, headers={"Content-Type": "application/json"})
+        created.raise_for_status()
+        rate = appends_per_second(client, url, count)
+        reads = []
+        for _ in range(READS):
+            seconds, read = catch_up(client, url)
+            if read != count:
+                raise RuntimeError(f"{base}: read {read} messages, appended {count}")
+            reads.append(seconds)
+    return {"appends_per_s": rate, "read_s": statistics.median(reads)}
+
+
+def run(count: int) -> dict[str, object]:
+    if shutil.which("node") is None or not (NODE_DIR / "node_modules").exists():
+        raise SystemExit(f"needs Node and `npm ci` in {NODE_DIR}")
+    pg = (
+        os.environ.get("BENCH_DATABASE_URL")
+        or f"postgres://{getpass.getuser()}@127.0.0.1:5432/test"
+    )
+    with reference_server() as base:
+        reference = measure(base, count)
+    with postgres_database(pg) as database_url, our_server(database_url) as base:
+        ours = measure(base, count)
+    return {
+        "count": count,
+        "ours": ours,
+        "reference": reference,
+        "append_ratio": ours["appends_per_s"] / reference["appends_per_s"],
+        "read_ratio": ours["read_s"] / reference["read_s"],
+        "when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+    }
+
+
+def report(result: dict[str, object]) -> str:
+    ours, ref = result["ours"], result["reference"]
+    assert isinstance(ours, dict) and isinstance(ref, dict)
+    return "\n".join(
+        [
+            BEGIN,
+            "## Durable Streams",
+            "",
+            "Command: `.venv/bin/python -m bench.durable_streams --write` "
+            f"(recorded {result['when']}, {result['cores']} cores shared, Python "
+            f"{result['python']}). One client, one keep-alive connection per server; "
+            f"{result['count']:,} messages of {MESSAGE_BYTES} bytes of JSON.",
+            "",
+            "| server (durable storage) | sequential appends/s | catch-up read (median of 5) |",
+            "| --- | --- | --- |",
+            f"| ours: daphne, PostgreSQL (fsync on) | {ours['appends_per_s']:,.0f} | "
+            f"{ours['read_s'] * 1000:,.0f} ms |",
+            "| reference `@durable-streams/server` 0.3.7, file store (fdatasync per append) | "
+            f"{ref['appends_per_s']:,.0f} | {ref['read_s'] * 1000:,.0f} ms |",
+            f"| **ratio ours / reference** | **{result['append_ratio']:.2f}x** (goal ≥ 1) | "
+            f"**{result['read_ratio']:.2f}x** (goal ≤ 1) |",
+            END,
+        ]
+    )
+
+
+def write(section: str) -> None:
+    text = README.read_text() if README.exists() else "# Benchmarks\n"
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + section + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    README.write_text(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--appends", type=int, default=10_000)
+    parser.add_argument("--write", action="store_true", help="record in bench/README.md")
+    args = parser.parse_args()
+    result = run(args.appends)
+    section = report(result)
+    print(section)
+    if args.write:
+        write(section)
+
+
+if __name__ == "__main__":
+    main()
