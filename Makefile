@@ -32,10 +32,12 @@ help: ## List the targets
 install: $(STAMP) ## Create .venv (if missing) and install the project with every extra
 
 .PHONY: run
-run: $(STAMP) ## Run the demo site on SQLite at http://$(HOST):$(PORT) with a demo login
+run: $(STAMP) ## Run the demo site (and its demo agent) on SQLite at http://$(HOST):$(PORT)
 	$(PY) manage.py migrate --no-input
 	$(PY) manage.py demo_setup
-	$(PY) -m daphne -b $(HOST) -p $(PORT) config.asgi:application
+	@$(PY) manage.py demo_agent --url http://$(HOST):$(PORT) & agent=$$!; \
+		trap 'kill $$agent 2>/dev/null' EXIT INT TERM; \
+		$(PY) -m daphne -b $(HOST) -p $(PORT) config.asgi:application
 
 .PHONY: test
 test: $(STAMP) ## Run the whole suite: SQLite + in-memory layer, then PostgreSQL + Redis

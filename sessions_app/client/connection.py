@@ -159,12 +159,15 @@ class SessionsClient:
             raise PublishError(reply)
         return reply
 
-    async def session(self, name: str, after: str = "now") -> Session:
-        """Follow a session from ``after`` ("now", "-1" or an offset); returns when caught up."""
+    async def session(self, name: str, after: str = "now", *, inbox: bool = False) -> Session:
+        """Follow a session from ``after`` ("now", "-1" or an offset); returns when caught up.
+
+        With ``inbox=True`` every event from ``after`` on is kept for ``session.events()``.
+        """
         from sessions_app.client.session import Session
 
         if name not in self.sessions:
-            self.sessions[name] = Session(self, name, after)
+            self.sessions[name] = Session(self, name, after, inbox)
             await self._connected.wait()
             await self._ws.send(json.dumps(self.sessions[name].subscribe_frame()))
         session = self.sessions[name]

@@ -14,12 +14,13 @@ if TYPE_CHECKING:
     from sessions_app.client.connection import SessionsClient
 
 BEGINNING = "-1"
+CAUGHT_UP = "_CAUGHT_UP"  # marker in a session's inbox: the replay ends here
 
 
 class Session:
     """Events of one session as they arrive, and publishing with an idempotent producer."""
 
-    def __init__(self, client: SessionsClient, name: str, after: str) -> None:
+    def __init__(self, client: SessionsClient, name: str, after: str, inbox: bool = False) -> None:
         self.client = client
         self.name = name
         self.last_offset = after
@@ -29,6 +30,11 @@ class Session:
         self._seq = 0
         self._publish_lock = asyncio.Lock()
         self._listeners: list[asyncio.Queue[dict[str, Any]]] = []
+        # With an inbox, every event from the subscription on (the replay included) waits
+        # in order for ``events()``, followed by a CAUGHT_UP marker where the replay ends.
+        self.inbox: asyncio.Queue[dict[str, Any]] | None = asyncio.Queue() if inbox else None
+        if self.inbox is not None:
+            self._listeners.append(self.inbox)
         self.runs: dict[str, Run] = {}
 
     def subscribe_frame(self) -> dict[str, Any]:
@@ -38,6 +44,8 @@ class Session:
         kind = frame["type"]
         if kind == "caught_up":
             self.last_offset = frame["offset"]
+            if self.inbox is not None and not self.caught_up.is_set():
+                self.inbox.put_nowait({"type": CAUGHT_UP, "offset": frame["offset"]})
             self.caught_up.set()
         elif kind == "error" and not self.caught_up.is_set():
             self.error = frame
@@ -63,14 +71,17 @@ class Session:
             queue.put_nowait(event)
 
     async def events(self) -> AsyncIterator[dict[str, Any]]:
-        """Every event of the session from now on, in offset order."""
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self._listeners.append(queue)
+        """Events in offset order: from the inbox if the session has one, else from now on."""
+        queue = self.inbox
+        if queue is None:
+            queue = asyncio.Queue()
+            self._listeners.append(queue)
         try:
             while True:
                 yield await queue.get()
         finally:
-            self._listeners.remove(queue)
+            if queue is not self.inbox:
+                self._listeners.remove(queue)
 
     async def publish(self, events: list[dict[str, Any]]) -> dict[str, Any]:
         """Append events; retried across reconnects with the same producer seq: lands once."""
@@ -139,7 +150,15 @@ class Run:
                 await self.flush()
                 await self._end([self._envelope("RUN_FINISHED", data={"outcome": "success"})])
                 return False
-            if exc_type is RunCancelled:
+            if exc_type is RunCancelled:  # stopped from outside, e.g. its parent was cancelled
+                await self.flush()
+                await self._end(
+                    [
+                        self._envelope(
+                            "RUN_FINISHED", data={"outcome": "cancelled", "reason": "parent"}
+                        )
+                    ]
+                )
                 return True
             await self.flush()
             await self._end(
