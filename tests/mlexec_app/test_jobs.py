@@ -18,9 +18,9 @@ pytest.importorskip("torch")
 pytest.importorskip("django_tasks")
 
 FAST = {
-    "train": {"epochs": 15, "min_steps": 100},
+    "train": {"epochs": 10, "min_steps": 60},
     "label_issues": {"folds": 4, "repeats": 1},
-    "label_train": {"epochs": 20, "min_steps": 100},
+    "label_train": {"epochs": 10, "min_steps": 60},
 }
 PUBLISHED: list[tuple[int, dict]] = []
 CANCEL_AFTER = {"events": None}
