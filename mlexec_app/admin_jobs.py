@@ -47,10 +47,12 @@ class DiagnosticJobAdmin(admin.ModelAdmin):
         "heartbeat_at", "finished_at", "findings", "learning_curve_plot", "label_issue_plot",
     ]  # fmt: skip
 
-    def get_form(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> Any:
+    def get_form(
+        self, request: HttpRequest, obj: Any | None = None, change: bool = False, **kwargs: Any
+    ) -> Any:
         if obj is None:
             kwargs["form"] = StartJobForm
-        return super().get_form(request, obj, **kwargs)
+        return super().get_form(request, obj, change, **kwargs)
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         return self.readonly_fields if obj is not None else []
@@ -63,7 +65,7 @@ class DiagnosticJobAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: DiagnosticJob, form: Any, change: bool) -> None:
         if change:
             return  # a job is never edited, only cancelled
-        obj.created_by = request.user
+        obj.created_by = request.user if request.user.is_authenticated else None
         obj.save()
         try:
             jobs.enqueue_job(obj)
