@@ -7,6 +7,7 @@ from config.api import api
 urlpatterns = [
     path("", views.landing, name="landing"),
     path("admin/", admin.site.urls),
+    path("chat/", include("config.chat")),
     path("api/", api.urls),
     path("sessions/", include("sessions_app.urls")),
     path("v1/stream/", include("sessions_app.streams.urls")),
