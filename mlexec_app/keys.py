@@ -38,6 +38,8 @@ def create_api_key(
 ) -> tuple[ApiKey, str]:
     """Create a key; the raw key is returned here and never again."""
     projects = list(projects)
+    if "\x00" in name:
+        raise InvalidInput("name contains a NUL character.", code="invalid_text")
     if not all_projects and not projects:
         raise InvalidInput("A key needs projects to reach, or all_projects.", code="key_scope")
     if any(p.owner_id != owner.pk for p in projects):  # type: ignore[attr-defined]

@@ -96,6 +96,27 @@ def _fraction(name: str, value: Any, *, allow_none: bool = True) -> float | None
     return float(value)
 
 
+def _printable(field: str, value: Any) -> None:
+    """Refuse NUL characters in text or JSON: PostgreSQL text and jsonb cannot hold them."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise InvalidInput(
+                f"{field} contains a NUL character.", code="invalid_text", detail={"field": field}
+            )
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            _printable(field, key)
+            _printable(field, item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _printable(field, item)
+
+
+def _all_printable(values: Mapping[str, Any]) -> None:
+    for field, value in values.items():
+        _printable(field, value)
+
+
 PROJECT_FIELDS = (
     "name",
     "problem_statement",
@@ -112,6 +133,7 @@ PROJECT_FIELDS = (
 @transaction.atomic
 def create_project(owner: Any, *, name: str, slug: str = "", **fields: Any) -> Project:
     """Create a project; the slug is derived from the name when not given."""
+    _all_printable({"name": name, "slug": slug, **fields})
     unknown = set(fields) - set(PROJECT_FIELDS) - {"stage"}
     if unknown:
         raise InvalidInput(f"Unknown project fields: {sorted(unknown)}.")
@@ -139,6 +161,7 @@ def _full_clean(obj: Any) -> None:
 @transaction.atomic
 def update_project(project: Project, *, force: bool = False, **fields: Any) -> Project:
     """Change a project's fields; moving its stage forward checks the stage gates."""
+    _all_printable(fields)
     for key in ("target_value", "human_level"):
         if key in fields:
             _fraction(key, fields[key])
@@ -188,6 +211,7 @@ ASSESSMENT_FIELDS = (
 
 @transaction.atomic
 def record_assessment(project: Project, **fields: Any) -> DataAssessment:
+    _all_printable(fields)
     unknown = set(fields) - set(ASSESSMENT_FIELDS)
     if unknown:
         raise InvalidInput(f"Unknown assessment fields: {sorted(unknown)}.")
@@ -253,6 +277,18 @@ def record_run(
     ``{"key", "value", "step"}`` points. Raises :class:`InvalidInput` and writes nothing when
     a value is out of range.
     """
+    points = list(history)
+    _all_printable(
+        {
+            "name": name,
+            "params": params,
+            "metrics": metrics,
+            "notes": notes,
+            "artifacts": artifacts,
+            "history": points,
+            "source": source,
+        }
+    )
     _check_status(status)
     if cost is not None and (not math.isfinite(cost) or cost < 0):
         raise InvalidInput("cost must be a non-negative number.", code="invalid_number")
@@ -269,7 +305,7 @@ def record_run(
         finished_at=timezone.now() if status in FINAL_RUN_STATUSES else None,
     )
     run.save()
-    _add_points(run, list(history))
+    _add_points(run, points)
     _apply_latest(run, latest)  # the final values given win over the history's last points
     run.save()
     return run
@@ -287,6 +323,7 @@ def log_batch(
     A parameter, once logged, keeps its value (a changed value is a new run). Each metric
     point is ``{"key", "value", "step"}``; the highest step of each key becomes its latest value.
     """
+    _all_printable({"params": params, "metrics": metrics})
     points = list(metrics or [])
     if len(points) > get_config()["MAX_BATCH"]:
         raise InvalidInput(
@@ -365,6 +402,7 @@ def update_run(run: Run, *, status: str | None = None, **fields: Any) -> Run:
 
 
 def metric_history(run: Run, key: str) -> QuerySet[MetricPoint]:
+    _printable("key", key)
     return run.points.filter(key=key).order_by("step", "id")
 
 
@@ -386,6 +424,7 @@ def record_error_analysis(
     One error may carry several tags, so counts may add up to more than ``sample_size``;
     each count must lie between 0 and ``sample_size``.
     """
+    _all_printable({"categories": categories, "source": source, "notes": notes})
     counts = dict(categories)
     if any(isinstance(v, bool) or not isinstance(v, int) for v in counts.values()):
         raise InvalidInput("Category counts must be integers.", code="invalid_number")
@@ -631,6 +670,8 @@ def find_project(ref: str | int, queryset: QuerySet[Project] | None = None) -> P
     """A project by id or slug, within ``queryset`` (what the caller may see)."""
     qs = queryset if queryset is not None else Project.objects.all()
     text = str(ref)
+    if "\x00" in text:
+        raise NotFound("No such project.")
     # An all-digit reference is an id first, then a slug (a project may be named "2024").
     project = qs.filter(pk=int(text)).first() if text.isdigit() else None
     project = project or qs.filter(slug=text).first()

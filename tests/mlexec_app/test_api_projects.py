@@ -215,3 +215,29 @@ def test_a_key_for_someone_elses_project_is_refused(api, other_user):
     response = api.post("/api-keys", {"name": "sneaky", "projects": [theirs.slug]})
     assert response.status_code == 404
     assert ApiKey.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/projects", {"name": "nul\u0000name"}),
+        ("/projects/{slug}/runs", {"name": "r", "params": {"k\u0000": 1}}),
+        ("/projects/{slug}/assessments", {"dev_source": "a\u0000b"}),
+        ("/projects/{slug}/error-analyses", {"categories": {"x\u0000": 1}, "sample_size": 2}),
+    ],
+)
+def test_nul_characters_are_refused_before_the_database_sees_them(api, project, path, body):
+    # PostgreSQL text and jsonb cannot hold NUL: without this check, a 500 on the real pass.
+    before = Project.objects.count()
+    response = api.post(path.format(slug=project.slug), body)
+    assert response.status_code == 422
+    assert response.json()["code"] == "invalid_text"
+    assert Project.objects.count() == before
+    assert project.runs.count() == 0
+
+
+def test_nul_in_a_path_is_just_not_found(api, project):
+    assert api.get("/projects/a%00b").status_code == 404
+    run = project.runs.create(name="r")
+    response = api.get(f"/runs/{run.pk}/metrics/a%00b")
+    assert response.status_code == 422 and response.json()["code"] == "invalid_text"
