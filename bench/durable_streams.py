@@ -109,7 +109,7 @@ def our_server(database_url: str) -> Iterator[str]:
     subprocess.run(manage, cwd=ROOT, env=env, check=True)
     daphne = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
     base = f"http://127.0.0.1:{port}"
-    with process([*daphne, "config.asgi:application"], ROOT, env, base + "/v1/stream/probe"):
+    with process([*daphne, "bench.durable_streams_asgi:application"], ROOT, env, base + "/v1/stream/probe"):
         yield base
 
 

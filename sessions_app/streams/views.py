@@ -249,7 +249,13 @@ async def _post(request: HttpRequest, name: str, access: store.Access) -> HttpRe
         items = store.items_for(stream.json, session, body, creating=False)
     appended = await store.append(
         store.AppendRequest(
-            stream.pk, items, claim, headers.get("Stream-Seq"), close, has_body=bool(body)
+            stream.pk,
+            items,
+            claim,
+            headers.get("Stream-Seq"),
+            close,
+            has_body=bool(body),
+            ttl=stream.ttl_seconds if "ttl" in stream.state else None,
         )
     )
     return _appended_response(appended, claim is not None and bool(items))

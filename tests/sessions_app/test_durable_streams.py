@@ -14,6 +14,7 @@ import time
 
 import pytest
 from channels.db import database_sync_to_async
+from channels.testing import HttpCommunicator
 from django.test import AsyncClient, override_settings
 from django.urls import include, path
 
@@ -21,6 +22,7 @@ from sessions_app import log
 from sessions_app.access import mint_token
 from sessions_app.models import Entry, Session
 from sessions_app.streams import store
+from sessions_app.streams.asgi import with_streams
 from tests.sessions_app.conftest import add_member, connect, text
 
 # Mounted here too, so the test runs under a site that has not mounted the door yet.
@@ -285,3 +287,46 @@ async def test_a_fork_reads_its_parent_below_the_fork_point_even_after_the_paren
     assert await db(Entry.objects.filter(session__name="public/f").count)() == 1
     assert (await client.delete(URL + "public/f")).status_code == 204
     assert not await db(Session.objects.filter(name__startswith="public/").exists)()
+
+
+# --- the fast path and the settings checks ---------------------------------------------------
+
+
+async def teapot(scope, receive, send):
+    await send({"type": "http.response.start", "status": 418, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def asgi_get(app, path: str, headers=()) -> tuple[int, dict[bytes, bytes], bytes]:
+    communicator = HttpCommunicator(app, "GET", path, headers=[(b"host", b"testserver"), *headers])
+    response = await communicator.get_response(timeout=5)
+    return response["status"], dict(response["headers"]), response["body"]
+
+
+@override_settings(SESSIONS_APP=PUBLIC)
+async def test_with_streams_serves_the_door_and_passes_everything_else_on(alice, session):
+    app = with_streams(teapot)
+    await db(log.append_sync)(
+        log.AppendRequest(session.pk, [log.Item(json.dumps({**event("hi"), "time": 1}))])
+    )
+    client = AsyncClient()
+    await client.aforce_login(alice)
+    cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
+    status, headers, body = await asgi_get(app, URL + "chat-1?offset=-1", [(b"cookie", cookie)])
+    assert status == 200 and headers[b"Stream-Up-To-Date"] == b"true"
+    assert [e["data"]["delta"] for e in json.loads(body)] == ["hi"]
+    assert (await asgi_get(app, URL + "chat-1?offset=-1"))[0] == 404  # no cookie, no session
+    assert (await asgi_get(app, "/admin/"))[0] == 418
+
+
+def test_the_settings_checks_name_the_bad_stream_settings():
+    from sessions_app.checks import check_settings
+
+    bad = {"ANONYMOUS_STREAM_PREFIX": 1, "LONG_POLL_TIMEOUT": 0, "SSE_MAX_SECONDS": "60"}
+    with override_settings(SESSIONS_APP=bad):
+        ids = [error.id for error in check_settings()]
+    assert ids.count("sessions_app.E010") == 1 and ids.count("sessions_app.E011") == 2
+    with override_settings(SESSIONS_APP={"ANONYMOUS_STREAM_PREFIX": "public/"}):
+        assert not [
+            e for e in check_settings() if e.id in ("sessions_app.E010", "sessions_app.E011")
+        ]

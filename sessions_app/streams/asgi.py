@@ -1,0 +1,74 @@
+"""An optional fast path: serve ``/v1/stream/`` before the site's middleware stack.
+
+Mounted through ``urls.py`` the door works in any site, but every request then pays for the
+site's middleware (sessions, CSRF, messages, clickjacking...), which under ASGI means a
+thread hop per middleware and dominates a small append. ``with_streams`` answers the door's
+requests with a Django handler whose only "middleware" is the door itself; everything else
+goes to the site's application unchanged::
+
+    application = ProtocolTypeRouter(
+        {"http": with_streams(django_asgi_app), "websocket": websocket_application()}
+    )
+
+The door does its own CORS, security headers and authentication (token, or the session cookie
+with Django's CSRF check on writes), so nothing it needs is lost; ``ALLOWED_HOSTS`` is still
+enforced when a response needs the host (``Location``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth import aget_user
+from django.core.handlers.asgi import ASGIHandler
+from django.http import HttpRequest, HttpResponseBase
+from django.utils.module_loading import import_string
+
+from sessions_app.streams.views import stream_view
+
+MOUNT = "/v1/stream/"
+
+
+class StreamsHandler(ASGIHandler):
+    """Django's ASGI handler with the door as its whole middleware chain."""
+
+    def load_middleware(self, is_async: bool = False) -> None:
+        self._middleware_chain = self._serve
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        # Django wraps each request in its own ThreadSensitiveContext, which starts a new
+        # thread per request for the request signals' sync receivers. The door's own database
+        # work runs in the log's threads, so the shared sync thread serves those receivers.
+        await self.handle(scope, receive, send)
+
+    async def _serve(self, request: HttpRequest) -> HttpResponseBase:
+        await _attach_user(request)
+        response: HttpResponseBase = await stream_view(request, request.path[len(MOUNT) :])
+        return response
+
+
+async def _attach_user(request: HttpRequest) -> None:
+    """The session cookie's user, as AuthenticationMiddleware would give it (lazily)."""
+    from django.conf import settings
+
+    key = request.COOKIES.get(settings.SESSION_COOKIE_NAME)
+    if not key:
+        return
+    request.session = import_string(settings.SESSION_ENGINE + ".SessionStore")(key)
+
+    async def auser() -> Any:
+        return await aget_user(request)
+
+    request.auser = auser  # type: ignore[attr-defined]
+
+
+def with_streams(application: Any) -> Any:
+    """``application`` with ``/v1/stream/...`` served by the door's fast path."""
+    streams = StreamsHandler()
+
+    async def route(scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        if scope["type"] == "http" and scope.get("path", "").startswith(MOUNT):
+            return await streams(scope, receive, send)
+        return await application(scope, receive, send)
+
+    return route
