@@ -16,6 +16,10 @@ Stage = Literal["scoping", "prototype", "diagnose", "iterate", "production"]
 RunState = Literal["queued", "running", "cancelling", "cancelled", "finished", "failed"]
 InterventionState = Literal["proposed", "in_progress", "done", "abandoned"]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
+# Integer columns are 32-bit on PostgreSQL; a larger number would fail in the database.
+INT_MAX = 2**31 - 1
+Count = Annotated[int, Field(ge=1, le=INT_MAX)]
+Step = Annotated[int, Field(ge=-INT_MAX, le=INT_MAX)]
 
 
 class ErrorOut(Schema):
@@ -70,10 +74,10 @@ class ProjectOut(Schema):
 
 
 class AssessmentIn(Schema):
-    train_size: Annotated[int, Field(ge=1)] | None = None
-    train_dev_size: Annotated[int, Field(ge=1)] | None = None
-    dev_size: Annotated[int, Field(ge=1)] | None = None
-    test_size: Annotated[int, Field(ge=1)] | None = None
+    train_size: Count | None = None
+    train_dev_size: Count | None = None
+    dev_size: Count | None = None
+    test_size: Count | None = None
     class_balance: dict[str, Annotated[float, Field(ge=0, allow_inf_nan=False)]] = {}
     label_quality: Fraction | None = None
     train_source: Annotated[str, Field(max_length=300)] = ""
@@ -95,7 +99,7 @@ class Artifact(Schema):
 class PointIn(Schema):
     key: Annotated[str, Field(min_length=1, max_length=100)]
     value: Finite
-    step: int = 0
+    step: Step = 0
 
 
 class RunIn(Schema):
@@ -158,7 +162,7 @@ class ErrorAnalysisIn(Schema):
     categories: dict[
         Annotated[str, Field(min_length=1, max_length=100)], Annotated[int, Field(ge=0)]
     ]
-    sample_size: Annotated[int, Field(ge=1)]
+    sample_size: Count
     run: int | None = None
     source: Annotated[str, Field(max_length=50)] = "manual"
     notes: str = ""

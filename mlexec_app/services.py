@@ -40,6 +40,7 @@ from mlexec_app.models import (
 )
 
 SPLIT_KEYS = ("train", "train_dev", "dev", "test")
+INT_MAX = 2**31 - 1  # integer columns are 32-bit on PostgreSQL
 
 # Legal run transitions; a finished, failed or cancelled run is final.
 RUN_TRANSITIONS: dict[str, set[str]] = {
@@ -216,6 +217,16 @@ def record_assessment(project: Project, **fields: Any) -> DataAssessment:
     if unknown:
         raise InvalidInput(f"Unknown assessment fields: {sorted(unknown)}.")
     _fraction("label_quality", fields.get("label_quality"))
+    for split in SPLIT_KEYS:
+        size = fields.get(f"{split}_size")
+        if size is not None and (
+            isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= INT_MAX
+        ):
+            raise InvalidInput(
+                f"{split}_size must be a positive 32-bit integer.",
+                code="invalid_number",
+                detail={"field": f"{split}_size"},
+            )
     assessment = DataAssessment(project=project, **fields)
     _full_clean(assessment)
     assessment.save()
@@ -359,8 +370,8 @@ def _point(run: Run, point: Mapping[str, Any]) -> MetricPoint:
     if unknown or "key" not in point or "value" not in point:
         raise InvalidInput("Each metric point is {key, value, step}.", code="invalid_point")
     step = point.get("step", 0)
-    if isinstance(step, bool) or not isinstance(step, int):
-        raise InvalidInput("step must be an integer.", code="invalid_number")
+    if isinstance(step, bool) or not isinstance(step, int) or abs(step) > INT_MAX:
+        raise InvalidInput("step must be an integer within 32 bits.", code="invalid_number")
     key = str(point["key"])
     return MetricPoint(run=run, key=key, value=_check_metric(key, point["value"]), step=step)
 
@@ -428,6 +439,8 @@ def record_error_analysis(
     counts = dict(categories)
     if any(isinstance(v, bool) or not isinstance(v, int) for v in counts.values()):
         raise InvalidInput("Category counts must be integers.", code="invalid_number")
+    if not isinstance(sample_size, int) or sample_size > INT_MAX:
+        raise InvalidInput("sample_size must be an integer within 32 bits.", code="invalid_number")
     try:
         ea.validate(counts, sample_size)
     except ea.ErrorAnalysisError as exc:

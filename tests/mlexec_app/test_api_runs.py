@@ -155,3 +155,29 @@ def test_errors_keep_their_code_while_debug_is_on(api, project, settings):
     assert response.status_code == 422
     assert response.json()["code"] == "out_of_range"
     assert Run.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/runs/{run}/log-batch", {"metrics": [{"key": "loss", "value": 1, "step": 2**31}]}),
+        ("/projects/{slug}/assessments", {"dev_size": 2**31}),
+        ("/projects/{slug}/error-analyses", {"categories": {"a": 1}, "sample_size": 2**31}),
+    ],
+)
+def test_integers_beyond_32_bits_are_refused_not_crashed_on(api, project, path, body):
+    # They would overflow PostgreSQL's integer columns: a 500 on the real pass.
+    run = new_run(api, project)
+    response = api.post(path.format(run=run["id"], slug=project.slug), body)
+    assert response.status_code == 422
+    assert response.json()["code"] == "invalid_input"
+    assert MetricPoint.objects.count() == 0 and ErrorAnalysis.objects.count() == 0
+
+
+def test_service_refuses_a_step_beyond_32_bits(project):
+    from mlexec_app import services
+    from mlexec_app.exceptions import InvalidInput
+
+    with pytest.raises(InvalidInput, match="32 bits"):
+        services.record_run(project, name="r", history=[{"key": "x", "value": 1, "step": 2**40}])
+    assert Run.objects.count() == 0
