@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
@@ -149,13 +150,13 @@ def create_project(owner: Any, *, name: str, slug: str = "", **fields: Any) -> P
 
 
 def _full_clean(obj: Any) -> None:
-    from django.core.exceptions import ValidationError
-
+    """Model validation (choices, lengths) as an InvalidInput naming the fields."""
     try:
         obj.full_clean(exclude=["owner", "project", "run"])
     except ValidationError as exc:
+        fields = ", ".join(sorted(exc.message_dict))
         raise InvalidInput(
-            "Invalid values.", code="invalid_choice", detail=exc.message_dict
+            f"Invalid values for: {fields}.", code="invalid_field", detail=exc.message_dict
         ) from exc
 
 
@@ -315,6 +316,7 @@ def record_run(
         notes=notes,
         finished_at=timezone.now() if status in FINAL_RUN_STATUSES else None,
     )
+    _full_clean(run)  # lengths: PostgreSQL enforces them, SQLite does not
     run.save()
     _add_points(run, points)
     _apply_latest(run, latest)  # the final values given win over the history's last points
@@ -447,7 +449,7 @@ def record_error_analysis(
         raise InvalidInput(str(exc), code="invalid_error_analysis") from exc
     if run is not None and run.project_id != project.pk:
         raise InvalidInput("The run belongs to another project.", code="run_mismatch")
-    return ErrorAnalysis.objects.create(
+    analysis = ErrorAnalysis(
         project=project,
         run=run,
         categories=counts,
@@ -455,6 +457,9 @@ def record_error_analysis(
         source=source,
         notes=notes,
     )
+    _full_clean(analysis)
+    analysis.save()
+    return analysis
 
 
 def latest_error_analysis(project: Project) -> ErrorAnalysis | None:

@@ -96,3 +96,13 @@ def test_session_posts_need_the_csrf_token(user):
     assert response.status_code == 403
     assert response.json()["code"] == "forbidden"
     assert Project.objects.count() == 0
+
+
+def test_too_long_names_are_refused_on_every_database(project):
+    # SQLite ignores max_length; PostgreSQL would raise a DataError mid-import.
+    with pytest.raises(InvalidInput) as caught:
+        services.record_run(project, name="x" * 201)
+    assert caught.value.code == "invalid_field" and "name" in caught.value.detail
+    with pytest.raises(InvalidInput):
+        services.record_error_analysis(project, {"a": 1}, 2, source="s" * 51)
+    assert Run.objects.count() == 0 and ErrorAnalysis.objects.count() == 0
