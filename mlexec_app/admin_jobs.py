@@ -19,6 +19,8 @@ from mlexec_app.exceptions import MlexecError
 from mlexec_app.models import DiagnosticJob, RunStatus
 
 DEFAULT_DIAGNOSTICS = ["label_issues", "learning_curve", "baseline", "slices"]
+# Stored results lose key order on PostgreSQL (jsonb): print the splits in this order.
+SPLITS = ("train", "train_dev", "dev", "test")
 
 
 class StartJobForm(forms.ModelForm):
@@ -100,7 +102,7 @@ class DiagnosticJobAdmin(admin.ModelAdmin):
             lines.append(result["data_quality"]["note"])
         if "baseline" in result:
             errors = result["baseline"]["errors"]
-            lines.append("Baseline error: " + ", ".join(f"{k} {v:.3f}" for k, v in errors.items()))
+            lines.append("Baseline error: " + ", ".join(f"{k} {errors[k]:.3f}" for k in SPLITS))
         if not lines:
             return "—" if job.status != RunStatus.FINISHED else "No findings recorded."
         return format_html("<br>".join(["{}"] * len(lines)), *lines)

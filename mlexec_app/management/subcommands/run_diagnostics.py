@@ -22,6 +22,8 @@ from mlexec_app.management.subcommands import Subcommand
 from mlexec_app.models import DiagnosticJob, RunStatus
 
 BAR_WIDTH = 30
+# Stored results lose key order on PostgreSQL (jsonb): print the splits in this order.
+SPLITS = ("train", "train_dev", "dev", "test")
 
 
 class RunDiagnostics(Subcommand):
@@ -160,7 +162,7 @@ def summary(job: DiagnosticJob) -> str:
         lines.append(f"Learning curve: {curve['verdict']}. {curve['reason']}")
     if "baseline" in result:
         errors = result["baseline"]["errors"]
-        lines.append("Baseline error: " + ", ".join(f"{k} {v:.3f}" for k, v in errors.items()))
+        lines.append("Baseline error: " + ", ".join(f"{k} {errors[k]:.3f}" for k in SPLITS))
         lines.append(
             f"Recorded as run {job.run_id}; `mlexec diagnose {job.project.slug}` reads it."
         )
