@@ -1,6 +1,7 @@
 """Errors the Durable Streams door adds to the log's hierarchy, and their HTTP statuses.
 
 SessionError (sessions_app.domain.errors)
+ ├── Forbidden        403: visible, but not yours to do this with
  ├── Gone             410: soft-deleted stream (kept for its forks)
  ├── PayloadTooLarge  413
  └── Unauthorized     401: a token that does not verify
@@ -22,6 +23,10 @@ from sessions_app.domain.errors import (
 )
 
 
+class Forbidden(SessionError):
+    code = "forbidden"
+
+
 class Gone(SessionError):
     code = "gone"
 
@@ -39,6 +44,7 @@ STATUS: tuple[tuple[type[SessionError], int], ...] = (
     (BadRequest, 400),
     (Unauthorized, 401),
     (ProducerStaleEpoch, 403),
+    (Forbidden, 403),
     (NotFound, 404),
     (StreamClosed, 409),
     (ProducerSeqGap, 409),

@@ -48,7 +48,7 @@ from sessions_app.domain.events import encode_event, validate_event
 from sessions_app.domain.offsets import format_offset
 from sessions_app.models import Entry, Membership, Producer, Session
 from sessions_app.streams import protocol
-from sessions_app.streams.errors import Gone, Unauthorized
+from sessions_app.streams.errors import Forbidden, Gone, Unauthorized
 
 logger = logging.getLogger(__name__)
 
@@ -444,6 +444,8 @@ def delete(access: Access, name: str) -> int:
     """Delete the stream (soft-delete while forks read it); return its primary key."""
     with transaction.atomic():
         stream = open_stream(access, name)
+        if stream.owner_id is not None and stream.owner_id != access.actor.user.pk:
+            raise Forbidden("only the session's owner may delete it; members may read and write")
         if has_forks(stream.pk):
             Session.objects.filter(pk=stream.pk).update(deleted=True)
         else:

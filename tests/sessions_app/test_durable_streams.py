@@ -83,11 +83,19 @@ async def test_a_session_is_invisible_without_the_right_credentials(alice, bob, 
     assert anonymous["Access-Control-Allow-Origin"] == "*"
 
 
-async def test_members_and_query_string_tokens_are_accepted(alice, bob, session):
+async def test_members_read_and_write_but_only_the_owner_deletes(alice, bob, session):
     await db(add_member)(session, bob)
     token = await db(mint_token)(bob)
-    response = await AsyncClient().get(URL + f"chat-1?offset=-1&token={token}")
+    client = AsyncClient()
+    response = await client.get(URL + f"chat-1?offset=-1&token={token}")
     assert response.status_code == 200 and json.loads(response.content) == []
+    write = await client.post(
+        URL + f"chat-1?token={token}", data=json.dumps(event("b")), content_type=JSON
+    )
+    assert write.status_code == 204
+    assert (await client.delete(URL + f"chat-1?token={token}")).status_code == 403
+    assert (await client.delete(URL + "chat-1", headers=await auth(alice))).status_code == 204
+    assert not await db(Session.objects.filter(name="chat-1").exists)()
 
 
 async def test_a_bad_or_expired_token_is_refused_with_401(alice, session):
