@@ -232,8 +232,7 @@ class ChatView {
         <div class="run-head"><span class="agent"></span>
           <span class="badge run-status" role="status"></span></div>
         <div class="run-body"></div>
-        <ul class="run-notes"></ul>
-        <ul class="subruns"></ul>`;
+        <ul class="run-notes"></ul>`;
       return node;
     });
     const children = this.children.get(runId) || [];
@@ -242,13 +241,25 @@ class ChatView {
     element.classList.toggle("has-subruns", children.length > 0);
     setText(element.querySelector(".agent"), agentName(run, children.length > 0));
     setText(element.querySelector(".run-status"), statusText(run));
-    const messages = (this.messagesOf.get(runId) || []).map((m) => this.messageElement(m, "div"));
-    this.place(element.querySelector(".run-body"), messages);
+    // The run's messages and its sub-agents' runs, in the order they started (when known).
+    const body = inStartOrder([
+      ...(this.messagesOf.get(runId) || []).map((m) => [m.since, this.messageElement(m, "div")]),
+      ...children.map((child) => [child.since, this.subrunGroup(child)]),
+    ]);
+    this.place(element.querySelector(".run-body"), body);
     this.place(element.querySelector(".run-notes"), this.notes(run));
-    const subruns = element.querySelector(".subruns");
-    subruns.setAttribute("aria-label", `Sub-agents of ${agentName(run, true)}`);
-    this.place(subruns, children.map((child) => this.runElement(child.id)));
     return element;
+  }
+
+  subrunGroup(child) {
+    const group = this.element(`g:${child.id}`, () => {
+      const node = document.createElement("ul");
+      node.className = "subruns";
+      return node;
+    });
+    group.setAttribute("aria-label", `Sub-agent: ${agentName(child, false)}`);
+    this.place(group, [this.runElement(child.id)]);
+    return group;
   }
 
   notes(run) {
@@ -309,6 +320,12 @@ class ChatView {
     });
     this.place(this.$("#job-list"), items);
   }
+}
+
+/** Elements of `[since, element]` pairs, by start offset when every one is known. */
+function inStartOrder(pairs) {
+  if (pairs.every(([since]) => since)) pairs.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+  return pairs.map(([, element]) => element);
 }
 
 function groupBy(items, key) {

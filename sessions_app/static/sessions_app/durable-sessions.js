@@ -67,8 +67,12 @@ export function stateFromSnapshot(raw, offset) {
   const folded = emptyState();
   folded.offset = offset;
   folded.state = raw.state ?? null;
-  for (const m of raw.messages || []) folded.messages.set(m.id, { ...m, text: m.text || "" });
-  for (const r of raw.runs || []) folded.runs.set(r.id, { steers: [], acks: [], ...r });
+  for (const m of raw.messages || []) {
+    folded.messages.set(m.id, { since: null, ...m, text: m.text || "" });
+  }
+  for (const r of raw.runs || []) {
+    folded.runs.set(r.id, { reason: null, steers: [], acks: [], since: null, ...r });
+  }
   for (const j of raw.jobs || []) folded.jobs.set(j.id, { ...j });
   return folded;
 }
@@ -84,7 +88,21 @@ export function stateToJSON(folded) {
   };
 }
 
+/** What Python's `event["key"]` does: a missing field skips the event. */
+function need(event, key) {
+  if (!Object.hasOwn(event, key)) throw new Error(`no ${key}`);
+  return event[key];
+}
+
+/** Python's str() for the values JSON can carry. */
+function pyStr(value) {
+  if (value === null) return "None";
+  if (value === true || value === false) return value ? "True" : "False";
+  return typeof value === "string" ? value : JSON.stringify(value);
+}
+
 function touchMessage(folded, event, role) {
+  need(event, "message");
   let message = folded.messages.get(event.message);
   if (message === undefined) {
     message = {
@@ -94,6 +112,7 @@ function touchMessage(folded, event, role) {
       agent: event.agent ?? null,
       status: MessageStatus.STREAMING,
       text: "",
+      since: event.offset ?? null, // client-side extra: where it started (null from snapshots)
     };
     folded.messages.set(event.message, message);
   }
@@ -119,7 +138,7 @@ function setRun(folded, runId, status, extra = {}) {
 
 const REDUCERS = {
   RUN_STARTED(folded, event, data) {
-    if (folded.runs.has(event.run)) return;
+    if (folded.runs.has(need(event, "run"))) return;
     folded.runs.set(event.run, {
       id: event.run,
       status: RunStatus.RUNNING,
@@ -130,6 +149,7 @@ const REDUCERS = {
       reason: null,
       steers: [],
       acks: [],
+      since: event.offset ?? null,
     });
   },
   RUN_FINISHED(folded, event, data) {
@@ -148,7 +168,8 @@ const REDUCERS = {
     if (data.code === "cancelled") {
       setRun(folded, event.run, RunStatus.CANCELLED, { outcome: "cancelled" });
     } else {
-      setRun(folded, event.run, RunStatus.FAILED, { error: String(data.message ?? "") });
+      const error = Object.hasOwn(data, "message") ? pyStr(data.message) : "";
+      setRun(folded, event.run, RunStatus.FAILED, { error });
     }
   },
   TEXT_MESSAGE_START(folded, event, data) {
@@ -161,7 +182,7 @@ const REDUCERS = {
     }
   },
   TEXT_MESSAGE_END(folded, event) {
-    const message = folded.messages.get(event.message);
+    const message = folded.messages.get(need(event, "message"));
     if (message !== undefined && message.status === MessageStatus.STREAMING) {
       message.status = MessageStatus.COMPLETE;
     }
@@ -202,7 +223,7 @@ REDUCERS.TEXT_MESSAGE_CHUNK = REDUCERS.TEXT_MESSAGE_CONTENT;
 export function applyEvent(folded, event) {
   const reducer = REDUCERS[event.type];
   if (reducer !== undefined) {
-    const data = event.data && typeof event.data === "object" ? event.data : {};
+    const data = isObject(event.data) ? event.data : {};
     try {
       reducer(folded, event, data);
     } catch (error) {
@@ -213,65 +234,121 @@ export function applyEvent(folded, event) {
   return folded;
 }
 
-// A small RFC 6902 JSON Patch, enough for STATE_DELTA (add, remove, replace, move, copy, test).
-function pointer(path) {
-  if (path === "") return [];
-  if (path[0] !== "/") throw new Error(`bad pointer ${path}`);
-  return path.slice(1).split("/").map((p) => p.replace(/~1/g, "/").replace(/~0/g, "~"));
+// A small RFC 6902 JSON Patch for STATE_DELTA, rule for rule as sessions_app/domain/jsonpatch.py.
+class PatchError extends Error {}
+
+const isObject = (node) => node !== null && typeof node === "object" && !Array.isArray(node);
+
+function tokens(pointer) {
+  if (pointer === "") return [];
+  if (!pointer.startsWith("/")) throw new PatchError(`bad JSON pointer ${pointer}`);
+  return pointer.slice(1).split("/").map((t) => t.replace(/~1/g, "/").replace(/~0/g, "~"));
 }
 
-function walk(doc, parts) {
-  let node = doc;
-  for (const part of parts) {
-    if (node === null || typeof node !== "object" || !(part in node)) {
-      throw new Error(`no such path ${parts.join("/")}`);
-    }
-    node = node[part];
+function arrayIndex(container, token, forAdd = false) {
+  if (forAdd && token === "-") return container.length;
+  if (!/^[0-9]+$/.test(token) || (token.length > 1 && token[0] === "0")) {
+    throw new PatchError(`bad array index ${token}`);
   }
-  return node;
+  const index = Number(token);
+  if (index > (forAdd ? container.length : container.length - 1)) {
+    throw new PatchError(`array index ${index} out of range`);
+  }
+  return index;
 }
 
-function patchOne(doc, op) {
-  const parts = pointer(op.path);
-  if (op.op === "test") {
-    if (JSON.stringify(walk(doc, parts)) !== JSON.stringify(op.value)) throw new Error("test");
-    return doc;
+function child(node, token) {
+  if (isObject(node)) {
+    if (!Object.hasOwn(node, token)) throw new PatchError(`no member ${token}`);
+    return node[token];
   }
-  if (op.op === "move" || op.op === "copy") {
-    const value = structuredClone(walk(doc, pointer(op.from)));
-    if (op.op === "move") doc = patchOne(doc, { op: "remove", path: op.from });
-    return patchOne(doc, { op: "add", path: op.path, value });
-  }
-  if (parts.length === 0) {
-    if (op.op === "remove") throw new Error("cannot remove the root");
-    return structuredClone(op.value);
-  }
-  const parent = walk(doc, parts.slice(0, -1));
-  const key = parts[parts.length - 1];
-  if (Array.isArray(parent)) {
-    const index = key === "-" ? parent.length : Number(key);
-    if (!Number.isInteger(index) || index < 0 || index > parent.length) throw new Error("index");
-    if (op.op === "add") parent.splice(index, 0, structuredClone(op.value));
-    else if (index >= parent.length) throw new Error("index");
-    else if (op.op === "remove") parent.splice(index, 1);
-    else if (op.op === "replace") parent[index] = structuredClone(op.value);
-    else throw new Error(`unknown op ${op.op}`);
-  } else if (parent !== null && typeof parent === "object") {
-    if (op.op !== "add" && !(key in parent)) throw new Error(`no such key ${key}`);
-    if (op.op === "add" || op.op === "replace") parent[key] = structuredClone(op.value);
-    else if (op.op === "remove") delete parent[key];
-    else throw new Error(`unknown op ${op.op}`);
+  if (Array.isArray(node)) return node[arrayIndex(node, token)];
+  throw new PatchError("path goes through a scalar");
+}
+
+function getPath(doc, pointer) {
+  return tokens(pointer).reduce(child, doc);
+}
+
+function parentOf(doc, parts) {
+  return parts.slice(0, -1).reduce(child, doc);
+}
+
+function addPath(doc, pointer, value) {
+  const parts = tokens(pointer);
+  if (parts.length === 0) return value;
+  const parent = parentOf(doc, parts);
+  const last = parts[parts.length - 1];
+  if (isObject(parent)) parent[last] = value;
+  else if (Array.isArray(parent)) parent.splice(arrayIndex(parent, last, true), 0, value);
+  else throw new PatchError("cannot add to a scalar");
+  return doc;
+}
+
+function removePath(doc, pointer) {
+  const parts = tokens(pointer);
+  if (parts.length === 0) throw new PatchError("cannot remove the whole document");
+  const parent = parentOf(doc, parts);
+  const last = parts[parts.length - 1];
+  if (isObject(parent)) {
+    if (!Object.hasOwn(parent, last)) throw new PatchError(`no member ${last}`);
+    delete parent[last];
+  } else if (Array.isArray(parent)) {
+    parent.splice(arrayIndex(parent, last), 1);
   } else {
-    throw new Error("not a container");
+    throw new PatchError("cannot remove from a scalar");
   }
   return doc;
 }
 
+function deepEqual(a, b) {
+  if (a === b) return true;
+  if (Array.isArray(a)) {
+    return Array.isArray(b) && a.length === b.length && a.every((x, i) => deepEqual(x, b[i]));
+  }
+  if (isObject(a) && isObject(b)) {
+    const keys = Object.keys(a);
+    return keys.length === Object.keys(b).length &&
+      keys.every((k) => Object.hasOwn(b, k) && deepEqual(a[k], b[k]));
+  }
+  return false;
+}
+
+const copyOf = (value) => (value === undefined ? null : structuredClone(value));
+
+function applyOne(doc, op) {
+  const { op: kind, path } = op;
+  if (typeof path !== "string") throw new PatchError("operation without a path");
+  if (kind === "add") return addPath(doc, path, copyOf(op.value));
+  if (kind === "remove") return removePath(doc, path);
+  if (kind === "replace") {
+    getPath(doc, path);
+    return path ? addPath(removePath(doc, path), path, copyOf(op.value)) : copyOf(op.value);
+  }
+  if (kind === "move" || kind === "copy") {
+    if (typeof op.from !== "string") throw new PatchError(`${kind} needs 'from'`);
+    const value = structuredClone(getPath(doc, op.from));
+    if (kind === "move") doc = removePath(doc, op.from);
+    return addPath(doc, path, value);
+  }
+  if (kind === "test") {
+    if (!deepEqual(getPath(doc, path), copyOf(op.value))) throw new PatchError(`test failed at ${path}`);
+    return doc;
+  }
+  throw new PatchError(`unknown operation ${kind}`);
+}
+
 /** Apply a JSON Patch to a copy of `doc`; throws if any operation does not apply. */
 export function applyPatch(doc, operations) {
-  if (!Array.isArray(operations)) throw new Error("a patch is a list of operations");
+  if (operations === "" || (isObject(operations) && Object.keys(operations).length === 0)) {
+    operations = []; // as Python iterates an empty str or dict: nothing to do
+  }
+  if (!Array.isArray(operations)) throw new PatchError("a patch is a list of operations");
   let result = structuredClone(doc);
-  for (const op of operations) result = patchOne(result, op);
+  for (const op of operations) {
+    if (!isObject(op)) throw new PatchError("an operation must be an object");
+    result = applyOne(result, op);
+  }
   return result;
 }
 
@@ -289,6 +366,7 @@ const DEFAULTS = {
   pingTimeout: 10000,
   saveDelay: 100, // ms: how long offset and state writes to storage are coalesced
   initialAfter: "snapshot", // where a session with nothing stored starts
+  WebSocket: null, // default: the browser's WebSocket (a stand-in for tests)
 };
 
 export class ClientError extends Error {
@@ -393,7 +471,7 @@ export class SessionsClient extends EventTarget {
     if (this.stopped) return;
     let ws;
     try {
-      ws = new WebSocket(url);
+      ws = new (this.options.WebSocket || WebSocket)(url);
     } catch (error) {
       this._scheduleReconnect();
       return;
