@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from django.utils import timezone
 
-from mlexec_app import jobs
+from mlexec_app import jobs, services
 from mlexec_app.exceptions import InvalidInput, InvalidTransition
 from mlexec_app.models import DataAssessment, DiagnosticJob, ErrorAnalysis, Run, RunStatus
 
@@ -70,6 +70,7 @@ def test_a_job_runs_inline_and_feeds_the_diagnosis(project, csv_dataset, user):
     # The baseline run is in the ledger, in the project's metric (error here).
     run = Run.objects.get(pk=job.run_id)
     assert run.source == "diagnostics" and run.status == RunStatus.FINISHED
+    assert services.diagnosed_run(project) == run  # the diagnosis now reads this run
     assert run.dev == job.result["baseline"]["errors"]["dev"]
     assert run.points.filter(key="learning_curve.dev_error").count() == len(
         job.result["learning_curve"]["sizes"]
