@@ -1,0 +1,46 @@
+"""Run the benchmarks: ``python -m bench`` (all of them) or ``python -m bench NAME [options]``.
+
+Options after the name go to that benchmark (e.g. ``python -m bench sessions_log --quick``).
+To add a benchmark, add one line to ``BENCHMARKS``: its name and the module whose ``main()``
+runs it (``main`` reads its options from ``sys.argv[1:]``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+BENCHMARKS: dict[str, str] = {
+    "sessions_log": "bench.sessions_log",
+}
+
+
+def run(name: str, args: list[str]) -> None:
+    module = importlib.import_module(BENCHMARKS[name])
+    saved = sys.argv
+    sys.argv = [f"python -m bench {name}", *args]
+    try:
+        module.main()
+    finally:
+        sys.argv = saved
+
+
+def main() -> None:
+    args = sys.argv[1:]
+    if args and args[0] in ("-h", "--help"):
+        print(__doc__)
+        print("benchmarks:", ", ".join(BENCHMARKS))
+        return
+    if args and not args[0].startswith("-"):
+        name, rest = args[0], args[1:]
+        if name not in BENCHMARKS:
+            sys.exit(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}")
+        run(name, rest)
+        return
+    for name in BENCHMARKS:  # options given without a name go to every benchmark
+        print(f"== {name}", flush=True)
+        run(name, args)
+
+
+if __name__ == "__main__":
+    main()
