@@ -1,0 +1,269 @@
+"""What both frontend doors share: who is asking, coded errors, and following the log.
+
+Authentication: ``Authorization: Bearer`` with an API key (``dsk_…``) or a signed browser token
+(``access.mint_token``), else the Django session cookie; a write authenticated by the cookie
+also needs Django's CSRF token. Streams wake on the channel layer's commit notifications and
+always read the database, so any worker can serve any request.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import aclosing
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AnonymousUser
+from django.core import signing
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.middleware.csrf import CsrfViewMiddleware
+
+from sessions_app import dbexec, keys, log, services, watchdog
+from sessions_app.access import Actor, get_session, read_token
+from sessions_app.api import status_of
+from sessions_app.conf import setting
+from sessions_app.domain import control
+from sessions_app.domain.errors import (
+    BadRequest,
+    Conflict,
+    NotFound,
+    OffsetExpired,
+    SessionError,
+)
+from sessions_app.domain.fold import SessionState, fold
+from sessions_app.domain.offsets import format_offset
+from sessions_app.domain.runs import RunStatus
+from sessions_app.models import Run, Session
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+FOLD_BATCH = 5000
+ACTIVE = (RunStatus.RUNNING.value, RunStatus.CANCELLING.value)
+
+
+class Unauthenticated(SessionError):
+    code = "unauthenticated"
+
+
+class MessageExists(Conflict):
+    code = "message_exists"
+
+
+class NotRunning(Conflict):
+    code = "not_running"
+
+
+def error_response(exc: SessionError) -> JsonResponse:
+    status = 401 if isinstance(exc, Unauthenticated) else status_of(exc)
+    return JsonResponse(exc.as_dict(), status=status)
+
+
+def method_not_allowed(allowed: str) -> JsonResponse:
+    response = JsonResponse({"code": "method_not_allowed", "message": f"use {allowed}"}, status=405)
+    response["Allow"] = allowed
+    return response
+
+
+def sse_response(body: AsyncIterator[str], **headers: str) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(body, content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    for name, value in headers.items():
+        response[name] = value
+    return response
+
+
+def no_content() -> HttpResponse:
+    response = HttpResponse(status=204)
+    del response["Content-Type"]
+    return response
+
+
+# --- who is asking -----------------------------------------------------------------------------
+
+
+def _bearer_actor(raw: str) -> Actor:
+    key = keys.authenticate(raw)
+    if key is not None:
+        return keys.actor_for(key)
+    try:
+        user_pk, sessions = read_token(raw, setting("TOKEN_MAX_AGE"))
+    except signing.BadSignature:  # includes an expired token
+        raise Unauthenticated("the API key or token is invalid or expired") from None
+    user = get_user_model()._default_manager.filter(pk=user_pk, is_active=True).first()
+    if user is None:
+        raise Unauthenticated("the token's user is no longer active")
+    return Actor(user, sessions)
+
+
+def _no_view(request: HttpRequest) -> HttpResponse:
+    return HttpResponse()
+
+
+async def actor(request: HttpRequest) -> Actor:
+    """The actor behind a request, or Unauthenticated."""
+    header = request.headers.get("Authorization", "")
+    if header.lower().startswith("bearer "):
+        return await dbexec.run_read(_bearer_actor, header[7:].strip())
+    auser = getattr(request, "auser", None)
+    user = await auser() if auser is not None else AnonymousUser()
+    if not user.is_authenticated:
+        raise Unauthenticated("send Authorization: Bearer <API key or token>, or log in")
+    if request.method not in SAFE_METHODS:
+        # The view is csrf_exempt (bearer clients have no CSRF token), so check here.
+        refused = await sync_to_async(CsrfViewMiddleware(_no_view).process_view)(
+            request, _no_view, (), {}
+        )
+        if refused is not None:
+            raise Unauthenticated(
+                "writes authenticated by the session cookie need the CSRF token (X-CSRFToken)"
+            )
+    return Actor(user)
+
+
+async def session_for(request: HttpRequest, name: object) -> Session:
+    who = await actor(request)
+    return await dbexec.run_read(get_session, who, name)
+
+
+def json_body(request: HttpRequest) -> Any:
+    if len(request.body) > setting("MAX_FRAME_BYTES"):
+        raise BadRequest(f"the body is larger than {setting('MAX_FRAME_BYTES')} bytes")
+    try:
+        return json.loads(request.body or b"null")
+    except ValueError:
+        raise BadRequest("the body is not JSON", reason="bad_json") from None
+
+
+# --- writing -------------------------------------------------------------------------------------
+
+
+def _message_exists(session_pk: int, message_id: str) -> bool:
+    return message_id in log.fold_session(session_pk).messages
+
+
+async def send_user_message(session: Session, text: object, message_id: str | None) -> int:
+    """Append a complete user message; return its last offset. Refuses an id already used."""
+    mid, events = control.user_message(text, message_id)
+    exists = bool(message_id) and await dbexec.run_read(_message_exists, session.pk, mid)
+    if exists:
+        raise MessageExists(
+            f"message {message_id!r} is already in this session; send a new message id",
+            message_id=message_id,
+        )
+    result = await log.append(services.request(session.pk, events))
+    return result.last
+
+
+def _active_runs(session_pk: int) -> list[str]:
+    rows = Run.objects.filter(session_id=session_pk, status__in=ACTIVE, parent__isnull=True)
+    return list(rows.order_by("started_seq", "pk").values_list("run_id", flat=True))
+
+
+async def active_runs(session_pk: int) -> list[str]:
+    """Top-level runs of the session still going, oldest first."""
+    return await dbexec.run_read(_active_runs, session_pk)
+
+
+def _started_seq(session_pk: int, run_id: str) -> int | None:
+    row = Run.objects.filter(session_id=session_pk, run_id=run_id).values_list(
+        "started_seq", flat=True
+    )
+    return row.first()
+
+
+async def started_seq(session_pk: int, run_id: str) -> int | None:
+    return await dbexec.run_read(_started_seq, session_pk, run_id)
+
+
+async def cancel(session: Session, run_id: str | None, reason: str) -> dict[str, Any]:
+    """Append a CANCEL for ``run_id``, or for every run still going (NotRunning if none)."""
+    targets = [run_id] if run_id else await active_runs(session.pk)
+    if not targets:
+        raise NotRunning("no run of this session is going; nothing to cancel")
+    watchdog.ensure_running()  # a cancel nobody acknowledges still ends the run, in time
+    result = await log.append(services.request(session.pk, control.cancel(run_id, reason)))
+    return {"cancelled": targets, **services.ack(result)}
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+
+def fold_until(session_pk: int, until: int) -> SessionState:
+    """The folded state of a session up to and including offset ``until``."""
+    row = Session.objects.filter(pk=session_pk).values_list("snapshot", "tail").first()
+    if row is None:
+        raise NotFound("no such session")
+    snapshot, tail = row
+    if until < tail:
+        raise OffsetExpired(
+            "entries at this offset were removed by retention", earliest=format_offset(tail)
+        )
+    state = SessionState.from_dict(snapshot, tail) if snapshot else SessionState(seq=tail)
+    after = tail
+    while after < until:
+        batch = [(s, b) for s, b in log.read(session_pk, after, FOLD_BATCH) if s <= until]
+        fold(((seq, json.loads(body)) for seq, body in batch), state)
+        if not batch:
+            break
+        after = batch[-1][0]
+    state.seq = until
+    return state
+
+
+def first_run_after(session_pk: int, after: int) -> str | None:
+    """The first top-level RUN_STARTED after offset ``after``, if any."""
+    while True:
+        batch = log.read(session_pk, after, FOLD_BATCH)
+        for _seq, body in batch:
+            event = json.loads(body)
+            if is_top_run_start(event):
+                return str(event["run"])
+        if len(batch) < FOLD_BATCH:
+            return None
+        after = batch[-1][0]
+
+
+def is_top_run_start(event: dict[str, Any]) -> bool:
+    data = event.get("data")
+    parent = data.get("parentRunId") if isinstance(data, dict) else None
+    return event.get("type") == "RUN_STARTED" and bool(event.get("run")) and parent is None
+
+
+async def follow(
+    session_pk: int, after: int, tick: float
+) -> AsyncGenerator[list[tuple[int, dict[str, Any]]], None]:
+    """Batches of ``(offset, event)`` after ``after`` as they commit, for ever; an empty
+    batch after ``tick`` seconds without news (time for a keep-alive)."""
+    async with log.Waiter(session_pk) as waiter:  # joined before the first read
+        while True:
+            rows = await log.aread(session_pk, after, setting("REPLAY_BATCH"))
+            if rows:
+                after = rows[-1][0]
+                yield [(seq, json.loads(body)) for seq, body in rows]
+            elif not await waiter.wait(tick):
+                yield []
+
+
+async def stream_run(
+    session_pk: int,
+    after: int,
+    on_event: Callable[[int, dict[str, Any]], tuple[list[str], bool]],
+    on_idle: Callable[[], tuple[list[str], bool]],
+    tick: float,
+) -> AsyncIterator[str]:
+    """Follow the log from ``after``: ``on_event`` maps each entry to SSE text and says when
+    the stream is over; ``on_idle`` answers quiet periods (keep-alives, timeouts)."""
+    async with aclosing(follow(session_pk, after, tick)) as batches:
+        async for batch in batches:
+            out, over = on_idle() if not batch else ([], False)
+            for seq, event in batch:
+                text, over = on_event(seq, event)
+                out += text
+                if over:
+                    break
+            if out:
+                yield "".join(out)
+            if over:
+                return

@@ -1,0 +1,73 @@
+// The real AI SDK client against our server: node aisdk.mjs <package> <scenario> <base> <key> <chat>
+// <package> is "ai" (the latest) or "ai5". Prints one JSON line: what the client ended with.
+// Scenarios: chat, stop-resume (abort the fetch, then resumeStream), stop-endpoint.
+const [pkg, scenario, base, key, chat] = process.argv.slice(2);
+const { DefaultChatTransport, readUIMessageStream } = await import(pkg);
+
+const headers = { Authorization: `Bearer ${key}` };
+const transport = new DefaultChatTransport({ api: `${base}/sessions/aisdk/chat`, headers });
+const question = { id: `u-${pkg}-${scenario}-${Date.now()}`, role: "user",
+  parts: [{ type: "text", text: "Tell me more" }] };
+
+const textOf = (message) =>
+  (message?.parts ?? []).filter((p) => p.type === "text").map((p) => p.text).join("");
+
+// Reads a chunk stream: the raw chunk types, and the assistant message readUIMessageStream builds.
+async function consume(stream, { onText } = {}) {
+  const [raw, ui] = stream.tee();
+  const types = [];
+  const chunks = (async () => {
+    const reader = raw.getReader();
+    try {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        types.push(value.type);
+      }
+    } catch (error) {
+      types.push(`stream-error:${error.name}`);
+    }
+  })();
+  let message;
+  const errors = [];
+  let updates = 0;
+  try {
+    for await (const snapshot of readUIMessageStream({ stream: ui, onError: (e) => errors.push(String(e)) })) {
+      message = snapshot;
+      updates += 1;
+      onText?.(textOf(snapshot), updates);
+    }
+  } catch (error) {
+    errors.push(`iteration:${error.name}`);
+  }
+  await chunks;
+  return { id: message?.id, text: textOf(message), parts: message?.parts.map((p) => p.type), types, errors };
+}
+
+const send = (abortSignal) =>
+  transport.sendMessages({ chatId: chat, trigger: "submit-message", messageId: undefined,
+    messages: [question], abortSignal });
+
+let out;
+if (scenario === "chat") {
+  out = { first: await consume(await send(undefined)) };
+  out.resumeAfterEnd = (await transport.reconnectToStream({ chatId: chat })) === null ? "none" : "stream";
+} else if (scenario === "stop-resume") {
+  const controller = new AbortController();
+  const first = await consume(await send(controller.signal), {
+    onText: (text, updates) => updates === 4 && controller.abort(),
+  });
+  const resumed = await transport.reconnectToStream({ chatId: chat });
+  out = { first, resumed: resumed ? await consume(resumed) : null };
+} else if (scenario === "stop-endpoint") {
+  let stopped;
+  const stop = () => fetch(`${base}/sessions/aisdk/chat/${chat}/stop`, { method: "POST", headers })
+    .then(async (r) => ({ status: r.status, body: await r.json() }));
+  const first = await consume(await send(undefined), {
+    onText: (text, updates) => { if (updates === 4) stopped = stop(); },
+  });
+  out = { first, stop: await stopped };
+} else {
+  throw new Error(`unknown scenario ${scenario}`);
+}
+console.log(JSON.stringify(out));
