@@ -10,6 +10,7 @@ urlpatterns = [
     path("chat/", include("config.chat")),
     path("api/", api.urls),
     path("sessions/", include("sessions_app.urls")),
+    path("sessions/", include("sessions_app.doors.urls")),
     path("v1/stream/", include("sessions_app.streams.urls")),
     path("mlexec/", include("mlexec_app.urls")),
 ]

@@ -78,6 +78,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             )
         )
     errors.extend(_check_streams(config))
+    errors.extend(_check_doors(config))
     if not getattr(settings, "CHANNEL_LAYERS", None):
         errors.append(
             Error(
@@ -120,3 +121,21 @@ def _check_streams(config: dict[str, Any]) -> list[Any]:
                 )
             )
     return errors
+
+
+# --- AG-UI and AI SDK doors ----------------------------------------------------------------
+
+
+def _check_doors(config: dict[str, Any]) -> list[Any]:
+    return [
+        Error(
+            f"SESSIONS_APP[{key!r}] must be a positive number of seconds, not {config[key]!r}.",
+            hint=f"The default is {DEFAULTS[key]!r}.",
+            id="sessions_app.E020",
+        )
+        for key in ("DOORS_RUN_START_TIMEOUT", "DOORS_KEEPALIVE_SECONDS")
+        if not _seconds(config[key])
+    ]
+
+
+# --- end of the AG-UI and AI SDK doors block --------------------------------------------------

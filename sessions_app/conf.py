@@ -49,6 +49,13 @@ DEFAULTS: dict[str, Any] = {
     "LONG_POLL_TIMEOUT": 20.0,
     # Seconds after which the server ends an SSE response (clients reconnect from the offset).
     "SSE_MAX_SECONDS": 60.0,
+    # --- AG-UI and AI SDK doors (docs/sessions/agui.md, docs/sessions/aisdk.md) ---
+    # Seconds a POST waits for an agent to start a run for the message it sent; then the
+    # stream ends with an error (the message stays in the session).
+    "DOORS_RUN_START_TIMEOUT": 30.0,
+    # Seconds between SSE keep-alive comments while a door's stream has nothing to send.
+    "DOORS_KEEPALIVE_SECONDS": 15.0,
+    # --- end of the AG-UI and AI SDK doors block ---
 }
 
 
