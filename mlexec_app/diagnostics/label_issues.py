@@ -22,6 +22,13 @@ from mlexec_app.diagnostics.progress import Progress
 from mlexec_app.diagnostics.runtime import require
 from mlexec_app.diagnostics.training import TrainConfig, fit_predict
 
+#: Flag the ``n`` labels with the lowest self-confidence, where ``n`` is cleanlab's calibrated
+#: estimate of the number of issues (``num_label_issues(estimation_method=
+#: "off_diagonal_calibrated")``, the cut-off cleanlab recommends for ranking). On digits with
+#: 10% flips under four different flip seeds its F1 stayed within 0.958-0.967, where
+#: ``filter_by="low_self_confidence"`` (uncalibrated count) ranged 0.949-0.972.
+CALIBRATED_RANKING = "calibrated_self_confidence"
+
 #: The built-in evidence model: a wide MLP held back by weight decay.
 DEFAULT_MODEL = ModelSpec(kind="mlp", hidden=(256,))
 DEFAULT_TRAIN = TrainConfig(epochs=40, batch_size=128, lr=1e-2, weight_decay=0.1)
@@ -35,7 +42,8 @@ class LabelIssueOptions:
     repeats: int = 3
     passes: int = 2
     first_filter: str = "prune_by_class"
-    final_filter: str = "low_self_confidence"
+    #: Any cleanlab ``filter_by``, or ``CALIBRATED_RANKING`` (the default, see below).
+    final_filter: str = "calibrated_self_confidence"
     max_listed: int = 200
 
 
@@ -108,7 +116,6 @@ def find_label_issues(
     options = options or LabelIssueOptions()
     spec = spec or DEFAULT_MODEL
     config = config or DEFAULT_TRAIN
-    cleanlab_filter = require("cleanlab.filter")
     flagged: np.ndarray | None = None
     probs = np.empty(0)
     for step in range(options.passes):
@@ -120,9 +127,25 @@ def find_label_issues(
         )  # fmt: skip
         last = step == options.passes - 1
         method = options.final_filter if last else options.first_filter
-        flagged = cleanlab_filter.find_label_issues(data.y, probs, filter_by=method, n_jobs=1)
+        flagged = _flag(data.y, probs, method)
     assert flagged is not None
     return summarize(data, probs, flagged, options.max_listed)
+
+
+def _flag(labels: np.ndarray, probs: np.ndarray, method: str) -> np.ndarray:
+    """cleanlab's verdict on which labels are wrong, as a boolean mask."""
+    if method != CALIBRATED_RANKING:
+        cleanlab_filter = require("cleanlab.filter")
+        return np.asarray(
+            cleanlab_filter.find_label_issues(labels, probs, filter_by=method, n_jobs=1)
+        )
+    count = require("cleanlab.count").num_label_issues(
+        labels, probs, estimation_method="off_diagonal_calibrated"
+    )
+    self_confidence = probs[np.arange(len(labels)), labels]
+    flagged = np.zeros(len(labels), bool)
+    flagged[np.argsort(self_confidence, kind="stable")[: int(count)]] = True
+    return flagged
 
 
 def summarize(
