@@ -13,7 +13,7 @@ import time
 import pytest
 
 from tests.e2e.browser.fixtures import *  # noqa: F403  (fixtures: demo_site, agent, proxy, browser, new_page)
-from tests.e2e.browser.site import log_events, streamed_text
+from tests.e2e.browser.site import log_events, publish, streamed_text
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -159,6 +159,67 @@ def test_team_mode_shows_sub_agent_runs_as_a_tree(demo_site, agent, proxy, new_p
     assert all(texts) and len(set(texts)) == len(texts), "each sub-agent has its own stream"
     assert_page_shows_the_log(page, demo_site, session)
     page.screenshot("multi-agent.png")
+
+
+def test_steer_from_the_keyboard_changes_the_running_answer(demo_site, agent, proxy, new_page):
+    page = new_page("laptop")
+    session = page.new_session("Steer")
+    message = page.page.get_by_label("Message", exact=True)
+    message.fill("Tell me about durable sessions")
+    message.press("Enter")  # Enter sends
+    page.wait_text_longer_than(10)
+    steer = page.page.get_by_label("Steer the running answer")
+    steer.fill("say it like a pirate")
+    steer.press("Enter")
+
+    page.page.wait_for_selector('.run-notes li:has-text("Steered: say it like a pirate")')
+    page.wait_run_status("finished")
+    events = log_events(demo_site, session)
+    steers = [e for e in events if e["type"] == "STEER"]
+    assert [e["data"]["text"] for e in steers] == ["say it like a pirate"]
+    acks = [e for e in events if e["type"] == "CONTROL_ACK"]
+    assert [a["data"]["action"] for a in acks] == ["steer"]
+    assert "say it like a pirate" in page.assistant_text(), "the answer did not change course"
+    assert_page_shows_the_log(page, demo_site, session)
+
+
+def test_signed_tokens_minted_by_the_site_open_the_socket_again_after_a_cut(
+    demo_site, agent, proxy, new_page
+):
+    page = new_page("laptop")
+    session = page.new_session("Token")
+    minted = []
+    page.page.on("response", lambda r: minted.append(r.status) if "/chat/token/" in r.url else None)
+    sockets = []
+    page.page.on("websocket", lambda ws: sockets.append(ws.url))
+    page.open(session, "auth=token")
+    page.send("Hello with a token")
+    page.wait_text_longer_than(10)
+    proxy.cut(0.5)
+    page.wait_status("resumed")
+    page.wait_run_status("finished")
+
+    assert minted == [200, 200], "a fresh token for each connection"
+    assert len(sockets) == 2 and all("token=" in url for url in sockets)
+    assert_page_shows_the_log(page, demo_site, session)
+
+
+def test_a_jobs_live_progress_appears_in_its_place(demo_site, agent, proxy, new_page):
+    page = new_page("laptop")
+    session = page.new_session("Job")
+    assert page.page.locator("#jobs").is_hidden()
+    values = [
+        {"job": "j-1", "label": "Diagnosis", "progress": 0.1, "status": "running"},
+        {"job": "j-1", "progress": 0.4, "message": "learning curve"},
+    ]
+    events = [{"type": "CUSTOM", "data": {"name": "job.progress", "value": v}} for v in values]
+    assert publish(demo_site, session, events)["type"] == "ack"
+    bar = page.page.get_by_label("Progress of Diagnosis")
+    page.page.wait_for_function("() => document.querySelector('#job-list progress')?.value === 0.4")
+    assert page.page.locator("#jobs").is_visible()
+    assert bar.evaluate("b => b.value") == 0.4
+    assert "learning curve" in page.page.locator("#job-list").inner_text()
+    page.screenshot("job-progress.png")
 
 
 def test_answer_survives_a_server_restart_mid_stream(demo_site, agent, proxy, new_page):

@@ -19,7 +19,7 @@ import pytest
 import websockets
 
 from tests.e2e.browser.proxy import TcpProxy
-from tests.e2e.browser.site import DemoSite, Process
+from tests.e2e.browser.site import DemoSite, Process, in_thread
 from tests.e2e.servers import ROOT, session_with_token
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -102,7 +102,7 @@ def wait_until_answering(site: DemoSite, process: Process, timeout: float = 60) 
                     return
 
     try:
-        asyncio.run(asyncio.wait_for(ask(), timeout))
+        in_thread(lambda: asyncio.wait_for(ask(), timeout))
     except TimeoutError:
         raise AssertionError(f"the agent did not answer:\n{process.output()}") from None
 

@@ -3,11 +3,16 @@ port, the demo agent as a separate process, and a TCP proxy in front for the bro
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import websockets
 
 from tests.e2e.servers import ROOT, free_port, run_manage, site_env, wait_until_serving
 
@@ -102,8 +107,6 @@ print(json.dumps(events))
 
 def log_events(site: DemoSite, session: str) -> list[dict]:
     """Every entry of ``session`` as stored on the server, with its ``seq``."""
-    import json
-
     return json.loads(site.manage("shell", "-c", LOG_SCRIPT.format(name=session)).splitlines()[-1])
 
 
@@ -116,3 +119,33 @@ def streamed_text(events: list[dict], message: str) -> str:
         and e.get("message") == message
         and isinstance(e.get("data", {}).get("delta"), str)
     )
+
+
+TOKEN_SCRIPT = """
+from django.contrib.auth import get_user_model
+from sessions_app.access import mint_token
+print(mint_token(get_user_model().objects.get(username={user!r})))
+"""
+
+
+def publish(site: DemoSite, session: str, events: list[dict], user: str = "demo") -> dict:
+    """Publish ``events`` over the site's WebSocket, as an agent or a job would; return the ack."""
+    token = site.manage("shell", "-c", TOKEN_SCRIPT.format(user=user)).strip().splitlines()[-1]
+    url = site.url.replace("http://", "ws://") + f"/ws/sessions/?token={token}"
+
+    async def send() -> dict:
+        async with websockets.connect(url) as ws:
+            frame = {"op": "publish", "id": 1, "session": session, "events": events}
+            await ws.send(json.dumps(frame))
+            while True:
+                reply = json.loads(await ws.recv())
+                if reply.get("id") == 1:
+                    return reply
+
+    return in_thread(send)
+
+
+def in_thread(make_coro) -> object:
+    """Run a coroutine on a loop of its own (Playwright's sync API owns this thread's loop)."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: asyncio.run(make_coro())).result()
