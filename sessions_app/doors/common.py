@@ -9,8 +9,7 @@ always read the database, so any worker can serve any request.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from contextlib import aclosing
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -46,6 +45,10 @@ class Unauthenticated(SessionError):
     code = "unauthenticated"
 
 
+class CsrfFailed(SessionError):
+    code = "csrf_failed"
+
+
 class MessageExists(Conflict):
     code = "message_exists"
 
@@ -55,7 +58,10 @@ class NotRunning(Conflict):
 
 
 def error_response(exc: SessionError) -> JsonResponse:
-    status = 401 if isinstance(exc, Unauthenticated) else status_of(exc)
+    if isinstance(exc, Unauthenticated | CsrfFailed):
+        status = 401 if isinstance(exc, Unauthenticated) else 403
+    else:
+        status = status_of(exc)
     return JsonResponse(exc.as_dict(), status=status)
 
 
@@ -116,7 +122,7 @@ async def actor(request: HttpRequest) -> Actor:
             request, _no_view, (), {}
         )
         if refused is not None:
-            raise Unauthenticated(
+            raise CsrfFailed(
                 "writes authenticated by the session cookie need the CSRF token (X-CSRFToken)"
             )
     return Actor(user)
@@ -231,21 +237,6 @@ def is_top_run_start(event: dict[str, Any]) -> bool:
     return event.get("type") == "RUN_STARTED" and bool(event.get("run")) and parent is None
 
 
-async def follow(
-    session_pk: int, after: int, tick: float
-) -> AsyncGenerator[list[tuple[int, dict[str, Any]]], None]:
-    """Batches of ``(offset, event)`` after ``after`` as they commit, for ever; an empty
-    batch after ``tick`` seconds without news (time for a keep-alive)."""
-    async with log.Waiter(session_pk) as waiter:  # joined before the first read
-        while True:
-            rows = await log.aread(session_pk, after, setting("REPLAY_BATCH"))
-            if rows:
-                after = rows[-1][0]
-                yield [(seq, json.loads(body)) for seq, body in rows]
-            elif not await waiter.wait(tick):
-                yield []
-
-
 async def stream_run(
     session_pk: int,
     after: int,
@@ -253,16 +244,23 @@ async def stream_run(
     on_idle: Callable[[], tuple[list[str], bool]],
     tick: float,
 ) -> AsyncIterator[str]:
-    """Follow the log from ``after``: ``on_event`` maps each entry to SSE text and says when
-    the stream is over; ``on_idle`` answers quiet periods (keep-alives, timeouts)."""
-    async with aclosing(follow(session_pk, after, tick)) as batches:
-        async for batch in batches:
-            out, over = on_idle() if not batch else ([], False)
-            for seq, event in batch:
-                text, over = on_event(seq, event)
+    """Follow the log after ``after`` as entries commit: ``on_event`` maps each entry to SSE
+    text and says when the stream is over; ``on_idle`` answers ``tick`` seconds without news
+    (keep-alives, timeouts). One generator, so closing it (the client left) leaves the
+    channel-layer group at once."""
+    async with log.Waiter(session_pk) as waiter:  # joined before the first read
+        while True:
+            rows = await log.aread(session_pk, after, setting("REPLAY_BATCH"))
+            out: list[str] = []
+            over = False
+            for seq, body in rows:
+                after = seq
+                text, over = on_event(seq, json.loads(body))
                 out += text
                 if over:
                     break
+            if not rows and not await waiter.wait(tick):
+                out, over = on_idle()
             if out:
                 yield "".join(out)
             if over:

@@ -194,7 +194,7 @@ def test_the_users_text_is_read_from_the_text_parts_of_a_user_message():
 
 
 LOG_EVENT = st.one_of(
-    st.builds(lambda r, m, d: {"type": t, "run": r, "message": m, "data": {"delta": d}},
+    st.builds(lambda r, m, d, t=t: {"type": t, "run": r, "message": m, "data": {"delta": d}},
               st.sampled_from(["r1", "c1", "x"]), st.sampled_from(["m1", "m2"]), st.text(max_size=2))
     for t in ("TEXT_MESSAGE_START", "TEXT_MESSAGE_CONTENT", "TEXT_MESSAGE_END",
               "REASONING_MESSAGE_START", "REASONING_MESSAGE_CONTENT", "REASONING_MESSAGE_END")
