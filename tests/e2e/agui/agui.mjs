@@ -43,7 +43,20 @@ const report = (extra = {}) =>
     lastEventId: agent.lastEventId, ...seen, ...extra }));
 
 if (scenario === "run") {
+  // Another producer (a tool, a back office) sets the shared state while the agent answers.
+  let stateSet;
+  agent.subscribe({
+    onRunStartedEvent: ({ event }) => {
+      stateSet = fetch(`${base}/api/sessions/${thread}/events`, {
+        method: "POST",
+        headers: { Authorization: `Bearer ${key}`, "Content-Type": "application/json" },
+        body: JSON.stringify({ events: [{ type: "STATE_SNAPSHOT", run: event.runId,
+          data: { snapshot: { stage: "answered", by: event.runId } } }] }),
+      });
+    },
+  });
   const { result, newMessages } = await agent.runAgent({ runId: "client-run-1" });
+  await stateSet;
   report({ result: result ?? null, newMessages });
 } else if (scenario === "abort-reconnect") {
   onContent = () => {

@@ -1,0 +1,87 @@
+"""A demo site with the real demo agent, and the npm clients of AG-UI and the AI SDK, for e2e.
+
+Node packages come from package-lock.json (``npm ci``) when node_modules is missing. The site
+runs on this pass's engines (SQLite file, or a scratch PostgreSQL database with Redis).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.servers import ROOT, api_key_for, daphne_server, manage_output, site_database
+
+HERE = Path(__file__).resolve().parent
+USER = "agent"
+# Seconds per token of the demo agent: an answer takes about two seconds, time to act mid-run.
+PACE = "0.03"
+
+SETUP = """
+from django.contrib.auth import get_user_model
+from sessions_app.models import Session
+user, _ = get_user_model().objects.get_or_create(username={user!r})
+for name in {names!r}:
+    Session.objects.get_or_create(name=name, defaults={{"owner": user}})
+"""
+
+
+def ensure_node_modules() -> None:
+    if shutil.which("npm") is None or shutil.which("node") is None:
+        pytest.skip("Node.js and npm are needed for the AG-UI and AI SDK e2e tests")
+    if not (HERE / "node_modules" / ".package-lock.json").exists():
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=HERE, check=True)
+
+
+@contextmanager
+def agent_site(tmp_path: Path, label: str, sessions: list[str]) -> Iterator[dict[str, str]]:
+    """A migrated site with ``sessions`` owned by the agent's user, the demo agent answering
+    in them; yields the base URL and an API key of that user."""
+    ensure_node_modules()
+    with site_database(tmp_path, label) as env:
+        manage_output("shell", "-c", SETUP.format(user=USER, names=sessions), env=env)
+        key = api_key_for(env, user=USER)
+        with daphne_server(env) as base:
+            agent = subprocess.Popen(
+                [sys.executable, "manage.py", "demo_agent", "--url", base, "--user", USER, "--pace", PACE],
+                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            try:
+                yield {"base": base, "key": key}
+            finally:
+                agent.terminate()
+                agent.wait(timeout=10)
+
+
+def node(*args: str, timeout: float = 60) -> dict:
+    """Run one of our node scripts; return the JSON line it printed."""
+    done = subprocess.run(
+        ["node", *args], cwd=HERE, capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, "SUPPRESS_TRANSFORMATION_WARNINGS": "true"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def snapshot(site: dict[str, str], session: str) -> dict:
+    """The session's folded state, from the REST API: what the log holds."""
+    reply = httpx.get(f"{site['base']}/api/sessions/{session}/snapshot",
+                      headers={"Authorization": f"Bearer {site['key']}"})  # fmt: skip
+    reply.raise_for_status()
+    return reply.json()["state"]
+
+
+def run_text(state: dict, run_id: str) -> str:
+    return "".join(m["text"] for m in state["messages"] if m["run"] == run_id)
+
+
+def run_status(state: dict, run_id: str) -> str:
+    return next(r["status"] for r in state["runs"] if r["id"] == run_id)
