@@ -162,8 +162,9 @@ def table(
         "",
         f"Full diagnosis (label issues, learning curve, baseline run, slices) on the noisy "
         f"digits: **{warm:.1f} s** in a warm process, **{cold:.1f} s** as a cold process "
-        f"including imports (`{os.cpu_count()}` cores, torch threads "
-        f"{__import__('torch').get_num_threads()}). Per diagnostic: "
+        f"including imports ({os.cpu_count()} cores, torch threads "
+        f"{__import__('torch').get_num_threads()}, load average {os.getloadavg()[0]:.1f} at the "
+        "end: other processes share the machine). Per diagnostic: "
         + ", ".join(f"{k} {v:.1f} s" for k, v in report["timings"].items())
         + ".",
         "",

@@ -180,17 +180,20 @@ def execute(
     watcher = _Watcher(job, listener)
     try:
         report = _run(job, watcher)
+        with transaction.atomic():  # the ledger rows and the job's result, or none of them
+            run = record_results(job, report)
+            _finish(job, RunStatus.FINISHED, result=report, run=run)
     except Cancelled:
-        _finish(job, RunStatus.CANCELLED, event={"type": "cancelled"})
+        _finish(job, RunStatus.CANCELLED)
+        _publish(job, {"type": "cancelled"})
         return {"job": job_id, "status": RunStatus.CANCELLED}
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
-        _finish(job, RunStatus.FAILED, error=error, event={"type": "failed", "error": error})
+        _finish(job, RunStatus.FAILED, error=error)
+        _publish(job, {"type": "failed", "error": error})
         logger.warning("Diagnostic job %s failed:\n%s", job_id, traceback.format_exc())
         raise
-    with transaction.atomic():
-        run = record_results(job, report)
-        _finish(job, RunStatus.FINISHED, result=report, run=run, event={"type": "finished"})
+    _publish(job, {"type": "finished", "run": run.pk if run else None})
     return {"job": job_id, "status": RunStatus.FINISHED, "run": run.pk if run else None}
 
 
@@ -288,14 +291,13 @@ def _publish(job: DiagnosticJob, event: dict[str, Any]) -> bool:
         return False
 
 
-def _finish(job: DiagnosticJob, status: str, *, event: dict[str, Any], **fields: Any) -> None:
+def _finish(job: DiagnosticJob, status: str, **fields: Any) -> None:
     now = timezone.now()
     updates: dict[str, Any] = {"status": status, "finished_at": now, "heartbeat_at": now}
     if status == RunStatus.FINISHED:
         updates["fraction_done"] = 1.0
     updates.update(fields)
     DiagnosticJob.objects.filter(pk=job.pk).update(**updates)
-    _publish(job, event)
 
 
 # --- results into the ledger ------------------------------------------------------------------

@@ -203,3 +203,17 @@ def test_the_job_choices_match_the_pipeline():
     from mlexec_app.diagnostics.pipeline import ALL
 
     assert jobs.DIAGNOSTIC_CHOICES == ALL
+
+
+def test_a_failure_while_recording_results_fails_the_job_and_writes_nothing(
+    project, csv_dataset, monkeypatch
+):
+    def broken(*args, **kwargs):
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(services, "record_assessment", broken)  # after the Run is written
+    job = jobs.start_job(project, csv_dataset[0], params=FAST)
+    job.refresh_from_db()
+    assert job.status == RunStatus.FAILED and "database went away" in job.error
+    assert not Run.objects.exists() and not ErrorAnalysis.objects.exists()  # all or nothing
+    assert job.result == {}

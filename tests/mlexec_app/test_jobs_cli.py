@@ -88,6 +88,6 @@ def test_the_full_diagnosis_of_digits_from_the_cli(project, tmp_path):
     assert "Label issues: " in out and "Worst slice by class" in out
     job = DiagnosticJob.objects.get()
     assert job.result["label_issues"]["noise_rate"] < 0.02  # the bundled digits are clean
-    assert sum(job.result["timings"].values()) < 60
+    assert set(job.result["timings"]) == {"label_issues", "learning_curve", "baseline", "slices"}
     for name in ("learning-curve.svg", "label-issues.svg"):
         ET.parse(tmp_path / name)  # well-formed SVG
