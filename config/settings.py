@@ -5,6 +5,7 @@ Everything that differs between machines comes from the environment; see docs/co
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -75,6 +76,8 @@ if os.environ.get("SESSIONS_ANONYMOUS_STREAM_PREFIX") is not None:
     SESSIONS_APP["ANONYMOUS_STREAM_PREFIX"] = os.environ["SESSIONS_ANONYMOUS_STREAM_PREFIX"]
 if os.environ.get("SESSIONS_LONG_POLL_TIMEOUT"):
     SESSIONS_APP["LONG_POLL_TIMEOUT"] = float(os.environ["SESSIONS_LONG_POLL_TIMEOUT"])
+# Any other sessions_app setting, as JSON: SESSIONS_APP_JSON='{"MAX_BUFFERED_BYTES": 65536}'.
+SESSIONS_APP.update(json.loads(os.environ.get("SESSIONS_APP_JSON") or "{}"))
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -98,5 +101,8 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-    "loggers": {"django.channels.server": {"level": "WARNING"}},
+    "loggers": {
+        "django.channels.server": {"level": "WARNING"},
+        "httpx": {"level": "WARNING"},  # the demo agent's polling is not news
+    },
 }

@@ -21,7 +21,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from ninja import Query, Router, Status
 from ninja.security import HttpBearer, django_auth
 
-from sessions_app import dbexec, keys, log, services
+from sessions_app import dbexec, keys, log, runs, services
 from sessions_app.access import Actor, get_session, visible_to
 from sessions_app.conf import setting
 from sessions_app.domain import control
@@ -31,6 +31,7 @@ from sessions_app.domain.errors import (
     LimitExceeded,
     NotFound,
     OffsetExpired,
+    RunEnded,
     SessionError,
     Unavailable,
 )
@@ -397,6 +398,18 @@ def fail_run(request: HttpRequest, name: str, run_id: str, payload: FailIn) -> A
     log.append_sync(
         services.request(session.pk, [{"type": "RUN_ERROR", "run": run_id, "data": data}])
     )
+    return run_out(_run(session, run_id))
+
+
+@router.post(
+    "/{name}/runs/{run_id}/heartbeat",
+    response={200: RunOut, **ERRORS},
+    summary="The agent is alive",
+)
+def heartbeat(request: HttpRequest, name: str, run_id: str) -> Any:
+    session = get_session(actor(request), name)
+    if not runs.heartbeat(session.pk, run_id):
+        raise RunEnded("the run is not running", run=run_id)
     return run_out(_run(session, run_id))
 
 

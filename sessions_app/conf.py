@@ -41,6 +41,12 @@ DEFAULTS: dict[str, Any] = {
     "CANCEL_ACK_TIMEOUT": 10,
     # Seconds a REST long-poll for new entries waits at most.
     "REST_LONG_POLL_MAX": 30,
+    # A socket with more than this many bytes waiting for a client that does not read is
+    # closed with code 4008; the client resumes from its offset when it reads again.
+    "MAX_BUFFERED_BYTES": 8 * 1024 * 1024,
+    # A running run with no append and no heartbeat for this many seconds is ended with
+    # RUN_ERROR code "agent_lost". None: never.
+    "AGENT_HEARTBEAT_TIMEOUT": 60,
     # --- Durable Streams door (docs/sessions/durable-streams.md) ---
     # Names starting with this prefix are anonymous (public) streams anyone may create, read,
     # append to and delete; "" opens every name not owned by a user; None: no anonymous streams.

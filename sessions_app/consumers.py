@@ -15,10 +15,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from sessions_app import dbexec, log, services, watchdog
+from sessions_app import dbexec, log, runs, services, watchdog
 from sessions_app.access import Actor, get_session
+from sessions_app.backpressure import buffered_bytes
 from sessions_app.conf import setting
 from sessions_app.domain import control, delivery
 from sessions_app.domain.errors import (
@@ -36,6 +38,7 @@ from sessions_app.domain.offsets import BEGINNING, SNAPSHOT, format_offset, pars
 logger = logging.getLogger(__name__)
 
 CLOSE_UNAUTHENTICATED = 4401
+CLOSE_SLOW_CONSUMER = 4008
 AUTH_CACHE_SECONDS = 5.0
 GAP_RETRY_SECONDS = 1.0
 
@@ -103,6 +106,8 @@ class SessionConsumer(AsyncWebsocketConsumer):
             await handler(self, frame)
         except SessionError as exc:
             await self._send_error(exc, frame_id)
+        except StopConsumer:
+            raise
         except Exception:  # a bad frame must never take the connection's subscriptions down
             logger.exception("unexpected error handling a frame")
             await self._send(
@@ -217,6 +222,13 @@ class SessionConsumer(AsyncWebsocketConsumer):
         message, events = control.interrupt(frame.get("run"), frame.get("text"))
         await self._append(frame, services.request(0, events), message=message)
 
+    async def op_heartbeat(self, frame: dict[str, Any]) -> None:
+        pk = await self._authorize(frame.get("session"))
+        alive = await dbexec.run_write(runs.heartbeat, pk, frame.get("run"))
+        await self._send(
+            {"type": "heartbeat", "id": frame.get("id"), "run": frame.get("run"), "running": alive}
+        )
+
     async def _append(self, frame: dict[str, Any], append: log.AppendRequest, **extra: Any) -> None:
         name = frame.get("session")
         append.session_pk = await self._authorize(name)
@@ -312,6 +324,13 @@ class SessionConsumer(AsyncWebsocketConsumer):
         return session.pk
 
     async def _deliver(self, sub: Subscription, rows: list[tuple[int, Any]]) -> None:
+        queued = buffered_bytes(self.base_send)
+        if queued is not None and queued > setting("MAX_BUFFERED_BYTES"):
+            # The client stopped reading: do not let its backlog grow in our memory.
+            logger.warning("closing a slow consumer with %d bytes queued", queued)
+            await self.close(code=CLOSE_SLOW_CONSUMER)
+            await self.disconnect(CLOSE_SLOW_CONSUMER)
+            raise StopConsumer()
         parts = []
         for seq, body in rows:
             text = body.decode() if isinstance(body, bytes) else body
@@ -452,4 +471,5 @@ OPERATIONS = {
     "cancel": SessionConsumer.op_cancel,
     "steer": SessionConsumer.op_steer,
     "interrupt": SessionConsumer.op_interrupt,
+    "heartbeat": SessionConsumer.op_heartbeat,
 }

@@ -200,10 +200,6 @@ class Run(models.Model):
         null=True, blank=True, help_text="Last sign of life from the agent."
     )
 
-    @property
-    def duration(self) -> Any:
-        return (self.ended_at - self.started_at) if self.ended_at else None
-
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["session", "run_id"], name="sessions_app_unique_run")
@@ -216,6 +212,10 @@ class Run(models.Model):
 
     def __str__(self) -> str:
         return f"{self.run_id} ({self.status})"
+
+    @property
+    def duration(self) -> Any:
+        return (self.ended_at - self.started_at) if self.ended_at else None
 
 
 class ApiKey(models.Model):

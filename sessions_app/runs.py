@@ -19,6 +19,8 @@ from sessions_app.models import Run
 if TYPE_CHECKING:
     from sessions_app.log import AppendRequest
 
+HEARTBEAT_WRITE_EVERY = timedelta(seconds=1)
+
 
 @dataclass
 class _Change:
@@ -69,13 +71,31 @@ class RunTracker:
         self, request: AppendRequest, changes: list[_Change], first_seq: int, now: Any
     ) -> None:
         pk = request.session_pk
+        saved = set()
         for change in changes:
             row = self.runs.get((pk, change.run_id))
             if row is None:
                 row = self._start(pk, change, first_seq + change.index)
             self._move(row, change, now)
+            row.heartbeat_at = now
             row.save()
             self.runs[(pk, change.run_id)] = row
+            saved.add(change.run_id)
+        self._beat(pk, {item.run for item in request.items if item.run} - saved, now)
+
+    def _beat(self, pk: int, run_ids: set[str], now: Any) -> None:
+        """Every append to a run is a sign of life of its agent (written at most once a second)."""
+        stale = []
+        for run_id in run_ids:
+            row = self.runs.get((pk, run_id))
+            if row is not None and (
+                row.heartbeat_at is None or now - row.heartbeat_at > HEARTBEAT_WRITE_EVERY
+            ):
+                stale.append(row)
+        if stale:
+            Run.objects.filter(pk__in=[row.pk for row in stale]).update(heartbeat_at=now)
+            for row in stale:
+                row.heartbeat_at = now
 
     # --- helpers -------------------------------------------------------------------------
 
@@ -134,3 +154,13 @@ class RunTracker:
 def needs_data(event_type: str) -> bool:
     """Whether the tracker reads this event type's ``data``."""
     return event_type in RUN_EVENTS
+
+
+def heartbeat(session_pk: int, run_id: object) -> bool:
+    """Record that the run's agent is alive; False when the run is not running."""
+    from django.utils import timezone
+
+    running = Run.objects.filter(
+        session_id=session_pk, run_id=run_id, status=RunStatus.RUNNING.value
+    )
+    return bool(running.update(heartbeat_at=timezone.now()))

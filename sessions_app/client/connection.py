@@ -47,11 +47,13 @@ class SessionsClient:
         token: str | None = None,
         coalesce_seconds: float = 0.03,
         max_backoff: float = 5.0,
+        heartbeat_seconds: float = 15.0,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key
         self.token = token
         self.coalesce_seconds = coalesce_seconds
+        self.heartbeat_seconds = heartbeat_seconds
         self.max_backoff = max_backoff
         self.producer_prefix = "py-" + uuid.uuid4().hex[:12]
         self.sessions: dict[str, Session] = {}

@@ -126,6 +126,7 @@ class Run:
         self._ended = False
         self._lock = asyncio.Lock()
         self._acks: list[asyncio.Task[None]] = []
+        self._heart: asyncio.Task[None] | None = None
 
     def _envelope(self, kind: str, **fields: Any) -> dict[str, Any]:
         event = {"type": kind, "run": self.id, **fields}
@@ -139,7 +140,16 @@ class Run:
         await self.session.publish(
             [self._envelope("RUN_STARTED", **({"data": data} if data else {}))]
         )
+        self._heart = asyncio.create_task(self._heartbeat())
         return self
+
+    async def _heartbeat(self) -> None:
+        # While the agent thinks without writing, the server must still know it is alive.
+        while not self._ended and not self.cancelled.is_set():
+            await asyncio.sleep(self.session.client.heartbeat_seconds)
+            with contextlib.suppress(PublishError):
+                frame = {"op": "heartbeat", "session": self.session.name, "run": self.id}
+                await self.session.client.request(frame)
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
         try:
@@ -171,6 +181,8 @@ class Run:
             return False
         finally:
             self.session.runs.pop(self.id, None)
+            if self._heart is not None:
+                self._heart.cancel()
 
     async def _end(self, events: list[dict[str, Any]]) -> None:
         if self._message is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from channels.db import database_sync_to_async
 from django.test import override_settings
@@ -196,3 +198,22 @@ async def test_sub_agents_start_child_runs_and_publish_themselves(alice, session
         assert orphan["code"] == "bad_event"
     child = await db(Run.objects.select_related("parent").get)(run_id="research")
     assert child.parent.run_id == "boss" and child.agent == "researcher"
+
+
+@override_settings(SESSIONS_APP={"AGENT_HEARTBEAT_TIMEOUT": 1})
+async def test_a_silent_agent_is_declared_lost_and_its_run_fails(alice, session):
+    async with connect(alice) as agent, connect(alice) as phone:
+        await agent.publish("chat-1", start("quiet") + start("alive", message="m2"))
+        await phone.subscribe("chat-1")
+        for _ in range(6):  # one agent keeps saying it is alive; the other says nothing
+            assert (await agent.request("heartbeat", session="chat-1", run="alive"))[
+                "running"
+            ] is True
+            await asyncio.sleep(0.4)
+        lost = await wait_for_event(phone, "RUN_ERROR", timeout=6)
+        assert (lost["run"], lost["data"]["code"]) == ("quiet", "agent_lost")
+        assert (await agent.publish("chat-1", delta("late", run="quiet", message="m1")))[
+            "code"
+        ] == "run_ended"
+    assert await run_status("quiet") == "failed"
+    assert await run_status("alive") == "running"
