@@ -116,12 +116,13 @@ def plain_baseline(data, truth: np.ndarray) -> dict[str, dict[str, float]]:
     }
 
 
-def full_diagnosis_warm(data) -> tuple[float, dict]:
+def full_diagnosis_warm(data) -> tuple[float, float, dict]:
+    """Wall time, CPU time (what the machine's other load cannot inflate much), report."""
     from mlexec_app.diagnostics.pipeline import Plan, run_diagnostics
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     report = run_diagnostics(data, Plan(target_error=0.02))
-    return time.perf_counter() - started, report
+    return time.perf_counter() - started, time.process_time() - cpu, report
 
 
 def full_diagnosis_cold() -> float:
@@ -137,8 +138,9 @@ def full_diagnosis_cold() -> float:
 
 
 def table(
-    our: dict, plain: dict, warm: float, cold: float, report: dict, others: list[float]
-) -> str:
+    our: dict, plain: dict, warm: tuple[float, float], cold: float, report: dict,
+    others: list[float],
+) -> str:  # fmt: skip
     def row(name: str, s: dict) -> str:
         return (
             f"| {name} | {s['f1']:.3f} | {s['precision']:.3f} | {s['recall']:.3f} "
@@ -161,7 +163,8 @@ def table(
         f"{plain['default']['seconds']:.1f} s (training only).",
         "",
         f"Full diagnosis (label issues, learning curve, baseline run, slices) on the noisy "
-        f"digits: **{warm:.1f} s** in a warm process, **{cold:.1f} s** as a cold process "
+        f"digits: **{warm[0]:.1f} s** wall ({warm[1]:.1f} s of CPU) in a warm process, "
+        f"**{cold:.1f} s** as a cold process "
         f"including imports ({os.cpu_count()} cores, torch threads "
         f"{__import__('torch').get_num_threads()}, load average {os.getloadavg()[0]:.1f} at the "
         "end: other processes share the machine). Per diagnostic: "
@@ -205,10 +208,10 @@ def main() -> None:
     data, truth = noisy_digits()
     our = ours(data, truth)
     plain = plain_baseline(data, truth)
-    warm, report = full_diagnosis_warm(data)
+    wall, cpu, report = full_diagnosis_warm(data)
     cold = full_diagnosis_cold()
     others = other_flips()
-    body = table(our, plain, warm, cold, report, others)
+    body = table(our, plain, (wall, cpu), cold, report, others)
     print(body)
     if args.write:
         write_readme(body)
