@@ -21,6 +21,9 @@ import numpy as np
 from mlexec_app.diagnostics.models import ModelSpec, build_model
 from mlexec_app.diagnostics.runtime import torch_module
 
+#: Rows predicted at once by every member of an ensemble (bounds memory at M x rows x width).
+PREDICT_ROWS = 2048
+
 #: Called after every epoch as ``tick(epochs_done, epochs_total)``; may raise ``Cancelled``.
 Tick = Callable[[int, int], None]
 
@@ -82,13 +85,15 @@ def standardize_stats(X: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.
     Features that are constant on a member's rows (digit pixels that are always blank) get
     scale 1, so they do not blow up on the rows where they are not.
     """
-    weights = masks[:, :, None].astype(np.float64)
+    # Matrix products keep memory at (M, D): never materialise an (M, N, D) array.
+    weights = masks.astype(np.float64)
     count = np.maximum(weights.sum(1, keepdims=True), 1.0)
-    mean = (weights * X[None]).sum(1, keepdims=True) / count
-    var = (weights * (X[None] - mean) ** 2).sum(1, keepdims=True) / count
+    X64 = np.asarray(X, dtype=np.float64)
+    mean = weights @ X64 / count
+    var = np.maximum(weights @ (X64**2) / count - mean**2, 0.0)
     scale = np.sqrt(var)
     scale[scale < 1e-3] = 1.0
-    return mean.astype(np.float32), scale.astype(np.float32)
+    return mean[:, None].astype(np.float32), scale[:, None].astype(np.float32)
 
 
 def _fit_ensemble(
@@ -132,8 +137,13 @@ def _fit_ensemble(
         if tick is not None:
             tick(epoch + 1, config.epochs)
     with torch.no_grad():
-        logits = net((xs[None] - mean) / scale, train=False)
-        return torch.softmax(logits, -1).numpy()
+        chunks = [
+            torch.softmax(
+                net((xs[None, start : start + PREDICT_ROWS] - mean) / scale, train=False), -1
+            )
+            for start in range(0, len(X), PREDICT_ROWS)
+        ]
+        return torch.cat(chunks, dim=1).numpy()
 
 
 def _row_table(masks: np.ndarray) -> tuple[Any, Any]:

@@ -136,3 +136,20 @@ def test_jsonable_turns_numpy_into_plain_types():
     out = jsonable({"a": np.float32(0.5), "b": (np.int64(2), np.array([1, 2])), 3: float("nan")})
     assert out == {"a": 0.5, "b": [2, [1, 2]], "3": None}
     assert type(out["a"]) is float and type(out["b"][0]) is int
+
+
+def test_standardisation_uses_only_each_members_training_rows():
+    from mlexec_app.diagnostics.training import standardize_stats
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(loc=5.0, scale=3.0, size=(50, 4))
+    X[:, 3] = 7.0  # a constant column: scale 1, never a division by zero
+    masks = np.zeros((2, 50), bool)
+    masks[0, :20] = masks[1, 10:] = True
+    mean, scale = standardize_stats(X, masks)
+    assert mean.shape == scale.shape == (2, 1, 4)
+    for member in range(2):
+        rows = X[masks[member]]
+        assert np.allclose(mean[member, 0], rows.mean(0), atol=1e-5)
+        assert np.allclose(scale[member, 0, :3], rows[:, :3].std(0), atol=1e-4)
+        assert scale[member, 0, 3] == 1.0
