@@ -13,4 +13,5 @@ urlpatterns = [
     path("sessions/", include("sessions_app.doors.urls")),
     path("v1/stream/", include("sessions_app.streams.urls")),
     path("mlexec/", include("mlexec_app.urls")),
+    path("", include("sessions_app.ops")),  # /health, /ready, /metrics
 ]

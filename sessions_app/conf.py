@@ -39,6 +39,9 @@ DEFAULTS: dict[str, Any] = {
     # A run whose agent has not acknowledged a cancel within this many seconds is marked
     # cancelled (reason: timeout) and refuses further appends.
     "CANCEL_ACK_TIMEOUT": 10,
+    # Prometheus metrics at /metrics (sessions_app.ops): on or off, and an optional bearer token.
+    "METRICS_ENABLED": True,
+    "METRICS_TOKEN": None,
     # Seconds a REST long-poll for new entries waits at most.
     "REST_LONG_POLL_MAX": 30,
     # A socket with more than this many bytes waiting for a client that does not read is

@@ -18,7 +18,7 @@ from typing import Any
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from sessions_app import dbexec, log, runs, services, watchdog
+from sessions_app import dbexec, log, metrics, runs, services, watchdog
 from sessions_app.access import Actor, get_session
 from sessions_app.backpressure import buffered_bytes
 from sessions_app.conf import setting
@@ -62,6 +62,8 @@ class SessionConsumer(AsyncWebsocketConsumer):
         self.presence: dict[str, dict[str, dict[str, Any]]] = {}
         self.heartbeat: asyncio.Task[None] | None = None
         await self.accept()
+        metrics.SOCKETS.inc()
+        self.counted = True
         watchdog.ensure_running()
         if not self.actor.authenticated:
             await self._send(
@@ -79,8 +81,12 @@ class SessionConsumer(AsyncWebsocketConsumer):
         )
 
     async def disconnect(self, code: int) -> None:
-        if self.heartbeat is not None:
-            self.heartbeat.cancel()
+        if getattr(self, "counted", False):
+            metrics.SOCKETS.dec()
+            self.counted = False
+        beat = getattr(self, "heartbeat", None)
+        if beat is not None:
+            beat.cancel()
         for sub in list(getattr(self, "subs", {}).values()):
             await self._leave(sub)
 
@@ -128,6 +134,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
         assert isinstance(name, str)
         sub = Subscription(name, pk)
         self.subs[name], self.by_pk[pk] = sub, sub
+        metrics.SUBSCRIPTIONS.inc()
         try:
             # Join the group before reading: anything committed from here on is either in what
             # we read or announced to us afterwards (notifications wait in our queue meanwhile).
@@ -137,6 +144,10 @@ class SessionConsumer(AsyncWebsocketConsumer):
             await self._forget(sub)
             raise
         await self._join_presence(sub)
+        logger.info(
+            "subscribed",
+            extra={"session": name, "device": self.device["id"], "offset": sub.delivered},
+        )
 
     async def _start(self, sub: Subscription, start: Any, frame_id: Any) -> None:
         if start.snapshot:
@@ -168,6 +179,8 @@ class SessionConsumer(AsyncWebsocketConsumer):
                 )
             else:
                 sub.delivered = start.seq
+                if start.seq:
+                    metrics.RESUMES.inc()
                 await self._replay(sub, until=head)
         await self._send(
             {
@@ -184,6 +197,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
             rows = await log.aread(sub.pk, sub.delivered, batch)
             if not rows:
                 return
+            metrics.REPLAYED.inc(len(rows))
             if rows[0][0] != sub.delivered + 1:  # retention removed entries while we read
                 raise OffsetExpired(
                     "entries at this offset were removed by retention; resume from the snapshot",
@@ -258,6 +272,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
             rows = list(enumerate(bodies[step.start_index :], start=sub.delivered + 1))
             await self._deliver(sub, rows)
             return
+        metrics.GAP_FILLS.inc()
         try:
             await self._replay(sub, until=step.up_to)
         except Unavailable:
@@ -328,6 +343,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
         if queued is not None and queued > setting("MAX_BUFFERED_BYTES"):
             # The client stopped reading: do not let its backlog grow in our memory.
             logger.warning("closing a slow consumer with %d bytes queued", queued)
+            metrics.SLOW_CONSUMERS.inc()
             await self.close(code=CLOSE_SLOW_CONSUMER)
             await self.disconnect(CLOSE_SLOW_CONSUMER)
             raise StopConsumer()
@@ -339,6 +355,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
             text_data=f'{{"type":"events","session":{json.dumps(sub.name)},"events":[{",".join(parts)}]}}'
         )
         sub.delivered = rows[-1][0]
+        metrics.DELIVERED.inc(len(rows))
 
     async def _join_presence(self, sub: Subscription) -> None:
         self.presence[sub.name] = {}
@@ -420,7 +437,8 @@ class SessionConsumer(AsyncWebsocketConsumer):
             logger.warning("could not announce leaving session %s", sub.pk, exc_info=True)
 
     async def _forget(self, sub: Subscription) -> None:
-        self.subs.pop(sub.name, None)
+        if self.subs.pop(sub.name, None) is not None:
+            metrics.SUBSCRIPTIONS.dec()
         self.by_pk.pop(sub.pk, None)
         self.presence.pop(sub.name, None)
         try:

@@ -30,7 +30,7 @@ from channels.layers import get_channel_layer
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from sessions_app import dbexec
+from sessions_app import dbexec, metrics
 from sessions_app.conf import setting
 from sessions_app.domain import producers
 from sessions_app.domain.errors import NotFound, SessionError, StreamClosed
@@ -278,9 +278,36 @@ def _raise_or_return(result: AppendResult | SessionError) -> AppendResult:
     return result
 
 
+def _log_results(
+    requests: Sequence[AppendRequest], results: Sequence[AppendResult | SessionError]
+) -> None:
+    for request, result in zip(requests, results, strict=True):
+        ids = {
+            "session": request.session_pk,
+            "producer": request.producer.id if request.producer else None,
+            "run": next((item.run for item in request.items if item.run), None),
+        }
+        if isinstance(result, SessionError):
+            logger.info("append refused: %s", result.message, extra={**ids, "code": result.code})
+        elif logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "appended", extra={**ids, "offset": result.last, "entries": len(result.seqs)}
+            )
+
+
+def _observe_commit(results: Sequence[AppendResult | SessionError], started: float) -> None:
+    entries = sum(len(r.seqs) for r in results if isinstance(r, AppendResult) and not r.duplicate)
+    metrics.COMMIT_SECONDS.observe(time.monotonic() - started)
+    metrics.BATCH_SIZE.observe(entries)
+    metrics.APPENDED.inc(entries)
+
+
 def append_sync(request: AppendRequest) -> AppendResult:
     """Append in the caller's thread and notify subscribers (for sync code: views, commands)."""
+    started = time.monotonic()
     results, notes = dbexec._guarded(_commit_isolated, [request])
+    _observe_commit(results, started)
+    _log_results([request], results)
     if notes:
         async_to_sync(_notify)(notes)
     return _raise_or_return(results[0])
@@ -311,8 +338,11 @@ class GroupCommitter:
                 await asyncio.sleep(window)
             batch = self._take(limit)
             self.transactions += 1
+            started = time.monotonic()
             try:
                 results, notes = await dbexec.run_write(_commit_isolated, [r for r, _ in batch])
+                _observe_commit(results, started)
+                _log_results([r for r, _ in batch], results)
             except Exception as exc:  # the whole batch failed: every caller hears why
                 error = (
                     exc if isinstance(exc, SessionError) else SessionError(f"append failed: {exc}")

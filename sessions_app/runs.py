@@ -82,6 +82,9 @@ class RunTracker:
             self.runs[(pk, change.run_id)] = row
             saved.add(change.run_id)
         self._beat(pk, {item.run for item in request.items if item.run} - saved, now)
+        for item in request.items:
+            if item.type == "CONTROL_ACK":
+                _observe_ack(pk, item.data or {}, now)
 
     def _beat(self, pk: int, run_ids: set[str], now: Any) -> None:
         """Every append to a run is a sign of life of its agent (written at most once a second)."""
@@ -164,3 +167,26 @@ def heartbeat(session_pk: int, run_id: object) -> bool:
         session_id=session_pk, run_id=run_id, status=RunStatus.RUNNING.value
     )
     return bool(running.update(heartbeat_at=timezone.now()))
+
+
+def _observe_ack(session_pk: int, data: dict[str, Any], now: Any) -> None:
+    from sessions_app import metrics
+    from sessions_app.domain.errors import BadOffset
+    from sessions_app.domain.offsets import parse_offset
+    from sessions_app.models import Entry
+
+    action = str(data.get("action"))
+    metrics.CONTROL_ACKS.labels(action).inc()
+    if action != "cancel":
+        return
+    try:
+        seq = parse_offset(data.get("control"))
+    except BadOffset:
+        return
+    asked = (
+        Entry.objects.filter(session_id=session_pk, seq=seq)
+        .values_list("created_at", flat=True)
+        .first()
+    )
+    if asked is not None:
+        metrics.CANCEL_LATENCY.observe((now - asked).total_seconds())

@@ -1,0 +1,90 @@
+"""Operators' endpoints and logs: health, readiness, Prometheus metrics, JSON log lines."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+from django.test import AsyncClient, Client
+
+from sessions_app.logs import JsonFormatter
+from tests.sessions_app.conftest import connect, text
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def metric(body: str, name: str, labels: str = "") -> float:
+    for line in body.splitlines():
+        if (
+            line.startswith(f"{name}{labels} ")
+            or line.startswith(f"{name}{{")
+            and labels
+            and labels in line
+        ):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_health_answers():
+    assert Client().get("/health").json() == {"status": "ok"}
+
+
+async def test_ready_checks_the_database_and_the_channel_layer():
+    reply = await AsyncClient().get("/ready")
+    body = reply.json()
+    assert reply.status_code == 200 and body["status"] == "ready"
+    assert body["checks"]["database"]["ok"] and body["checks"]["channel_layer"]["ok"]
+
+
+async def test_ready_reports_a_broken_channel_layer(settings):
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer",
+                                           "CONFIG": {"hosts": ["redis://127.0.0.1:1/0"]}}}  # fmt: skip
+    reply = await AsyncClient().get("/ready")
+    assert reply.status_code == 503
+    assert reply.json()["checks"]["channel_layer"]["ok"] is False
+
+
+async def test_metrics_count_appends_deliveries_and_runs(alice, session):
+    before = (await AsyncClient().get("/metrics")).content.decode()
+    async with connect(alice) as writer, connect(alice) as reader:
+        await reader.subscribe("chat-1")
+        await writer.publish(
+            "chat-1", [{"type": "RUN_STARTED", "run": "r1"}, text(delta="a"), text(delta="b")]
+        )
+        await reader.events(3)
+    after = (await AsyncClient().get("/metrics")).content.decode()
+    assert (
+        metric(after, "sessions_entries_appended_total")
+        - metric(before, "sessions_entries_appended_total")
+        == 3
+    )
+    assert (
+        metric(after, "sessions_entries_delivered_total")
+        - metric(before, "sessions_entries_delivered_total")
+        >= 3
+    )
+    assert 'sessions_runs{status="running"} 1.0' in after
+
+
+def test_metrics_can_be_protected_or_turned_off(settings):
+    settings.SESSIONS_APP = {"METRICS_TOKEN": "s3cret"}
+    assert Client().get("/metrics").status_code == 401
+    assert Client().get("/metrics", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    settings.SESSIONS_APP = {"METRICS_ENABLED": False}
+    assert Client().get("/metrics").status_code == 404
+
+
+def test_json_log_lines_carry_the_ids():
+    record = logging.LogRecord(
+        "sessions_app.log", logging.INFO, __file__, 1, "append refused: %s", ("closed",), None
+    )
+    record.session, record.run, record.producer, record.code = 7, "r1", "agent-1", "stream_closed"
+    line = json.loads(JsonFormatter().format(record))
+    assert line["message"] == "append refused: closed"
+    assert (line["session"], line["run"], line["producer"], line["code"]) == (
+        7,
+        "r1",
+        "agent-1",
+        "stream_closed",
+    )
