@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
@@ -75,3 +75,13 @@ def ds_server(tmp_path: Path, **extra: str) -> Iterator[tuple[str, dict[str, str
         run_manage("migrate", "--no-input", env=env)
         with daphne_server(env) as base:
             yield base, env
+
+
+@contextmanager
+def ds_servers(tmp_path: Path, count: int, **extra: str) -> Iterator[list[str]]:
+    """``count`` daphne processes sharing one database and one channel layer."""
+    with _database(tmp_path) as database_url:
+        env = server_env(database_url, **extra)
+        run_manage("migrate", "--no-input", env=env)
+        with ExitStack() as stack:
+            yield [stack.enter_context(daphne_server(env)) for _ in range(count)]
