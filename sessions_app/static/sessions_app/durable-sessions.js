@@ -592,10 +592,10 @@ export class SessionsClient extends EventTarget {
     this.attempt = 0;
     this._startHeartbeat();
     this.resuming = this.everConnected;
-    this._setStatus(this.everConnected ? "reconnecting" : "connected");
-    this.everConnected = true;
     for (const view of this.sessions.values()) this._subscribe(view);
     for (const id of this.queue.splice(0)) this._sendPending(id);
+    this._setStatus(this.everConnected ? "reconnecting" : "connected");
+    this.everConnected = true;
     this._maybeResumed();
   }
 

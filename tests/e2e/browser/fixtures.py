@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -43,12 +44,6 @@ AGENT_PACE = os.environ.get("E2E_AGENT_PACE", "0.06")  # seconds per token
 __all__ = ["browser", "demo_site", "agent", "proxy", "new_page"]
 
 
-def _has_demo_agent() -> bool:
-    if os.environ.get("E2E_FAKE_AGENT"):
-        return False
-    return (ROOT / "sessions_app" / "management" / "commands" / "demo_agent.py").exists()
-
-
 @pytest.fixture(scope="module")
 def demo_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoSite]:
     site = DemoSite(tmp_path_factory.mktemp("browser-site"))
@@ -65,13 +60,9 @@ def demo_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoSite]:
 @pytest.fixture(scope="module")
 def agent(demo_site: DemoSite) -> Iterator[Process]:
     """The demo agent: a separate process that reaches the site over the network."""
-    if _has_demo_agent():
-        # A slower pace than `make run` gives the tests time to act mid-answer.
-        args = [sys.executable, "manage.py", "demo_agent", "--url", demo_site.url]
-        args += ["--user", DEMO_USER, "--pace", AGENT_PACE]
-    else:  # TEMPORARY until demo_agent lands
-        ws_url = demo_site.url.replace("http://", "ws://")
-        args = [sys.executable, "-m", "tests.e2e.browser.fake_agent", "--url", ws_url]
+    # A slower pace than `make run` gives the tests time to act mid-answer.
+    args = [sys.executable, "manage.py", "demo_agent", "--url", demo_site.url]
+    args += ["--user", DEMO_USER, "--pace", AGENT_PACE]
     process = Process("agent", args, demo_site.env)
     process.start()
     try:
@@ -84,7 +75,7 @@ def agent(demo_site: DemoSite) -> Iterator[Process]:
 
 
 def wait_until_answering(site: DemoSite, process: Process, timeout: float = 60) -> None:
-    """Send a message in a fresh session until the agent starts a run in answer."""
+    """Send a message in a fresh session and wait until the agent starts a run to answer it."""
     token = session_with_token(site.env, "warm-up", user=DEMO_USER)
     url = site.url.replace("http://", "ws://") + f"/ws/sessions/?token={token}"
 
@@ -222,8 +213,14 @@ class ChatPage:
             timeout=timeout,
         )
 
-    def subscribes(self) -> list[dict[str, Any]]:
-        return [f for f in self.sent if f.get("op") == "subscribe"]
+    def subscribes(self, at_least: int = 0) -> list[dict[str, Any]]:
+        """The subscribe frames this page sent; wait (up to 5 s) until there are ``at_least``."""
+        deadline = time.monotonic() + 5
+        while True:
+            frames = [f for f in self.sent if f.get("op") == "subscribe"]
+            if len(frames) >= at_least or time.monotonic() > deadline:
+                return frames
+            self.page.wait_for_timeout(50)  # lets Playwright deliver the frame events
 
     def stored_offset(self, session: str) -> str:
         raw = self.page.evaluate(
