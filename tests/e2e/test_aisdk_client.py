@@ -9,7 +9,7 @@ from tests.e2e.agui.site import agent_site, node, run_status, run_text, snapshot
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 PACKAGES = ["ai5", "ai"]
-CHATS = [f"{pkg}-{what}" for pkg in PACKAGES for what in ("chat", "resume", "stop")]
+CHATS = [f"{pkg}-{what}" for pkg in PACKAGES for what in ("chat", "resume", "chat-resume", "stop")]
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +43,19 @@ def test_stop_then_resume_stream_ends_with_the_full_message_once(site, package):
     assert resumed["id"] == first["id"] and resumed["text"] == full
     assert len(first["text"]) < len(full) and resumed["types"][-1] == "finish"
     assert run_status(log, first["id"]) == "finished"  # a disconnect is not a cancel
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_chat_stop_then_resume_stream_keeps_one_complete_answer(site, package):
+    out = aisdk(site, package, "chat-stop-resume", f"{package}-chat-resume")
+    log = snapshot(site, f"{package}-chat-resume")
+    answer_id = out["atStop"]["id"]
+    full = run_text(log, answer_id)
+    assert out["error"] is None and out["status"] == "ready"
+    assert 0 < len(out["atStop"]["text"]) < len(full)
+    assert [m["role"] for m in out["messages"]] == ["user", "assistant"]
+    assert out["messages"][-1] == {"id": answer_id, "role": "assistant", "text": full}
+    assert run_status(log, answer_id) == "finished"
 
 
 @pytest.mark.parametrize("package", PACKAGES)

@@ -1,8 +1,9 @@
 // The real AI SDK client against our server: node aisdk.mjs <package> <scenario> <base> <key> <chat>
 // <package> is "ai" (the latest) or "ai5". Prints one JSON line: what the client ended with.
-// Scenarios: chat, stop-resume (abort the fetch, then resumeStream), stop-endpoint.
+// Scenarios: chat, stop-resume (abort the fetch, then reconnect), chat-stop-resume (the Chat
+// class: stop() then resumeStream()), stop-endpoint.
 const [pkg, scenario, base, key, chat] = process.argv.slice(2);
-const { DefaultChatTransport, readUIMessageStream } = await import(pkg);
+const { AbstractChat, DefaultChatTransport, readUIMessageStream } = await import(pkg);
 
 const headers = { Authorization: `Bearer ${key}` };
 const transport = new DefaultChatTransport({ api: `${base}/sessions/aisdk/chat`, headers });
@@ -48,6 +49,20 @@ const send = (abortSignal) =>
   transport.sendMessages({ chatId: chat, trigger: "submit-message", messageId: undefined,
     messages: [question], abortSignal });
 
+// A Chat without a UI framework (what useChat wraps).
+class NodeChat extends AbstractChat {
+  constructor(init) {
+    const state = {
+      status: "ready", error: undefined, messages: [],
+      pushMessage(m) { this.messages = this.messages.concat(m); },
+      popMessage() { this.messages = this.messages.slice(0, -1); },
+      replaceMessage(i, m) { this.messages = [...this.messages.slice(0, i), m, ...this.messages.slice(i + 1)]; },
+      snapshot: (x) => structuredClone(x),
+    };
+    super({ ...init, state });
+  }
+}
+
 let out;
 if (scenario === "chat") {
   out = { first: await consume(await send(undefined)) };
@@ -59,6 +74,19 @@ if (scenario === "chat") {
   });
   const resumed = await transport.reconnectToStream({ chatId: chat });
   out = { first, resumed: resumed ? await consume(resumed) : null };
+} else if (scenario === "chat-stop-resume") {
+  const chatSession = new NodeChat({ id: chat, transport });
+  const sent = chatSession.sendMessage({ text: "Tell me more" });
+  const last = () => chatSession.messages.at(-1);
+  for (let i = 0; i < 400 && !(last()?.role === "assistant" && textOf(last()).length > 20); i++) {
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+  await chatSession.stop();
+  await sent.catch(() => {});
+  const atStop = { status: chatSession.status, text: textOf(last()), id: last().id };
+  await chatSession.resumeStream();
+  out = { atStop, status: chatSession.status, error: chatSession.error?.message ?? null,
+    messages: chatSession.messages.map((m) => ({ id: m.id, role: m.role, text: textOf(m) })) };
 } else if (scenario === "stop-endpoint") {
   let stopped;
   const stop = () => fetch(`${base}/sessions/aisdk/chat/${chat}/stop`, { method: "POST", headers })
