@@ -1,6 +1,7 @@
 """Errors the Durable Streams door adds to the log's hierarchy, and their HTTP statuses.
 
 SessionError (sessions_app.domain.errors)
+ ├── ContentTypeMismatch (a Conflict) 409: append of another type than the stream's
  ├── Forbidden        403: visible, but not yours to do this with
  ├── Gone             410: soft-deleted stream (kept for its forks)
  ├── PayloadTooLarge  413
@@ -21,6 +22,10 @@ from sessions_app.domain.errors import (
     StreamClosed,
     Unavailable,
 )
+
+
+class ContentTypeMismatch(Conflict):
+    code = "content_type_mismatch"
 
 
 class Forbidden(SessionError):

@@ -28,7 +28,6 @@ from sessions_app.access import Actor, check_name, read_token
 from sessions_app.conf import setting
 from sessions_app.domain.errors import (
     BadRequest,
-    Conflict,
     NotFound,
     OffsetExpired,
     ProducerSeqGap,
@@ -38,7 +37,12 @@ from sessions_app.domain.errors import (
 )
 from sessions_app.domain.offsets import format_offset
 from sessions_app.streams import protocol, store
-from sessions_app.streams.errors import PayloadTooLarge, Unauthorized, status_of
+from sessions_app.streams.errors import (
+    ContentTypeMismatch,
+    PayloadTooLarge,
+    Unauthorized,
+    status_of,
+)
 from sessions_app.streams.live import Waiter
 
 RESERVED_PREFIX = "__ds/"  # the protocol's subscription APIs, which we do not offer
@@ -244,7 +248,9 @@ async def _post(request: HttpRequest, name: str, access: store.Access) -> HttpRe
     items: list[Any] = []
     if body and not stream.closed:  # a closed stream answers 409 before any body check
         if protocol.media_type(raw_type) != protocol.media_type(stream.content_type):
-            raise StreamConflictType(stream.content_type)
+            raise ContentTypeMismatch(
+                f"the stream's content type is {stream.content_type}; send that"
+            )
         session = stream.owner_id is not None and stream.json
         items = store.items_for(stream.json, session, body, creating=False)
     appended = await store.append(
@@ -259,13 +265,6 @@ async def _post(request: HttpRequest, name: str, access: store.Access) -> HttpRe
         )
     )
     return _appended_response(appended, claim is not None and bool(items))
-
-
-class StreamConflictType(Conflict):
-    code = "content_type_mismatch"
-
-    def __init__(self, content_type: str) -> None:
-        super().__init__(f"the stream's content type is {content_type}; send that")
 
 
 def _appended_response(appended: store.Appended, producer_accepted: bool) -> HttpResponse:
