@@ -268,3 +268,18 @@ async def answer_when_asked_after(session, events):
         await asyncio.sleep(0.01)
     for event in events:
         await publish(session, [event])
+
+
+@pytest.mark.parametrize(
+    "value",
+    [{"DOORS_RUN_START_TIMEOUT": 0}, {"DOORS_KEEPALIVE_SECONDS": "15"},
+     {"DOORS_KEEPALIVE_SECONDS": True}],
+)  # fmt: skip
+def test_the_doors_timeouts_must_be_positive_seconds(value, settings):
+    from django.core.checks import run_checks
+
+    settings.SESSIONS_APP = value
+    found = [m for m in run_checks() if m.id == "sessions_app.E020"]
+    assert len(found) == 1 and next(iter(value)) in found[0].msg
+    settings.SESSIONS_APP = {"DOORS_RUN_START_TIMEOUT": 5, "DOORS_KEEPALIVE_SECONDS": 0.5}
+    assert not [m for m in run_checks() if m.id.startswith("sessions_app.E02")]
