@@ -45,6 +45,11 @@ DEFAULTS: dict[str, Any] = {
     # A running job whose heartbeat is older than this many seconds is failed.
     "JOB_STALE_AFTER": 120,
 }
+#: What a job's ``params`` may hold (see docs/mlexec/diagnostics.md).
+PARAM_KEYS = frozenset(
+    {"model", "train", "label_issues", "label_train", "label_model", "label", "slice_column",
+     "target_error"}
+)  # fmt: skip
 ACTIVE = (RunStatus.RUNNING, RunStatus.CANCELLING)
 FINAL = (RunStatus.FINISHED, RunStatus.FAILED, RunStatus.CANCELLED)
 # How often a running job reads its row for a cancel request; bounds the cancel latency.
@@ -85,6 +90,10 @@ def create_job(
         )
     if not dataset.strip():
         raise InvalidInput("Name a dataset: digits, a .csv/.npz path or a dotted path.")
+    try:
+        build_plan(project, chosen, dict(params or {}))
+    except (TypeError, ValueError) as exc:  # bad keys or values: say so now, not in the worker
+        raise InvalidInput(f"Invalid job parameters: {exc}", code="invalid_params") from exc
     return DiagnosticJob.objects.create(
         project=project,
         dataset=dataset.strip(),
@@ -212,26 +221,42 @@ def _claim(job_id: int) -> DiagnosticJob | None:
 
 def _run(job: DiagnosticJob, watcher: _Watcher) -> dict[str, Any]:
     from mlexec_app.diagnostics.data import load_dataset
-    from mlexec_app.diagnostics.label_issues import DEFAULT_TRAIN, LabelIssueOptions
-    from mlexec_app.diagnostics.models import ModelSpec
-    from mlexec_app.diagnostics.pipeline import Plan, run_diagnostics
+    from mlexec_app.diagnostics.pipeline import run_diagnostics
     from mlexec_app.diagnostics.progress import Progress
-    from mlexec_app.diagnostics.training import TrainConfig
 
     params = job.params
+    plan = build_plan(job.project, job.diagnostics, params)
     data = load_dataset(
         job.dataset, label=params.get("label", "label"), slice_column=params.get("slice_column")
     )
-    plan = Plan(
-        diagnostics=tuple(job.diagnostics),
-        target_error=params.get("target_error", target_error(job.project)),
+    progress = Progress(watcher.on_event, watcher.should_cancel, min_interval=0.5)
+    return run_diagnostics(data, plan, progress)
+
+
+def build_plan(project: Project, diagnostics: list[str], params: dict[str, Any]) -> Any:
+    """The diagnostics plan a job's parameters describe; raises on unknown or bad keys."""
+    from mlexec_app.diagnostics.label_issues import (
+        DEFAULT_MODEL,
+        DEFAULT_TRAIN,
+        LabelIssueOptions,
+    )
+    from mlexec_app.diagnostics.models import ModelSpec
+    from mlexec_app.diagnostics.pipeline import Plan
+    from mlexec_app.diagnostics.training import TrainConfig
+
+    unknown = sorted(set(params) - PARAM_KEYS)
+    if unknown:
+        raise ValueError(f"unknown parameters {unknown}; known: {', '.join(sorted(PARAM_KEYS))}")
+    label_model = params.get("label_model")
+    return Plan(
+        diagnostics=tuple(diagnostics),
+        target_error=params.get("target_error", target_error(project)),
         model=ModelSpec.from_dict(params.get("model")),
         train=TrainConfig(**params.get("train", {})),
         label_options=LabelIssueOptions(**params.get("label_issues", {})),
         label_train=replace(DEFAULT_TRAIN, **params.get("label_train", {})),
+        label_model=ModelSpec.from_dict(label_model) if label_model else DEFAULT_MODEL,
     )
-    progress = Progress(watcher.on_event, watcher.should_cancel, min_interval=0.5)
-    return run_diagnostics(data, plan, progress)
 
 
 def target_error(project: Project) -> float | None:

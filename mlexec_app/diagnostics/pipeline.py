@@ -41,6 +41,9 @@ class Plan:
     #: The label-issue search has its own, more regularised, training settings.
     label_options: label_mod.LabelIssueOptions = field(default_factory=label_mod.LabelIssueOptions)
     label_train: TrainConfig = label_mod.DEFAULT_TRAIN
+    #: The evidence model of the label-issue search: the batched, regularised MLP by default,
+    #: whatever ``model`` is (a CNN or a factory would train 30 models one after another).
+    label_model: ModelSpec = label_mod.DEFAULT_MODEL
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.diagnostics) - set(ALL))
@@ -84,11 +87,10 @@ def _run_lr_range(data: Dataset, plan: Plan, progress: Progress, state: dict[str
 
 
 def _run_label_issues(data: Dataset, plan: Plan, progress: Progress, state: dict[str, Any]) -> Any:
-    # The evidence model is the built-in regularised MLP unless the plan names another kind.
-    spec = label_mod.DEFAULT_MODEL if plan.model.vectorizable else plan.model
     result = label_mod.find_label_issues(
-        data, options=plan.label_options, spec=spec, config=plan.label_train, progress=progress
-    )
+        data, options=plan.label_options, spec=plan.label_model, config=plan.label_train,
+        progress=progress,
+    )  # fmt: skip
     state["suspected"] = result.mask
     out = result.to_dict()
     if data.image_shape is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from datetime import timedelta
@@ -217,3 +218,18 @@ def test_a_failure_while_recording_results_fails_the_job_and_writes_nothing(
     assert job.status == RunStatus.FAILED and "database went away" in job.error
     assert not Run.objects.exists() and not ErrorAnalysis.objects.exists()  # all or nothing
     assert job.result == {}
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"train": {"epoch": 3}}, "epoch"),
+        ({"model": {"kind": "transformer"}}, "Unknown model kind 'transformer'"),
+        ({"learning_rate": 0.1}, "unknown parameters ['learning_rate']"),
+    ],
+)
+def test_bad_parameters_are_refused_before_queueing(project, params, message):
+    with pytest.raises(InvalidInput, match=re.escape(message)) as info:
+        jobs.create_job(project, "digits", params=params)
+    assert info.value.code == "invalid_params"
+    assert not DiagnosticJob.objects.exists()
