@@ -12,6 +12,7 @@ import sys
 
 BENCHMARKS: dict[str, str] = {
     "sessions_log": "bench.sessions_log",
+    "compaction": "bench.compaction",
 }
 
 

@@ -27,7 +27,7 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, connection, models, transaction
 from django.utils import timezone
 
 from sessions_app import dbexec, metrics
@@ -471,6 +471,17 @@ def compact(session_pk: int, up_to: int) -> int:
         removed, _ = Entry.objects.filter(session_id=session_pk, seq__lte=up_to).delete()
         Session.objects.filter(pk=session_pk).update(tail=up_to, snapshot=snapshot)
         return removed
+
+
+def finished_sessions(idle_since: Any) -> list[int]:
+    """Sessions with entries to compact, idle since ``idle_since``, and no run still going."""
+    from sessions_app.models import Run
+
+    active = Run.objects.filter(status__in=["running", "cancelling"]).values("session_id")
+    quiet = Session.objects.filter(
+        last_activity__lt=idle_since, head__gt=models.F("tail"), deleted=False
+    )
+    return list(quiet.exclude(pk__in=active).values_list("pk", flat=True))
 
 
 def expired_offset(session_pk: int, before: Any) -> int:

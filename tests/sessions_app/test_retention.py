@@ -103,3 +103,28 @@ def test_compaction_of_a_byte_stream_just_drops_entries(alice):
     stream.refresh_from_db()
     assert stream.tail == 1 and stream.snapshot is None
     assert log.read(stream.pk, 1, 10) == [(2, b"\x02")]
+
+
+async def test_finished_idle_sessions_compact_into_their_snapshot_with_the_same_fold(
+    alice, session
+):
+    busy = await db(Session.objects.create)(name="busy", owner=alice)
+    async with connect(alice) as agent:
+        await agent.publish("chat-1", [{"type": "RUN_STARTED", "run": "r1"}, *[text(delta=d) for d in "done"],
+                                       {"type": "RUN_FINISHED", "run": "r1"}])  # fmt: skip
+        await agent.publish(
+            "busy", [{"type": "RUN_STARTED", "run": "r2"}, text(delta="still going", run="r2")]
+        )
+        before = (await agent.subscribe("chat-1", after="snapshot"))[0][0]["state"]
+    await db(Session.objects.filter(pk__in=[session.pk, busy.pk]).update)(
+        last_activity=timezone.now() - timedelta(hours=1)
+    )
+    await db(call_command)(
+        "prune_sessions", "--compact-finished", "600", stdout=open("/dev/null", "w")
+    )
+    await db(session.refresh_from_db)()
+    await db(busy.refresh_from_db)()
+    assert (session.tail, session.head) == (6, 6) and busy.tail == 0
+    async with connect(alice) as device:
+        frames, caught_up = await device.subscribe("chat-1", after="snapshot")
+        assert frames[0]["state"] == before and caught_up["offset"].endswith("0006")

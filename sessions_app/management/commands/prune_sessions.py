@@ -23,6 +23,13 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--dry-run", action="store_true", help="Report, change nothing.")
+        parser.add_argument(
+            "--compact-finished",
+            type=float,
+            metavar="SECONDS",
+            help="Also fold the whole log of sessions idle this long with no active run into "
+            "their snapshot (readers see the same state; resumes below it get the snapshot).",
+        )
 
     def handle(self, *args: Any, dry_run: bool = False, **options: Any) -> None:
         now = timezone.now()
@@ -41,6 +48,11 @@ class Command(BaseCommand):
             if up_to and not dry_run:
                 removed += log.compact(pk, up_to)
             compacted += bool(up_to)
+        idle = options.get("compact_finished")
+        if idle is not None:
+            for pk in log.finished_sessions(now - timedelta(seconds=idle)):
+                removed += 0 if dry_run else log.compact(pk, log.head_and_tail(pk)[0])
+                compacted += 1
         verb = "would" if dry_run else "did"
         self.stdout.write(
             f"Retention {verb}: delete {deleted} expired sessions; compact {compacted} sessions "
