@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from sessions_app.agents.demo import ANSWERS
 from tests.e2e.browser.fixtures import *  # noqa: F403  (fixtures: demo_site, agent, proxy, browser, new_page)
 from tests.e2e.browser.site import log_events, publish, streamed_text
 
@@ -57,6 +58,7 @@ def test_answer_survives_a_network_cut_with_no_gap_and_no_repetition(
     page.wait_run_status("finished")
     events = assert_page_shows_the_log(page, demo_site, session)
     final = page.assistant_text()
+    assert final in ANSWERS, "the page's text is not the agent's full answer"
     assert final.startswith(partial) and len(final) > len(partial)
     deltas = [e for e in events if e["type"] == "TEXT_MESSAGE_CONTENT" and e["message"] != ""]
     assert len(deltas) > 10, "the answer was not streamed in pieces"
@@ -85,6 +87,7 @@ def test_second_device_opened_mid_run_shows_the_same_text(demo_site, agent, prox
     laptop.wait_run_status("finished")
     phone.wait_run_status("finished")
     assert phone.assistant_texts() == laptop.assistant_texts()
+    assert phone.assistant_text() in ANSWERS
     assert_page_shows_the_log(phone, demo_site, session)
     phone.screenshot("chat-phone.png")
 
@@ -135,6 +138,7 @@ def test_reload_mid_run_resumes_from_the_stored_offset(demo_site, agent, proxy, 
     assert afters[0] >= before
     page.wait_run_status("finished")
     assert_page_shows_the_log(page, demo_site, session)
+    assert page.assistant_text() in ANSWERS
 
 
 def test_team_mode_shows_sub_agent_runs_as_a_tree(demo_site, agent, proxy, new_page):
@@ -233,5 +237,6 @@ def test_answer_survives_a_server_restart_mid_stream(demo_site, agent, proxy, ne
     page.wait_run_status("finished", timeout=60_000)
 
     assert_page_shows_the_log(page, demo_site, session)
+    assert page.assistant_text() in ANSWERS, "the page's text is not the agent's full answer"
     assert page.assistant_text().startswith(partial)
     assert offsets_sent_in(page.subscribes(at_least=2))[-1] not in ("-1", "snapshot")
