@@ -90,6 +90,8 @@ def test_second_device_opened_mid_run_shows_the_same_text(demo_site, agent, prox
     assert phone.assistant_text() in ANSWERS
     assert_page_shows_the_log(phone, demo_site, session)
     phone.screenshot("chat-phone.png")
+    phone.page.close()  # the phone leaves: the laptop stops listing it
+    laptop.page.wait_for_selector('#presence li:has-text("phone")', state="detached")
 
 
 def test_stop_cancels_the_run_on_the_server_for_every_device(demo_site, agent, proxy, new_page):
@@ -184,6 +186,27 @@ def test_steer_from_the_keyboard_changes_the_running_answer(demo_site, agent, pr
     acks = [e for e in events if e["type"] == "CONTROL_ACK"]
     assert [a["data"]["action"] for a in acks] == ["steer"]
     assert "say it like a pirate" in page.assistant_text(), "the answer did not change course"
+    assert_page_shows_the_log(page, demo_site, session)
+
+
+def test_interrupt_cancels_the_answer_and_sends_the_new_message(demo_site, agent, proxy, new_page):
+    page = new_page("laptop")
+    session = page.new_session("Interrupt")
+    page.send("Tell me everything about logs")
+    page.wait_text_longer_than(10)
+    page.page.get_by_label("Message", exact=True).fill("Actually, just say hi")
+    page.page.get_by_role("button", name="Interrupt and send").click()
+
+    first, second = (
+        page.page.locator("#timeline > .run").first,
+        page.page.locator("#timeline > .run").nth(1),
+    )
+    second.wait_for()
+    page.wait_run_status("finished")
+    assert first.get_attribute("data-status") == "cancelled"
+    users = page.page.locator("#timeline > .msg.user .text").all_inner_texts()
+    assert users == ["Tell me everything about logs", "Actually, just say hi"]
+    assert page.assistant_texts()[-1] in ANSWERS
     assert_page_shows_the_log(page, demo_site, session)
 
 
