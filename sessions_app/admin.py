@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.http import HttpRequest
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html
 
-from sessions_app.models import Entry, Membership, Run, Session
+from sessions_app import keys, log, services
+from sessions_app.conf import setting
+from sessions_app.domain import control
+from sessions_app.domain.errors import SessionError
+from sessions_app.models import ApiKey, Entry, Membership, Run, Session
 
 PREVIEW_CHARS = 120
 
@@ -116,12 +122,109 @@ class EntryAdmin(admin.ModelAdmin):
         return format_html("<pre>{}</pre>", shown)
 
 
+class StuckFilter(admin.SimpleListFilter):
+    title = "health"
+    parameter_name = "health"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("stuck", "running, agent silent"), ("failed", "failed")]
+
+    def queryset(self, request: HttpRequest, queryset: Any) -> Any:
+        if self.value() == "stuck":
+            quiet = timezone.now() - timedelta(
+                seconds=(setting("AGENT_HEARTBEAT_TIMEOUT") or 60) / 2
+            )
+            return queryset.filter(status="running", heartbeat_at__lt=quiet)
+        if self.value() == "failed":
+            return queryset.filter(status="failed")
+        return queryset
+
+
 @admin.register(Run)
 class RunAdmin(admin.ModelAdmin):
-    list_display = ("run_id", "session", "agent", "status", "parent", "started_at", "ended_at")
-    list_filter = ("status",)
+    """Runs as a tree: each run under its parent, with status and duration."""
+
+    list_display = (
+        "tree",
+        "session",
+        "agent",
+        "status",
+        "reason",
+        "started_at",
+        "took",
+        "heartbeat_at",
+    )
+    list_filter = ("status", StuckFilter)
     search_fields = ("run_id", "session__name", "agent")
     raw_id_fields = ("session", "parent")
+    list_select_related = ("session", "parent")
+    ordering = ("session", "started_at", "pk")
+    actions = ("cancel_runs",)
+    readonly_fields = (
+        "status",
+        "started_seq",
+        "started_at",
+        "ended_at",
+        "heartbeat_at",
+        "cancel_deadline",
+    )
+
+    @admin.display(description="run", ordering="run_id")
+    def tree(self, obj: Run) -> str:
+        depth, parent = 0, obj.parent
+        while parent is not None and depth < 10:
+            depth, parent = depth + 1, parent.parent
+        return format_html("{}{}", "\u2003" * depth + ("\u2514 " if depth else ""), obj.run_id)
+
+    @admin.display(description="duration")
+    def took(self, obj: Run) -> str:
+        end = obj.ended_at or timezone.now()
+        return f"{(end - obj.started_at).total_seconds():.1f} s"
+
+    @admin.action(description="Cancel the selected runs (the agent is asked to stop)")
+    def cancel_runs(self, request: HttpRequest, queryset: Any) -> None:
+        asked = 0
+        for run in queryset.exclude(status__in=["finished", "cancelled", "failed"]):
+            try:
+                log.append_sync(
+                    services.request(run.session_id, control.cancel(run.run_id, "admin"))
+                )
+                asked += 1
+            except SessionError as exc:
+                self.message_user(request, f"{run.run_id}: {exc.message}", messages.WARNING)
+        self.message_user(request, f"Asked {asked} run(s) to stop.")
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    list_display = ("name", "user", "prefix", "created_at", "last_used_at", "revoked_at")
+    list_filter = ("revoked_at",)
+    search_fields = ("name", "user__username", "prefix")
+    readonly_fields = ("prefix", "created_at", "last_used_at")
+    filter_horizontal = ("sessions",)
+    exclude = ("hashed",)
+    actions = ("revoke",)
+
+    def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        made, secret = keys.create_key(obj.user, obj.name)
+        obj.pk, obj.prefix, obj.hashed, obj.created_at = (
+            made.pk,
+            made.prefix,
+            made.hashed,
+            made.created_at,
+        )
+        obj._state.adding = False
+        self.message_user(
+            request, f"The key (shown once, store it now): {secret}", messages.SUCCESS
+        )
+
+    @admin.action(description="Revoke the selected keys")
+    def revoke(self, request: HttpRequest, queryset: Any) -> None:
+        for key in queryset:
+            keys.revoke(key)
 
 
 def _human_bytes(size: int) -> str:

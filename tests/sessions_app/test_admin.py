@@ -6,19 +6,14 @@ import json
 
 import pytest
 
-from sessions_app import log
-from sessions_app.domain.events import encode_event, validate_event
-from sessions_app.models import Entry
+from sessions_app import log, services
+from sessions_app.models import ApiKey, Entry, Run
 
 pytestmark = pytest.mark.django_db
 
 
 def publish(session, *events):
-    items = [
-        log.Item(encode_event(validate_event(e), 0).decode(), e["type"], e.get("run", ""))
-        for e in events
-    ]
-    return log.append_sync(log.AppendRequest(session.pk, items))
+    return log.append_sync(services.request(session.pk, list(events)))
 
 
 @pytest.fixture
@@ -76,3 +71,33 @@ def test_editing_a_session_in_the_admin_keeps_its_offsets(staff, session):
     assert page.status_code == 302, page.content.decode()[:2000]
     session.refresh_from_db()
     assert (session.title, session.head) == ("Renamed", 3)
+
+
+def test_runs_show_as_a_tree_and_an_admin_action_cancels_one(staff, session):
+    publish(session, {"type": "RUN_STARTED", "run": "child", "data": {"parentRunId": "r1"}})
+    page = staff.get("/admin/sessions_app/run/").content.decode()
+    assert "\u2003\u2514 child" in page  # indented under its parent
+    child = Run.objects.get(run_id="child")
+    reply = staff.post(
+        "/admin/sessions_app/run/", {"action": "cancel_runs", "_selected_action": [child.pk]}
+    )
+    assert reply.status_code == 302
+    child.refresh_from_db()
+    assert child.status == "cancelling"
+    last = Entry.objects.filter(session=session).order_by("-seq").first()
+    assert json.loads(bytes(last.body))["type"] == "CANCEL"
+
+
+def test_an_api_key_made_in_the_admin_is_shown_once_and_stored_hashed(staff, alice, session):
+    reply = staff.post(
+        "/admin/sessions_app/apikey/add/",
+        {"name": "ops bot", "user": alice.pk, "sessions": [session.pk]},
+        follow=True,
+    )
+    text = reply.content.decode()
+    assert "shown once" in text
+    secret = text.split("store it now): ")[1].split("<")[0].strip()
+    key = ApiKey.objects.get(name="ops bot")
+    assert secret.startswith(f"dsk_{key.prefix}_") and secret not in key.hashed
+    assert list(key.sessions.values_list("name", flat=True)) == ["chat-1"]
+    assert ApiKey.objects.count() == 1
