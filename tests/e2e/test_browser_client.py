@@ -358,3 +358,27 @@ def test_a_token_provider_is_asked_on_every_connect(page):
         """,
     )
     assert urls == ["tok1 my phone", "tok2 my phone"]
+
+
+def test_the_stored_offset_keeps_up_with_a_long_stream(page):
+    # A tab that crashes (no pagehide) mid-answer resumes from near where it was, not from
+    # wherever the stream started.
+    stored = run_js(
+        page,
+        CONNECT
+        + """
+        const sub = subscribe();
+        ws.serve({ type: 'caught_up', id: sub.id, session: 'chat', offset: arg.offsets[0] });
+        const seen = [];
+        for (let n = 1; n < arg.offsets.length; n++) {
+          ws.serve({ type: 'events', session: 'chat', events: [delta(n, 'x')] });
+          await new Promise((r) => setTimeout(r, 20));
+          const raw = sessionStorage.getItem('durable-sessions:session:chat');
+          seen.push(raw ? JSON.parse(raw).offset : null);
+        }
+        return seen;
+        """,
+        {"offsets": [offset(n) for n in range(1, 40)]},
+    )
+    middle = stored[len(stored) // 2]
+    assert middle is not None and middle >= offset(10), stored

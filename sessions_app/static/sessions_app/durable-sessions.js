@@ -861,12 +861,16 @@ export class SessionView extends EventTarget {
     this.dispatchEvent(new CustomEvent("change"));
   }
 
+  /** Write offset and state together (at most every `saveDelay` ms while a stream runs). */
   _save(now) {
     if (!this.client.sessions.has(this.name)) return;
-    clearTimeout(this.saveTimer);
-    const write = () => this.client._storageSet(this.key, JSON.stringify(stateToJSON(this.folded)));
+    const write = () => {
+      clearTimeout(this.saveTimer);
+      this.saveTimer = null;
+      this.client._storageSet(this.key, JSON.stringify(stateToJSON(this.folded)));
+    };
     if (now) write();
-    else this.saveTimer = setTimeout(write, this.client.options.saveDelay);
+    else if (!this.saveTimer) this.saveTimer = setTimeout(write, this.client.options.saveDelay);
   }
 
   _restore() {
@@ -886,11 +890,15 @@ function withRun(frame, run) {
   return frame;
 }
 
-// A reload must not lose the last offset to the save timer.
+// A reload (or a phone putting the tab away) must not lose the last offset to the save timer.
 if (typeof window !== "undefined") {
-  window.addEventListener("pagehide", () => {
+  const flush = () => {
     for (const client of liveClients) {
       for (const view of client.sessions.values()) view._save(true);
     }
+  };
+  window.addEventListener("pagehide", flush);
+  document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState === "hidden") flush();
   });
 }
