@@ -40,6 +40,11 @@ from sessions_app.runs import RunTracker
 
 logger = logging.getLogger(__name__)
 
+try:  # orjson parses the log's JSON about three times faster: it dominates snapshot time
+    from orjson import loads
+except ImportError:  # pragma: no cover
+    loads = json.loads  # type: ignore[assignment]
+
 # Notifications carry the entries themselves up to this size; above it, only the range.
 NOTIFY_INLINE_BYTES = 256 * 1024
 FOLD_BATCH = 5000
@@ -432,7 +437,7 @@ def fold_session(session_pk: int) -> SessionState:
     after = tail
     while True:
         batch = read(session_pk, after, FOLD_BATCH)
-        fold(((seq, json.loads(body)) for seq, body in batch), state)
+        fold(((seq, loads(body)) for seq, body in batch), state)
         if len(batch) < FOLD_BATCH:
             return state
         after = batch[-1][0]
@@ -464,7 +469,7 @@ def compact(session_pk: int, up_to: int) -> int:
             )
             rows = Entry.objects.filter(session_id=session_pk, seq__gt=session.tail, seq__lte=up_to)
             entries = (
-                (seq, json.loads(bytes(body)))
+                (seq, loads(bytes(body)))
                 for seq, body in rows.order_by("seq").values_list("seq", "body")
             )
             snapshot = fold(entries, base or SessionState(seq=session.tail)).as_dict()
