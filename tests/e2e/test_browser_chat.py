@@ -180,6 +180,8 @@ def test_steer_from_the_keyboard_changes_the_running_answer(demo_site, agent, pr
     steer.press("Enter")
 
     page.page.wait_for_selector('.run-notes li:has-text("Steered: say it like a pirate")')
+    if page.run_statuses()[-1] == "running":
+        page.screenshot("chat-streaming.png")  # Stop and Steer are there while it runs
     page.wait_run_status("finished")
     events = log_events(demo_site, session)
     steers = [e for e in events if e["type"] == "STEER"]
