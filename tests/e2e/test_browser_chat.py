@@ -48,12 +48,12 @@ def test_answer_survives_a_network_cut_with_no_gap_and_no_repetition(
     page.send("Tell me a long story about durable logs")
     partial = page.wait_text_longer_than(30)
 
+    cut_at = time.monotonic()
     killed = proxy.cut(CUT_SECONDS)
     assert killed >= 1, "the browser had no open connection through the proxy"
     page.wait_status("reconnecting", timeout=5_000)
-    cut_at = time.monotonic()
     page.wait_status("resumed", timeout=20_000)
-    assert time.monotonic() - cut_at >= CUT_SECONDS - 0.5, "reconnected while the proxy refused"
+    assert time.monotonic() - cut_at >= CUT_SECONDS, "reconnected while the proxy refused"
 
     page.wait_run_status("finished")
     events = assert_page_shows_the_log(page, demo_site, session)
