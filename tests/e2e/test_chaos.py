@@ -113,13 +113,14 @@ def test_redis_restart_mid_stream_live_delivery_comes_back_within_2s(cluster):
 
 
 @pytest.mark.xfail(strict=True, reason=SDK_GIVES_UP)
-def test_postgres_restart_mid_stream_appends_fail_retryably_and_land_once(cluster):
+def test_postgres_crash_mid_stream_appends_fail_retryably_and_land_once(cluster):
     async def scenario():
         subscribers = [Subscriber(cluster.url, cluster.token, "pg").start() for _ in range(3)]
         agent = await Agent(cluster.url, cluster.key, "pg").start()
         await wait_until(lambda: len(agent.acked) > 20, 10)
         probe = await WsClient.open(cluster.url, cluster.token)
-        await asyncio.to_thread(cluster.pg.stop)
+        # "immediate" is a crash: no checkpoint, the restart recovers from the WAL.
+        await asyncio.to_thread(cluster.pg.stop, "immediate")
         event = {"type": "CUSTOM", "data": {"name": "probe", "value": -1}}
         refused = await probe.publish("pg", [event])
         await asyncio.sleep(1.5)

@@ -195,3 +195,16 @@ async def test_a_malformed_producer_is_a_bad_request_and_writes_nothing(alice, s
                                      producer=producer)  # fmt: skip
         assert reply["type"] == "error" and reply["code"] == "bad_request", reply
         assert await entries() == before
+
+
+async def test_too_many_events_in_one_publish_is_limit_exceeded_and_writes_nothing(
+    alice, sessions, settings
+):
+    settings.SESSIONS_APP = {**settings.SESSIONS_APP, "MAX_EVENTS_PER_PUBLISH": 3}
+    events = [{"type": "CUSTOM", "data": {"name": "n", "value": i}} for i in range(4)]
+    async with connect(alice) as client:
+        before = await entries()
+        reply = await client.publish(TARGET, events)
+        assert (reply["code"], reply["limit"]) == ("limit_exceeded", "events"), reply
+        assert (await client.publish(TARGET, events[:3]))["type"] == "ack"
+        assert await entries() == before + 3
