@@ -158,7 +158,8 @@ class ChatPage:
         ws.on("framesent", lambda payload: self.sent.append(_json(payload)))
 
     def login(self) -> None:
-        self.page.goto(f"{self.base}/chat/login/")
+        self.page.goto(f"{self.base}/chat/")  # not logged in yet: sent to the login page
+        self.page.wait_for_url(re.compile(r".*/chat/login/\?next=/chat/$"))
         self.page.get_by_label("User name").fill(DEMO_USER)
         self.page.get_by_label("Password").fill(DEMO_PASSWORD)
         self.page.get_by_role("button", name="Log in").click()
