@@ -8,7 +8,7 @@ import pytest
 from tests.e2e.agui.site import agent_site, node, run_status, run_text, snapshot
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
-THREADS = ["agui-run", "agui-abort", "agui-cancel"]
+THREADS = ["agui-run", "agui-abort", "agui-cancel", "agui-team"]
 
 
 @pytest.fixture(scope="module")
@@ -55,3 +55,16 @@ def test_the_cancel_endpoint_ends_the_run_with_the_cancelled_outcome(site):
     answer = out["messages"][-1]
     assert answer["role"] == "assistant" and answer["content"] == run_text(log, out["runId"])
     assert out["events"][-3:] == ["CUSTOM", "TEXT_MESSAGE_END", "RUN_FINISHED"]
+
+
+def test_sub_agents_arrive_as_sub_agent_events_the_client_accepts(site):
+    out = agui(site, "team", "agui-team")
+    log = snapshot(site, "agui-team")
+    assert out["failures"] == [] and out["outcomes"] == ["success"]
+    assert sorted(out["subagents"]) == ["critic", "researcher"]
+    children = {r["id"]: r["agent"] for r in log["runs"] if r["parent"] == out["runId"]}
+    by_agent = {
+        children[m["subagentRunId"]]: m["content"] for m in out["messages"] if "subagentRunId" in m
+    }
+    assert by_agent == {agent: run_text(log, run) for run, agent in children.items()}
+    assert out["messages"][-1]["content"].startswith("Both are done")

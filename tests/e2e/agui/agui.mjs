@@ -16,7 +16,8 @@ const agent = new SessionsHttpAgent({
   url: `${base}/sessions/agui/`,
   headers: { Authorization: `Bearer ${key}` },
   threadId: thread,
-  initialMessages: [{ id: `u-${scenario}-${Date.now()}`, role: "user", content: "Tell me more" }],
+  initialMessages: [{ id: `u-${scenario}-${Date.now()}`, role: "user",
+    content: scenario === "team" ? "/team a trip to Lisbon" : "Tell me more" }],
 });
 
 const seen = { events: [], outcomes: [], errors: [], failures: [] };
@@ -58,6 +59,11 @@ if (scenario === "run") {
   const { result, newMessages } = await agent.runAgent({ runId: "client-run-1" });
   await stateSet;
   report({ result: result ?? null, newMessages });
+} else if (scenario === "team") {
+  const subagents = [];
+  agent.subscribe({ onSubagentStartedEvent: ({ event }) => { subagents.push(event.name); } });
+  await agent.runAgent();
+  report({ subagents });
 } else if (scenario === "abort-reconnect") {
   onContent = () => {
     if (contentEvents() === 3) agent.abortRun();
