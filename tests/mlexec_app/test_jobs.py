@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import numpy as np
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from mlexec_app import jobs, services
@@ -141,7 +142,14 @@ def test_cancel_stops_a_running_job_within_seconds(project, csv_dataset):
     # A long learning curve running in a worker thread; the cancel comes from "another process".
     params = {"train": {"epochs": 2000}}
     job = jobs.create_job(project, csv_dataset[0], diagnostics=["learning_curve"], params=params)
-    worker = threading.Thread(target=jobs.execute, args=(job.pk,))
+
+    def work() -> None:
+        try:
+            jobs.execute(job.pk)
+        finally:
+            connection.close()  # a thread's connection would keep the test database busy
+
+    worker = threading.Thread(target=work)
     worker.start()
     try:
         deadline = time.monotonic() + 30
