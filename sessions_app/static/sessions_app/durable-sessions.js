@@ -460,21 +460,19 @@ export class SessionsClient extends EventTarget {
   // --- connection --------------------------------------------------------------------------
 
   async _open() {
+    if (this.opening) return; // an "online" event while we wait for a token
+    this.opening = true;
     this._setStatus(this.everConnected ? "reconnecting" : "connecting");
-    let url;
-    try {
-      url = await this._url();
-    } catch (error) {
-      this._scheduleReconnect();
-      return;
-    }
-    if (this.stopped) return;
     let ws;
     try {
+      const url = await this._url();
+      if (this.stopped) return;
       ws = new (this.options.WebSocket || WebSocket)(url);
     } catch (error) {
-      this._scheduleReconnect();
+      this._scheduleReconnect(); // no token (site unreachable) or a malformed URL
       return;
+    } finally {
+      this.opening = false;
     }
     this.ws = ws;
     this.helloed = false;
