@@ -12,6 +12,7 @@ import sys
 
 BENCHMARKS: dict[str, str] = {
     "sessions_log": "bench.sessions_log",
+    "chaos": "bench.chaos",
     "compaction": "bench.compaction",
 }
 

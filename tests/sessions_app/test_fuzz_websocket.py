@@ -8,6 +8,7 @@ the entries the server acknowledged, so nothing is written for rejected input.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 
@@ -25,6 +26,7 @@ from tests.sessions_app.conftest import connect
 pytestmark = pytest.mark.django_db(transaction=True)
 
 EXAMPLES = int(os.environ.get("FUZZ_WS_EXAMPLES", "40"))
+COUNT_FILE = os.environ.get("FUZZ_WS_COUNT_FILE")
 FRAME_LIMIT = 4096
 WATCHED, TARGET = "watched", "target"
 
@@ -149,6 +151,11 @@ async def exchange(client, raw: str, marker: str) -> list[dict]:
         got.append(frame)
 
 
+def _count(frames: int) -> None:
+    with open(COUNT_FILE or os.devnull, "a") as out:
+        out.write(f"{frames}\n")
+
+
 @settings(
     max_examples=EXAMPLES,
     deadline=None,
@@ -172,6 +179,8 @@ async def test_fuzzed_frames_are_answered_and_write_only_what_is_acknowledged(
                 if frame["type"] == "ack" and not frame.get("duplicate"):
                     acknowledged += len(frame["offsets"])
         assert await entries() - before == acknowledged, "rejected input was written"
+        if COUNT_FILE:  # bench/chaos.py counts the frames it fuzzed
+            await asyncio.to_thread(_count, len(frames))
         # The connection and its first subscription are still up.
         probe = {"type": "CUSTOM", "data": {"name": "probe", "value": 1}}
         await log.append(services.request(watched.pk, [probe]))
