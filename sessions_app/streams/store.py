@@ -31,22 +31,20 @@ from channels.layers import get_channel_layer
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from sessions_app import dbexec, log
+from sessions_app import dbexec, log, services
 from sessions_app.access import Actor
 from sessions_app.domain import producers
 from sessions_app.domain.errors import (
-    BadEvent,
     BadRequest,
     Conflict,
-    LimitExceeded,
     NotFound,
     OffsetExpired,
     SessionError,
     StreamClosed,
 )
-from sessions_app.domain.events import encode_event, validate_event
 from sessions_app.domain.offsets import format_offset
 from sessions_app.models import Entry, Membership, Producer, Session
+from sessions_app.runs import RunTracker
 from sessions_app.streams import protocol
 from sessions_app.streams.errors import Forbidden, Gone, Unauthorized
 
@@ -233,19 +231,8 @@ def items_for(stream_json: bool, session: bool, body: bytes, *, creating: bool) 
 
 
 def _events(messages: list[Any]) -> list[log.Item]:
-    from sessions_app.conf import setting
-
-    limit, stamp, items = setting("MAX_EVENT_BYTES"), log.now_ms(), []
-    for index, raw in enumerate(messages):
-        try:
-            event = validate_event(raw)
-        except BadEvent as exc:
-            raise BadEvent(f"event {index}: {exc.message}", index=index) from exc
-        body = encode_event(event, stamp)
-        if len(body) > limit:
-            raise LimitExceeded(f"event {index} is larger than {limit} bytes", index=index)
-        items.append(log.Item(body, event["type"], event.get("run", "")))
-    return items
+    # The same validation, encoding and run bookkeeping as every other door.
+    return services.build_items(messages) if messages else []
 
 
 def _insert(pk: int, first: int, items: Sequence[log.Item], now: datetime) -> None:
@@ -549,7 +536,14 @@ class AppendRequest:
     @property
     def plain(self) -> bool:
         """Only entries: no producer, Stream-Seq or close to judge under the lock first."""
-        return bool(self.items) and self.producer is None and self.seq is None and not self.close
+        tracked = any(item.run or item.type == "CANCEL" for item in self.items)
+        return (
+            bool(self.items)
+            and self.producer is None
+            and self.seq is None
+            and not self.close
+            and not tracked
+        )
 
 
 @dataclass(frozen=True)
@@ -619,8 +613,14 @@ def apply(request: AppendRequest) -> Appended:
         state["seq"] = request.seq
     first = head + 1
     if request.items:
+        # Runs follow the log here as on every door: refused appends (to a run that ended)
+        # are refused before anything is written.
+        tracker, as_log = RunTracker(), log.AppendRequest(request.pk, request.items)
+        run_changes = tracker.plan(as_log)
         head = log._advance_head(request.pk, len(request.items), sum(i.size for i in request.items))
-        _insert(request.pk, first, request.items, timezone.now())
+        now = timezone.now()
+        _insert(request.pk, first, request.items, now)
+        tracker.apply(as_log, run_changes, first, now)
     if claim is not None:
         _save_producer(request.pk, row, claim, first, len(request.items))
     metadata[STATE_KEY] = state
