@@ -1,5 +1,6 @@
 // The real AG-UI client against our server: node agui.mjs <scenario> <base> <key> <thread>
-// Prints one JSON line: what the client ended with. Scenarios: run, abort-reconnect, cancel.
+// Prints one JSON line: what the client ended with. Scenarios: run, team, abort-reconnect
+// (an optional 5th argument: the base URL of another worker to reconnect to), cancel.
 import { copyFileSync, mkdirSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -11,7 +12,7 @@ mkdirSync(join(here, "node_modules/.sessions"), { recursive: true });
 copyFileSync(shipped, join(here, "node_modules/.sessions/agui-connect.mjs"));
 const { SessionsHttpAgent } = await import("./node_modules/.sessions/agui-connect.mjs");
 
-const [scenario, base, key, thread] = process.argv.slice(2);
+const [scenario, base, key, thread, otherBase] = process.argv.slice(2);
 const agent = new SessionsHttpAgent({
   url: `${base}/sessions/agui/`,
   headers: { Authorization: `Bearer ${key}` },
@@ -72,6 +73,7 @@ if (scenario === "run") {
   const atAbort = { lastEventId: agent.lastEventId, events: seen.events.length,
     text: agent.messages.at(-1)?.content };
   onContent = () => {};
+  if (otherBase) agent.url = `${otherBase}/sessions/agui/`;
   await agent.connectAgent();
   report({ atAbort });
 } else if (scenario === "cancel") {

@@ -1,8 +1,9 @@
 // The real AI SDK client against our server: node aisdk.mjs <package> <scenario> <base> <key> <chat>
 // <package> is "ai" (the latest) or "ai5". Prints one JSON line: what the client ended with.
+// An optional 6th argument: the base URL of another worker to resume from (stop-resume).
 // Scenarios: chat, stop-resume (abort the fetch, then reconnect), chat-stop-resume (the Chat
 // class: stop() then resumeStream()), stop-endpoint.
-const [pkg, scenario, base, key, chat] = process.argv.slice(2);
+const [pkg, scenario, base, key, chat, otherBase] = process.argv.slice(2);
 const { AbstractChat, DefaultChatTransport, readUIMessageStream } = await import(pkg);
 
 const headers = { Authorization: `Bearer ${key}` };
@@ -72,7 +73,10 @@ if (scenario === "chat") {
   const first = await consume(await send(controller.signal), {
     onText: (text, updates) => updates === 4 && controller.abort(),
   });
-  const resumed = await transport.reconnectToStream({ chatId: chat });
+  const resumer = otherBase
+    ? new DefaultChatTransport({ api: `${otherBase}/sessions/aisdk/chat`, headers })
+    : transport;
+  const resumed = await resumer.reconnectToStream({ chatId: chat });
   out = { first, resumed: resumed ? await consume(resumed) : null };
 } else if (scenario === "chat-stop-resume") {
   const chatSession = new NodeChat({ id: chat, transport });

@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx
@@ -42,23 +42,27 @@ def ensure_node_modules() -> None:
 
 
 @contextmanager
-def agent_site(tmp_path: Path, label: str, sessions: list[str]) -> Iterator[dict[str, str]]:
+def agent_site(
+    tmp_path: Path, label: str, sessions: list[str], workers: int = 1
+) -> Iterator[dict[str, str]]:
     """A migrated site with ``sessions`` owned by the agent's user, the demo agent answering
-    in them; yields the base URL and an API key of that user."""
+    in them (connected to the first worker); yields the base URL (``base``; ``base2`` for a
+    second worker process on the same database and channel layer) and an API key."""
     ensure_node_modules()
-    with site_database(tmp_path, label) as env:
+    with site_database(tmp_path, label) as env, ExitStack() as stack:
         manage_output("shell", "-c", SETUP.format(user=USER, names=sessions), env=env)
         key = api_key_for(env, user=USER)
-        with daphne_server(env) as base:
-            agent = subprocess.Popen(
-                [sys.executable, "manage.py", "demo_agent", "--url", base, "--user", USER, "--pace", PACE],
-                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )  # fmt: skip
-            try:
-                yield {"base": base, "key": key}
-            finally:
-                agent.terminate()
-                agent.wait(timeout=10)
+        bases = [stack.enter_context(daphne_server(env)) for _ in range(workers)]
+        agent = subprocess.Popen(
+            [sys.executable, "manage.py", "demo_agent", "--url", bases[0], "--user", USER,
+             "--pace", PACE],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            yield {"key": key, "base": bases[0], **{f"base{i + 1}": b for i, b in enumerate(bases)}}
+        finally:
+            agent.terminate()
+            agent.wait(timeout=10)
 
 
 def node(*args: str, timeout: float = 60) -> dict:

@@ -1,0 +1,52 @@
+"""Two ASGI workers on PostgreSQL + Redis: a stream broken on one worker continues on the other.
+
+The POST (and the agent) are on the first worker; the reconnect lands on the second, which
+wakes on the channel layer's notifications and reads the shared database.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.e2e.agui.site import agent_site, node, run_status, run_text, snapshot
+
+pytestmark = [pytest.mark.e2e, pytest.mark.real_engines, pytest.mark.timeout(180)]
+# An answer takes about two seconds. A stream that missed the wake-ups would only see new
+# entries at each keep-alive tick (15 s), so a slow scenario means lost notifications.
+WITHIN = 12.0
+
+
+def timed(*args):
+    start = time.monotonic()
+    out = node(*args)
+    return out, time.monotonic() - start
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    sessions = ["workers-agui", "workers-aisdk"]
+    with agent_site(tmp_path_factory.mktemp("workers"), "workers", sessions, workers=2) as site:
+        yield site
+
+
+def test_an_ag_ui_run_aborted_on_one_worker_completes_through_the_other(site):
+    out, took = timed("agui.mjs", "abort-reconnect", site["base1"], site["key"], "workers-agui",
+                      site["base2"])  # fmt: skip
+    assert took < WITHIN
+    log = snapshot(site, "workers-agui")
+    answers = [m for m in out["messages"] if m["role"] == "assistant"]
+    assert out["failures"] == [] and out["outcomes"] == ["success"]
+    assert len(answers) == 1 and answers[0]["content"] == run_text(log, out["runId"])
+    assert len(out["atAbort"]["text"]) < len(answers[0]["content"])
+
+
+def test_an_ai_sdk_stream_stopped_on_one_worker_resumes_on_the_other(site):
+    out, took = timed("aisdk.mjs", "ai", "stop-resume", site["base1"], site["key"],
+                      "workers-aisdk", site["base2"])  # fmt: skip
+    assert took < WITHIN
+    log = snapshot(site, "workers-aisdk")
+    first, resumed = out["first"], out["resumed"]
+    assert resumed is not None and resumed["text"] == run_text(log, first["id"])
+    assert resumed["types"][-1] == "finish" and run_status(log, first["id"]) == "finished"
