@@ -32,11 +32,12 @@ help: ## List the targets
 install: $(STAMP) ## Create .venv (if missing) and install the project with every extra
 
 .PHONY: run
-run: $(STAMP) ## Run the demo site (and its demo agent) on SQLite at http://$(HOST):$(PORT)
+run: $(STAMP) ## Run the demo site (with its demo agent and job worker) on SQLite at http://$(HOST):$(PORT)
 	$(PY) manage.py migrate --no-input
 	$(PY) manage.py demo_setup
 	@$(PY) manage.py demo_agent --url http://$(HOST):$(PORT) & agent=$$!; \
-		trap 'kill $$agent 2>/dev/null' EXIT INT TERM; \
+		$(PY) manage.py db_worker & worker=$$!; \
+		trap 'kill $$agent $$worker 2>/dev/null' EXIT INT TERM; \
 		$(PY) -m daphne -b $(HOST) -p $(PORT) config.asgi:application
 
 .PHONY: test

@@ -34,8 +34,16 @@ INSTALLED_APPS = [
     "channels",
     "sessions_app",
     "mlexec_app",
+    "django_tasks",
+    "django_tasks_db",
     "config",
 ]
+
+# mlexec jobs: a database-backed queue served by `manage.py db_worker` (make run starts one);
+# TASKS_BACKEND=django_tasks.backends.immediate.ImmediateBackend runs them inline (tests do).
+TASKS = {"default": {"BACKEND": os.environ.get("TASKS_BACKEND", "django_tasks_db.DatabaseBackend")}}
+# The bridge between the apps: job progress goes into a durable session; a stop there cancels.
+MLEXEC_APP = {"PROGRESS_PUBLISHER": "config.bridge.publish_job_progress"}
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",

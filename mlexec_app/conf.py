@@ -18,6 +18,12 @@ DEFAULTS: dict[str, Any] = {
     "MIN_DEV_SIZE": 100,
     # Most metric points one log-batch request may carry.
     "MAX_BATCH": 1000,
+    # Diagnostic jobs (docs/mlexec/diagnostics.md): dotted paths of a progress publisher
+    # ``(job, event) -> bool | None`` and a cancel checker ``(job) -> bool``, and the seconds
+    # without a heartbeat after which a running job is failed.
+    "PROGRESS_PUBLISHER": None,
+    "CANCEL_CHECKER": None,
+    "JOB_STALE_AFTER": 120,
 }
 
 

@@ -1,8 +1,13 @@
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from tests import engines
+
+# Servers the tests start (config.settings) run mlexec jobs inline too.
+os.environ.setdefault("TASKS_BACKEND", "django_tasks.backends.immediate.ImmediateBackend")
 
 _skip_reason: str | None = None
 

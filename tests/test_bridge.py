@@ -1,0 +1,65 @@
+"""The demo site's bridge: an mlexec job's progress lands in a durable session, and a stop
+pressed in that session cancels the job."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from config.bridge import publish_job_progress, run_id, session_name
+from mlexec_app import jobs, services
+from sessions_app import log
+from sessions_app.models import Entry, Run, Session
+
+pytest.importorskip("torch")
+pytestmark = pytest.mark.django_db(transaction=True)
+FAST = {"train": {"epochs": 5, "min_steps": 20}}
+
+
+@pytest.fixture
+def project(django_user_model):
+    owner = django_user_model.objects.create_user(username="ml", password="pw")
+    return services.create_project(
+        owner, name="Digits", problem_statement="Read digits.", data_type="image",
+        abstraction_layer="deep_learning", metric_name="error", target_value=0.02, human_level=0.01,
+    )  # fmt: skip
+
+
+def events_of(session):
+    return [
+        json.loads(bytes(body))
+        for body in Entry.objects.filter(session=session)
+        .order_by("seq")
+        .values_list("body", flat=True)
+    ]
+
+
+def test_a_jobs_progress_becomes_a_run_in_its_own_session(project):
+    job = jobs.start_job(project, "digits", diagnostics=["baseline"], params=FAST)
+    session = Session.objects.get(name=session_name(job))
+    assert session.owner == project.owner
+    events = events_of(session)
+    assert events[0] == {**events[0], "type": "RUN_STARTED", "run": run_id(job), "agent": "mlexec"}
+    progress = [e["data"]["value"] for e in events if e["type"] == "CUSTOM"]
+    assert progress[0]["type"] == "started" and progress[-1]["type"] == "finished"
+    assert (
+        events[-1]["type"] == "RUN_FINISHED"
+        and Run.objects.get(run_id=run_id(job)).status == "finished"
+    )
+
+
+def test_a_stop_in_the_session_cancels_the_job(project):
+    job = jobs.create_job(project, "digits", diagnostics=["baseline"], params=FAST)
+    assert (
+        publish_job_progress(job, {"type": "started", "job": job.pk, "project": project.pk})
+        is False
+    )
+    session = Session.objects.get(name=session_name(job))
+    log.append_sync(log.AppendRequest(session.pk, [log.Item('{"type":"CANCEL"}', "CANCEL")]))
+    asked = publish_job_progress(
+        job, {"type": "progress", "job": job.pk, "project": project.pk, "fraction": 0.1}
+    )
+    assert asked is True
+    publish_job_progress(job, {"type": "cancelled", "job": job.pk, "project": project.pk})
+    assert Run.objects.get(run_id=run_id(job)).status == "cancelled"
