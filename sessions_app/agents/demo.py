@@ -152,5 +152,5 @@ async def _aiter(items: list[str]) -> AsyncIterator[str]:
 async def run_agent(
     base_url: str, api_key: str, llm: LLMSettings | None = None, pace: float = 0.03
 ) -> Any:
-    async with SessionsClient(base_url, api_key=api_key) as client:
+    async with SessionsClient(base_url, api_key=api_key, label="demo agent") as client:
         await DemoAgent(client, llm, pace).serve()

@@ -9,6 +9,7 @@ import logging
 import random
 import uuid
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 import httpx
 import websockets
@@ -48,12 +49,14 @@ class SessionsClient:
         coalesce_seconds: float = 0.03,
         max_backoff: float = 5.0,
         heartbeat_seconds: float = 15.0,
+        label: str = "",
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key
         self.token = token
         self.coalesce_seconds = coalesce_seconds
         self.heartbeat_seconds = heartbeat_seconds
+        self.label = label
         self.max_backoff = max_backoff
         self.producer_prefix = "py-" + uuid.uuid4().hex[:12]
         self.sessions: dict[str, Session] = {}
@@ -95,7 +98,10 @@ class SessionsClient:
             self.base_url.replace("https://", "wss://").replace("http://", "ws://")
             + "/ws/sessions/"
         )
-        return url + (f"?token={self.token}" if self.token else "")
+        query = {
+            key: value for key, value in (("token", self.token), ("label", self.label)) if value
+        }
+        return url + ("?" + urlencode(query) if query else "")
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
