@@ -33,7 +33,7 @@ from tests.e2e.wsclient import WsClient
 pytestmark = [pytest.mark.e2e, pytest.mark.real_engines]
 
 CYCLES = int(os.environ.get("CHAOS_CYCLES", "20"))
-SESSIONS = ["kill", "redis", "pg", "lost", "slow"]
+SESSIONS = ["kill", "redis", "pg", "lost", "slow", "warm-up"]
 HEARTBEAT_TIMEOUT = 3  # tests/e2e/chaos/settings.py
 CLOSE_SLOW_CONSUMER = 4008
 SDK_GIVES_UP = (
@@ -42,8 +42,6 @@ SDK_GIVES_UP = (
     "error frame, although docs/sessions/websocket.md says `unavailable` means retry with the "
     "same producer seq; an agent's Run.text()/publish() fails during a PostgreSQL restart"
 )
-WAITING_FOR_HEARTBEAT = "waiting for the agent heartbeat (AGENT_HEARTBEAT_TIMEOUT, agent_lost)"
-WAITING_FOR_SLOW_CONSUMERS = "waiting for the slow-consumer limit (MAX_BUFFERED_BYTES, 4008)"
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +157,6 @@ def _runs(cluster, session):
     return {r["run_id"]: r for r in reply.json()}
 
 
-@pytest.mark.xfail(strict=True, reason=WAITING_FOR_HEARTBEAT)
 def test_a_killed_agent_s_run_fails_with_agent_lost_on_every_device(cluster):
     agent = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(AGENT_SCRIPT), cluster.url, cluster.key],
@@ -177,7 +174,8 @@ def test_a_killed_agent_s_run_fails_with_agent_lost_on_every_device(cluster):
         assert ready.strip() == b"ready"
         from sessions_app.client import SessionsClient
 
-        async with SessionsClient(cluster.url, api_key=cluster.key) as alive:
+        # A living agent that only waits (say, on a slow model) says so every second.
+        async with SessionsClient(cluster.url, api_key=cluster.key, heartbeat_seconds=1) as alive:
             session = await alive.session("lost")
             async with session.run(agent="idle", run_id="run-alive"):
                 agent.kill()  # SIGKILL: no goodbye, no RUN_ERROR from the agent
@@ -262,7 +260,6 @@ class RawSocket:
         return first & 0x0F, self._need(length)
 
 
-@pytest.mark.xfail(strict=True, reason=WAITING_FOR_SLOW_CONSUMERS)
 def test_a_socket_that_stops_reading_is_cut_with_4008_and_resumes_from_its_offset(cluster):
     worker = cluster.workers[0]
     stalled = RawSocket(worker.port, cluster.token)
@@ -270,37 +267,49 @@ def test_a_socket_that_stops_reading_is_cut_with_4008_and_resumes_from_its_offse
     stalled.send({"op": "subscribe", "id": "s", "session": "slow", "after": "now"})
     while json.loads(stalled.frame()[1]).get("type") != "caught_up":
         pass
-    rss_before = _rss(worker.proc.pid)
     chunk, per_frame, frames = "x" * 30_000, 7, 110  # 110 publishes of 210 kB: 23 MB in all
     total = per_frame * frames * len(chunk)
 
-    async def flood():
+    async def flood(session):
         publisher = await WsClient.open(worker.base, cluster.token)
         for i in range(frames):
             events = [{"type": "CUSTOM", "data": {"name": "bulk", "value": [i, j, chunk]}}
                       for j in range(per_frame)]  # fmt: skip
-            ack = await publisher.publish("slow", events)
+            ack = await publisher.publish(session, events)
             assert ack["type"] == "ack", ack
         await publisher.close()
 
-    asyncio.run(flood())
+    # The same flood once with nobody stalled, so that what the worker's heap keeps for any
+    # flood of this size is not counted against the stalled socket.
+    asyncio.run(flood("warm-up"))
+    rss_before = _rss(worker.proc.pid)
+    asyncio.run(flood("slow"))
     rss_growth = _rss(worker.proc.pid) - rss_before
     time.sleep(1)
-    # Read again: what the kernel and the server kept for us, then the close frame.
-    events, close_code = [], None
+    # Read again: what the kernel and the server kept for us, then the end of the connection:
+    # a close frame with 4008, or (a client that was not reading may only see this, see
+    # docs/sessions/websocket.md) the connection dropped.
+    events, close_code, dropped = [], None, False
     ends = time.monotonic() + 30
-    while time.monotonic() < ends:
-        opcode, payload = stalled.frame()
-        if opcode == 0x8:
-            close_code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
-            break
-        frame = json.loads(payload)
-        if frame["type"] == "events":
-            events += frame["events"]
+    try:
+        while time.monotonic() < ends:
+            opcode, payload = stalled.frame()
+            if opcode == 0x8:
+                close_code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
+                break
+            frame = json.loads(payload)
+            if frame["type"] == "events":
+                events += frame["events"]
+    except (ConnectionError, OSError):
+        dropped = True
     stalled.sock.close()
-    assert close_code == CLOSE_SLOW_CONSUMER, f"closed with {close_code}"
+    assert close_code == CLOSE_SLOW_CONSUMER or (close_code is None and dropped), (
+        f"the stalled socket was not cut: close code {close_code}, dropped {dropped}"
+    )
+    assert "closing a slow consumer" in worker.log.read_text(), "cut, but not as a slow consumer"
+    assert worker.proc.poll() is None, "the worker died"
     assert stalled.received < total / 2, "the server kept everything for a socket not reading"
-    assert rss_growth < total, f"worker memory grew by {rss_growth} bytes for {total} published"
+    assert rss_growth < total / 2, f"the worker grew by {rss_growth} bytes for {total} published"
 
     async def resume():
         again = await WsClient.open(worker.base, cluster.token)
