@@ -44,6 +44,10 @@ class Cluster:
             "REDIS_URL": self.redis.url,
             "CHANNEL_LAYER_PREFIX": f"chaos{os.getpid()}",
             "LOG_LEVEL": "WARNING",
+            # As in production: with DEBUG on, Django keeps every SQL statement (payloads
+            # included) of the log's long-lived connections, which looks like a leak.
+            "DEBUG": "0",
+            "SECRET_KEY": "chaos-tests-only-" + "k" * 40,
         }
 
     @property
