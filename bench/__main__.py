@@ -14,6 +14,8 @@ BENCHMARKS: dict[str, str] = {
     "sessions_log": "bench.sessions_log",
     "chaos": "bench.chaos",
     "compaction": "bench.compaction",
+    "durable_streams": "bench.durable_streams",
+    "mlexec_label_issues": "bench.mlexec_label_issues",
 }
 
 

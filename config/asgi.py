@@ -14,12 +14,13 @@ from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from sessions_app.routing import websocket_application  # noqa: E402
+from sessions_app.streams.asgi import with_streams  # noqa: E402
 
 http_app = ASGIStaticFilesHandler(django_asgi_app) if settings.DEBUG else django_asgi_app
 
 application = ProtocolTypeRouter(
     {
-        "http": http_app,
+        "http": with_streams(http_app),  # /v1/stream/ before the site's middleware
         "websocket": websocket_application(),
     }
 )
