@@ -16,8 +16,8 @@ from typing import Any
 
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from ninja import Router, Status
-from ninja.pagination import paginate
+from ninja import Field, Router, Schema, Status
+from ninja.pagination import LimitOffsetPagination, paginate
 from ninja.security import HttpBearer, django_auth
 
 from mlexec_app import keys, reports, services
@@ -174,8 +174,16 @@ def intervention_of(request: HttpRequest, intervention_id: int) -> Intervention:
 # --- projects ------------------------------------------------------------------------------------
 
 
+class BoundedPagination(LimitOffsetPagination):
+    """Limit and offset bounded, so no page request reaches the database as an overflow."""
+
+    class Input(Schema):
+        limit: int = Field(100, ge=1, le=1000)
+        offset: int = Field(0, ge=0, le=10**9)
+
+
 @router.get("/projects", response=list[ProjectOut])
-@paginate
+@paginate(BoundedPagination)
 def list_projects(request: HttpRequest) -> QuerySet[Project]:
     return visible(request).order_by("-updated_at", "-id")
 
@@ -196,10 +204,17 @@ def get_project(request: HttpRequest, ref: str) -> Project:
     return project_of(request, ref)
 
 
+# Project fields a PATCH may set to null; the others only take a value.
+NULLABLE = frozenset({"target_value", "human_level"})
+
+
 @router.patch("/projects/{ref}", response={200: ProjectOut, **ERRORS})
 def update_project(request: HttpRequest, ref: str, payload: ProjectPatch) -> Project:
     fields = payload.dict(exclude_unset=True)
     force = fields.pop("force", False)
+    nulls = sorted(key for key, value in fields.items() if value is None and key not in NULLABLE)
+    if nulls:
+        raise InvalidInput(f"These fields cannot be null: {', '.join(nulls)}.", code="invalid_null")
     return services.update_project(project_of(request, ref), force=force, **fields)
 
 
@@ -243,7 +258,7 @@ def create_run(request: HttpRequest, ref: str, payload: RunIn) -> Status:
 
 
 @router.get("/projects/{ref}/runs", response={200: list[RunOut], **ERRORS})
-@paginate
+@paginate(BoundedPagination)
 def list_runs(request: HttpRequest, ref: str) -> QuerySet[Run]:
     return project_of(request, ref).runs.select_related("project").order_by("-created_at", "-id")
 

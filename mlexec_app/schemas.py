@@ -274,13 +274,20 @@ class InterventionPatch(Schema):
     realized_gain: Annotated[float, Field(ge=-1, le=1, allow_inf_nan=False)] | None = None
 
 
+# Bounds far beyond any real deployment, which keep every derived figure finite (an
+# absurd ratio such as 1e300 calls over 1e-300 calls/s would overflow the instance count).
+Volume = Annotated[float, Field(ge=0, le=1e15, allow_inf_nan=False)]
+
+
 class CostIn(Schema):
     llm_price_per_token: Money
-    tokens_per_call: Money
-    calls_per_month: Money
+    tokens_per_call: Volume
+    calls_per_month: Volume
     fine_tune_cost: Money
     hosting_cost_per_month: Money
-    throughput_per_second: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
+    throughput_per_second: Annotated[float, Field(ge=1e-6, le=1e12, allow_inf_nan=False)] | None = (
+        None
+    )
 
 
 class CostOut(Schema):

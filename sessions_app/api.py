@@ -209,7 +209,9 @@ def create_session(request: HttpRequest, payload: SessionIn) -> Any:
 
 @router.get("/", response={200: SessionList, **ERRORS}, summary="List your sessions")
 def list_sessions(
-    request: HttpRequest, limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0)
+    request: HttpRequest,
+    limit: int = Query(50, ge=1, le=500),
+    offset: int = Query(0, ge=0, le=10**9),
 ) -> Any:
     act = actor(request)
     sessions = visible_to(act.user).select_related("owner").order_by("-last_activity")
