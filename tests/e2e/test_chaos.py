@@ -23,6 +23,7 @@ import time
 
 import httpx
 import pytest
+import websockets
 
 from sessions_app.domain.offsets import parse_offset
 from tests.e2e.chaos.clients import Agent, Subscriber, check_exactly_once, wait_until
@@ -36,6 +37,15 @@ CYCLES = int(os.environ.get("CHAOS_CYCLES", "20"))
 SESSIONS = ["kill", "redis", "pg", "lost", "slow", "warm-up"]
 HEARTBEAT_TIMEOUT = 3  # tests/e2e/chaos/settings.py
 CLOSE_SLOW_CONSUMER = 4008
+STOP_CONSUMER_IS_INTERNAL = (
+    "bug: a client resuming a backlog larger than MAX_BUFFERED_BYTES never catches up, and is "
+    "told `internal`: the replay (consumers.py _replay -> _deliver) sends batches of up to "
+    "REPLAY_BATCH entries without waiting for the socket to drain, so the slow-consumer check "
+    "in _deliver fires on a client that reads; the socket is closed and its unsent data "
+    "dropped, so every resume starts again at the same offset (10 of 10 attempts, 23 MB "
+    "backlog, 1 MiB limit). _deliver raises StopConsumer (an Exception), which receive()'s "
+    "`except Exception` answers as {code: internal} ('unexpected error handling a frame')"
+)
 SDK_GIVES_UP = (
     "bug: the SDK does not retry a publish answered `unavailable` (database down): "
     "SessionsClient.request (sessions_app/client/connection.py) raises PublishError for every "
@@ -108,30 +118,6 @@ def test_redis_restart_mid_stream_live_delivery_comes_back_within_2s(cluster):
 
     recovered, took = asyncio.run(scenario())
     assert recovered, f"live delivery had not come back {took:.1f}s after Redis restarted"
-
-
-@pytest.mark.xfail(strict=True, reason=SDK_GIVES_UP)
-def test_postgres_crash_mid_stream_appends_fail_retryably_and_land_once(cluster):
-    async def scenario():
-        subscribers = [Subscriber(cluster.url, cluster.token, "pg").start() for _ in range(3)]
-        agent = await Agent(cluster.url, cluster.key, "pg").start()
-        await wait_until(lambda: len(agent.acked) > 20, 10)
-        probe = await WsClient.open(cluster.url, cluster.token)
-        # "immediate" is a crash: no checkpoint, the restart recovers from the WAL.
-        await asyncio.to_thread(cluster.pg.stop, "immediate")
-        event = {"type": "CUSTOM", "data": {"name": "probe", "value": -1}}
-        refused = await probe.publish("pg", [event])
-        await asyncio.sleep(1.5)
-        await asyncio.to_thread(cluster.pg.start)
-        mark = len(agent.acked)
-        resumed = await wait_until(lambda: len(agent.acked) > mark + 10, 30)
-        await probe.close()
-        await _finish(subscribers, agent, cluster, "pg")
-        return refused, resumed
-
-    refused, resumed = asyncio.run(scenario())
-    assert refused["type"] == "error" and refused["code"] == "unavailable", refused
-    assert resumed, "appends did not resume after PostgreSQL came back"
 
 
 AGENT_SCRIPT = """
@@ -260,6 +246,7 @@ class RawSocket:
         return first & 0x0F, self._need(length)
 
 
+@pytest.mark.xfail(strict=True, reason=STOP_CONSUMER_IS_INTERNAL)
 def test_a_socket_that_stops_reading_is_cut_with_4008_and_resumes_from_its_offset(cluster):
     worker = cluster.workers[0]
     stalled = RawSocket(worker.port, cluster.token)
@@ -312,15 +299,28 @@ def test_a_socket_that_stops_reading_is_cut_with_4008_and_resumes_from_its_offse
     assert rss_growth < total / 2, f"the worker grew by {rss_growth} bytes for {total} published"
 
     async def resume():
-        again = await WsClient.open(worker.base, cluster.token)
-        caught = await again.subscribe("slow", after=events[-1]["offset"] if events else "-1")
-        assert caught["type"] == "caught_up", caught
-        await again.close()
-        return again.events
+        # As a client does: resubscribe from the last offset seen until caught up; a resume
+        # that is itself cut (a large backlog) continues from where it got to.
+        got, last, errors = [], events[-1]["offset"] if events else "-1", []
+        for _ in range(10):
+            again = await WsClient.open(worker.base, cluster.token)
+            try:
+                reply = await again.subscribe("slow", after=last)
+            except websockets.ConnectionClosed:
+                reply = None
+            got += again.events
+            last = again.last_offset if again.events else last
+            await again.close()
+            if reply is not None and reply["type"] == "error":
+                errors.append(reply)
+            elif reply is not None:
+                return got, errors
+        raise AssertionError(f"never caught up again; errors: {errors}")
 
-    got = events + asyncio.run(resume())  # the session holds only this flood
-    seqs = [parse_offset(e["offset"]) for e in got]
+    rest, errors = asyncio.run(resume())
+    seqs = [parse_offset(e["offset"]) for e in events + rest]  # the session holds only the flood
     assert seqs == list(range(1, per_frame * frames + 1)), "a gap or a repeat after resuming"
+    assert not errors, f"resuming was answered with errors: {errors}"
 
 
 def _rss(pid: int) -> int:
@@ -329,3 +329,28 @@ def _rss(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     return 0
+
+
+# Last: a crash leaves the workers' database connections to be re-opened one failure each.
+@pytest.mark.xfail(strict=True, reason=SDK_GIVES_UP)
+def test_postgres_crash_mid_stream_appends_fail_retryably_and_land_once(cluster):
+    async def scenario():
+        subscribers = [Subscriber(cluster.url, cluster.token, "pg").start() for _ in range(3)]
+        agent = await Agent(cluster.url, cluster.key, "pg").start()
+        await wait_until(lambda: len(agent.acked) > 20, 10)
+        probe = await WsClient.open(cluster.url, cluster.token)
+        # "immediate" is a crash: no checkpoint, the restart recovers from the WAL.
+        await asyncio.to_thread(cluster.pg.stop, "immediate")
+        event = {"type": "CUSTOM", "data": {"name": "probe", "value": -1}}
+        refused = await probe.publish("pg", [event])
+        await asyncio.sleep(1.5)
+        await asyncio.to_thread(cluster.pg.start)
+        mark = len(agent.acked)
+        resumed = await wait_until(lambda: len(agent.acked) > mark + 10, 30)
+        await probe.close()
+        await _finish(subscribers, agent, cluster, "pg")
+        return refused, resumed
+
+    refused, resumed = asyncio.run(scenario())
+    assert refused["type"] == "error" and refused["code"] == "unavailable", refused
+    assert resumed, "appends did not resume after PostgreSQL came back"
