@@ -24,7 +24,7 @@ schemathesis = pytest.importorskip("schemathesis")
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-EXAMPLES = int(os.environ.get("FUZZ_REST_EXAMPLES", "8"))
+EXAMPLES = int(os.environ.get("FUZZ_REST_EXAMPLES", "5"))
 APPS = [name for name in ("sessions_app", "mlexec_app") if apps.is_installed(name)]
 
 
