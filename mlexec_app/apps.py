@@ -7,4 +7,6 @@ class MlexecAppConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from mlexec_app import checks, conf  # noqa: F401  (registers checks and signals)
+        from mlexec_app import checks, conf, metrics  # noqa: F401  (registers checks and signals)
+
+        metrics.register()

@@ -84,6 +84,9 @@ else:  # pragma: no cover
 class RunsByStatus:
     """``sessions_runs{status=…}``: read from the database when scraped."""
 
+    def describe(self) -> Iterator[Any]:
+        yield GaugeMetricFamily("sessions_runs", "Runs by status.", labels=["status"])
+
     def collect(self) -> Iterator[Any]:
         from django.db.models import Count
 

@@ -63,3 +63,13 @@ def test_a_stop_in_the_session_cancels_the_job(project):
     assert asked is True
     publish_job_progress(job, {"type": "cancelled", "job": job.pk, "project": project.pk})
     assert Run.objects.get(run_id=run_id(job)).status == "cancelled"
+
+
+def test_metrics_report_jobs_by_status_and_duration(project, client):
+    jobs.start_job(project, "digits", diagnostics=["baseline"], params=FAST)
+    body = client.get("/metrics").content.decode()
+    assert (
+        'mlexec_jobs{status="succeeded"} 1.0' in body
+        or 'mlexec_jobs{status="finished"} 1.0' in body
+    )
+    assert "mlexec_job_seconds_count" in body
