@@ -14,6 +14,7 @@ BENCHMARKS: dict[str, str] = {
     "sessions_log": "bench.sessions_log",
     "chaos": "bench.chaos",
     "compaction": "bench.compaction",
+    "control": "bench.control",
     "durable_streams": "bench.durable_streams",
     "mlexec_label_issues": "bench.mlexec_label_issues",
 }
