@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- chaos:begin -->", "<!-- chaos:end -->"
 
 
-def kill_cycles(cycles: int, redis_restarts: int) -> dict[str, Any]:
+def kill_cycles(cycles: int, restarts: int) -> dict[str, Any]:
     from tests.e2e.chaos.clients import Agent, Subscriber, check_exactly_once, wait_until
     from tests.e2e.chaos.cluster import Cluster
 
@@ -62,7 +62,7 @@ def kill_cycles(cycles: int, redis_restarts: int) -> dict[str, Any]:
         subs = [Subscriber(cluster.url, cluster.token, "redis").start() for _ in range(4)]
         agent = await Agent(cluster.url, cluster.key, "redis").start()
         recoveries = []
-        for _ in range(redis_restarts):
+        for _ in range(restarts):
             await wait_until(lambda: len(agent.acked) > 10, 10)
             await asyncio.to_thread(cluster.redis.restart)
             back, mark = time.monotonic(), len(agent.acked)
@@ -85,7 +85,7 @@ def kill_cycles(cycles: int, redis_restarts: int) -> dict[str, Any]:
 
     try:
         result = asyncio.run(kills())
-        result["redis_recoveries"] = asyncio.run(redis_restarts()) if redis_restarts else []
+        result["redis_recoveries"] = asyncio.run(redis_restarts()) if restarts else []
     finally:
         cluster.stop()
     return result
