@@ -18,7 +18,7 @@ from typing import Any
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from sessions_app import dbexec, log, metrics, runs, services, watchdog
+from sessions_app import dbexec, log, metrics, runs, services, tails, watchdog
 from sessions_app.access import Actor, get_session
 from sessions_app.backpressure import buffered_bytes
 from sessions_app.conf import setting
@@ -65,6 +65,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
         metrics.SOCKETS.inc()
         self.counted = True
         watchdog.ensure_running()
+        tails.follow(self)
         if not self.actor.authenticated:
             await self._send(
                 {"type": "error", "code": "unauthenticated", "message": "log in first"}

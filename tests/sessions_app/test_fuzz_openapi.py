@@ -64,14 +64,6 @@ def rows() -> dict[str, int]:
 
 # The published schema, as a client gets it (serving it reads no database).
 schema = schemathesis.openapi.from_wsgi("/api/openapi.json", get_wsgi_application())
-# Operations with a known 5xx run as the strict expected failures below instead, until fixed.
-schema = (
-    schema.exclude(method="POST", path="/api/mlexec/cost-curve")
-    .exclude(method="PUT", path="/api/mlexec/projects/{ref}/cost-model")
-    .exclude(method="PATCH", path="/api/mlexec/projects/{ref}")
-    .exclude(method="GET", path=["/api/sessions/", "/api/mlexec/projects",
-                                 "/api/mlexec/projects/{ref}/runs"])
-)  # fmt: skip
 
 
 @schema.parametrize()
@@ -102,13 +94,6 @@ COST_OVERFLOW = {
 
 
 @pytest.mark.skipif("mlexec_app" not in APPS, reason="mlexec_app is not installed")
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: mlexec_app/methodology/cost.py:69 instances_needed() does "
-    "math.ceil(calls / capacity), which is infinite for finite inputs (calls_per_month=1e300, "
-    "throughput_per_second=1e-300): OverflowError, a 500 on POST /api/mlexec/cost-curve and "
-    "PUT /api/mlexec/projects/{ref}/cost-model (found by schemathesis)",
-)
 @pytest.mark.parametrize("method", ["post", "put"])
 def test_cost_inputs_whose_ratio_overflows_are_refused_not_a_500(world, client, method):
     params, headers = world
@@ -126,13 +111,6 @@ def test_cost_inputs_whose_ratio_overflows_are_refused_not_a_500(world, client, 
 
 
 @pytest.mark.skipif("mlexec_app" not in APPS, reason="mlexec_app is not installed")
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: PATCH /api/mlexec/projects/{ref} with problem_statement: null and a later "
-    "stage: mlexec_app/services.py update_project() sets the field to None (ProjectPatch "
-    "allows null), then _check_stage_move -> stage_gates() (services.py:665) calls "
-    "project.problem_statement.strip(): AttributeError, a 500 (found by schemathesis)",
-)
 def test_a_null_problem_statement_with_a_stage_move_is_refused_not_a_500(world, client):
     params, headers = world
     before = rows()
@@ -155,14 +133,6 @@ PAGED = [
 ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: list endpoints take unbounded offset/limit query integers and pass them to "
-    "the database: sessions_app/api.py list_sessions (offset: Query(0, ge=0), no le) and "
-    "mlexec_app/api.py list_projects/list_runs (ninja @paginate's LimitOffsetPagination) "
-    "answer 500 for offset or limit >= 2**63 (SQLite 'datatype mismatch'; found by "
-    "schemathesis)",
-)
 @pytest.mark.parametrize(("app", "path"), PAGED, ids=[p for _, p in PAGED])
 def test_a_page_offset_beyond_64_bits_is_refused_not_a_500(world, app, path):
     from django.test import Client

@@ -322,3 +322,17 @@ async def test_foreign_origins_are_refused_and_our_own_accepted(alice, session):
         assert client.connected is False
     async with connect(alice, headers=[(b"origin", b"http://localhost:8000")]) as client:
         assert client.connected is True
+
+
+async def test_a_subscriber_catches_up_even_when_every_notification_is_lost(alice, session, monkeypatch):
+    # Notifications are hints: with none at all, the per-worker tail check still delivers.
+    async def lost(notes):
+        return None
+
+    monkeypatch.setattr("sessions_app.log._notify", lost)
+    async with connect(alice) as writer, connect(alice) as reader:
+        await reader.subscribe("chat-1")
+        await writer.publish("chat-1", [text(delta="a"), text(delta="b")])
+        await writer.publish("chat-1", [text(delta="c")])
+        received = await reader.events(3, timeout=4)
+    assert [e["data"]["delta"] for e in received] == ["a", "b", "c"]
