@@ -131,7 +131,7 @@ async def run(request: HttpRequest) -> HttpResponseBase:
     try:
         who = await common.actor(request)
         run_input = parse_input(request)
-        session = await dbexec.run_read(common.get_session, who, run_input.thread_id)
+        session = await common.find_session(who, run_input.thread_id)
         mid, text = user_message(run_input)
         after = await common.send_user_message(session, text, mid)
     except SessionError as exc:
@@ -222,6 +222,7 @@ async def cancel(request: HttpRequest, thread: str) -> HttpResponseBase:
         run_id = (body or {}).get("runId")
         if run_id is not None and not isinstance(run_id, str):
             raise BadRequest("'runId' must be a run id (a string)")
+        common.no_nul(run_id, "'runId'")
         done = await common.cancel(session, run_id, "stop")
     except SessionError as exc:
         return common.error_response(exc)

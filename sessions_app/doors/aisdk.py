@@ -18,7 +18,6 @@ from typing import Any
 from django.http import HttpRequest, HttpResponseBase, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from sessions_app import dbexec
 from sessions_app.conf import setting
 from sessions_app.domain import aisdk
 from sessions_app.domain.errors import BadRequest, OffsetExpired, SessionError
@@ -97,7 +96,7 @@ async def chat(request: HttpRequest) -> HttpResponseBase:
     try:
         who = await common.actor(request)
         name, mid, text = parse_chat(common.json_body(request))
-        session = await dbexec.run_read(common.get_session, who, name)
+        session = await common.find_session(who, name)
         after = await common.send_user_message(session, text, mid)
     except SessionError as exc:
         return common.error_response(exc)

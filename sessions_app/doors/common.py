@@ -128,9 +128,19 @@ async def actor(request: HttpRequest) -> Actor:
     return Actor(user)
 
 
-async def session_for(request: HttpRequest, name: object) -> Session:
-    who = await actor(request)
+def no_nul(value: object, what: str) -> None:
+    """Refuse NUL characters in ids: PostgreSQL cannot compare text holding them (a 500)."""
+    if isinstance(value, str) and "\x00" in value:
+        raise BadRequest(f"{what} must not contain NUL characters")
+
+
+async def find_session(who: Actor, name: object) -> Session:
+    no_nul(name, "the session name")
     return await dbexec.run_read(get_session, who, name)
+
+
+async def session_for(request: HttpRequest, name: object) -> Session:
+    return await find_session(await actor(request), name)
 
 
 def json_body(request: HttpRequest) -> Any:

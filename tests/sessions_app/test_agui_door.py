@@ -83,6 +83,7 @@ async def test_a_post_sends_the_message_and_streams_the_agents_run(alice, sessio
          "bad_request"),
         (run_input(thread="someone-elses"), 404, "not_found"),
         (run_input(text=""), 400, "bad_request"),
+        (run_input(thread="chat\x00-1"), 400, "bad_request"),
     ],
 )  # fmt: skip
 async def test_bad_input_is_refused_with_a_code_and_nothing_is_written(
@@ -227,6 +228,10 @@ async def test_cancel_answers_with_a_code_when_there_is_nothing_to_cancel(alice,
     ended = await client.post(
         URL + "chat-1/cancel", {"runId": "r1"}, content_type=JSON, headers=headers
     )
+    nul = await client.post(
+        URL + "chat-1/cancel", {"runId": "r\x001"}, content_type=JSON, headers=headers
+    )
+    assert nul.status_code == 400
     codes = [json.loads(r.content)["code"] for r in (idle, unknown, ended)]
     assert [idle.status_code, unknown.status_code, ended.status_code] == [409, 404, 409]
     assert codes == ["not_running", "not_found", "run_ended"]

@@ -62,6 +62,7 @@ async def test_a_chat_post_streams_the_run_as_one_assistant_message(alice, sessi
         (json.dumps({"id": "chat-1", "messages": [{"id": "a", "role": "assistant", "parts": []}]}),
          "bad_request"),
         (chat_body(text=""), "bad_request"),
+        (chat_body(chat="chat\x00-1"), "bad_request"),
     ],
 )  # fmt: skip
 async def test_bad_input_is_refused_with_a_code_and_nothing_is_written(alice, session, body, code):
