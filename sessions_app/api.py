@@ -89,6 +89,13 @@ def status_of(exc: SessionError) -> int:
     return next((code for kind, code in STATUS.items() if isinstance(exc, kind)), 400)
 
 
+def _has_nul(request: HttpRequest, kwargs: dict[str, Any]) -> bool:
+    """NUL in the body or a path parameter: PostgreSQL text cannot hold it, so every engine
+    refuses it up front, the same way."""
+    body = request.body if request.method in ("POST", "PUT", "PATCH") else b""
+    return b"\\u0000" in body or b"\x00" in body or any("\x00" in str(v) for v in kwargs.values())
+
+
 def domain_errors(view: Callable[..., Any]) -> Callable[..., Any]:
     """Answer SessionError with its status and a body carrying its code; nothing was written."""
     if asyncio.iscoroutinefunction(view):
@@ -104,6 +111,10 @@ def domain_errors(view: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(view)
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+        if _has_nul(request, kwargs):
+            return JsonResponse(
+                BadRequest("text cannot contain NUL characters").as_dict(), status=400
+            )
         try:
             return view(request, *args, **kwargs)
         except SessionError as exc:

@@ -300,3 +300,11 @@ def test_the_openapi_schema_documents_every_endpoint(api):
     for path in ("/api/sessions/", "/api/sessions/{name}/events", "/api/sessions/{name}/events/wait",
                  "/api/sessions/{name}/cancel", "/api/sessions/keys/"):  # fmt: skip
         assert path in paths
+
+
+def test_nul_characters_are_refused_on_every_engine_and_nothing_is_written(api, session):
+    for body in ({"title": "a\x00b"}, {"members": ["bo\x00b"]}):
+        reply = post(api, "/", body)
+        assert (reply.status_code, reply.json()["code"]) == (400, "bad_request")
+    assert post(api, "/chat-1/members", {"username": "x\x00"}).status_code == 400
+    assert Session.objects.count() == 1

@@ -22,7 +22,9 @@ def test_durable_streams_appends_follow_the_run_lifecycle(alice, session):
     accepted = client.post("/v1/stream/chat-1", json.dumps(delta), content_type="application/json")
     assert accepted.status_code in (200, 204)
     cancel = {"type": "RUN_FINISHED", "run": "r1", "data": {"outcome": "cancelled"}}
-    assert client.post("/v1/stream/chat-1", json.dumps(cancel), content_type="application/json").status_code in (200, 204)
+    assert client.post(
+        "/v1/stream/chat-1", json.dumps(cancel), content_type="application/json"
+    ).status_code in (200, 204)
     assert Run.objects.get(run_id="r1").status == "cancelled"
     refused = client.post("/v1/stream/chat-1", json.dumps(delta), content_type="application/json")
     assert refused.status_code == 409

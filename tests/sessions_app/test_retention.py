@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from datetime import timedelta
 
 import pytest
@@ -24,7 +25,7 @@ def age_entries(session, up_to_seq, days):
 
 
 def prune():
-    call_command("prune_sessions", stdout=open("/dev/null", "w"))
+    call_command("prune_sessions", stdout=io.StringIO())
 
 
 async def test_old_entries_fold_into_the_snapshot_and_readers_see_the_same_state(alice, session):
@@ -119,9 +120,7 @@ async def test_finished_idle_sessions_compact_into_their_snapshot_with_the_same_
     await db(Session.objects.filter(pk__in=[session.pk, busy.pk]).update)(
         last_activity=timezone.now() - timedelta(hours=1)
     )
-    await db(call_command)(
-        "prune_sessions", "--compact-finished", "600", stdout=open("/dev/null", "w")
-    )
+    await db(call_command)("prune_sessions", "--compact-finished", "600", stdout=io.StringIO())
     await db(session.refresh_from_db)()
     await db(busy.refresh_from_db)()
     assert (session.tail, session.head) == (6, 6) and busy.tail == 0

@@ -324,7 +324,9 @@ async def test_foreign_origins_are_refused_and_our_own_accepted(alice, session):
         assert client.connected is True
 
 
-async def test_a_subscriber_catches_up_even_when_every_notification_is_lost(alice, session, monkeypatch):
+async def test_a_subscriber_catches_up_even_when_every_notification_is_lost(
+    alice, session, monkeypatch
+):
     # Notifications are hints: with none at all, the per-worker tail check still delivers.
     async def lost(notes):
         return None
