@@ -33,6 +33,7 @@ from sessions_app.domain.errors import (
     OffsetExpired,
     RunEnded,
     SessionError,
+    Unauthenticated,
     Unavailable,
 )
 from sessions_app.domain.offsets import format_offset, parse_offset
@@ -62,7 +63,14 @@ from sessions_app.schemas import (
     SteerIn,
 )
 
-STATUS = {BadRequest: 400, NotFound: 404, Conflict: 409, OffsetExpired: 410, Unavailable: 503}
+STATUS = {
+    BadRequest: 400,
+    Unauthenticated: 401,
+    NotFound: 404,
+    Conflict: 409,
+    OffsetExpired: 410,
+    Unavailable: 503,
+}
 NINJA_CODES = {400: "bad_request", 401: "unauthenticated", 403: "forbidden", 404: "not_found",
                405: "method_not_allowed", 422: "invalid_input"}  # fmt: skip
 ERRORS: dict[Any, Any] = {frozenset({400, 401, 404, 409, 410, 413, 422, 503}): ErrorOut}
@@ -350,7 +358,7 @@ def _request_actor(request: HttpRequest) -> Actor:
             return keys.actor_for(key)
     elif request.user.is_authenticated:
         return Actor(request.user)
-    raise NotFound("no such session")  # anonymous: nothing exists
+    raise Unauthenticated("log in, or send an API key as Authorization: Bearer")
 
 
 @router.get("/{name}/snapshot", response={200: SnapshotOut, **ERRORS}, summary="The folded state")

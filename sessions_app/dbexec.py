@@ -45,6 +45,9 @@ def _guarded(fn: Callable[..., T], *args: Any) -> T:
     except DatabaseError:
         connections.close_all()
         raise
+    finally:
+        # These connections live long: with DEBUG on, Django would keep every statement.
+        connections["default"].queries_log.clear()
 
 
 async def run_write(fn: Callable[..., T], *args: Any) -> T:

@@ -105,17 +105,9 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("mlexec diagnosis", "mlexec", "GET /api/mlexec/projects/{ref}/diagnosis", MLEXEC),
 )
 
-# (operation name, door, actor) -> what the code does instead, and why it is a bug.
-_NO_401 = (
-    "sessions_app/api.py:340 (_request_actor, used by the auth=None views wait_for_events and "
-    "presence) answers 404 not_found to requests without valid credentials, where every other "
-    "endpoint and docs/sessions/rest.md answer 401 unauthenticated"
-)
-BUGS: dict[tuple[str, str, str], str] = {
-    (name, "REST", actor): _NO_401
-    for name in ("history long-poll", "presence")
-    for actor in ("anonymous", "revoked key", "expired token")
-}
+# (operation name, door, actor) -> what the code does instead, and why it is a bug. Empty:
+# the REST long-poll and presence now answer 401 like every other endpoint (they said 404).
+BUGS: dict[tuple[str, str, str], str] = {}
 
 
 def op_id(op: Operation) -> str:

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from sessions_app.client.session import Session
 
 logger = logging.getLogger("sessions_app.client")
+UNAVAILABLE_RETRIES = 12  # about a minute of backoff for a database restart
 
 
 class PublishError(Exception):
@@ -153,8 +154,10 @@ class SessionsClient:
 
     # --- requests ------------------------------------------------------------------------
 
-    async def request(self, frame: dict[str, Any]) -> dict[str, Any]:
-        """Send a frame and wait for its answer, across reconnects."""
+    async def request(self, frame: dict[str, Any], retries: int = -1) -> dict[str, Any]:
+        """Send a frame and wait for its answer, across reconnects and database outages."""
+        if retries < 0:
+            retries = UNAVAILABLE_RETRIES
         self._ids += 1
         frame = {**frame, "id": self._ids}
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
@@ -163,6 +166,10 @@ class SessionsClient:
         with contextlib.suppress(Exception):  # if the socket just died, _resume re-sends it
             await self._ws.send(json.dumps(frame))
         reply = await future
+        if reply.get("type") == "error" and reply.get("code") == "unavailable" and retries > 0:
+            # The database is down for a moment: send the same frame (same producer seq) again.
+            await asyncio.sleep(min(self.max_backoff, 0.2 * 2 ** (UNAVAILABLE_RETRIES - retries)))
+            return await self.request(frame, retries=retries - 1)
         if reply.get("type") == "error":
             raise PublishError(reply)
         return reply

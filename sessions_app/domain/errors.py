@@ -83,3 +83,7 @@ class RunEnded(Conflict):
 
 class RunExists(Conflict):
     code = "run_exists"
+
+
+class Unauthenticated(SessionError):
+    code = "unauthenticated"

@@ -37,6 +37,8 @@ CYCLES = int(os.environ.get("CHAOS_CYCLES", "20"))
 SESSIONS = ["kill", "redis", "pg", "lost", "slow", "warm-up"]
 HEARTBEAT_TIMEOUT = 3  # tests/e2e/chaos/settings.py
 CLOSE_SLOW_CONSUMER = 4008
+
+
 STOP_CONSUMER_IS_INTERNAL = (
     "bug: a client resuming a backlog larger than MAX_BUFFERED_BYTES never catches up, and is "
     "told `internal`: the replay (consumers.py _replay -> _deliver) sends batches of up to "
@@ -45,12 +47,6 @@ STOP_CONSUMER_IS_INTERNAL = (
     "dropped, so every resume starts again at the same offset (10 of 10 attempts, 23 MB "
     "backlog, 1 MiB limit). _deliver raises StopConsumer (an Exception), which receive()'s "
     "`except Exception` answers as {code: internal} ('unexpected error handling a frame')"
-)
-SDK_GIVES_UP = (
-    "bug: the SDK does not retry a publish answered `unavailable` (database down): "
-    "SessionsClient.request (sessions_app/client/connection.py) raises PublishError for every "
-    "error frame, although docs/sessions/websocket.md says `unavailable` means retry with the "
-    "same producer seq; an agent's Run.text()/publish() fails during a PostgreSQL restart"
 )
 
 
@@ -332,7 +328,6 @@ def _rss(pid: int) -> int:
 
 
 # Last: a crash leaves the workers' database connections to be re-opened one failure each.
-@pytest.mark.xfail(strict=True, reason=SDK_GIVES_UP)
 def test_postgres_crash_mid_stream_appends_fail_retryably_and_land_once(cluster):
     async def scenario():
         subscribers = [Subscriber(cluster.url, cluster.token, "pg").start() for _ in range(3)]

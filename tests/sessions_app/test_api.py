@@ -176,7 +176,7 @@ async def test_long_poll_times_out_empty_and_up_to_date(alice, session):
     reply = (await client.get(f"{BASE}/chat-1/events/wait?timeout=0.3")).json()
     assert reply["events"] == [] and reply["up_to_date"] is True
     anonymous = await AsyncClient().get(f"{BASE}/chat-1/events/wait?timeout=0.3")
-    assert anonymous.status_code == 404
+    assert (anonymous.status_code, anonymous.json()["code"]) == (401, "unauthenticated")
 
 
 # --- runs and control ----------------------------------------------------------------------
