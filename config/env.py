@@ -45,6 +45,12 @@ def database_from_env(default_sqlite: Path) -> dict[str, Any]:
             "transaction_mode": "IMMEDIATE",
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         }
+        name = str(config.get("NAME") or "")
+        if name and name != ":memory:":
+            # Tests get a file too: Django's default in-memory test database uses SQLite's
+            # shared cache, whose table locks fail at once ("database table is locked")
+            # instead of waiting, and the log reads and writes from several threads.
+            config["TEST"] = {"NAME": str(Path(name).with_name("test-" + Path(name).name))}
     return config
 
 
