@@ -11,4 +11,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", api.urls),
     path("sessions/", include("sessions_app.urls")),
+    path("sessions/", include("sessions_app.doors.urls")),
+    path("v1/stream/", include("sessions_app.streams.urls")),
+    path("", include("sessions_app.ops")),
 ]
