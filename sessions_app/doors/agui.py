@@ -37,7 +37,6 @@ from sessions_app.doors import common
 
 EVENT: TypeAdapter[Any] = TypeAdapter(AguiEvent)
 ENCODER = EventEncoder()
-OPEN = ": stream-open\n\n"
 KEEPALIVE = ": keep-alive\n\n"
 
 
@@ -118,12 +117,6 @@ def _tick() -> float:
     return float(min(setting("DOORS_KEEPALIVE_SECONDS"), setting("DOORS_RUN_START_TIMEOUT")))
 
 
-async def _opened(body: AsyncIterator[str]) -> AsyncIterator[str]:
-    yield OPEN  # sends the headers at once
-    async for text in body:
-        yield text
-
-
 @csrf_exempt
 async def run(request: HttpRequest) -> HttpResponseBase:
     if request.method != "POST":
@@ -140,7 +133,7 @@ async def run(request: HttpRequest) -> HttpResponseBase:
         run_input.thread_id, run_input.protocol_version is None, setting("DOORS_RUN_START_TIMEOUT")
     )
     body = common.stream_run(session.pk, after, follower.on_event, follower.on_idle, _tick())
-    return common.sse_response(_opened(body))
+    return common.sse_response(common.opened(body))
 
 
 # --- GET: reconnect -----------------------------------------------------------------------------

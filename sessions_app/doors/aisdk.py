@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 from django.http import HttpRequest, HttpResponseBase, JsonResponse
@@ -24,7 +23,6 @@ from sessions_app.domain.errors import BadRequest, OffsetExpired, SessionError
 from sessions_app.domain.events import MAX_ID_LENGTH
 from sessions_app.doors import common
 
-OPEN = ": stream-open\n\n"
 KEEPALIVE = ": keep-alive\n\n"
 
 
@@ -83,12 +81,6 @@ class NewRun:
         return ([KEEPALIVE] if keepalive else []), False
 
 
-async def _opened(body: AsyncIterator[str]) -> AsyncIterator[str]:
-    yield OPEN
-    async for text in body:
-        yield text
-
-
 @csrf_exempt
 async def chat(request: HttpRequest) -> HttpResponseBase:
     if request.method != "POST":
@@ -102,7 +94,7 @@ async def chat(request: HttpRequest) -> HttpResponseBase:
         return common.error_response(exc)
     follower = NewRun(setting("DOORS_RUN_START_TIMEOUT"))
     body = common.stream_run(session.pk, after, follower.on_event, follower.on_idle, _tick())
-    return common.sse_response(_opened(body), **aisdk.HEADERS)
+    return common.sse_response(common.opened(body), **aisdk.HEADERS)
 
 
 class Replay:
@@ -137,7 +129,7 @@ async def resume(request: HttpRequest, chat_id: str) -> HttpResponseBase:
         return common.no_content()
     replay = Replay(going[-1])
     body = common.stream_run(session.pk, start - 1, replay.on_event, replay.on_idle, _tick())
-    return common.sse_response(_opened(body), **aisdk.HEADERS)
+    return common.sse_response(common.opened(body), **aisdk.HEADERS)
 
 
 @csrf_exempt

@@ -275,3 +275,13 @@ async def stream_run(
                 yield "".join(out)
             if over:
                 return
+
+
+OPEN = ": stream-open\n\n"  # an SSE comment: makes the server send the headers at once
+
+
+async def opened(body: AsyncIterator[str]) -> AsyncIterator[str]:
+    """``body`` preceded by a comment, so the client sees the response start immediately."""
+    yield OPEN
+    async for text in body:
+        yield text
