@@ -20,6 +20,8 @@ POSITIVE_INTS = (
     "GROUP_COMMIT_MAX_ENTRIES",
     "PRESENCE_TTL",
     "TOKEN_MAX_AGE",
+    "MAX_BUFFERED_BYTES",
+    "MAX_EVENTS_FRAME_BYTES",
 )
 
 
@@ -110,7 +112,7 @@ def _check_streams(config: dict[str, Any]) -> list[Any]:
                 id="sessions_app.E010",
             )
         )
-    for key in ("LONG_POLL_TIMEOUT", "SSE_MAX_SECONDS"):
+    for key in ("LONG_POLL_TIMEOUT", "SSE_MAX_SECONDS", "SLOW_CONSUMER_TIMEOUT"):
         if not _seconds(config[key]):
             errors.append(
                 Error(

@@ -44,9 +44,13 @@ DEFAULTS: dict[str, Any] = {
     "METRICS_TOKEN": None,
     # Seconds a REST long-poll for new entries waits at most.
     "REST_LONG_POLL_MAX": 30,
-    # A socket with more than this many bytes waiting for a client that does not read is
-    # closed with code 4008; the client resumes from its offset when it reads again.
+    # Past this many bytes waiting for a client, the server sends nothing more to it until it
+    # reads; a client that reads nothing for SLOW_CONSUMER_TIMEOUT seconds meanwhile is closed
+    # with code 4008 and resumes from its offset when it reads again.
     "MAX_BUFFERED_BYTES": 8 * 1024 * 1024,
+    "SLOW_CONSUMER_TIMEOUT": 10.0,
+    # An `events` frame holds about this many bytes of events at most (one event may exceed it).
+    "MAX_EVENTS_FRAME_BYTES": 512 * 1024,
     # A running run with no append and no heartbeat for this many seconds is ended with
     # RUN_ERROR code "agent_lost". None: never.
     "AGENT_HEARTBEAT_TIMEOUT": 60,

@@ -41,6 +41,7 @@ CLOSE_UNAUTHENTICATED = 4401
 CLOSE_SLOW_CONSUMER = 4008
 AUTH_CACHE_SECONDS = 5.0
 GAP_RETRY_SECONDS = 1.0
+DRAIN_POLL_SECONDS = 0.02
 
 
 @dataclass
@@ -48,6 +49,7 @@ class Subscription:
     name: str
     pk: int
     delivered: int = -1  # -1 until the replay has set the starting point
+    behind: int = 0  # announced while the client was not keeping up: to read from the log
 
 
 class SessionConsumer(AsyncWebsocketConsumer):
@@ -61,6 +63,8 @@ class SessionConsumer(AsyncWebsocketConsumer):
         self.bucket = TokenBucket(setting("MAX_FRAMES_PER_SECOND"), setting("FRAME_BURST"))
         self.presence: dict[str, dict[str, dict[str, Any]]] = {}
         self.heartbeat: asyncio.Task[None] | None = None
+        self.catching_up: asyncio.Task[None] | None = None
+        self.cut = False
         await self.accept()
         metrics.SOCKETS.inc()
         self.counted = True
@@ -85,9 +89,9 @@ class SessionConsumer(AsyncWebsocketConsumer):
         if getattr(self, "counted", False):
             metrics.SOCKETS.dec()
             self.counted = False
-        beat = getattr(self, "heartbeat", None)
-        if beat is not None:
-            beat.cancel()
+        for task in (getattr(self, "heartbeat", None), getattr(self, "catching_up", None)):
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
         for sub in list(getattr(self, "subs", {}).values()):
             await self._leave(sub)
 
@@ -194,7 +198,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
 
     async def _replay(self, sub: Subscription, until: int) -> None:
         batch = setting("REPLAY_BATCH")
-        while sub.delivered < until:
+        while sub.delivered < until and self.subs.get(sub.name) is sub:
             rows = await log.aread(sub.pk, sub.delivered, batch)
             if not rows:
                 return
@@ -262,30 +266,62 @@ class SessionConsumer(AsyncWebsocketConsumer):
 
     async def log_entries(self, message: dict[str, Any]) -> None:
         sub = self.by_pk.get(message["session"])
-        if sub is None or sub.delivered < 0:
+        if sub is None or sub.delivered < 0 or self.cut:
+            return
+        if self.catching_up is not None or self._over_limit():
+            # The client is not keeping up: remember how far the log has gone and drop the
+            # bodies (they are in the database); they are read when it has room again.
+            self._fall_behind(sub, message["last"])
             return
         bodies = message.get("bodies")
         step = delivery.plan(sub.delivered, message["first"], message["last"], bodies is not None)
         if step.skip:
             return
-        if not step.read_from_db:
-            assert bodies is not None
-            rows = list(enumerate(bodies[step.start_index :], start=sub.delivered + 1))
-            await self._deliver(sub, rows)
+        if step.read_from_db:
+            metrics.GAP_FILLS.inc()
+            self._fall_behind(sub, step.up_to)
             return
-        metrics.GAP_FILLS.inc()
-        try:
-            await self._replay(sub, until=step.up_to)
-        except Unavailable:
-            # The database is unreachable: try again shortly, the entries are committed.
-            asyncio.get_running_loop().call_later(GAP_RETRY_SECONDS, self._retry_gap, message)
-        except SessionError as exc:  # e.g. retention overtook this subscriber
-            await self._send_error(exc, None)
-            await self._leave(sub)
+        assert bodies is not None
+        rows = list(enumerate(bodies[step.start_index :], start=sub.delivered + 1))
+        await self._deliver(sub, rows)
 
-    def _retry_gap(self, message: dict[str, Any]) -> None:
-        hint = {**message, "bodies": None}
-        asyncio.ensure_future(self.channel_layer.send(self.channel_name, hint))
+    def _over_limit(self) -> bool:
+        queued = buffered_bytes(self.base_send)
+        return queued is not None and queued > setting("MAX_BUFFERED_BYTES")
+
+    def _fall_behind(self, sub: Subscription, last: int) -> None:
+        sub.behind = max(sub.behind, last)
+        if self.catching_up is None:
+            self.catching_up = asyncio.create_task(self._catch_up())
+
+    async def _catch_up(self) -> None:
+        """Deliver from the log what was announced but not sent: gaps, and whatever arrived
+        while the client had no room for it.
+
+        It runs beside the consumer's message loop, so notifications keep being taken off the
+        channel layer (their bodies dropped) instead of piling up in this worker while a slow
+        client is waited for; it retries while the database is unreachable.
+        """
+        try:
+            while True:
+                await self._make_room()
+                behind = [s for s in self.subs.values() if s.behind > s.delivered >= 0]
+                if not behind:
+                    return
+                for sub in behind:
+                    try:
+                        await self._replay(sub, until=sub.behind)
+                    except Unavailable:
+                        await asyncio.sleep(GAP_RETRY_SECONDS)  # the entries are committed
+                    except SessionError as exc:  # e.g. retention overtook this subscriber
+                        await self._send_error(exc, None)
+                        await self._leave(sub)
+        except StopConsumer:
+            pass  # cut as a slow consumer; the server's disconnect follows
+        except Exception:
+            logger.exception("catching up a subscriber failed")
+        finally:
+            self.catching_up = None
 
     async def presence_update(self, message: dict[str, Any]) -> None:
         sub = self.by_pk.get(message["session"])
@@ -340,23 +376,55 @@ class SessionConsumer(AsyncWebsocketConsumer):
         return session.pk
 
     async def _deliver(self, sub: Subscription, rows: list[tuple[int, Any]]) -> None:
-        queued = buffered_bytes(self.base_send)
-        if queued is not None and queued > setting("MAX_BUFFERED_BYTES"):
-            # The client stopped reading: do not let its backlog grow in our memory.
-            logger.warning("closing a slow consumer with %d bytes queued", queued)
-            metrics.SLOW_CONSUMERS.inc()
-            await self.close(code=CLOSE_SLOW_CONSUMER)
-            await self.disconnect(CLOSE_SLOW_CONSUMER)
-            raise StopConsumer()
-        parts = []
+        name = json.dumps(sub.name)
+        frame_bytes = setting("MAX_EVENTS_FRAME_BYTES")
+        parts: list[str] = []
+        size = 0
         for seq, body in rows:
             text = body.decode() if isinstance(body, bytes) else body
             parts.append(f'{{"offset":"{format_offset(seq)}",{text[1:]}')
-        await self.send(
-            text_data=f'{{"type":"events","session":{json.dumps(sub.name)},"events":[{",".join(parts)}]}}'
-        )
-        sub.delivered = rows[-1][0]
-        metrics.DELIVERED.inc(len(rows))
+            size += len(text)
+            if size >= frame_bytes:
+                await self._send_events(sub, name, parts, seq)
+                parts, size = [], 0
+        if parts:
+            await self._send_events(sub, name, parts, rows[-1][0])
+
+    async def _send_events(self, sub: Subscription, name: str, parts: list[str], last: int) -> None:
+        await self._make_room()
+        events = ",".join(parts)
+        await self.send(text_data=f'{{"type":"events","session":{name},"events":[{events}]}}')
+        sub.delivered = last
+        metrics.DELIVERED.inc(len(parts))
+
+    async def _make_room(self) -> None:
+        """Wait while the client's backlog is over the limit; cut a client that stopped reading.
+
+        A client that reads, however slowly, is waited for (replaying a large backlog must not
+        look like a stall): each byte it takes restarts the patience. One that takes nothing
+        for ``SLOW_CONSUMER_TIMEOUT`` seconds is closed with 4008, so what the server holds
+        for a socket stays below the limit plus one frame.
+        """
+        limit = setting("MAX_BUFFERED_BYTES")
+        queued = buffered_bytes(self.base_send)
+        if queued is None or queued <= limit:
+            return
+        loop = asyncio.get_running_loop()
+        patience = setting("SLOW_CONSUMER_TIMEOUT")
+        deadline = loop.time() + patience
+        while queued is not None and queued > limit:
+            if loop.time() >= deadline:
+                self.cut = True
+                logger.warning("closing a slow consumer with %d bytes queued", queued)
+                metrics.SLOW_CONSUMERS.inc()
+                await self.close(code=CLOSE_SLOW_CONSUMER)
+                await self.disconnect(CLOSE_SLOW_CONSUMER)
+                raise StopConsumer()
+            await asyncio.sleep(DRAIN_POLL_SECONDS)
+            now = buffered_bytes(self.base_send)
+            if now is not None and now < queued:
+                deadline = loop.time() + patience
+            queued = now
 
     async def _join_presence(self, sub: Subscription) -> None:
         self.presence[sub.name] = {}
