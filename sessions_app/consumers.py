@@ -197,20 +197,36 @@ class SessionConsumer(AsyncWebsocketConsumer):
         )
 
     async def _replay(self, sub: Subscription, until: int) -> None:
+        if sub.delivered >= until:
+            return
         batch = setting("REPLAY_BATCH")
-        while sub.delivered < until and self.subs.get(sub.name) is sub:
-            rows = await log.aread(sub.pk, sub.delivered, batch)
-            if not rows:
-                return
-            metrics.REPLAYED.inc(len(rows))
-            if rows[0][0] != sub.delivered + 1:  # retention removed entries while we read
-                raise OffsetExpired(
-                    "entries at this offset were removed by retention; resume from the snapshot",
-                    session=sub.name,
-                    earliest=format_offset(rows[0][0] - 1),
-                    resume=SNAPSHOT,
-                )
-            await self._deliver(sub, rows)
+        reading: asyncio.Future[list[tuple[int, bytes]]] | None = asyncio.ensure_future(
+            log.aread(sub.pk, sub.delivered, batch)
+        )
+        try:
+            while reading is not None:
+                rows = await reading
+                reading = None
+                if not rows:
+                    return
+                if len(rows) == batch and rows[-1][0] < until:  # read the next while sending
+                    reading = asyncio.ensure_future(log.aread(sub.pk, rows[-1][0], batch))
+                metrics.REPLAYED.inc(len(rows))
+                if rows[0][0] != sub.delivered + 1:  # retention removed entries while we read
+                    raise OffsetExpired(
+                        "entries at this offset were removed by retention; resume from the "
+                        "snapshot",
+                        session=sub.name,
+                        earliest=format_offset(rows[0][0] - 1),
+                        resume=SNAPSHOT,
+                    )
+                if self.subs.get(sub.name) is not sub:  # unsubscribed meanwhile
+                    return
+                await self._deliver(sub, rows)
+        finally:
+            if reading is not None:  # not needed after all: drop it, and its outcome
+                reading.cancel()
+                reading.add_done_callback(lambda f: f.cancelled() or f.exception())
 
     async def op_unsubscribe(self, frame: dict[str, Any]) -> None:
         sub = self.subs.get(frame.get("session"))  # type: ignore[arg-type]

@@ -54,6 +54,10 @@ class Session(models.Model):
     head = models.BigIntegerField(default=0, editable=False)
     tail = models.BigIntegerField(default=0, editable=False)
     snapshot = models.JSONField(null=True, blank=True, editable=False)
+    # A cache: the fold of entries 1..checkpoint_seq, written by readers so that a snapshot
+    # need not fold the whole log again; ignored when retention has moved the tail past it.
+    checkpoint = models.JSONField(null=True, blank=True, editable=False)
+    checkpoint_seq = models.BigIntegerField(default=0, editable=False)
     size_bytes = models.BigIntegerField(default=0, editable=False)
     closed = models.BooleanField(default=False)
     retention_days = models.PositiveIntegerField(
@@ -88,7 +92,9 @@ class Session(models.Model):
 
     # Written only by the log service, under the row's lock: a save() of a stale instance
     # (the admin, a view) must never move them back.
-    LOG_FIELDS = frozenset({"head", "tail", "snapshot", "size_bytes", "last_activity"})
+    LOG_FIELDS = frozenset(
+        {"head", "tail", "snapshot", "checkpoint", "checkpoint_seq", "size_bytes", "last_activity"}
+    )
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         if not self._state.adding and kwargs.get("update_fields") is None:

@@ -127,3 +127,39 @@ async def test_finished_idle_sessions_compact_into_their_snapshot_with_the_same_
     async with connect(alice) as device:
         frames, caught_up = await device.subscribe("chat-1", after="snapshot")
         assert frames[0]["state"] == before and caught_up["offset"].endswith("0006")
+
+
+async def test_a_long_session_is_folded_once_and_later_snapshots_still_see_every_entry(
+    alice, session
+):
+    from sessions_app.domain.fold import SessionState, fold
+
+    def whole_fold():
+        rows = Entry.objects.filter(session=session).order_by("seq").values_list("seq", "body")
+        return fold(((seq, log.loads(bytes(b))) for seq, b in rows), SessionState()).as_dict()
+
+    deltas = log.CHECKPOINT_ENTRIES + 200
+    async with connect(alice) as client:
+        await client.publish("chat-1", [{"type": "RUN_STARTED", "run": "r1"}])
+        for start in range(0, deltas, 400):
+            await client.publish(
+                "chat-1", [text(delta=f"<{i}>") for i in range(start, start + 400)]
+            )
+        first, _ = await client.subscribe("chat-1", after="snapshot")
+    await db(session.refresh_from_db)()
+    assert session.checkpoint_seq == session.head  # the long fold was kept
+    async with connect(alice) as client:
+        await client.publish(
+            "chat-1", [text(delta="<late>"), {"type": "RUN_FINISHED", "run": "r1"}]
+        )
+        frames, caught_up = await client.subscribe("chat-1", after="snapshot")
+    state = frames[0]["state"]
+    assert state == await db(whole_fold)() and state != first[0]["state"]
+    assert state["messages"][0]["text"].endswith("<late>")
+    assert state["runs"][0]["status"] == "finished"
+    # Retention folds entries past the checkpoint away: the snapshot is still the whole story.
+    head = session.head + 2
+    await db(log.compact)(session.pk, head - 1)
+    async with connect(alice) as client:
+        frames, caught_up = await client.subscribe("chat-1", after="snapshot")
+    assert frames[0]["state"] == state and caught_up["offset"].endswith(str(head))
