@@ -67,6 +67,7 @@ format: $(STAMP) ## Format the code with ruff
 
 .PHONY: bench
 bench: $(STAMP) ## Run the benchmarks (needs PostgreSQL and Redis); results in bench/README.md
+	$(PY) -m pip install --quiet -e ".[bench]"
 	$(PY) -m bench
 
 .PHONY: docs

@@ -66,3 +66,19 @@ def read_token(token: str, max_age: float) -> tuple[Any, frozenset[str] | None]:
     data = signing.loads(token, salt=TOKEN_SALT, max_age=timedelta(seconds=max_age))
     sessions = data.get("s")
     return data["u"], (frozenset(sessions) if sessions is not None else None)
+
+
+def user_for_token(token: str) -> tuple[Any, frozenset[str] | None]:
+    """The active user a signed token names, and the sessions it is limited to.
+
+    The user is None when the token is invalid, expired, or names an inactive user.
+    """
+    from django.contrib.auth import get_user_model
+
+    from sessions_app.conf import setting
+
+    try:
+        user_pk, sessions = read_token(token, setting("TOKEN_MAX_AGE"))
+    except signing.BadSignature:  # includes SignatureExpired
+        return None, None
+    return get_user_model()._default_manager.filter(pk=user_pk, is_active=True).first(), sessions

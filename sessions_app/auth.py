@@ -6,27 +6,19 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from channels.auth import AuthMiddlewareStack
-from channels.db import database_sync_to_async
-from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
-from django.core import signing
 
-from sessions_app import keys
-from sessions_app.access import read_token
-from sessions_app.conf import setting
+from sessions_app import dbexec, keys
+from sessions_app.access import user_for_token
 
 
-@database_sync_to_async
+# These run on the log's reader threads (dbexec), whose database connections stay open: with
+# database_sync_to_async every connect would open (and close) a database connection.
 def _user_for_token(token: str) -> tuple[Any, frozenset[str] | None]:
-    try:
-        user_pk, sessions = read_token(token, setting("TOKEN_MAX_AGE"))
-    except signing.BadSignature:  # includes SignatureExpired
-        return AnonymousUser(), None
-    user = get_user_model()._default_manager.filter(pk=user_pk, is_active=True).first()
+    user, sessions = user_for_token(token)
     return (user or AnonymousUser()), sessions
 
 
-@database_sync_to_async
 def _actor_for_key(raw: str) -> tuple[Any, frozenset[str] | None]:
     key = keys.authenticate(raw)
     if key is None:
@@ -57,9 +49,9 @@ class TokenAuthMiddleware:
         token = (query.get("token") or [None])[0]
         api_key = _bearer(scope)
         if api_key:
-            user, sessions = await _actor_for_key(api_key)
+            user, sessions = await dbexec.run_read(_actor_for_key, api_key)
         elif token:
-            user, sessions = await _user_for_token(token)
+            user, sessions = await dbexec.run_read(_user_for_token, token)
         else:
             return await self.cookie_auth(scope, receive, send)
         scope = {**scope, "user": user, "session_scope": sessions}

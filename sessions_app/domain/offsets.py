@@ -25,8 +25,14 @@ NOW: Final = "now"
 SNAPSHOT: Final = "snapshot"
 
 
+_LOW: Final = 10**HALF
+_ZERO_HIGH: Final = "0" * HALF + "_"
+
+
 def format_offset(seq: int) -> str:
     """The wire form of sequence number ``seq`` (0 is the position before the first entry)."""
+    if 0 <= seq < _LOW:  # every real stream: three times faster, and it is on every delivery
+        return f"{_ZERO_HIGH}{seq:016d}"
     if not 0 <= seq <= MAX_OFFSET:
         raise ValueError(f"offset {seq} out of range")
     high, low = divmod(seq, 10**HALF)

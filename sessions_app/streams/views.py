@@ -15,16 +15,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
-from django.core import signing
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 
 from sessions_app import dbexec
-from sessions_app.access import Actor, check_name, read_token
+from sessions_app.access import Actor, check_name, user_for_token
 from sessions_app.conf import setting
 from sessions_app.domain.errors import (
     BadRequest,
@@ -119,13 +117,9 @@ def _error(exc: SessionError) -> HttpResponse:
 
 
 def _user_for_token(token: str) -> Any:
-    try:
-        user_pk, sessions = read_token(token, setting("TOKEN_MAX_AGE"))
-    except signing.BadSignature:  # includes SignatureExpired
-        raise Unauthorized("the token is invalid or expired; ask for a new one") from None
-    user = get_user_model()._default_manager.filter(pk=user_pk, is_active=True).first()
+    user, sessions = user_for_token(token)
     if user is None:
-        raise Unauthorized("the token's user is no longer active")
+        raise Unauthorized("the token is invalid, expired or its user inactive; ask for a new one")
     return user, sessions
 
 
