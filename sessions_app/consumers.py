@@ -11,10 +11,13 @@ import asyncio
 import json
 import logging
 import secrets
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 
@@ -94,6 +97,16 @@ class SessionConsumer(AsyncWebsocketConsumer):
                 task.cancel()
         for sub in list(getattr(self, "subs", {}).values()):
             await self._leave(sub)
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # Channels' dispatch first closes stale ORM connections of its thread-sensitive
+        # executor: a thread hop before every message, 10% of a busy worker's time. This
+        # consumer never uses that executor (its database work runs on dbexec's threads,
+        # which look after their own connections), so it goes straight to the handler.
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"no handler for message type {message['type']}")
+        await handler(message)
 
     # --- client frames -------------------------------------------------------------------
 
@@ -298,8 +311,16 @@ class SessionConsumer(AsyncWebsocketConsumer):
             self._fall_behind(sub, step.up_to)
             return
         assert bodies is not None
-        rows = list(enumerate(bodies[step.start_index :], start=sub.delivered + 1))
-        await self._deliver(sub, rows)
+        # Every subscriber of this session on this worker gets the same frames: build them once.
+        # (The last body is in the key too: it carries the server's time, so a recreated
+        # session that reuses the primary key can never be served another's frames.)
+        key = (sub.pk, sub.delivered + 1, message["last"], bodies[-1])
+        frames = _SHARED_FRAMES.get(key)
+        if frames is None:
+            rows = list(enumerate(bodies[step.start_index :], start=sub.delivered + 1))
+            frames = _SHARED_FRAMES.put(key, self._frames(sub, rows))
+        for text, last, count in frames:
+            await self._send_frame(sub, text, last, count)
 
     def _over_limit(self) -> bool:
         queued = buffered_bytes(self.base_send)
@@ -392,26 +413,33 @@ class SessionConsumer(AsyncWebsocketConsumer):
         return session.pk
 
     async def _deliver(self, sub: Subscription, rows: list[tuple[int, Any]]) -> None:
+        for text, last, count in self._frames(sub, rows):
+            await self._send_frame(sub, text, last, count)
+
+    @staticmethod
+    def _frames(sub: Subscription, rows: list[tuple[int, Any]]) -> list[tuple[str, int, int]]:
+        """``events`` frames (text, last offset, entries) holding ``rows``."""
         name = json.dumps(sub.name)
-        frame_bytes = setting("MAX_EVENTS_FRAME_BYTES")
+        limit = setting("MAX_EVENTS_FRAME_BYTES")
+        frames: list[tuple[str, int, int]] = []
         parts: list[str] = []
         size = 0
         for seq, body in rows:
             text = body.decode() if isinstance(body, bytes) else body
             parts.append(f'{{"offset":"{format_offset(seq)}",{text[1:]}')
             size += len(text)
-            if size >= frame_bytes:
-                await self._send_events(sub, name, parts, seq)
+            if size >= limit:
+                frames.append((_events_frame(name, parts), seq, len(parts)))
                 parts, size = [], 0
         if parts:
-            await self._send_events(sub, name, parts, rows[-1][0])
+            frames.append((_events_frame(name, parts), rows[-1][0], len(parts)))
+        return frames
 
-    async def _send_events(self, sub: Subscription, name: str, parts: list[str], last: int) -> None:
+    async def _send_frame(self, sub: Subscription, text: str, last: int, count: int) -> None:
         await self._make_room()
-        events = ",".join(parts)
-        await self.send(text_data=f'{{"type":"events","session":{name},"events":[{events}]}}')
+        await self.send(text_data=text)
         sub.delivered = last
-        metrics.DELIVERED.inc(len(parts))
+        metrics.DELIVERED.inc(count)
 
     async def _make_room(self) -> None:
         """Wait while the client's backlog is over the limit; cut a client that stopped reading.
@@ -534,7 +562,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
     async def _send(self, frame: dict[str, Any]) -> None:
         if frame.get("id") is None:
             frame.pop("id", None)
-        await self.send(text_data=json.dumps(frame, separators=(",", ":"), ensure_ascii=False))
+        await self.send(text_data=_dumps(frame))
 
     async def _send_error(self, exc: SessionError, frame_id: Any) -> None:
         await self._send({"type": "error", "id": frame_id, **exc.as_dict()})
@@ -552,9 +580,46 @@ class SessionConsumer(AsyncWebsocketConsumer):
         return "d-" + secrets.token_hex(6)
 
 
+def _events_frame(name: str, parts: list[str]) -> str:
+    events = ",".join(parts)
+    return f'{{"type":"events","session":{name},"events":[{events}]}}'
+
+
+class _FrameCache:
+    """The last few notifications' frames, shared by the subscribers of one worker."""
+
+    SIZE = 64
+
+    def __init__(self) -> None:
+        self._frames: dict[tuple[Any, ...], list[tuple[str, int, int]]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[Any, ...]) -> list[tuple[str, int, int]] | None:
+        return self._frames.get(key)
+
+    def put(
+        self, key: tuple[Any, ...], frames: list[tuple[str, int, int]]
+    ) -> list[tuple[str, int, int]]:
+        with self._lock:
+            self._frames[key] = frames
+            while len(self._frames) > self.SIZE:
+                del self._frames[next(iter(self._frames))]
+        return frames
+
+
+_SHARED_FRAMES = _FrameCache()
+
+
+def _dumps(frame: dict[str, Any]) -> str:
+    try:
+        return orjson.dumps(frame).decode()
+    except TypeError:  # what orjson refuses (e.g. integers beyond 64 bits) json writes
+        return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+
+
 def _parse(raw: str | bytes) -> dict[str, Any]:
     try:
-        frame = json.loads(raw)
+        frame = orjson.loads(raw)  # strict JSON: NaN and Infinity are refused
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"frame is not valid JSON: {exc}", reason="bad_json") from exc
     if not isinstance(frame, dict):

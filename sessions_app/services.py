@@ -30,10 +30,10 @@ def build_items(events: object) -> list[log.Item]:
     for index, raw in enumerate(events):
         try:
             event = validate_event(raw)
+            body = encode_event(event, stamp)
         except BadEvent as exc:
             raise BadEvent(f"event {index}: {exc.message}", index=index, **exc.details) from exc
-        body = encode_event(event, stamp).decode()
-        if len(body) > limit:
+        if (len(body) if body.isascii() else len(body.encode())) > limit:
             raise LimitExceeded(
                 f"event {index} is larger than {limit} bytes", limit="event_bytes", index=index
             )

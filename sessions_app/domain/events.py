@@ -139,8 +139,15 @@ def validate_event(raw: object) -> dict[str, Any]:
     return event
 
 
-def encode_event(event: Mapping[str, Any], time_ms: int) -> bytes:
-    """The stored bytes of an event: compact JSON with the server time."""
-    return json.dumps(
-        {**event, "time": time_ms}, separators=(",", ":"), ensure_ascii=False
-    ).encode()
+def encode_event(event: Mapping[str, Any], time_ms: int) -> str:
+    """The stored text of an event: compact JSON with the server time.
+
+    NaN and infinities (which Python's JSON parser lets through) are refused: they are not
+    JSON, and every reader of the log would choke on them.
+    """
+    try:
+        return json.dumps(
+            {**event, "time": time_ms}, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        )
+    except ValueError as exc:
+        raise BadEvent(f"not JSON: {exc}; NaN and Infinity have no JSON form") from exc

@@ -308,3 +308,16 @@ def test_nul_characters_are_refused_on_every_engine_and_nothing_is_written(api, 
         assert (reply.status_code, reply.json()["code"]) == (400, "bad_request")
     assert post(api, "/chat-1/members", {"username": "x\x00"}).status_code == 400
     assert Session.objects.count() == 1
+
+
+def test_nan_or_infinity_in_an_event_is_refused_and_nothing_is_written(api, session):
+    # Python's JSON parser lets NaN through; stored, it would break every reader of the log.
+    for value in ("NaN", "Infinity", "-Infinity"):
+        body = '{"events": [{"type": "CUSTOM", "data": {"name": "x", "value": VALUE}}]}'
+        body = body.replace("VALUE", value)
+        refused = api.post(BASE + "/chat-1/events", body, content_type="application/json")
+        assert refused.status_code == 400, refused.content
+        assert "NaN" in refused.json()["message"] or "JSON" in refused.json()["message"]
+    assert entries(session) == 0
+    snapshot = api.get(BASE + "/chat-1/snapshot")
+    assert snapshot.status_code == 200 and snapshot.json()["offset"].endswith("0000")

@@ -217,3 +217,16 @@ async def test_too_many_events_in_one_publish_is_limit_exceeded_and_writes_nothi
         assert (reply["code"], reply["limit"]) == ("limit_exceeded", "events"), reply
         assert (await client.publish(TARGET, events[:3]))["type"] == "ack"
         assert await entries() == before + 3
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
+async def test_numbers_json_has_no_form_for_are_refused_and_write_nothing(alice, sessions, value):
+    frame = '{"op":"publish","id":"p","session":"%s","events":[{"type":"CUSTOM","data":{"name":"n","value":%s}}]}'
+    async with connect(alice) as client:
+        before = await entries()
+        await client.send(frame % (TARGET, value))
+        reply = await client.recv_type("error", "ack")
+        assert reply["type"] == "error" and reply["code"] == "bad_request", reply
+        assert await entries() == before
+        snapshot, _ = await client.subscribe(TARGET, after="snapshot")
+        assert snapshot[0]["type"] == "snapshot"  # the log is still readable
