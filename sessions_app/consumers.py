@@ -45,6 +45,8 @@ CLOSE_SLOW_CONSUMER = 4008
 AUTH_CACHE_SECONDS = 5.0
 GAP_RETRY_SECONDS = 1.0
 DRAIN_POLL_SECONDS = 0.02
+# Publishes of one socket queued for commit before it waits for the oldest to commit.
+MAX_PUBLISHES_IN_FLIGHT = 16
 
 
 @dataclass
@@ -67,6 +69,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
         self.presence: dict[str, dict[str, dict[str, Any]]] = {}
         self.heartbeat: asyncio.Task[None] | None = None
         self.catching_up: asyncio.Task[None] | None = None
+        self.in_flight: set[asyncio.Task[None]] = set()  # publishes waiting for their commit
         self.cut = False
         await self.accept()
         metrics.SOCKETS.inc()
@@ -92,7 +95,11 @@ class SessionConsumer(AsyncWebsocketConsumer):
         if getattr(self, "counted", False):
             metrics.SOCKETS.dec()
             self.counted = False
-        for task in (getattr(self, "heartbeat", None), getattr(self, "catching_up", None)):
+        for task in (
+            getattr(self, "heartbeat", None),
+            getattr(self, "catching_up", None),
+            *getattr(self, "in_flight", ()),
+        ):
             if task is not None and task is not asyncio.current_task():
                 task.cancel()
         for sub in list(getattr(self, "subs", {}).values()):
@@ -127,6 +134,10 @@ class SessionConsumer(AsyncWebsocketConsumer):
             handler = OPERATIONS.get(frame.get("op"))  # type: ignore[arg-type]
             if handler is None:
                 raise BadRequest(f"unknown op {frame.get('op')!r}", known=sorted(OPERATIONS))
+            if self.in_flight and handler is not SessionConsumer.op_publish:
+                # A socket's frames take effect in order: what it published is committed
+                # before anything else it asked for is looked at.
+                await asyncio.wait(self.in_flight)
             await handler(self, frame)
         except SessionError as exc:
             await self._send_error(exc, frame_id)
@@ -249,8 +260,30 @@ class SessionConsumer(AsyncWebsocketConsumer):
         await self._send({"type": "unsubscribed", "id": frame.get("id"), "session": sub.name})
 
     async def op_publish(self, frame: dict[str, Any]) -> None:
+        # Publishes are pipelined: the append is queued here, in frame order, and acknowledged
+        # when it commits, while the next frames are read; so one socket's publishes share a
+        # group commit instead of taking one each.
         append = services.request(0, frame.get("events"), frame.get("producer"))
-        await self._append(frame, append)
+        name = frame.get("session")
+        append.session_pk = await self._authorize(name)
+        if len(self.in_flight) >= MAX_PUBLISHES_IN_FLIGHT:
+            await asyncio.wait(self.in_flight, return_when=asyncio.FIRST_COMPLETED)
+        task = asyncio.create_task(self._ack(frame.get("id"), name, log.append_queued(append)))
+        self.in_flight.add(task)
+        task.add_done_callback(self.in_flight.discard)
+
+    async def _ack(
+        self, frame_id: Any, name: Any, committed: asyncio.Future[log.AppendResult | SessionError]
+    ) -> None:
+        try:
+            outcome = await committed
+            if isinstance(outcome, SessionError):
+                await self._send_error(outcome, frame_id)
+            else:
+                ack = services.ack(outcome)
+                await self._send({"type": "ack", "id": frame_id, "session": name, **ack})
+        except Exception:  # e.g. the client went away meanwhile; the append stands
+            logger.warning("could not acknowledge publish %r", frame_id, exc_info=True)
 
     async def op_send_message(self, frame: dict[str, Any]) -> None:
         message, events = control.user_message(frame.get("text"))

@@ -373,13 +373,17 @@ class GroupCommitter:
         self._sender: asyncio.Task[None] | None = None
 
     async def submit(self, request: AppendRequest) -> AppendResult:
+        return _raise_or_return(await self.enqueue(request))
+
+    def enqueue(self, request: AppendRequest) -> asyncio.Future[AppendResult | SessionError]:
+        """Queue an append now; appends from one caller land in the order it queued them."""
         future: asyncio.Future[AppendResult | SessionError] = (
             asyncio.get_running_loop().create_future()
         )
         self._queue.append((request, future))
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._drain())
-        return _raise_or_return(await future)
+        return future
 
     async def _drain(self) -> None:
         window = setting("GROUP_COMMIT_WINDOW")
@@ -443,6 +447,12 @@ def committer() -> GroupCommitter:
 async def append(request: AppendRequest) -> AppendResult:
     """Append through this event loop's group committer; raises SessionError subclasses."""
     return await committer().submit(request)
+
+
+def append_queued(request: AppendRequest) -> asyncio.Future[AppendResult | SessionError]:
+    """Queue an append without waiting for it: its place among this loop's appends is fixed
+    now. The future's result is the AppendResult, or the SessionError that refused it."""
+    return committer().enqueue(request)
 
 
 async def _notify(notes: Sequence[Notification]) -> None:

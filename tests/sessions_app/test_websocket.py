@@ -338,3 +338,25 @@ async def test_a_subscriber_catches_up_even_when_every_notification_is_lost(
         await writer.publish("chat-1", [text(delta="c")])
         received = await reader.events(3, timeout=4)
     assert [e["data"]["delta"] for e in received] == ["a", "b", "c"]
+
+
+async def test_publishes_sent_without_waiting_land_and_are_acknowledged_in_frame_order(
+    alice, session
+):
+    async with connect(alice) as client:
+        for i in range(20):
+            await client.send({"op": "publish", "id": i, "session": "chat-1",
+                               "events": [text(delta=str(i))]})  # fmt: skip
+        # A frame of another kind waits for the publishes before it: the run it starts and
+        # the heartbeat that follows it are seen in that order.
+        await client.send({"op": "publish", "id": "start", "session": "chat-1",
+                           "events": [{"type": "RUN_STARTED", "run": "r9"}]})  # fmt: skip
+        await client.send({"op": "heartbeat", "id": "beat", "session": "chat-1", "run": "r9"})
+        replies = [await client.recv_type("ack", "heartbeat") for _ in range(22)]
+        assert [r["id"] for r in replies] == [*range(20), "start", "beat"]
+        offsets = [r["offsets"][0] for r in replies[:21]]
+        assert offsets == sorted(offsets) and len(set(offsets)) == 21
+        assert replies[-1]["running"] is True
+        replayed, _ = await client.subscribe("chat-1")
+    deltas = [e["data"]["delta"] for e in replayed if e["type"] == "TEXT_MESSAGE_CONTENT"]
+    assert deltas == [str(i) for i in range(20)]
