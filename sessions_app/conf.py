@@ -23,7 +23,7 @@ DEFAULTS: dict[str, Any] = {
     "MAX_FRAMES_PER_SECOND": 50,
     "FRAME_BURST": 100,
     # Entries read from the database per replay batch.
-    "REPLAY_BATCH": 1000,
+    "REPLAY_BATCH": 2500,
     # Default retention of a session's entries, in days; None keeps them forever.
     "RETENTION_DAYS": None,
     # Allowed WebSocket origins; None means settings.ALLOWED_HOSTS decides.

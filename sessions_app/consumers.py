@@ -47,6 +47,8 @@ GAP_RETRY_SECONDS = 1.0
 DRAIN_POLL_SECONDS = 0.02
 # Publishes of one socket queued for commit before it waits for the oldest to commit.
 MAX_PUBLISHES_IN_FLIGHT = 16
+# A replay reads at most this many bytes of entries at a time (and REPLAY_BATCH entries).
+REPLAY_READ_BYTES = 1024 * 1024
 
 
 @dataclass
@@ -192,10 +194,18 @@ class SessionConsumer(AsyncWebsocketConsumer):
                 }
             )
         else:
-            head, tail = await dbexec.run_read(log.head_and_tail, sub.pk)
+            # The first entries are read while the head is looked up (the range is checked
+            # before any of them is sent).
+            first = None if start.now else self._read_after(sub, start.seq)
+            try:
+                head, tail = await dbexec.run_read(log.head_and_tail, sub.pk)
+            except BaseException:
+                _drop(first)
+                raise
             if start.now:
                 sub.delivered = head
             elif start.seq < tail:
+                _drop(first)
                 raise OffsetExpired(
                     "entries at this offset were removed by retention; resume from the snapshot",
                     session=sub.name,
@@ -203,6 +213,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
                     resume=SNAPSHOT,
                 )
             elif start.seq > head:
+                _drop(first)
                 raise BadRequest(
                     f"offset is beyond the head ({format_offset(head)})", session=sub.name
                 )
@@ -210,7 +221,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
                 sub.delivered = start.seq
                 if start.seq:
                     metrics.RESUMES.inc()
-                await self._replay(sub, until=head)
+                await self._replay(sub, until=head, first=first)
         await self._send(
             {
                 "type": "caught_up",
@@ -220,12 +231,23 @@ class SessionConsumer(AsyncWebsocketConsumer):
             }
         )
 
-    async def _replay(self, sub: Subscription, until: int) -> None:
+    def _read_after(self, sub: Subscription, after: int) -> asyncio.Future[list[tuple[int, bytes]]]:
+        read = log.aread(sub.pk, after, setting("REPLAY_BATCH"), REPLAY_READ_BYTES)
+        return asyncio.ensure_future(read)
+
+    async def _replay(
+        self,
+        sub: Subscription,
+        until: int,
+        first: asyncio.Future[list[tuple[int, bytes]]] | None = None,
+    ) -> None:
+        """Send entries ``sub.delivered + 1 .. until`` (``first``: the read of the first batch,
+        already under way)."""
         if sub.delivered >= until:
+            _drop(first)
             return
-        batch = setting("REPLAY_BATCH")
-        reading: asyncio.Future[list[tuple[int, bytes]]] | None = asyncio.ensure_future(
-            log.aread(sub.pk, sub.delivered, batch)
+        reading: asyncio.Future[list[tuple[int, bytes]]] | None = first or self._read_after(
+            sub, sub.delivered
         )
         try:
             while reading is not None:
@@ -233,8 +255,8 @@ class SessionConsumer(AsyncWebsocketConsumer):
                 reading = None
                 if not rows:
                     return
-                if len(rows) == batch and rows[-1][0] < until:  # read the next while sending
-                    reading = asyncio.ensure_future(log.aread(sub.pk, rows[-1][0], batch))
+                if rows[-1][0] < until:  # read the next batch while this one is sent
+                    reading = self._read_after(sub, rows[-1][0])
                 metrics.REPLAYED.inc(len(rows))
                 if rows[0][0] != sub.delivered + 1:  # retention removed entries while we read
                     raise OffsetExpired(
@@ -248,9 +270,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
                     return
                 await self._deliver(sub, rows)
         finally:
-            if reading is not None:  # not needed after all: drop it, and its outcome
-                reading.cancel()
-                reading.add_done_callback(lambda f: f.cancelled() or f.exception())
+            _drop(reading)
 
     async def op_unsubscribe(self, frame: dict[str, Any]) -> None:
         sub = self.subs.get(frame.get("session"))  # type: ignore[arg-type]
@@ -611,6 +631,13 @@ class SessionConsumer(AsyncWebsocketConsumer):
         if wanted and len(wanted) <= 64 and wanted.replace("-", "").replace("_", "").isalnum():
             return wanted
         return "d-" + secrets.token_hex(6)
+
+
+def _drop(reading: asyncio.Future[Any] | None) -> None:
+    """Forget a read that is not needed after all (and whatever it ends with)."""
+    if reading is not None:
+        reading.cancel()
+        reading.add_done_callback(lambda f: f.cancelled() or f.exception())
 
 
 def _events_frame(name: str, parts: list[str]) -> str:

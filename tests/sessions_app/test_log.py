@@ -89,3 +89,17 @@ def test_a_stale_instance_saved_elsewhere_cannot_move_offsets_back(alice, sessio
     session.refresh_from_db()
     assert (session.title, session.head) == ("Renamed", 2)
     assert log.append_sync(log.AppendRequest(session.pk, items("c"))).first == 3
+
+
+async def test_a_read_stops_at_its_byte_budget_but_always_makes_progress(alice, session):
+    sizes = [100, 3000, 50, 50, 5000, 10]
+    bodies = [f'{{"type":"CUSTOM","data":{{"name":"{"x" * n}"}}}}' for n in sizes]
+    await log.append(log.AppendRequest(session.pk, [log.Item(b, "CUSTOM") for b in bodies]))
+    read = db(log.read)
+    # the entry that reaches the budget is the last one read
+    assert [seq for seq, _ in await read(session.pk, 0, 100, 3000)] == [1, 2]
+    assert [seq for seq, _ in await read(session.pk, 2, 100, 3000)] == [3, 4, 5]
+    assert [seq for seq, _ in await read(session.pk, 4, 100, 10)] == [5]  # larger than budget
+    assert [seq for seq, _ in await read(session.pk, 0, 3, 10**6)] == [1, 2, 3]  # count limit
+    whole = await read(session.pk, 0, 100)
+    assert [body.decode() for _, body in whole] == bodies
