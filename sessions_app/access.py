@@ -37,7 +37,7 @@ def visible_to(user: Any) -> QuerySet[Session]:
 
 
 def check_name(name: object) -> str:
-    if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME_LENGTH:
+    if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME_LENGTH or "\x00" in name:
         raise NotFound("no such session")
     return name
 

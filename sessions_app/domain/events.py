@@ -125,18 +125,32 @@ def validate_event(raw: object) -> dict[str, Any]:
     for key in ID_KEYS:
         value = raw.get(key)
         if value is not None and (
-            not isinstance(value, str) or not 0 < len(value) <= MAX_ID_LENGTH
+            not isinstance(value, str) or not 0 < len(value) <= MAX_ID_LENGTH or "\x00" in value
         ):
-            raise BadEvent(f"{key!r} must be a string of 1 to {MAX_ID_LENGTH} characters")
+            raise BadEvent(f"{key!r} must be a string of 1 to {MAX_ID_LENGTH} characters (no NUL)")
     data = raw.get("data", {})
     if not isinstance(data, dict):
         raise BadEvent("'data' must be a JSON object")
+    if has_nul(data):
+        raise BadEvent("text may not contain NUL (\\u0000) characters: the log cannot store them")
     event = {key: raw[key] for key in ("type", *ID_KEYS) if raw.get(key) is not None}
     if data:
         event["data"] = data
     for check in RULES[kind]:
         check({**event, "data": data})
     return event
+
+
+def has_nul(value: Any) -> bool:
+    """Whether a JSON value holds the NUL character in any string (key or value): PostgreSQL
+    stores none in text or jsonb, so it is refused at the door rather than in a commit."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any("\x00" in key or has_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(has_nul(item) for item in value)
+    return False
 
 
 def encode_event(event: Mapping[str, Any], time_ms: int) -> str:

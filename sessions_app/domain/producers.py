@@ -31,8 +31,10 @@ class ProducerClaim:
         if not isinstance(raw, dict):
             raise BadRequest("producer must be an object with id, epoch and seq")
         pid, epoch, seq = raw.get("id"), raw.get("epoch", 0), raw.get("seq")
-        if not isinstance(pid, str) or not 0 < len(pid) <= MAX_ID_LENGTH:
-            raise BadRequest(f"producer.id must be a string of 1 to {MAX_ID_LENGTH} characters")
+        if not isinstance(pid, str) or not 0 < len(pid) <= MAX_ID_LENGTH or "\x00" in pid:
+            raise BadRequest(
+                f"producer.id must be a string of 1 to {MAX_ID_LENGTH} characters (no NUL)"
+            )
         for name, value in (("epoch", epoch), ("seq", seq)):
             if not isinstance(value, int) or isinstance(value, bool):
                 raise BadRequest(f"producer.{name} must be an integer")

@@ -181,3 +181,16 @@ def test_service_refuses_a_step_beyond_32_bits(project):
     with pytest.raises(InvalidInput, match="32 bits"):
         services.record_run(project, name="r", history=[{"key": "x", "value": 1, "step": 2**40}])
     assert Run.objects.count() == 0
+
+
+def test_text_with_nul_characters_is_refused_whole_and_changes_nothing(api, project):
+    # PostgreSQL stores no NUL in text or jsonb: found by fuzzing the API on PostgreSQL.
+    run = api.post(f"/projects/{project.slug}/runs", {"name": "baseline"}).json()
+    refused = api.patch(f"/runs/{run['id']}", {"artifacts": [{"name": "w", "uri": "s3://\x00"}]})
+    assert refused.status_code == 422 and "NUL" in refused.content.decode()
+    refused = api.post(f"/projects/{project.slug}/runs", {"name": "x", "params": {"k\x00": 1}})
+    assert refused.status_code == 422
+    after = api.get(f"/runs/{run['id']}").json()
+    assert after["artifacts"] == []
+    listed = api.get(f"/projects/{project.slug}/runs").json()
+    assert [r["name"] for r in listed["items"]] == ["baseline"]

@@ -230,3 +230,29 @@ async def test_numbers_json_has_no_form_for_are_refused_and_write_nothing(alice,
         assert await entries() == before
         snapshot, _ = await client.subscribe(TARGET, after="snapshot")
         assert snapshot[0]["type"] == "snapshot"  # the log is still readable
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"type": "RUN_STARTED", "run": "r\x00"},
+        {"type": "RUN_ERROR", "run": "r1", "data": {"message": "boom\x00"}},
+        {"type": "TEXT_MESSAGE_CONTENT", "message": "m1", "data": {"delta": "\x00"}},
+    ],
+    ids=["run id", "run error", "text"],
+)
+async def test_nul_characters_are_refused_before_the_commit_and_sink_nobody_else(
+    alice, sessions, event
+):
+    # PostgreSQL stores no NUL in text or jsonb: refused at the door, not by a failing commit
+    # that every append of the same group commit would share.
+    async with connect(alice) as client, connect(alice) as other:
+        before = await entries()
+        good = asyncio.ensure_future(
+            other.publish(TARGET, [{"type": "CUSTOM", "data": {"name": "ok"}}])
+        )
+        reply = await client.publish(TARGET, [event])
+        assert reply["type"] == "error" and reply["code"] == "bad_event", reply
+        assert "NUL" in reply["message"]
+        assert (await good)["type"] == "ack"
+        assert await entries() == before + 1
