@@ -7,7 +7,8 @@ import pytest
 
 from tests.e2e.agui.site import agent_site, node, run_status, run_text, snapshot
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+# Protocol clients against the doors: run once, on the production engines (second pass).
+pytestmark = [pytest.mark.e2e, pytest.mark.real_engines, pytest.mark.timeout(180)]
 PACKAGES = ["ai5", "ai"]
 CHATS = [f"{pkg}-{what}" for pkg in PACKAGES for what in ("chat", "resume", "chat-resume", "stop")]
 

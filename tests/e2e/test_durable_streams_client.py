@@ -20,7 +20,8 @@ import websockets
 
 from tests.e2e.durable_streams.server import HERE, ds_server, ensure_node_modules
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+# Protocol clients against the doors: run once, on the production engines (second pass).
+pytestmark = [pytest.mark.e2e, pytest.mark.real_engines, pytest.mark.timeout(300)]
 
 SESSION = "ai-chat"
 SETUP = f"""

@@ -18,7 +18,8 @@ from tests.e2e.servers import (
 )
 from tests.e2e.wsclient import WsClient
 
-pytestmark = pytest.mark.e2e
+# Protocol clients against the doors: run once, on the production engines (second pass).
+pytestmark = [pytest.mark.e2e, pytest.mark.real_engines]
 
 
 @pytest.fixture(scope="module")
