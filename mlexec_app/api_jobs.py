@@ -18,13 +18,12 @@ from mlexec_app import jobs
 from mlexec_app.api import ERRORS, ApiKeyAuth, coded_errors, principal, project_of, visible
 from mlexec_app.exceptions import NotFound
 from mlexec_app.models import DiagnosticJob
-from mlexec_app.schemas import InSchema
 
 jobs_router = Router(tags=["mlexec diagnostics"], auth=[ApiKeyAuth(), django_auth])
 jobs_router.add_decorator(coded_errors, mode="view")
 
 
-class JobIn(InSchema):
+class JobIn(Schema):
     dataset: str = Field(
         ..., description="digits, a .csv/.npz path on the server, or a dotted path"
     )

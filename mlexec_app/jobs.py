@@ -90,6 +90,7 @@ def create_job(
         )
     if not dataset.strip():
         raise InvalidInput("Name a dataset: digits, a .csv/.npz path or a dotted path.")
+    services.all_printable({"dataset": dataset, "params": params or {}})
     try:
         build_plan(project, chosen, dict(params or {}))
     except (TypeError, ValueError) as exc:  # bad keys or values: say so now, not in the worker

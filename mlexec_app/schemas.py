@@ -6,7 +6,6 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from ninja import Field, Schema
-from pydantic import field_validator
 
 Fraction = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
 Money = Annotated[float, Field(ge=0, allow_inf_nan=False)]
@@ -23,35 +22,13 @@ Count = Annotated[int, Field(ge=1, le=INT_MAX)]
 Step = Annotated[int, Field(ge=-INT_MAX, le=INT_MAX)]
 
 
-def _has_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(key) or _has_nul(item) for key, item in value.items())
-    if isinstance(value, list | tuple):
-        return any(_has_nul(item) for item in value)
-    return False
-
-
-class InSchema(Schema):
-    """A request body with text the database can store: NUL characters (which PostgreSQL
-    refuses in text and jsonb) are refused with 422 before anything is written."""
-
-    @field_validator("*", mode="after")
-    @classmethod
-    def _no_nul(cls, value: Any) -> Any:
-        if _has_nul(value):
-            raise ValueError("text may not contain NUL (\\u0000) characters")
-        return value
-
-
 class ErrorOut(Schema):
     code: str
     message: str
     detail: Any = None
 
 
-class ProjectIn(InSchema):
+class ProjectIn(Schema):
     name: Name
     slug: Annotated[str, Field(pattern=r"^[-a-zA-Z0-9_]*$", max_length=100)] = ""
     problem_statement: str = ""
@@ -65,7 +42,7 @@ class ProjectIn(InSchema):
     stage: Stage = "scoping"
 
 
-class ProjectPatch(InSchema):
+class ProjectPatch(Schema):
     name: Name | None = None
     problem_statement: str | None = None
     data_type: DataType | None = None
@@ -96,7 +73,7 @@ class ProjectOut(Schema):
     updated_at: datetime
 
 
-class AssessmentIn(InSchema):
+class AssessmentIn(Schema):
     train_size: Count | None = None
     train_dev_size: Count | None = None
     dev_size: Count | None = None
@@ -114,18 +91,18 @@ class AssessmentOut(AssessmentIn):
     created_at: datetime
 
 
-class Artifact(InSchema):
+class Artifact(Schema):
     name: Annotated[str, Field(min_length=1, max_length=200)]
     uri: Annotated[str, Field(min_length=1, max_length=2000)]
 
 
-class PointIn(InSchema):
+class PointIn(Schema):
     key: Annotated[str, Field(min_length=1, max_length=100)]
     value: Finite
     step: Step = 0
 
 
-class RunIn(InSchema):
+class RunIn(Schema):
     name: Name
     status: RunState = "running"
     params: dict[str, Any] = {}
@@ -138,7 +115,7 @@ class RunIn(InSchema):
     notes: str = ""
 
 
-class RunPatch(InSchema):
+class RunPatch(Schema):
     status: RunState | None = None
     notes: str | None = None
     cost: Money | None = None
@@ -164,7 +141,7 @@ class RunOut(Schema):
     finished_at: datetime | None
 
 
-class BatchIn(InSchema):
+class BatchIn(Schema):
     params: dict[str, Any] = {}
     metrics: list[PointIn] = []
 
@@ -181,7 +158,7 @@ class HistoryOut(Schema):
     points: list[PointOut]
 
 
-class ErrorAnalysisIn(InSchema):
+class ErrorAnalysisIn(Schema):
     categories: dict[
         Annotated[str, Field(min_length=1, max_length=100)], Annotated[int, Field(ge=0)]
     ]
@@ -271,7 +248,7 @@ class PlanOut(Schema):
     tried: list[CandidateOut]
 
 
-class AdoptIn(InSchema):
+class AdoptIn(Schema):
     rule_ids: list[str] | None = Field(
         None, description="Rules of the current plan to adopt; all recommended when left out."
     )
@@ -292,7 +269,7 @@ class InterventionOut(Schema):
     updated_at: datetime
 
 
-class InterventionPatch(InSchema):
+class InterventionPatch(Schema):
     status: InterventionState | None = None
     realized_gain: Annotated[float, Field(ge=-1, le=1, allow_inf_nan=False)] | None = None
 
@@ -302,7 +279,7 @@ class InterventionPatch(InSchema):
 Volume = Annotated[float, Field(ge=0, le=1e15, allow_inf_nan=False)]
 
 
-class CostIn(InSchema):
+class CostIn(Schema):
     llm_price_per_token: Money
     tokens_per_call: Volume
     calls_per_month: Volume
@@ -337,7 +314,7 @@ class GatesOut(Schema):
     gates: list[GateOut]
 
 
-class ApiKeyIn(InSchema):
+class ApiKeyIn(Schema):
     name: Name
     projects: list[str] = Field([], description="Ids or slugs of the projects it may reach.")
     all_projects: bool = False

@@ -114,7 +114,8 @@ def _printable(field: str, value: Any) -> None:
             _printable(field, item)
 
 
-def _all_printable(values: Mapping[str, Any]) -> None:
+def all_printable(values: Mapping[str, Any]) -> None:
+    """Refuse (InvalidInput, code ``invalid_text``) NUL characters in any of ``values``."""
     for field, value in values.items():
         _printable(field, value)
 
@@ -135,7 +136,7 @@ PROJECT_FIELDS = (
 @transaction.atomic
 def create_project(owner: Any, *, name: str, slug: str = "", **fields: Any) -> Project:
     """Create a project; the slug is derived from the name when not given."""
-    _all_printable({"name": name, "slug": slug, **fields})
+    all_printable({"name": name, "slug": slug, **fields})
     unknown = set(fields) - set(PROJECT_FIELDS) - {"stage"}
     if unknown:
         raise InvalidInput(f"Unknown project fields: {sorted(unknown)}.")
@@ -163,7 +164,7 @@ def _full_clean(obj: Any) -> None:
 @transaction.atomic
 def update_project(project: Project, *, force: bool = False, **fields: Any) -> Project:
     """Change a project's fields; moving its stage forward checks the stage gates."""
-    _all_printable(fields)
+    all_printable(fields)
     for key in ("target_value", "human_level"):
         if key in fields:
             _fraction(key, fields[key])
@@ -213,7 +214,7 @@ ASSESSMENT_FIELDS = (
 
 @transaction.atomic
 def record_assessment(project: Project, **fields: Any) -> DataAssessment:
-    _all_printable(fields)
+    all_printable(fields)
     unknown = set(fields) - set(ASSESSMENT_FIELDS)
     if unknown:
         raise InvalidInput(f"Unknown assessment fields: {sorted(unknown)}.")
@@ -290,7 +291,7 @@ def record_run(
     a value is out of range.
     """
     points = list(history)
-    _all_printable(
+    all_printable(
         {
             "name": name,
             "params": params,
@@ -336,7 +337,7 @@ def log_batch(
     A parameter, once logged, keeps its value (a changed value is a new run). Each metric
     point is ``{"key", "value", "step"}``; the highest step of each key becomes its latest value.
     """
-    _all_printable({"params": params, "metrics": metrics})
+    all_printable({"params": params, "metrics": metrics})
     points = list(metrics or [])
     if len(points) > get_config()["MAX_BATCH"]:
         raise InvalidInput(
@@ -407,6 +408,7 @@ def update_run(run: Run, *, status: str | None = None, **fields: Any) -> Run:
     unknown = set(fields) - {"notes", "cost", "artifacts"}
     if unknown:
         raise InvalidInput(f"Unknown run fields: {sorted(unknown)}.")
+    all_printable(fields)  # found by the OpenAPI fuzz test: a NUL in an artifact URI was a 500
     for key, value in fields.items():
         if value is not None:
             setattr(run, key, [dict(a) for a in value] if key == "artifacts" else value)
@@ -437,7 +439,7 @@ def record_error_analysis(
     One error may carry several tags, so counts may add up to more than ``sample_size``;
     each count must lie between 0 and ``sample_size``.
     """
-    _all_printable({"categories": categories, "source": source, "notes": notes})
+    all_printable({"categories": categories, "source": source, "notes": notes})
     counts = dict(categories)
     if any(isinstance(v, bool) or not isinstance(v, int) for v in counts.values()):
         raise InvalidInput("Category counts must be integers.", code="invalid_number")
