@@ -19,9 +19,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.contrib.auth import aget_user
-from django.core.handlers.asgi import ASGIHandler
+from django.core.exceptions import RequestAborted
+from django.core.handlers.asgi import ASGIHandler, get_script_prefix
+from django.core.handlers.exception import response_for_exception
 from django.http import HttpRequest, HttpResponseBase
+from django.urls import set_script_prefix
 from django.utils.module_loading import import_string
 
 from sessions_app.streams.views import stream_view
@@ -39,7 +43,39 @@ class StreamsHandler(ASGIHandler):
         # Django wraps each request in its own ThreadSensitiveContext, which starts a new
         # thread per request for the request signals' sync receivers. The door's own database
         # work runs in the log's threads, so the shared sync thread serves those receivers.
-        await self.handle(scope, receive, send)
+        if _direct(scope):
+            await self._handle_direct(scope, receive, send)
+        else:
+            await self.handle(scope, receive, send)
+
+    async def _handle_direct(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """A request that touches no database connection of Django's own threads.
+
+        Django's ``handle`` sends ``request_started`` and ``request_finished``, whose receiver
+        (``close_old_connections``) runs in the shared sync thread: two thread hops per request,
+        about as long as the append itself. Those connections are only used by cookie
+        authentication, so requests without a cookie (token or anonymous) skip the signals.
+        They also skip the disconnect watch, which only matters to long responses, so live
+        reads (``live=``) keep Django's full path.
+        """
+        try:
+            body_file = await self.read_body(receive)
+        except RequestAborted:
+            return
+        try:
+            set_script_prefix(get_script_prefix(scope))
+            request, refused = self.create_request(scope, body_file)
+            if request is None:
+                assert refused is not None
+                await self.send_response(refused, send)
+                return
+            try:
+                response = await self._serve(request)
+            except Exception as exc:  # what Django's exception middleware would answer
+                response = await sync_to_async(response_for_exception)(request, exc)
+            await self.send_response(response, send)
+        finally:
+            body_file.close()
 
     async def _serve(self, request: HttpRequest) -> HttpResponseBase:
         await _attach_user(request)
@@ -60,6 +96,12 @@ async def _attach_user(request: HttpRequest) -> None:
         return await aget_user(request)
 
     request.auser = auser  # type: ignore[attr-defined]
+
+
+def _direct(scope: dict[str, Any]) -> bool:
+    if b"live=" in scope.get("query_string", b""):
+        return False
+    return not any(name == b"cookie" for name, _ in scope.get("headers", ()))
 
 
 def with_streams(application: Any) -> Any:

@@ -20,16 +20,18 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import json
 import logging
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from channels.layers import get_channel_layer
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from sessions_app import dbexec, log, services
 from sessions_app.access import Actor
@@ -46,7 +48,7 @@ from sessions_app.domain.offsets import format_offset
 from sessions_app.models import Entry, Membership, Producer, Session
 from sessions_app.runs import RunTracker
 from sessions_app.streams import protocol
-from sessions_app.streams.errors import Forbidden, Gone, Unauthorized
+from sessions_app.streams.errors import ContentTypeMismatch, Forbidden, Gone, Unauthorized
 
 logger = logging.getLogger(__name__)
 
@@ -129,8 +131,30 @@ class Stream:
 
 
 def load(name: str) -> Stream | None:
-    row = Session.objects.filter(name=name).values(*FIELDS).first()
-    return None if row is None else Stream.from_row(row)
+    """The stream named ``name``, in one plain statement: every request starts with this, and
+    building it through the ORM took three times as long as the query itself."""
+    columns = ", ".join(connection.ops.quote_name("id" if f == "pk" else f) for f in FIELDS)
+    table = connection.ops.quote_name(Session._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {columns} FROM {table} WHERE name = %s", [name])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    values = dict(zip(FIELDS, row, strict=True))
+    # What the ORM's converters would do on every backend: booleans, aware datetimes, JSON.
+    values["closed"], values["deleted"] = bool(values["closed"]), bool(values["deleted"])
+    values["expires_at"] = _aware(values["expires_at"])
+    if isinstance(values["metadata"], str):
+        values["metadata"] = json.loads(values["metadata"])
+    return Stream.from_row(values)
+
+
+def _aware(value: datetime | str | None) -> datetime | None:
+    if isinstance(value, str):  # SQLite keeps datetimes as text, in UTC
+        value = parse_datetime(value)
+    if value is not None and timezone.is_naive(value):
+        value = timezone.make_aware(value, UTC)
+    return value
 
 
 def has_forks(pk: int) -> bool:
@@ -236,20 +260,25 @@ def _events(messages: list[Any]) -> list[log.Item]:
 
 
 def _insert(pk: int, first: int, items: Sequence[log.Item], now: datetime) -> None:
-    Entry.objects.bulk_create(
-        [
-            Entry(
-                session_id=pk,
-                seq=seq,
-                type=item.type,
-                run=item.run,
-                body=item.body.encode() if isinstance(item.body, str) else item.body,
-                created_at=now,
+    rows = [
+        (pk, seq, item.type, item.run, _bytes(item.body), now)
+        for seq, item in enumerate(items, start=first)
+    ]
+    if len(rows) == 1:  # the common append: one statement, no model instances
+        table = connection.ops.quote_name(Entry._meta.db_table)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {table} ({', '.join(log.COPY_COLUMNS)}) "
+                "VALUES (%s, %s, %s, %s, %s, %s)",
+                rows[0],
             )
-            for seq, item in enumerate(items, start=first)
-        ],
-        batch_size=500,
-    )
+        return
+    columns = log.COPY_COLUMNS
+    log._insert_entries([Entry(**dict(zip(columns, row, strict=True))) for row in rows])
+
+
+def _bytes(body: str | bytes) -> bytes:
+    return body.encode() if isinstance(body, str) else body
 
 
 # --- create and fork -------------------------------------------------------------------------
@@ -547,6 +576,43 @@ class AppendRequest:
 
 
 @dataclass(frozen=True)
+class Post:
+    """An append by stream name, as a request gives it.
+
+    The stream is looked up, its access and content type checked and the body parsed in the
+    writer thread, inside the commit: one thread hop per append instead of a read then a write.
+    """
+
+    access: Access
+    name: str
+    body: bytes
+    media_type: str  # the request's Content-Type, without parameters ("" when absent)
+    producer: producers.ProducerClaim | None = None
+    seq: str | None = None
+    close: bool = False
+
+    def resolve(self) -> AppendRequest:
+        stream = open_stream(self.access, self.name)
+        items: list[log.Item] = []
+        if self.body and not stream.closed:  # a closed stream answers 409 before any body check
+            if self.media_type != protocol.media_type(stream.content_type):
+                raise ContentTypeMismatch(
+                    f"the stream's content type is {stream.content_type}; send that"
+                )
+            session = stream.owner_id is not None and stream.json
+            items = items_for(stream.json, session, self.body, creating=False)
+        return AppendRequest(
+            stream.pk,
+            items,
+            self.producer,
+            self.seq,
+            self.close,
+            has_body=bool(self.body),
+            ttl=stream.ttl_seconds if "ttl" in stream.state else None,
+        )
+
+
+@dataclass(frozen=True)
 class Appended:
     head: int  # Stream-Next-Offset after the request
     closed: bool
@@ -644,18 +710,9 @@ def _plain_append(request: AppendRequest) -> Appended | None:
     stream is closed, deleted or expired: the full path then says which.
     """
     now = timezone.now()
-    table = connection.ops.quote_name(Session._meta.db_table)
-    touch = ", expires_at = %s" if request.ttl is not None else ""
-    params: list[Any] = [len(request.items), sum(i.size for i in request.items), now]
-    if request.ttl is not None:
-        params.append(now + timedelta(seconds=request.ttl))
+    sql, params = _head_update(request, now)
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {table} SET head = head + %s, size_bytes = size_bytes + %s, "
-            f"last_activity = %s{touch} WHERE id = %s AND NOT closed AND NOT deleted "
-            "AND (expires_at IS NULL OR expires_at > %s) RETURNING head",
-            [*params, request.pk, now],
-        )
+        cursor.execute(sql, params)
         row = cursor.fetchone()
     if row is None:
         return None
@@ -663,6 +720,55 @@ def _plain_append(request: AppendRequest) -> Appended | None:
     first = head - len(request.items) + 1
     _insert(request.pk, first, request.items, now)
     return Appended(head, False, first)
+
+
+def _head_update(request: AppendRequest, now: datetime) -> tuple[str, list[Any]]:
+    """``UPDATE ... RETURNING head`` advancing a live stream's head past ``request``'s items."""
+    table = connection.ops.quote_name(Session._meta.db_table)
+    touch = ", expires_at = %s" if request.ttl is not None else ""
+    params: list[Any] = [len(request.items), sum(i.size for i in request.items), now]
+    if request.ttl is not None:
+        params.append(now + timedelta(seconds=request.ttl))
+    sql = (
+        f"UPDATE {table} SET head = head + %s, size_bytes = size_bytes + %s, "
+        f"last_activity = %s{touch} WHERE id = %s AND NOT closed AND NOT deleted "
+        "AND (expires_at IS NULL OR expires_at > %s) RETURNING head"
+    )
+    return sql, [*params, request.pk, now]
+
+
+def _append_statement(request: AppendRequest) -> Appended | None:
+    """A plain append as one PostgreSQL statement, committed on its own (autocommit).
+
+    The head update and the insert of the entries in one round trip, with no BEGIN and no
+    separate COMMIT: a lone sequential writer pays for one statement instead of five. None
+    when the stream is closed, deleted or expired (nothing was written).
+    """
+    now = timezone.now()
+    update, params = _head_update(request, now)
+    entries = connection.ops.quote_name(Entry._meta.db_table)
+    count = len(request.items)
+    sql = (
+        f"WITH u AS ({update}) INSERT INTO {entries} ({', '.join(log.COPY_COLUMNS)}) "
+        "SELECT %s, u.head - %s + i.k, i.type, i.run, i.body, %s "
+        "FROM u, unnest(%s::text[], %s::text[], %s::bytea[]) "
+        "WITH ORDINALITY AS i(type, run, body, k) RETURNING seq"
+    )
+    params += [
+        request.pk,
+        count,
+        now,
+        [item.type for item in request.items],
+        [item.run for item in request.items],
+        [_bytes(item.body) for item in request.items],
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        seqs = [row[0] for row in cursor.fetchall()]
+    if not seqs:
+        return None
+    head = max(seqs)
+    return Appended(head, False, head - count + 1)
 
 
 def _on_closed(request: AppendRequest, head: int, row: Producer | None) -> Appended:
@@ -687,45 +793,74 @@ def _save_producer(
     row.save()
 
 
-def commit(requests: Sequence[AppendRequest]) -> list[Appended | SessionError]:
+def commit(
+    requests: Sequence[AppendRequest | Post],
+) -> tuple[list[AppendRequest | None], list[Appended | SessionError]]:
     """Write ``requests`` in one transaction; each gets its result or its error.
 
     Every check of a request comes before its first write, so a refused request writes
-    nothing and the others still land.
+    nothing and the others still land. Also returns each request as resolved (None for a
+    ``Post`` refused before it named a stream).
     """
+    resolved: list[AppendRequest | None] = []
     results: list[Appended | SessionError] = []
+    if len(requests) == 1 and connection.vendor == "postgresql":
+        # A request alone (a sequential writer): looked up, then, when there is nothing to
+        # judge under the lock, written by one statement.
+        try:
+            alone = _resolved(requests[0])
+        except SessionError as exc:
+            return [None], [exc]
+        if alone.plain:
+            done = _append_statement(alone)
+            if done is not None:
+                return [alone], [done]
+        requests = [alone]
     with transaction.atomic():
         for request in requests:
+            plain = request if isinstance(request, AppendRequest) else None
             try:
-                results.append(apply(request))
+                plain = _resolved(request)
+                results.append(apply(plain))
             except SessionError as exc:
                 results.append(exc)
-    return results
+            resolved.append(plain)
+    return resolved, results
 
 
-def _commit_isolated(requests: Sequence[AppendRequest]) -> list[Appended | SessionError]:
+def _resolved(request: AppendRequest | Post) -> AppendRequest:
+    return request if isinstance(request, AppendRequest) else request.resolve()
+
+
+def _commit_isolated(
+    requests: Sequence[AppendRequest | Post],
+) -> tuple[list[AppendRequest | None], list[Appended | SessionError]]:
     try:
         return commit(requests)
     except IntegrityError:
         if len(requests) == 1:
             raise
+    resolved: list[AppendRequest | None] = []
     results: list[Appended | SessionError] = []
     for request in requests:
         try:
-            results.extend(commit([request]))
+            one, result = commit([request])
+            resolved.extend(one)
+            results.extend(result)
         except IntegrityError as exc:
+            resolved.append(None)
             results.append(SessionError(f"append refused by the database: {exc}"))
-    return results
+    return resolved, results
 
 
 def _notes(
-    requests: Sequence[AppendRequest], results: Sequence[Appended | SessionError]
+    requests: Sequence[AppendRequest | None], results: Sequence[Appended | SessionError]
 ) -> tuple[list[log.Notification], set[int]]:
     """The log's notifications for what was written, and the streams that closed."""
     notes: dict[int, log.Notification] = {}
     closed: set[int] = set()
     for request, result in zip(requests, results, strict=True):
-        if not isinstance(result, Appended) or result.duplicate:
+        if request is None or not isinstance(result, Appended) or result.duplicate:
             continue
         if request.close:
             closed.add(request.pk)
@@ -761,10 +896,10 @@ class Committer:
     MAX_BATCH = 500
 
     def __init__(self) -> None:
-        self._queue: list[tuple[AppendRequest, asyncio.Future[Appended | SessionError]]] = []
+        self._queue: list[tuple[AppendRequest | Post, asyncio.Future[Appended | SessionError]]] = []
         self._task: asyncio.Task[None] | None = None
 
-    async def submit(self, request: AppendRequest) -> Appended:
+    async def submit(self, request: AppendRequest | Post) -> Appended:
         future: asyncio.Future[Appended | SessionError] = asyncio.get_running_loop().create_future()
         self._queue.append((request, future))
         if self._task is None or self._task.done():
@@ -778,8 +913,9 @@ class Committer:
         while self._queue:
             batch, self._queue = self._queue[: self.MAX_BATCH], self._queue[self.MAX_BATCH :]
             requests = [request for request, _ in batch]
+            resolved: list[AppendRequest | None] = [None] * len(batch)
             try:
-                results = await dbexec.run_write(_commit_isolated, requests)
+                resolved, results = await dbexec.run_write(_commit_isolated, requests)
             except Exception as exc:  # the whole batch failed: every caller hears why
                 logger.exception("stream group commit failed")
                 error = (
@@ -789,7 +925,7 @@ class Committer:
             for (_, future), result in zip(batch, results, strict=True):
                 if not future.done():
                     future.set_result(result)
-            notes, closed = _notes(requests, results)
+            notes, closed = _notes(resolved, results)
             if notes:
                 await log._notify(notes)
             if closed:
@@ -801,7 +937,7 @@ _committers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Committer] = (
 )
 
 
-async def append(request: AppendRequest) -> Appended:
+async def append(request: AppendRequest | Post) -> Appended:
     loop = asyncio.get_running_loop()
     committer = _committers.get(loop)
     if committer is None:

@@ -36,7 +36,6 @@ from sessions_app.domain.errors import (
 from sessions_app.domain.offsets import format_offset
 from sessions_app.streams import protocol, store
 from sessions_app.streams.errors import (
-    ContentTypeMismatch,
     PayloadTooLarge,
     Unauthorized,
     status_of,
@@ -238,27 +237,17 @@ async def _post(request: HttpRequest, name: str, access: store.Access) -> HttpRe
     raw_type = request.META.get("CONTENT_TYPE", "")
     if body and not raw_type:
         raise BadRequest("an append needs a Content-Type matching the stream's")
-    stream = await dbexec.run_read(store.open_stream, access, name)
-    items: list[Any] = []
-    if body and not stream.closed:  # a closed stream answers 409 before any body check
-        if protocol.media_type(raw_type) != protocol.media_type(stream.content_type):
-            raise ContentTypeMismatch(
-                f"the stream's content type is {stream.content_type}; send that"
-            )
-        session = stream.owner_id is not None and stream.json
-        items = store.items_for(stream.json, session, body, creating=False)
-    appended = await store.append(
-        store.AppendRequest(
-            stream.pk,
-            items,
-            claim,
-            headers.get("Stream-Seq"),
-            close,
-            has_body=bool(body),
-            ttl=stream.ttl_seconds if "ttl" in stream.state else None,
-        )
+    post = store.Post(
+        access,
+        name,
+        body,
+        protocol.media_type(raw_type),
+        claim,
+        headers.get("Stream-Seq"),
+        close,
     )
-    return _appended_response(appended, claim is not None and bool(items))
+    appended = await store.append(post)
+    return _appended_response(appended, claim is not None and appended.first <= appended.head)
 
 
 def _appended_response(appended: store.Appended, producer_accepted: bool) -> HttpResponse:

@@ -251,9 +251,16 @@ def test_a_socket_that_stops_reading_is_cut_with_4008_and_resumes_from_its_offse
             assert ack["type"] == "ack", ack
         await publisher.close()
 
-    # The same flood once with nobody stalled, so that what the worker's heap keeps for any
-    # flood of this size is not counted against the stalled socket.
-    asyncio.run(flood("warm-up"))
+    async def warm_up():
+        # The same flood once to a subscriber that reads everything, so that what the
+        # worker's heap keeps after any flood of this size (parsed frames, built events
+        # frames) is not counted against the stalled socket.
+        reader = await WsClient.open(worker.base, cluster.token)
+        await reader.subscribe("warm-up", "now")
+        await asyncio.gather(flood("warm-up"), reader.follow_until(per_frame * frames))
+        await reader.close()
+
+    asyncio.run(warm_up())
     rss_before = _rss(worker.proc.pid)
     asyncio.run(flood("slow"))
     rss_growth = _rss(worker.proc.pid) - rss_before

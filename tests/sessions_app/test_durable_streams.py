@@ -327,6 +327,39 @@ async def test_with_streams_serves_the_door_and_passes_everything_else_on(alice,
     assert (await asgi_get(app, "/admin/"))[0] == 418
 
 
+async def asgi_call(app, method: str, path: str, body: bytes = b"", headers=()):
+    communicator = HttpCommunicator(
+        app, method, path, body=body, headers=[(b"host", b"testserver"), *headers]
+    )
+    response = await communicator.get_response(timeout=5)
+    return response["status"], dict(response["headers"]), response["body"]
+
+
+@override_settings(SESSIONS_APP=PUBLIC)
+async def test_with_streams_appends_with_a_token_and_refuses_a_cookie_without_csrf(alice, session):
+    app = with_streams(teapot)
+    token = (await auth(alice))["Authorization"].encode()
+    headers = [(b"authorization", token), (b"content-type", JSON.encode())]
+    body = json.dumps([event("a"), event("b")]).encode()
+    status, answer, _ = await asgi_call(app, "POST", URL + "chat-1", body, headers)
+    assert status == 204 and answer[b"Stream-Next-Offset"].endswith(b"2")
+    client = AsyncClient()
+    await client.aforce_login(alice)
+    cookie = (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode())
+    refused = await asgi_call(
+        app, "POST", URL + "chat-1", json.dumps(event("c")).encode(), [cookie, headers[1]]
+    )
+    assert refused[0] == 401 and b"CSRF" in refused[2]
+    assert [e["data"]["delta"] for e in await entries(session)] == ["a", "b"]
+    # A closed stream refuses the next append and keeps what it had.
+    closed = await asgi_call(
+        app, "POST", URL + "chat-1", b"", [headers[0], (b"stream-closed", b"true")]
+    )
+    assert closed[0] == 204 and closed[1][b"Stream-Closed"] == b"true"
+    late = await asgi_call(app, "POST", URL + "chat-1", json.dumps(event("d")).encode(), headers)
+    assert late[0] == 409 and len(await entries(session)) == 2
+
+
 def test_the_settings_checks_name_the_bad_stream_settings():
     from sessions_app.checks import check_settings
 
