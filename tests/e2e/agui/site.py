@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,8 +15,8 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx
-import pytest
 
+from tests.e2e.node import ensure_node_modules as npm_ci
 from tests.e2e.servers import ROOT, api_key_for, daphne_server, manage_output, site_database
 
 HERE = Path(__file__).resolve().parent
@@ -35,10 +34,7 @@ for name in {names!r}:
 
 
 def ensure_node_modules() -> None:
-    if shutil.which("npm") is None or shutil.which("node") is None:
-        pytest.skip("Node.js and npm are needed for the AG-UI and AI SDK e2e tests")
-    if not (HERE / "node_modules" / ".package-lock.json").exists():
-        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=HERE, check=True)
+    npm_ci(HERE, "the AG-UI and AI SDK e2e tests")
 
 
 @contextmanager

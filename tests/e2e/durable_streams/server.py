@@ -8,15 +8,12 @@ pytest-django manages. Node packages are installed from package-lock.json when m
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-import pytest
-
+from tests.e2e import node
 from tests.e2e.servers import daphne_server, run_manage
 
 HERE = Path(__file__).resolve().parent
@@ -25,10 +22,7 @@ LONG_POLL_SECONDS = 0.8
 
 
 def ensure_node_modules() -> None:
-    if shutil.which("npm") is None or shutil.which("node") is None:
-        pytest.skip("Node.js and npm are needed for the Durable Streams e2e tests")
-    if not (HERE / "node_modules" / ".package-lock.json").exists():
-        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=HERE, check=True)
+    node.ensure_node_modules(HERE, "the Durable Streams e2e tests")
 
 
 @contextmanager
