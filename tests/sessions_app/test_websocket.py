@@ -6,8 +6,10 @@ import asyncio
 
 import pytest
 from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
 from django.test import override_settings
 
+from sessions_app import log
 from sessions_app.access import mint_token
 from sessions_app.models import Entry, Session
 from tests.sessions_app.conftest import add_member, connect, text
@@ -155,6 +157,28 @@ async def test_devices_joining_and_leaving_reach_the_other_subscribers(alice, se
             assert len(listed["devices"]) == 2
         left = await phone.recv_type("presence")
         assert left["event"] == "leave" and left["device"]["id"] == joined["device"]["id"]
+
+
+@override_settings(SESSIONS_APP={"PRESENCE_TTL": 0.6})
+async def test_a_device_that_stops_announcing_itself_is_forgotten_after_the_presence_ttl(
+    alice, session
+):
+    async with connect(alice) as phone:
+        await phone.subscribe("chat-1")
+        # A device on a worker that then died: it said "here" once and never "leave".
+        ghost = {"id": "ghost", "user": "alice", "label": "dead worker"}
+        await get_channel_layer().group_send(
+            log.group_name(session.pk),
+            {"type": "presence.update", "session": session.pk, "event": "here", "device": ghost},
+        )
+        joined = await phone.recv_type("presence")
+        assert joined["event"] == "join" and joined["device"] == ghost
+        listed = await phone.request("presence", session="chat-1")
+        assert ghost in listed["devices"]
+        left = await phone.recv_type("presence")
+        assert left["event"] == "leave" and left["device"] == ghost
+        listed = await phone.request("presence", session="chat-1")
+        assert listed["devices"] == [listed["self"]]
 
 
 # --- bad input -----------------------------------------------------------------------------
