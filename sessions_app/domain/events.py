@@ -131,7 +131,11 @@ def validate_event(raw: object) -> dict[str, Any]:
     data = raw.get("data", {})
     if not isinstance(data, dict):
         raise BadEvent("'data' must be a JSON object")
-    if has_nul(data):
+    try:
+        nul = has_nul(data)
+    except RecursionError:
+        raise BadEvent("'data' is nested too deeply to store") from None
+    if nul:
         raise BadEvent("text may not contain NUL (\\u0000) characters: the log cannot store them")
     event = {key: raw[key] for key in ("type", *ID_KEYS) if raw.get(key) is not None}
     if data:
@@ -156,12 +160,21 @@ def has_nul(value: Any) -> bool:
 def encode_event(event: Mapping[str, Any], time_ms: int) -> str:
     """The stored text of an event: compact JSON with the server time.
 
-    NaN and infinities (which Python's JSON parser lets through) are refused: they are not
-    JSON, and every reader of the log would choke on them.
+    Refused, since every reader of the log would choke on them, though Python's JSON parser
+    lets them through: NaN and infinities (not JSON), lone surrogates such as ``\\ud83d`` (no
+    UTF-8 form) and nesting deeper than the interpreter's recursion limit.
     """
     try:
-        return json.dumps(
+        text = json.dumps(
             {**event, "time": time_ms}, separators=(",", ":"), ensure_ascii=False, allow_nan=False
         )
+    except RecursionError:
+        raise BadEvent("nested too deeply to store") from None
     except ValueError as exc:
         raise BadEvent(f"not JSON: {exc}; NaN and Infinity have no JSON form") from exc
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            raise BadEvent("a lone surrogate (such as \\ud83d) has no UTF-8 form") from None
+    return text

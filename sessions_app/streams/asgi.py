@@ -18,6 +18,7 @@ enforced when a response needs the host (``Location``).
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import parse_qs
 
 from asgiref.sync import sync_to_async
 from django.contrib.auth import aget_user
@@ -26,6 +27,7 @@ from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.core.handlers.exception import response_for_exception
 from django.http import HttpRequest, HttpResponseBase
 from django.urls import set_script_prefix
+from django.utils.log import log_response
 from django.utils.module_loading import import_string
 
 from sessions_app.streams.views import stream_view
@@ -73,6 +75,9 @@ class StreamsHandler(ASGIHandler):
                 response = await self._serve(request)
             except Exception as exc:  # what Django's exception middleware would answer
                 response = await sync_to_async(response_for_exception)(request, exc)
+            if response.status_code >= 400:  # as Django's handler logs them (django.request)
+                reason, path = response.reason_phrase, request.path
+                log_response("%s: %s", reason, path, response=response, request=request)  # type: ignore[arg-type]
             await self.send_response(response, send)
         finally:
             body_file.close()
@@ -99,9 +104,11 @@ async def _attach_user(request: HttpRequest) -> None:
 
 
 def _direct(scope: dict[str, Any]) -> bool:
-    if b"live=" in scope.get("query_string", b""):
+    if any(name == b"cookie" for name, _ in scope.get("headers", ())):
         return False
-    return not any(name == b"cookie" for name, _ in scope.get("headers", ()))
+    query = scope.get("query_string", b"")
+    # As Django will read it (l%69ve=sse is live=sse too).
+    return not query or "live" not in parse_qs(query.decode("latin-1"), keep_blank_values=True)
 
 
 def with_streams(application: Any) -> Any:

@@ -29,6 +29,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -150,9 +151,10 @@ def load(name: str) -> Stream | None:
 
 
 def _aware(value: datetime | str | None) -> datetime | None:
-    if isinstance(value, str):  # SQLite keeps datetimes as text, in UTC
+    """A datetime column's value as the ORM gives it: aware (UTC) with ``USE_TZ``."""
+    if isinstance(value, str):  # SQLite keeps datetimes as text (in UTC with USE_TZ)
         value = parse_datetime(value)
-    if value is not None and timezone.is_naive(value):
+    if value is not None and settings.USE_TZ and timezone.is_naive(value):
         value = timezone.make_aware(value, UTC)
     return value
 
@@ -248,10 +250,18 @@ def items_for(stream_json: bool, session: bool, body: bytes, *, creating: bool) 
         return [log.Item(body)] if body else []
     if not body and creating:
         return []
-    messages = protocol.json_items(body, allow_empty=creating)
-    if not session:
-        return [log.Item(protocol.encode_json(message)) for message in messages]
-    return _events(messages)
+    try:
+        messages = protocol.json_items(body, allow_empty=creating)
+        if not session:
+            return [log.Item(protocol.encode_json(message)) for message in messages]
+        return _events(messages)
+    except SessionError:
+        raise
+    except (ValueError, RecursionError) as exc:
+        # JSON that parses but cannot be stored: a lone surrogate (\ud83d) does not encode
+        # as UTF-8; nesting deeper than the parser's recursion limit. Refused like bad JSON,
+        # and never an error of the whole group commit this append shares.
+        raise BadRequest(f"the body is not storable JSON: {exc}") from None
 
 
 def _events(messages: list[Any]) -> list[log.Item]:
@@ -804,7 +814,7 @@ def commit(
     """
     resolved: list[AppendRequest | None] = []
     results: list[Appended | SessionError] = []
-    if len(requests) == 1 and connection.vendor == "postgresql":
+    if len(requests) == 1 and connection.vendor == "postgresql" and not connection.in_atomic_block:
         # A request alone (a sequential writer): looked up, then, when there is nothing to
         # judge under the lock, written by one statement.
         try:

@@ -321,3 +321,16 @@ def test_nan_or_infinity_in_an_event_is_refused_and_nothing_is_written(api, sess
     assert entries(session) == 0
     snapshot = api.get(BASE + "/chat-1/snapshot")
     assert snapshot.status_code == 200 and snapshot.json()["offset"].endswith("0000")
+
+
+def test_a_lone_surrogate_or_deep_nesting_in_an_event_is_refused_and_nothing_is_written(
+    api, session
+):
+    # Both are valid JSON to Python's parser; neither can be stored (no UTF-8 for a lone
+    # surrogate; nesting past the recursion limit).
+    for value in ('"\\ud83d"', "[" * 100_000 + "]" * 100_000):
+        body = '{"events": [{"type": "CUSTOM", "data": {"name": "x", "value": VALUE}}]}'
+        body = body.replace("VALUE", value)
+        refused = api.post(BASE + "/chat-1/events", body, content_type="application/json")
+        assert refused.status_code in (400, 422), refused.content[:300]
+    assert entries(session) == 0

@@ -15,11 +15,12 @@ import time
 import pytest
 from channels.db import database_sync_to_async
 from channels.testing import HttpCommunicator
+from django.contrib.auth.models import AnonymousUser
 from django.test import AsyncClient, override_settings
 from django.urls import include, path
 
 from sessions_app import log
-from sessions_app.access import mint_token
+from sessions_app.access import Actor, mint_token
 from sessions_app.models import Entry, Session
 from sessions_app.streams import store
 from sessions_app.streams.asgi import with_streams
@@ -200,6 +201,43 @@ async def test_bad_input_gets_the_protocols_status_and_writes_nothing():
     tail = await client.get(URL + "public/j?offset=-1")
     assert json.loads(tail.content) == [] and tail["Stream-Next-Offset"].endswith("0000")
     assert not await db(Session.objects.filter(name="public/k").exists)()
+
+
+@override_settings(SESSIONS_APP=PUBLIC)
+async def test_a_body_that_cannot_be_stored_is_refused_alone_and_the_batch_it_shares_lands(
+    alice, session
+):
+    client = AsyncClient()
+    await client.put(URL + "public/j", data=b"[]", content_type=JSON)
+    stream = await db(store.load)("public/j")
+    access = store.Access(Actor(AnonymousUser()), "public/")
+    lone_surrogate = b'{"a":"\\ud83d"}'  # valid JSON; no UTF-8 encoding of that string exists
+    too_deep = b"[" * 100_000
+    good = store.Post(access, "public/j", b'{"a":1}', JSON)
+    results = await asyncio.gather(
+        store.append(good),
+        store.append(store.Post(access, "public/j", lone_surrogate, JSON)),
+        store.append(store.Post(access, "public/j", too_deep, JSON)),
+        store.append(good),
+        return_exceptions=True,
+    )
+    assert [type(r).__name__ for r in results] == [
+        "Appended",
+        "BadRequest",
+        "BadRequest",
+        "Appended",
+    ]
+    for body in (lone_surrogate, too_deep):
+        refused = await client.post(URL + "public/j", data=body, content_type=JSON)
+        assert refused.status_code == 400 and json.loads(refused.content)["message"]
+    read = await client.get(URL + "public/j?offset=-1")
+    assert json.loads(read.content) == [{"a": 1}, {"a": 1}]
+    # A session stream refuses the same event the same way.
+    headers = await auth(alice)
+    event = b'{"type":"CUSTOM","data":{"name":"x","value":"\\ud83d"}}'
+    refused = await client.post(URL + "chat-1", data=event, content_type=JSON, headers=headers)
+    assert refused.status_code == 400
+    assert await entries(session) == [] and stream is not None
 
 
 # --- one log, two doors; live readers ----------------------------------------------------------

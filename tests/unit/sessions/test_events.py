@@ -22,6 +22,32 @@ def test_the_client_cannot_set_the_server_time():
     assert json.loads(encode_event(event, 99))["time"] == 99
 
 
+def _nested(depth: int) -> list:
+    value: list = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("value", "complaint"),
+    [
+        (float("nan"), "NaN"),
+        ("half an emoji \ud83d", "lone surrogate"),
+        (_nested(100_000), "nested too deeply"),
+    ],
+)
+def test_values_with_no_storable_json_form_are_refused(value, complaint):
+    with pytest.raises(BadEvent, match=complaint):
+        encode_event(validate_event({"type": "CUSTOM", "data": {"name": "x", "value": value}}), 1)
+
+
+def test_a_whole_emoji_is_stored_as_utf8():
+    emoji = json.loads('"\\ud83d\\ude00"')  # the pair of surrogates a JSON body carries
+    event = validate_event({"type": "CUSTOM", "data": {"name": "x", "value": emoji}})
+    assert json.loads(encode_event(event, 1).encode())["data"]["value"] == "\U0001f600"
+
+
 @pytest.mark.parametrize(
     ("raw", "complaint"),
     [
