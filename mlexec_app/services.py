@@ -99,12 +99,22 @@ def _fraction(name: str, value: Any, *, allow_none: bool = True) -> float | None
 
 
 def _printable(field: str, value: Any) -> None:
-    """Refuse NUL characters in text or JSON: PostgreSQL text and jsonb cannot hold them."""
+    """Refuse text no database can hold: NUL (PostgreSQL's text and jsonb), and lone
+    surrogates (half of a character, such as \\ud83d: no UTF-8 form for any engine)."""
     if isinstance(value, str):
         if "\x00" in value:
             raise InvalidInput(
                 f"{field} contains a NUL character.", code="invalid_text", detail={"field": field}
             )
+        if not value.isascii():
+            try:
+                value.encode()
+            except UnicodeEncodeError:
+                raise InvalidInput(
+                    f"{field} contains a lone surrogate (half of a character).",
+                    code="invalid_text",
+                    detail={"field": field},
+                ) from None
     elif isinstance(value, Mapping):
         for key, item in value.items():
             _printable(field, key)
@@ -115,7 +125,7 @@ def _printable(field: str, value: Any) -> None:
 
 
 def all_printable(values: Mapping[str, Any]) -> None:
-    """Refuse (InvalidInput, code ``invalid_text``) NUL characters in any of ``values``."""
+    """Refuse (InvalidInput, code ``invalid_text``) text no database can hold in ``values``."""
     for field, value in values.items():
         _printable(field, value)
 

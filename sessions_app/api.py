@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -97,11 +98,24 @@ def status_of(exc: SessionError) -> int:
     return next((code for kind, code in STATUS.items() if isinstance(exc, kind)), 400)
 
 
-def _has_nul(request: HttpRequest, kwargs: dict[str, Any]) -> bool:
-    """NUL in the body or a path parameter: PostgreSQL text cannot hold it, so every engine
-    refuses it up front, the same way."""
+SURROGATE_ESCAPE = re.compile(rb"\\[uU][dD][89a-fA-F]")
+
+
+def _unstorable(request: HttpRequest, kwargs: dict[str, Any]) -> str | None:
+    """Why the body or a path parameter holds text no engine can store, if it does, so that
+    every engine refuses it up front, the same way: NUL (PostgreSQL's text cannot hold it),
+    or a lone surrogate such as \\ud83d (half of a character: it has no UTF-8 form)."""
     body = request.body if request.method in ("POST", "PUT", "PATCH") else b""
-    return b"\\u0000" in body or b"\x00" in body or any("\x00" in str(v) for v in kwargs.values())
+    if b"\\u0000" in body or b"\x00" in body or any("\x00" in str(v) for v in kwargs.values()):
+        return "text cannot contain NUL characters"
+    if SURROGATE_ESCAPE.search(body):
+        try:
+            json.dumps(json.loads(body), ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            return "text cannot contain a lone surrogate (half of a character, such as \\ud83d)"
+        except (ValueError, RecursionError):
+            pass  # not JSON: the schema's validation answers
+    return None
 
 
 def domain_errors(view: Callable[..., Any]) -> Callable[..., Any]:
@@ -119,10 +133,9 @@ def domain_errors(view: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(view)
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
-        if _has_nul(request, kwargs):
-            return JsonResponse(
-                BadRequest("text cannot contain NUL characters").as_dict(), status=400
-            )
+        unstorable = _unstorable(request, kwargs)
+        if unstorable:
+            return JsonResponse(BadRequest(unstorable).as_dict(), status=400)
         try:
             return view(request, *args, **kwargs)
         except SessionError as exc:

@@ -224,10 +224,14 @@ def test_a_key_for_someone_elses_project_is_refused(api, other_user):
         ("/projects/{slug}/runs", {"name": "r", "params": {"k\u0000": 1}}),
         ("/projects/{slug}/assessments", {"dev_source": "a\u0000b"}),
         ("/projects/{slug}/error-analyses", {"categories": {"x\u0000": 1}, "sample_size": 2}),
+        # Half of an emoji (a lone surrogate): valid JSON, but no engine can store it.
+        ("/projects", {"name": "ok", "problem_statement": "half \ud83d"}),
+        ("/projects/{slug}/runs", {"name": "r", "params": {"k": "\ud83d"}}),
     ],
 )
 def test_nul_characters_are_refused_before_the_database_sees_them(api, project, path, body):
     # PostgreSQL text and jsonb cannot hold NUL: without this check, a 500 on the real pass.
+    # No engine stores a lone surrogate: without the check, a 500 on both passes.
     before = Project.objects.count()
     response = api.post(path.format(slug=project.slug), body)
     assert response.status_code == 422
