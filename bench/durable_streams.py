@@ -211,17 +211,22 @@ def run(count: int) -> dict[str, object]:
 
 NOTES = """\
 Both servers wait for the disk on every append (a PostgreSQL commit with fsync takes about
-0.5 ms here). What an append costs us, measured on this machine (2026-11-26, idle): one
-statement for the lookup (0.2 ms) and one for the append itself (`WITH ... UPDATE ...
-RETURNING head` and the `INSERT` of the entries, committed on its own), both in the log's
-writer thread: 1.0 ms in all; about 0.3 ms of Django and the door on the event loop; the
-server's HTTP parsing (Twisted's, for daphne, costs about 0.2 ms more per request than
-uvicorn's httptools); and the client's own time, which both servers share. Each of the
-following halved or better what it touched: one thread hop instead of a read then a write,
-the lookup as plain SQL instead of through the ORM (0.67 to 0.20 ms), one autocommit statement
-instead of BEGIN, UPDATE, INSERT, COMMIT for an append that nobody else's shares, and no
-request signals for a request without a cookie.
-The reference is one Node process writing a file and LMDB.""".splitlines()
+0.5 ms here). What an append costs us, measured on this machine (2026-11-26, idle): in the
+log's writer thread, one statement for the lookup (0.2 ms) and one for the append itself
+(`WITH ... UPDATE ... RETURNING head` and the `INSERT` of the entries, committed on its own):
+1.0 ms in all; about 0.3 ms of Django and the door on the event loop; the server's HTTP
+parsing, where uvicorn's httptools costs about 0.2 ms less per request than Twisted's; and
+the client's own time, which both servers share. The reference is one Node process writing a
+file and LMDB.
+
+Steps, under daphne: 145 appends/s recorded before them (0.25x); 297 after the lookup, access
+check and body parsing moved into the commit's thread hop (one hop instead of a read then a
+write) and token or anonymous requests on `with_streams` stopped sending Django's request
+signals (each a hop to the sync thread); 343-358 after the lookup became one plain statement
+(0.67 to 0.20 ms in-process) and a lone plain append one autocommit statement instead of
+BEGIN, UPDATE, INSERT, COMMIT (the writer's share: 1.9 to 1.0 ms in-process).
+Not done: the lookup inside the append statement (one round trip less, about 0.15 ms), and
+the door without Django's request and response objects.""".splitlines()
 
 
 def report(result: dict[str, object]) -> str:
