@@ -590,7 +590,9 @@ class Post:
     """An append by stream name, as a request gives it.
 
     The stream is looked up, its access and content type checked and the body parsed in the
-    writer thread, inside the commit: one thread hop per append instead of a read then a write.
+    writer thread, just before the commit: one thread hop per append instead of a read then a
+    write. A batch looks all its appends up before its first write, so no row lock it takes
+    is held during a lookup.
     """
 
     access: Access
@@ -812,8 +814,6 @@ def commit(
     nothing and the others still land. Also returns each request as resolved (None for a
     ``Post`` refused before it named a stream).
     """
-    resolved: list[AppendRequest | None] = []
-    results: list[Appended | SessionError] = []
     if len(requests) == 1 and connection.vendor == "postgresql" and not connection.in_atomic_block:
         # A request alone (a sequential writer): looked up, then, when there is nothing to
         # judge under the lock, written by one statement.
@@ -826,15 +826,27 @@ def commit(
             if done is not None:
                 return [alone], [done]
         requests = [alone]
+    # Every lookup before the first write: no row lock of the batch is held while the others
+    # are looked up.
+    looked_up: list[AppendRequest | SessionError] = []
+    for request in requests:
+        try:
+            looked_up.append(_resolved(request))
+        except SessionError as exc:
+            looked_up.append(exc)
+    resolved: list[AppendRequest | None] = []
+    results: list[Appended | SessionError] = []
     with transaction.atomic():
-        for request in requests:
-            plain = request if isinstance(request, AppendRequest) else None
+        for found in looked_up:
+            if isinstance(found, SessionError):
+                results.append(found)
+                resolved.append(None)
+                continue
             try:
-                plain = _resolved(request)
-                results.append(apply(plain))
+                results.append(apply(found))
             except SessionError as exc:
                 results.append(exc)
-            resolved.append(plain)
+            resolved.append(found)
     return resolved, results
 
 
