@@ -38,3 +38,10 @@ def buffered_bytes(send: Any) -> int | None:
         - int(getattr(transport, "offset", 0))
         + int(getattr(transport, "_tempDataLen", 0))
     )
+
+
+def send_may_block(send: Any) -> bool:
+    """Whether awaiting ``send`` may wait for the client to read (asyncio servers such as
+    uvicorn apply flow control there); daphne's Twisted transport buffers instead."""
+    transport = getattr(_protocol(send), "transport", None)
+    return getattr(transport, "dataBuffer", None) is None

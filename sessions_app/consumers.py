@@ -15,7 +15,7 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import orjson
 from channels.consumer import get_handler_name
@@ -24,7 +24,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 
 from sessions_app import dbexec, log, metrics, runs, services, tails, watchdog
 from sessions_app.access import Actor, get_session
-from sessions_app.backpressure import buffered_bytes
+from sessions_app.backpressure import buffered_bytes, send_may_block
 from sessions_app.conf import setting
 from sessions_app.domain import control, delivery
 from sessions_app.domain.errors import (
@@ -99,6 +99,11 @@ class SessionConsumer(AsyncWebsocketConsumer):
         self.catching_up: asyncio.Task[None] | None = None
         self.in_flight: set[asyncio.Task[None]] = set()  # publishes waiting for their commit
         self.cut = False
+        # A server whose send waits for the client (uvicorn does, daphne buffers instead) gets
+        # the same patience per send as a backlog gets in _make_room.
+        self.send_patience = (
+            setting("SLOW_CONSUMER_TIMEOUT") if send_may_block(self.base_send) else None
+        )
         await self.accept()
         metrics.SOCKETS.inc()
         self.counted = True
@@ -537,17 +542,36 @@ class SessionConsumer(AsyncWebsocketConsumer):
         deadline = loop.time() + patience
         while queued is not None and queued > limit:
             if loop.time() >= deadline:
-                self.cut = True
-                logger.warning("closing a slow consumer with %d bytes queued", queued)
-                metrics.SLOW_CONSUMERS.inc()
-                await self.close(code=CLOSE_SLOW_CONSUMER)
-                await self.disconnect(CLOSE_SLOW_CONSUMER)
-                raise StopConsumer()
+                await self._cut(f"{queued} bytes queued")
             await asyncio.sleep(DRAIN_POLL_SECONDS)
             now = buffered_bytes(self.base_send)
             if now is not None and now < queued:
                 deadline = loop.time() + patience
             queued = now
+
+    async def send(
+        self, text_data: str | None = None, bytes_data: bytes | None = None, close: bool = False
+    ) -> None:
+        if self.send_patience is None:
+            return await super().send(text_data, bytes_data, close)
+        try:
+            async with asyncio.timeout(self.send_patience):
+                await super().send(text_data, bytes_data, close)
+        except TimeoutError:
+            await self._cut(f"a send waited {self.send_patience} s for the client")
+
+    async def _cut(self, why: str) -> NoReturn:
+        """Close a client that stopped reading with 4008 and stop this consumer."""
+        self.cut = True
+        logger.warning("closing a slow consumer: %s", why)
+        metrics.SLOW_CONSUMERS.inc()
+        try:
+            async with asyncio.timeout(1.0):  # the close frame may not fit either
+                await self.close(code=CLOSE_SLOW_CONSUMER)
+        except TimeoutError:
+            pass
+        await self.disconnect(CLOSE_SLOW_CONSUMER)
+        raise StopConsumer()
 
     async def _join_presence(self, sub: Subscription) -> None:
         self.presence[sub.name] = {}

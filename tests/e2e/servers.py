@@ -44,14 +44,24 @@ def wait_until_serving(
     raise TimeoutError(f"{url} did not answer within {timeout}s")
 
 
+SERVERS = {
+    "daphne": ["-m", "daphne", "-b", "127.0.0.1", "-p", "{port}"],
+    "uvicorn": ["-m", "uvicorn", "--host", "127.0.0.1", "--port", "{port}"],
+}
+
+
 class DaphneProcess:
     """``daphne config.asgi:application`` on a loopback port, which a test may stop and restart.
 
-    Its output goes to a file (a pipe nobody reads would block it once full).
+    ``server="uvicorn"`` runs the same application under uvicorn. Its output goes to a file (a
+    pipe nobody reads would block it once full).
     """
 
-    def __init__(self, env: dict[str, str], port: int | None = None) -> None:
+    def __init__(
+        self, env: dict[str, str], port: int | None = None, server: str = "daphne"
+    ) -> None:
         self.env = env
+        self.server = server
         self.port = port or free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -59,9 +69,9 @@ class DaphneProcess:
 
     def start(self) -> str:
         with self.log.open("ab") as out:
+            args = [a.format(port=self.port) for a in SERVERS[self.server]]
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
-                 "config.asgi:application"],
+                [sys.executable, *args, "config.asgi:application"],
                 cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip
         wait_until_serving(self.base + "/", self.proc, self.log)
