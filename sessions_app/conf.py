@@ -58,6 +58,9 @@ DEFAULTS: dict[str, Any] = {
     # Names starting with this prefix are anonymous (public) streams anyone may create, read,
     # append to and delete; "" opens every name not owned by a user; None: no anonymous streams.
     "ANONYMOUS_STREAM_PREFIX": None,
+    # A lone plain append on PostgreSQL runs on the event loop, over one connection per
+    # worker of its own, instead of the log's writer thread (streams/loopdb.py).
+    "STREAMS_LOOP_CONNECTION": True,
     # Seconds a long-poll waits for new data before answering 204 (SSE: between keep-alives).
     "LONG_POLL_TIMEOUT": 20.0,
     # Seconds after which the server ends an SSE response (clients reconnect from the offset).

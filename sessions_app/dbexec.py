@@ -80,6 +80,9 @@ def shutdown() -> None:
     global _writer, _readers
     with _lock:
         writer, readers, _writer, _readers = _writer, _readers, None, None
+    from sessions_app.streams import loopdb
+
+    loopdb.close_all()
     if writer is not None and readers is not None:
         _close_in_every_thread(writer, 1)
         _close_in_every_thread(readers, READ_THREADS)

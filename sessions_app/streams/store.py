@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import json
 import logging
 import weakref
@@ -134,13 +135,22 @@ class Stream:
 def load(name: str) -> Stream | None:
     """The stream named ``name``, in one plain statement: every request starts with this, and
     building it through the ORM took three times as long as the query itself."""
+    with connection.cursor() as cursor:
+        cursor.execute(load_sql(), [name])
+        row = cursor.fetchone()
+    return None if row is None else stream_from_row(row)
+
+
+@functools.cache
+def load_sql() -> str:
+    """``SELECT`` of a stream's ``FIELDS`` by name (one ``%s`` parameter)."""
     columns = ", ".join(connection.ops.quote_name("id" if f == "pk" else f) for f in FIELDS)
     table = connection.ops.quote_name(Session._meta.db_table)
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT {columns} FROM {table} WHERE name = %s", [name])
-        row = cursor.fetchone()
-    if row is None:
-        return None
+    return f"SELECT {columns} FROM {table} WHERE name = %s"
+
+
+def stream_from_row(row: Sequence[Any]) -> Stream:
+    """A ``load_sql`` row as a Stream."""
     values = dict(zip(FIELDS, row, strict=True))
     # What the ORM's converters would do on every backend: booleans, aware datetimes, JSON.
     values["closed"], values["deleted"] = bool(values["closed"]), bool(values["deleted"])
@@ -194,6 +204,14 @@ class Access:
 
     def allows(self, stream: Stream) -> bool:
         """Anonymous streams under the prefix are public; owned ones need owner or member."""
+        decided = self.decides(stream)
+        if decided is not None:
+            return decided
+        actor = self.actor
+        return Membership.objects.filter(session_id=stream.pk, user_id=actor.user.pk).exists()
+
+    def decides(self, stream: Stream) -> bool | None:
+        """``allows`` when it needs no query; None when only a membership can tell."""
         if stream.owner_id is None:
             return self.anonymous_name(stream.name)
         actor = self.actor
@@ -203,7 +221,7 @@ class Access:
             return False
         if stream.owner_id == actor.user.pk:
             return True
-        return Membership.objects.filter(session_id=stream.pk, user_id=actor.user.pk).exists()
+        return None
 
     def owner_for_new(self, name: str) -> int | None:
         """Who owns a stream created under ``name``; raises when nobody may create it."""
@@ -604,7 +622,10 @@ class Post:
     close: bool = False
 
     def resolve(self) -> AppendRequest:
-        stream = open_stream(self.access, self.name)
+        return self.resolve_in(open_stream(self.access, self.name))
+
+    def resolve_in(self, stream: Stream) -> AppendRequest:
+        """This append to ``stream``, which ``open_stream`` gave for this request."""
         items: list[log.Item] = []
         if self.body and not stream.closed:  # a closed stream answers 409 before any body check
             if self.media_type != protocol.media_type(stream.content_type):
@@ -622,6 +643,11 @@ class Post:
             has_body=bool(self.body),
             ttl=stream.ttl_seconds if "ttl" in stream.state else None,
         )
+
+    @property
+    def plain(self) -> bool:
+        """Nothing but a body: whatever it appends has no producer, Stream-Seq or close."""
+        return bool(self.body) and self.producer is None and self.seq is None and not self.close
 
 
 @dataclass(frozen=True)
@@ -756,7 +782,14 @@ def _append_statement(request: AppendRequest) -> Appended | None:
     separate COMMIT: a lone sequential writer pays for one statement instead of five. None
     when the stream is closed, deleted or expired (nothing was written).
     """
-    now = timezone.now()
+    sql, params = append_statement(request, timezone.now())
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return appended_by_statement(request, [row[0] for row in cursor.fetchall()])
+
+
+def append_statement(request: AppendRequest, now: datetime) -> tuple[str, list[Any]]:
+    """The one PostgreSQL statement of a plain append: ``RETURNING`` the entries' offsets."""
     update, params = _head_update(request, now)
     entries = connection.ops.quote_name(Entry._meta.db_table)
     count = len(request.items)
@@ -774,13 +807,15 @@ def _append_statement(request: AppendRequest) -> Appended | None:
         [item.run for item in request.items],
         [_bytes(item.body) for item in request.items],
     ]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        seqs = [row[0] for row in cursor.fetchall()]
+    return sql, params
+
+
+def appended_by_statement(request: AppendRequest, seqs: list[int]) -> Appended | None:
+    """What ``append_statement`` did: None when it wrote nothing (closed, deleted, expired)."""
     if not seqs:
         return None
     head = max(seqs)
-    return Appended(head, False, head - count + 1)
+    return Appended(head, False, head - len(request.items) + 1)
 
 
 def _on_closed(request: AppendRequest, head: int, row: Producer | None) -> Appended:
@@ -920,6 +955,7 @@ class Committer:
     def __init__(self) -> None:
         self._queue: list[tuple[AppendRequest | Post, asyncio.Future[Appended | SessionError]]] = []
         self._task: asyncio.Task[None] | None = None
+        self._loop_db: Any = None  # loopdb.LoopConnection, when the site may use one
 
     async def submit(self, request: AppendRequest | Post) -> Appended:
         future: asyncio.Future[Appended | SessionError] = asyncio.get_running_loop().create_future()
@@ -937,7 +973,11 @@ class Committer:
             requests = [request for request, _ in batch]
             resolved: list[AppendRequest | None] = [None] * len(batch)
             try:
-                resolved, results = await dbexec.run_write(_commit_isolated, requests)
+                done = await self._on_loop(requests[0]) if len(requests) == 1 else None
+                if done is not None:
+                    resolved, results = [done[0]], [done[1]]
+                else:
+                    resolved, results = await dbexec.run_write(_commit_isolated, requests)
             except Exception as exc:  # the whole batch failed: every caller hears why
                 logger.exception("stream group commit failed")
                 error = (
@@ -952,6 +992,19 @@ class Committer:
                 await log._notify(notes)
             if closed:
                 await announce_change(closed)
+
+    async def _on_loop(self, request: AppendRequest | Post) -> Any:
+        """A lone append done on the event loop's connection (see ``loopdb``): its outcome, or
+        None for the writer thread to do it."""
+        from sessions_app.streams import loopdb
+
+        if not isinstance(request, Post):
+            return None
+        if self._loop_db is None:
+            if not loopdb.usable():
+                return None
+            self._loop_db = loopdb.LoopConnection()
+        return await self._loop_db.append(request)
 
 
 _committers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Committer] = (
