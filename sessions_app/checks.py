@@ -122,6 +122,15 @@ def _check_streams(config: dict[str, Any]) -> list[Any]:
                     id="sessions_app.E011",
                 )
             )
+    if not isinstance(config["STREAMS_LOOP_CONNECTION"], bool):
+        errors.append(
+            Error(
+                "SESSIONS_APP['STREAMS_LOOP_CONNECTION'] must be True or False, "
+                f"not {config['STREAMS_LOOP_CONNECTION']!r}.",
+                hint="True (the default) lets a lone append on PostgreSQL run on the event loop.",
+                id="sessions_app.E012",
+            )
+        )
     return errors
 
 
