@@ -762,17 +762,21 @@ def _plain_append(request: AppendRequest) -> Appended | None:
 
 def _head_update(request: AppendRequest, now: datetime) -> tuple[str, list[Any]]:
     """``UPDATE ... RETURNING head`` advancing a live stream's head past ``request``'s items."""
-    table = connection.ops.quote_name(Session._meta.db_table)
-    touch = ", expires_at = %s" if request.ttl is not None else ""
     params: list[Any] = [len(request.items), sum(i.size for i in request.items), now]
     if request.ttl is not None:
         params.append(now + timedelta(seconds=request.ttl))
-    sql = (
+    return _head_update_sql(request.ttl is not None), [*params, request.pk, now]
+
+
+@functools.cache
+def _head_update_sql(touch: bool) -> str:
+    table = connection.ops.quote_name(Session._meta.db_table)
+    expires = ", expires_at = %s" if touch else ""
+    return (
         f"UPDATE {table} SET head = head + %s, size_bytes = size_bytes + %s, "
-        f"last_activity = %s{touch} WHERE id = %s AND NOT closed AND NOT deleted "
+        f"last_activity = %s{expires} WHERE id = %s AND NOT closed AND NOT deleted "
         "AND (expires_at IS NULL OR expires_at > %s) RETURNING head"
     )
-    return sql, [*params, request.pk, now]
 
 
 def _append_statement(request: AppendRequest) -> Appended | None:
@@ -790,24 +794,36 @@ def _append_statement(request: AppendRequest) -> Appended | None:
 
 def append_statement(request: AppendRequest, now: datetime) -> tuple[str, list[Any]]:
     """The one PostgreSQL statement of a plain append: ``RETURNING`` the entries' offsets."""
-    update, params = _head_update(request, now)
-    entries = connection.ops.quote_name(Entry._meta.db_table)
-    count = len(request.items)
-    sql = (
-        f"WITH u AS ({update}) INSERT INTO {entries} ({', '.join(log.COPY_COLUMNS)}) "
+    _, params = _head_update(request, now)
+    items = request.items
+    sql = _append_sql(request.ttl is not None, len(items) == 1)
+    if len(items) == 1:  # the common append: plain values, which cost less to send than arrays
+        item = items[0]
+        return sql, [*params, request.pk, item.type, item.run, _bytes(item.body), now]
+    types, runs, bodies = (
+        [i.type for i in items],
+        [i.run for i in items],
+        [_bytes(i.body) for i in items],
+    )
+    return sql, [*params, request.pk, len(items), now, types, runs, bodies]
+
+
+@functools.cache
+def _append_sql(touch: bool, single: bool) -> str:
+    update = _head_update_sql(touch)
+    insert = f"INSERT INTO {connection.ops.quote_name(Entry._meta.db_table)}"
+    columns = ", ".join(log.COPY_COLUMNS)
+    if single:
+        return (
+            f"WITH u AS ({update}) {insert} ({columns}) "
+            "SELECT %s, u.head, %s::text, %s::text, %s::bytea, %s FROM u RETURNING seq"
+        )
+    return (
+        f"WITH u AS ({update}) {insert} ({columns}) "
         "SELECT %s, u.head - %s + i.k, i.type, i.run, i.body, %s "
         "FROM u, unnest(%s::text[], %s::text[], %s::bytea[]) "
         "WITH ORDINALITY AS i(type, run, body, k) RETURNING seq"
     )
-    params += [
-        request.pk,
-        count,
-        now,
-        [item.type for item in request.items],
-        [item.run for item in request.items],
-        [_bytes(item.body) for item in request.items],
-    ]
-    return sql, params
 
 
 def appended_by_statement(request: AppendRequest, seqs: list[int]) -> Appended | None:
