@@ -210,23 +210,28 @@ def run(count: int) -> dict[str, object]:
 
 
 NOTES = """\
-Both servers wait for the disk on every append (a PostgreSQL commit with fsync takes about
-0.5 ms here). What an append costs us, measured on this machine (2026-11-26, idle): in the
-log's writer thread, one statement for the lookup (0.2 ms) and one for the append itself
-(`WITH ... UPDATE ... RETURNING head` and the `INSERT` of the entries, committed on its own):
-1.0 ms in all; about 0.3 ms of Django and the door on the event loop; the server's HTTP
-parsing, where uvicorn's httptools costs about 0.2 ms less per request than Twisted's; and
-the client's own time, which both servers share. The reference is one Node process writing a
-file and LMDB.
+Both servers wait for the disk on every append: ours commits to PostgreSQL (fsync and
+synchronous_commit on), the reference writes its file and LMDB with an fdatasync. What an
+append costs, measured on this machine (2026-11-26, idle, CPU time per append from /proc over
+3,000 appends): the client 0.45-0.6 ms for every server; the reference 0.7-0.9 ms; ours under
+uvicorn 0.48-0.61 ms plus 0.22-0.27 ms of PostgreSQL's, under daphne 0.84-1.05 ms plus the same
+PostgreSQL time. Twisted's HTTP handling is what daphne costs over uvicorn (about 0.4 ms
+per request), and that is where daphne stays below the reference.
 
-Steps, under daphne: 145 appends/s recorded before them (0.25x); 297 after the lookup, access
-check and body parsing moved into the commit's thread hop (one hop instead of a read then a
-write) and token or anonymous requests on `with_streams` stopped sending Django's request
-signals (each a hop to the sync thread); 343-358 after the lookup became one plain statement
-(0.67 to 0.20 ms in-process) and a lone plain append one autocommit statement instead of
-BEGIN, UPDATE, INSERT, COMMIT (the writer's share: 1.9 to 1.0 ms in-process).
-Not done: the lookup inside the append statement (one round trip less, about 0.15 ms), and
-the door without Django's request and response objects.""".splitlines()
+Steps, each measured with this bench: 145 appends/s under daphne when the door was built
+(0.25x); 297 after the lookup, access check and body parsing moved into the commit's thread hop
+and token or anonymous requests on `with_streams` stopped sending Django's request signals;
+343-358 after the lookup became one plain statement and a lone plain append one autocommit
+statement (`WITH ... UPDATE ... RETURNING head` and the `INSERT` of the entries) instead of
+BEGIN, UPDATE, INSERT, COMMIT. Then (uvicorn / daphne, runs of 3,000 appends; the
+reference gave 503-721 over them): 439 / 382 before; 489-560 / 329-388 with the lone append
+on the event loop's own psycopg async connection instead of the writer thread (no thread
+hop); 569-671 / not run with its statements prepared on the server (PostgreSQL's CPU per
+append 0.55 to 0.29 ms); 636-753 / 505-590 with the stream's lookup kept for a second;
+656-809 / 518-634 with a one-message append binding plain values instead of arrays
+(in-process 0.66 to 0.56 ms per append).
+Not done: the door without Django's request and response objects; the ASGI server's own
+share (daphne's above all) is larger than theirs.""".splitlines()
 
 
 def report(result: dict[str, object]) -> str:
