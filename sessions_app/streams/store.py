@@ -23,6 +23,7 @@ import enum
 import functools
 import json
 import logging
+import time
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -35,7 +36,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from sessions_app import dbexec, log, services
+from sessions_app import dbexec, log, metrics, services
 from sessions_app.access import Actor
 from sessions_app.domain import producers
 from sessions_app.domain.errors import (
@@ -988,6 +989,7 @@ class Committer:
             batch, self._queue = self._queue[: self.MAX_BATCH], self._queue[self.MAX_BATCH :]
             requests = [request for request, _ in batch]
             resolved: list[AppendRequest | None] = [None] * len(batch)
+            started = time.monotonic()
             try:
                 done = await self._on_loop(requests[0]) if len(requests) == 1 else None
                 if done is not None:
@@ -1003,6 +1005,7 @@ class Committer:
             for (_, future), result in zip(batch, results, strict=True):
                 if not future.done():
                     future.set_result(result)
+            _observe(results, started)
             notes, closed = _notes(resolved, results)
             if notes:
                 await log._notify(notes)
@@ -1021,6 +1024,16 @@ class Committer:
                 return None
             self._loop_db = loopdb.LoopConnection()
         return await self._loop_db.append(request)
+
+
+def _observe(results: Sequence[Appended | SessionError], started: float) -> None:
+    """The log's commit metrics count this door's appends as the log's own."""
+    entries = sum(
+        r.head - r.first + 1 for r in results if isinstance(r, Appended) and not r.duplicate
+    )
+    metrics.COMMIT_SECONDS.observe(time.monotonic() - started)
+    metrics.BATCH_SIZE.observe(entries)
+    metrics.APPENDED.inc(entries)
 
 
 _committers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Committer] = (

@@ -67,6 +67,27 @@ async def test_metrics_count_appends_deliveries_and_runs(alice, session):
     assert 'sessions_runs{status="running"} 1.0' in after
 
 
+async def test_metrics_count_durable_streams_appends_too(settings):
+    settings.SESSIONS_APP = {"ANONYMOUS_STREAM_PREFIX": "public/"}
+    client, url, json_type = AsyncClient(), "/v1/stream/public/metered", "application/json"
+    assert (await client.put(url, data=b"[]", content_type=json_type)).status_code == 201
+    before = (await client.get("/metrics")).content.decode()
+    await client.post(url, data=b'[{"a":1},{"a":2}]', content_type=json_type)  # two entries
+    await client.post(url, data=b'{"a":3}', content_type=json_type)
+    await client.post(
+        url, data=b'{"a":4}', content_type=json_type, headers={"Stream-Closed": "true"}
+    )
+    after = (await client.get("/metrics")).content.decode()
+    appended = metric(after, "sessions_entries_appended_total") - metric(
+        before, "sessions_entries_appended_total"
+    )
+    assert appended == 4
+    commits = metric(after, "sessions_commit_seconds_count") - metric(
+        before, "sessions_commit_seconds_count"
+    )
+    assert commits == 3
+
+
 def test_metrics_can_be_protected_or_turned_off(settings):
     settings.SESSIONS_APP = {"METRICS_TOKEN": "s3cret"}
     assert Client().get("/metrics").status_code == 401
