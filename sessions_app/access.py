@@ -68,17 +68,22 @@ def read_token(token: str, max_age: float) -> tuple[Any, frozenset[str] | None]:
     return data["u"], (frozenset(sessions) if sessions is not None else None)
 
 
+def active_user(pk: Any) -> Any:
+    """The active user with primary key ``pk``, or None."""
+    from django.contrib.auth import get_user_model
+
+    return get_user_model()._default_manager.filter(pk=pk, is_active=True).first()
+
+
 def user_for_token(token: str) -> tuple[Any, frozenset[str] | None]:
     """The active user a signed token names, and the sessions it is limited to.
 
     The user is None when the token is invalid, expired, or names an inactive user.
     """
-    from django.contrib.auth import get_user_model
-
     from sessions_app.conf import setting
 
     try:
         user_pk, sessions = read_token(token, setting("TOKEN_MAX_AGE"))
     except signing.BadSignature:  # includes SignatureExpired
         return None, None
-    return get_user_model()._default_manager.filter(pk=user_pk, is_active=True).first(), sessions
+    return active_user(user_pk), sessions

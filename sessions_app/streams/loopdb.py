@@ -42,7 +42,6 @@ import logging
 import threading
 import time
 import weakref
-from collections import OrderedDict
 from typing import Any
 
 from django.conf import settings
@@ -51,6 +50,7 @@ from django.utils import timezone
 
 from sessions_app.conf import setting
 from sessions_app.domain.errors import NotFound, SessionError, Unavailable
+from sessions_app.domain.kept import Kept
 from sessions_app.streams import store
 from sessions_app.streams.errors import Gone
 
@@ -91,7 +91,7 @@ class LoopConnection:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._retry_at = 0.0
         self._prepare = True  # until the server shows it cannot keep prepared statements
-        self._streams: OrderedDict[str, tuple[float, store.Stream]] = OrderedDict()
+        self._streams: Kept[str, store.Stream] = Kept(LOOKUP_TTL, LOOKUPS_KEPT)
         with _open_lock:
             _open.add(self)
 
@@ -128,23 +128,20 @@ class LoopConnection:
         rows = await self._fetch(conn, sql, params)
         appended = store.appended_by_statement(request, [row[0] for row in rows])
         if appended is None:
-            self._streams.pop(post.name, None)
+            self._streams.forget(post.name)
             return None
         return request, appended
 
     async def _open_stream(self, conn: Any, post: store.Post) -> store.Stream | None:
         """``store.open_stream`` when it needs no other query; None when it does."""
         now = time.monotonic()
-        kept = self._streams.get(post.name)
-        if kept is not None and kept[0] > now:
-            stream = kept[1]
-        else:
+        stream = self._streams.get(post.name, now)
+        if stream is None:
             rows = await self._fetch(conn, store.load_sql(), [post.name])
             if not rows:
-                self._streams.pop(post.name, None)
                 raise NotFound("no such stream")
             stream = store.stream_from_row(rows[0])
-            self._keep(post.name, now + LOOKUP_TTL, stream)
+            self._streams.keep(post.name, stream, now)
         allowed = post.access.decides(stream)
         if allowed is None:
             return None  # a membership decides
@@ -155,12 +152,6 @@ class LoopConnection:
         if stream.expired(timezone.now()):
             return None  # 404 or 410 depends on its forks
         return stream
-
-    def _keep(self, name: str, until: float, stream: store.Stream) -> None:
-        self._streams[name] = (until, stream)
-        self._streams.move_to_end(name)
-        while len(self._streams) > LOOKUPS_KEPT:
-            self._streams.popitem(last=False)
 
     async def _fetch(self, conn: Any, sql: str, params: list[Any]) -> list[Any]:
         from psycopg import errors

@@ -11,18 +11,20 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.contrib.auth.models import AnonymousUser
+from django.core import signing
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 
 from sessions_app import dbexec
-from sessions_app.access import Actor, check_name, user_for_token
+from sessions_app.access import Actor, active_user, check_name, read_token
 from sessions_app.conf import setting
 from sessions_app.domain.errors import (
     BadRequest,
@@ -33,6 +35,7 @@ from sessions_app.domain.errors import (
     SessionError,
     StreamClosed,
 )
+from sessions_app.domain.kept import Kept
 from sessions_app.domain.offsets import format_offset
 from sessions_app.streams import protocol, store
 from sessions_app.streams.errors import (
@@ -115,11 +118,34 @@ def _error(exc: SessionError) -> HttpResponse:
 # --- who is asking ---------------------------------------------------------------------------
 
 
-def _user_for_token(token: str) -> Any:
-    user, sessions = user_for_token(token)
+BAD_TOKEN = "the token is invalid, expired or its user inactive; ask for a new one"
+# Per event loop: whether a token's user is still active, asked at most once a second.
+ACTIVE_USER_KEPT = 1.0
+_recent_users: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Kept[Any, Any]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def _token_actor(token: str) -> Actor:
+    """The token's actor: signature and age checked every time, the user's activity at most
+    once a second per worker (an agent appending message after message would otherwise pay a
+    database query for each)."""
+    try:
+        user_pk, sessions = read_token(token, setting("TOKEN_MAX_AGE"))
+    except signing.BadSignature:  # includes SignatureExpired
+        raise Unauthorized(BAD_TOKEN) from None
+    loop = asyncio.get_running_loop()
+    recent = _recent_users.get(loop)
+    if recent is None:
+        recent = _recent_users[loop] = Kept(ACTIVE_USER_KEPT)
+    now = time.monotonic()
+    user = recent.get(user_pk, now)
     if user is None:
-        raise Unauthorized("the token is invalid, expired or its user inactive; ask for a new one")
-    return user, sessions
+        user = await dbexec.run_read(active_user, user_pk)
+        if user is None:
+            raise Unauthorized(BAD_TOKEN)
+        recent.keep(user_pk, user, now)
+    return Actor(user, sessions)
 
 
 def _token(request: HttpRequest) -> str | None:
@@ -133,8 +159,7 @@ async def _access(request: HttpRequest, name: str) -> store.Access:
     prefix = setting("ANONYMOUS_STREAM_PREFIX")
     token = _token(request)
     if token:
-        user, sessions = await dbexec.run_read(_user_for_token, token)
-        return store.Access(Actor(user, sessions), prefix)
+        return store.Access(await _token_actor(token), prefix)
     auser = getattr(request, "auser", None)
     user = await auser() if auser is not None else AnonymousUser()
     access = store.Access(Actor(user), prefix)

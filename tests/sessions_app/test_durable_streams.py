@@ -111,6 +111,22 @@ async def test_a_bad_or_expired_token_is_refused_with_401(alice, session):
     assert expired.status_code == 401
 
 
+async def test_a_deactivated_users_token_stops_opening_the_session_within_a_second(alice, session):
+    client = AsyncClient()
+    headers = await auth(alice)
+    assert (await client.get(URL + "chat-1?offset=-1", headers=headers)).status_code == 200
+    alice.is_active = False
+    await db(alice.save)()
+    await asyncio.sleep(1.1)  # each worker asks again whether the user is active after 1 s
+    refused = await client.get(URL + "chat-1?offset=-1", headers=headers)
+    assert refused.status_code == 401
+    write = await client.post(
+        URL + "chat-1", data=json.dumps(event("x")), content_type=JSON, headers=headers
+    )
+    assert write.status_code == 401
+    assert await entries(session) == []
+
+
 async def test_appends_to_a_session_must_be_valid_events_and_a_bad_one_writes_nothing(
     alice, session
 ):
