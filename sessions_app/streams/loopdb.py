@@ -16,22 +16,24 @@ lookup: the writer thread looks it up afresh and says which).
 
 Two things make the statement cheap, each measured in bench/README.md:
 
-- Its two statements are prepared on the server (psycopg's ``prepare_threshold``, 5 uses).
+- Its statements are prepared on the server (psycopg's ``prepare_threshold``, 5 uses).
   Django leaves prepared statements off so that transaction-pooling poolers work; this
   connection follows ``OPTIONS["prepare_threshold"]`` when the site sets it, and otherwise
   prepares, turning it off for good the first time the server says a prepared statement is
   missing or already exists (what a pooler in transaction mode causes). That statement never
   ran, so it is sent again unprepared.
-- A stream's lookup is kept ``LOOKUP_TTL`` seconds. What the lookup decides cannot change
-  under a kept copy without the statement noticing: content type, TTL and owner are fixed
-  when a stream is created (a name created again is a new row), and the statement itself
-  checks that the row is still open, not deleted and not expired. The one exception, an
-  owner changed by hand in the admin, lasts at most ``LOOKUP_TTL`` on each worker.
+- A stream's lookup is kept ``LOOKUP_TTL`` seconds, and a kept copy is only trusted to say
+  yes: content type, TTL and owner are fixed when a stream is created (a name created again is
+  a new row), and the statement itself checks that the row is still open, not deleted and not
+  expired. Whatever a kept copy would refuse goes to the writer thread, which looks again. The
+  one exception, an owner changed by hand in the admin, lasts at most ``LOOKUP_TTL``.
 
-One connection per event loop (per worker process, in practice), opened on first use with
-the parameters Django's own connection would use. A failed connection is dropped and the
-next append reconnects; while connecting fails, appends go to the writer thread (which
-reports the outage), and a new attempt waits ``RETRY_AFTER`` seconds.
+One connection per event loop (per worker process, in practice), opened on the loop's second
+lone append (an event loop made for one request, as an async view under WSGI gets, opens
+none) with the parameters Django's own connection would use. A failed connection is dropped
+and the next append reconnects; while connecting fails, appends go to the writer thread
+(which reports the outage), and a new attempt waits ``RETRY_AFTER`` seconds. The connections
+of loops that have closed are closed when another loop connects, and by ``close_all``.
 ``SESSIONS_APP["STREAMS_LOOP_CONNECTION"] = False`` turns the whole path off.
 """
 
@@ -88,7 +90,8 @@ class LoopConnection:
 
     def __init__(self) -> None:
         self._conn: Any = None  # psycopg.AsyncConnection
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
+        self._lone = 0  # lone appends offered so far
         self._retry_at = 0.0
         self._prepare = True  # until the server shows it cannot keep prepared statements
         self._streams: Kept[str, store.Stream] = Kept(LOOKUP_TTL, LOOKUPS_KEPT)
@@ -99,14 +102,17 @@ class LoopConnection:
         """Do ``post`` here if it is a lone plain append; None: the writer thread does it."""
         if not post.plain or len(post.body) > INLINE_BODY_MAX:
             return None
+        self._lone += 1
+        if self._lone < 2:
+            # A loop that served one request may be the only one it serves (an async view
+            # under WSGI gets a loop per request): no connection for it.
+            return None
         for _attempt in range(2):
             conn = await self._connection()
             if conn is None:
                 return None
             try:
                 return await self._append(conn, post)
-            except SessionError as exc:
-                return None, exc
             except asyncio.CancelledError:  # mid-statement: the connection's state is unknown
                 self._drop()
                 raise
@@ -118,30 +124,42 @@ class LoopConnection:
         return None
 
     async def _append(self, conn: Any, post: store.Post) -> Outcome | None:
-        stream = await self._open_stream(conn, post)
-        if stream is None:
-            return None
-        request = post.resolve_in(stream)
+        now = time.monotonic()
+        kept = self._streams.get(post.name, now)
+        try:
+            found = self._open_stream(post, kept or await self._lookup(conn, post.name, now))
+            if found is None:
+                return None
+            request = post.resolve_in(found)
+        except SessionError as exc:
+            if kept is not None:
+                # Judged on a kept copy: the stream may have changed since (closed, deleted,
+                # created again with another type). The writer thread looks it up afresh.
+                self._streams.forget(post.name)
+                return None
+            return None, exc
         if not request.plain:  # run events: the writer thread tracks the runs
             return None
         sql, params = store.append_statement(request, timezone.now())
         rows = await self._fetch(conn, sql, params)
         appended = store.appended_by_statement(request, [row[0] for row in rows])
-        if appended is None:
+        if appended is None:  # closed, deleted or expired since the lookup
             self._streams.forget(post.name)
             return None
         return request, appended
 
-    async def _open_stream(self, conn: Any, post: store.Post) -> store.Stream | None:
+    async def _lookup(self, conn: Any, name: str, now: float) -> store.Stream:
+        rows = await self._fetch(conn, store.load_sql(), [name])
+        if not rows:
+            raise NotFound("no such stream")
+        stream = store.stream_from_row(rows[0])
+        if not stream.deleted and not stream.closed:
+            self._streams.keep(name, stream, now)
+        return stream
+
+    @staticmethod
+    def _open_stream(post: store.Post, stream: store.Stream) -> store.Stream | None:
         """``store.open_stream`` when it needs no other query; None when it does."""
-        now = time.monotonic()
-        stream = self._streams.get(post.name, now)
-        if stream is None:
-            rows = await self._fetch(conn, store.load_sql(), [post.name])
-            if not rows:
-                raise NotFound("no such stream")
-            stream = store.stream_from_row(rows[0])
-            self._streams.keep(post.name, stream, now)
         allowed = post.access.decides(stream)
         if allowed is None:
             return None  # a membership decides
@@ -179,6 +197,7 @@ class LoopConnection:
         import psycopg
         from psycopg import sql
 
+        _close_orphans()
         db = connections["default"]
         options = db.settings_dict["OPTIONS"]
         params = db.get_connection_params()
@@ -186,15 +205,18 @@ class LoopConnection:
         params.pop("pool", None)
         if "prepare_threshold" not in options:
             params["prepare_threshold"] = 5 if self._prepare else None
+        conn = None
         try:
             conn = await psycopg.AsyncConnection.connect(**params, autocommit=True)
             if role := options.get("assume_role"):
                 await conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
         except Exception:
             logger.warning("could not open the event loop's database connection", exc_info=True)
+            if conn is not None:
+                await conn.close()
             self._retry_at = time.monotonic() + RETRY_AFTER
             return None
-        self._conn, self._loop = conn, asyncio.get_running_loop()
+        self._conn, self._loop = conn, weakref.ref(asyncio.get_running_loop())
         return conn
 
     def _drop(self) -> None:
@@ -202,20 +224,35 @@ class LoopConnection:
         if conn is not None:
             conn.pgconn.finish()
 
+    def orphaned(self) -> bool:
+        """Whether this connection's event loop is gone or closed."""
+        loop = self._loop() if self._loop is not None else None
+        return self._conn is not None and (loop is None or loop.is_closed())
+
     def close(self) -> None:
-        """Close the connection from any thread (its loop may be running elsewhere)."""
-        conn, loop = self._conn, self._loop
-        self._streams.clear()
-        if conn is None or conn.closed:
-            return
+        """Close the connection from any thread: on its loop when that runs elsewhere."""
+        loop = self._loop() if self._loop is not None else None
         if loop is not None and loop.is_running() and not _in(loop):
+
+            async def close_there() -> None:
+                self._streams.clear()
+                self._drop()
+
             try:
-                asyncio.run_coroutine_threadsafe(conn.close(), loop).result(timeout=5)
-                self._conn = None
-                return
-            except Exception:  # the loop is stuck or closing: close it from here
-                pass
+                asyncio.run_coroutine_threadsafe(close_there(), loop).result(timeout=5)
+            except Exception:  # the loop is stuck or stopping: leave it to the process's end
+                logger.warning("could not close an event loop's database connection")
+            return
+        self._streams.clear()
         self._drop()
+
+
+def _close_orphans() -> None:
+    """Close the connections of event loops that are gone (a loop that ran and stopped)."""
+    with _open_lock:
+        orphans = [each for each in _open if each.orphaned()]
+    for each in orphans:
+        each._drop()
 
 
 def _in(loop: asyncio.AbstractEventLoop) -> bool:

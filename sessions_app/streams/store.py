@@ -1011,6 +1011,9 @@ class Committer:
                 await log._notify(notes)
             if closed:
                 await announce_change(closed)
+        # A finished task still holds its loop, which keys this committer in ``_committers``:
+        # let go, so that a loop that ends takes its committer (and connection) with it.
+        self._task = None
 
     async def _on_loop(self, request: AppendRequest | Post) -> Any:
         """A lone append done on the event loop's connection (see ``loopdb``): its outcome, or

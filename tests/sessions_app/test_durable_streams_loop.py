@@ -74,15 +74,18 @@ async def test_appends_run_on_the_loops_connection_and_prepare_their_statements(
 async def test_a_stream_created_again_with_another_type_is_judged_as_it_is_now():
     client = AsyncClient()
     await client.put(URL, data=b"[]", content_type=JSON)
-    assert (await post(client, {"n": 1})).status_code == 204  # the JSON stream is now kept
+    for n in range(3):  # the JSON stream is now kept
+        assert (await post(client, {"n": n})).status_code == 204
     assert (await client.delete(URL)).status_code == 204
     created = await client.put(URL, data=b"new ", content_type="text/plain")
     assert created.status_code == 201
-    refused = await post(client, {"n": 2})
-    assert refused.status_code == 409  # the new stream's type, not the kept one's
+    # The kept copy says JSON; the stream is text now.
     accepted = await client.post(URL, data=b"plain text", content_type="text/plain")
     assert accepted.status_code == 204
     assert accepted["Stream-Next-Offset"].endswith("_0000000000000002")
+    refused = await post(client, {"n": 3})
+    assert refused.status_code == 409
+    assert json.loads(refused.content)["code"] == "content_type_mismatch"
     read = await client.get(URL + "?offset=-1")
     assert read.content == b"new plain text"
 
@@ -90,23 +93,39 @@ async def test_a_stream_created_again_with_another_type_is_judged_as_it_is_now()
 async def test_a_stream_closed_meanwhile_refuses_the_next_append_with_its_offset():
     client = AsyncClient()
     await client.put(URL, data=b"[]", content_type=JSON)
-    assert (await post(client, {"n": 1})).status_code == 204
+    for n in range(3):  # the first lone append of a loop takes the writer thread
+        assert (await post(client, {"n": n})).status_code == 204
     # Closed elsewhere (another worker, the admin): the kept lookup still says open.
     await db(Session.objects.filter(name="public/loop").update)(closed=True)
-    refused = await post(client, {"n": 2})
+    refused = await post(client, {"n": 3})
     assert refused.status_code == 409
     assert refused["Stream-Closed"] == "true"
-    assert refused["Stream-Next-Offset"].endswith("_0000000000000001")
-    assert await messages() == [{"n": 1}]
+    assert refused["Stream-Next-Offset"].endswith("_0000000000000003")
+    assert await messages() == [{"n": n} for n in range(3)]
+
+
+async def test_a_stream_closed_meanwhile_says_so_before_judging_the_body():
+    client = AsyncClient()
+    await client.put(URL, data=b"[]", content_type=JSON)
+    for n in range(3):
+        assert (await post(client, {"n": n})).status_code == 204
+    closed = await client.post(URL, data=b"", content_type=JSON, headers={"Stream-Closed": "true"})
+    assert closed.status_code == 204
+    # A bad body on a closed stream: the closure is the answer, as the protocol has it.
+    refused = await client.post(URL, data=b"{not json", content_type=JSON)
+    assert refused.status_code == 409
+    assert refused["Stream-Closed"] == "true"
+    assert refused["Stream-Next-Offset"].endswith("_0000000000000003")
 
 
 async def test_an_expired_stream_is_not_appended_to_though_its_lookup_was_kept():
     client = AsyncClient()
     await client.put(URL, data=b"[]", content_type=JSON, headers={"Stream-TTL": "60"})
-    assert (await post(client, {"n": 1})).status_code == 204
+    for n in range(3):
+        assert (await post(client, {"n": n})).status_code == 204
     await db(Session.objects.filter(name="public/loop").update)(expires_at="2000-01-01T00:00Z")
-    assert (await post(client, {"n": 2})).status_code == 404
-    assert await messages() == [{"n": 1}]
+    assert (await post(client, {"n": 3})).status_code == 404
+    assert await messages() == [{"n": n} for n in range(3)]
 
 
 async def test_prepared_statements_lost_by_a_pooler_are_sent_again_unprepared():
@@ -129,7 +148,8 @@ async def test_prepared_statements_lost_by_a_pooler_are_sent_again_unprepared():
 async def test_a_killed_connection_refuses_one_append_then_reconnects():
     client = AsyncClient()
     await client.put(URL, data=b"[]", content_type=JSON)
-    assert (await post(client, {"n": 1})).status_code == 204
+    for n in range(2):
+        assert (await post(client, {"n": n})).status_code == 204
     pid = loop_connection().info.backend_pid
 
     def terminate() -> None:
@@ -138,9 +158,20 @@ async def test_a_killed_connection_refuses_one_append_then_reconnects():
 
     await db(terminate)()
     refused = await post(client, {"n": 2})
-    assert refused.status_code == 503  # a retry is safe: nothing was written
+    assert refused.status_code == 503  # the statement never reached a server: nothing written
     assert (await post(client, {"n": 3})).status_code == 204
-    assert await messages() == [{"n": 1}, {"n": 3}]
+    assert await messages() == [{"n": 0}, {"n": 1}, {"n": 3}]
+
+
+async def test_a_loop_that_served_one_append_opens_no_connection():
+    # Under WSGI an async view gets an event loop per request: one connection each would pile up.
+    client = AsyncClient()
+    await client.put(URL, data=b"[]", content_type=JSON)
+    assert (await post(client, {"n": 0})).status_code == 204
+    assert loop_connection() is None
+    assert (await post(client, {"n": 1})).status_code == 204
+    assert loop_connection() is not None
+    assert await messages() == [{"n": 0}, {"n": 1}]
 
 
 async def test_the_loops_connection_can_be_turned_off():
