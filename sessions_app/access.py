@@ -9,7 +9,7 @@ from typing import Any
 from django.core import signing
 from django.db.models import Q, QuerySet
 
-from sessions_app.domain.errors import NotFound
+from sessions_app.domain.errors import Conflict, NotFound
 from sessions_app.models import Session
 
 TOKEN_SALT = "sessions_app.token"
@@ -40,6 +40,18 @@ def check_name(name: object) -> str:
     if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME_LENGTH or "\x00" in name:
         raise NotFound("no such session")
     return name
+
+
+def check_creatable_name(name: str) -> None:
+    """Refuse a name kept for the site's own code (``RESERVED_NAME_PREFIXES``).
+
+    Every door that lets a caller name a new session calls this before writing anything; the
+    refusal reads like a taken name, so it tells the caller nothing a taken name would not.
+    """
+    from sessions_app.conf import setting
+
+    if any(name.startswith(prefix) for prefix in setting("RESERVED_NAME_PREFIXES")):
+        raise Conflict("a session with this name exists", name=name)
 
 
 def get_session(actor: Actor, name: object) -> Session:

@@ -54,6 +54,9 @@ DEFAULTS: dict[str, Any] = {
     # A running run with no append and no heartbeat for this many seconds is ended with
     # RUN_ERROR code "agent_lost". None: never.
     "AGENT_HEARTBEAT_TIMEOUT": 60,
+    # Session names starting with one of these prefixes are kept for the site's own code (the
+    # demo site's job bridge uses "mlexec-job-"): no door lets a user or key create one.
+    "RESERVED_NAME_PREFIXES": (),
     # --- Durable Streams door (docs/sessions/durable-streams.md) ---
     # Names starting with this prefix are anonymous (public) streams anyone may create, read,
     # append to and delete; "" opens every name not owned by a user; None: no anonymous streams.
