@@ -61,6 +61,10 @@ test-real: $(STAMP) ## Only the second pass (PostgreSQL + Redis; skips if they a
 	TEST_ENGINES=real DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) \
 		CHANNEL_LAYER_PREFIX=test$$$$ $(PY) -m pytest $(PYTEST_ARGS)
 
+.PHONY: screenshots
+screenshots: $(STAMP) ## Rewrite docs/screenshots/ from the browser tests (needs chromium)
+	SCREENSHOTS_DIR=$(CURDIR)/docs/screenshots $(PY) -m pytest tests/e2e/test_browser_chat.py
+
 .PHONY: lint
 lint: $(STAMP) ## ruff (lint and format check) and mypy (strict on the pure modules)
 	$(VENV)/bin/ruff check .

@@ -21,7 +21,7 @@ import websockets
 from tests import engines
 from tests.e2e.browser.proxy import TcpProxy
 from tests.e2e.browser.site import DemoSite, Process, in_thread
-from tests.e2e.servers import ROOT, session_with_token
+from tests.e2e.servers import session_with_token
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 # The background-networking flags matter on a closed network: chromium would otherwise stall
@@ -36,7 +36,9 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-SCREENSHOTS = ROOT / "docs" / "screenshots"
+# The docs' screenshots are only rewritten on request (`make screenshots`): a test run must leave
+# the tracked files as they were.
+SCREENSHOTS_DIR = os.environ.get("SCREENSHOTS_DIR")
 DEMO_USER, DEMO_PASSWORD = "demo", "demo"
 TIMEOUT_MS = 20_000
 AGENT_PACE = os.environ.get("E2E_AGENT_PACE", "0.06")  # seconds per token
@@ -235,10 +237,19 @@ class ChatPage:
         return json.loads(raw)["offset"] if raw else "-1"
 
     def screenshot(self, name: str) -> Path:
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        path = SCREENSHOTS / name
+        folder = Path(SCREENSHOTS_DIR) if SCREENSHOTS_DIR else _scratch_screenshots()
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / name
         self.page.screenshot(path=str(path), full_page=True)
         return path
+
+
+def _scratch_screenshots() -> Path:
+    import tempfile
+
+    global SCREENSHOTS_DIR
+    SCREENSHOTS_DIR = tempfile.mkdtemp(prefix="screenshots-")
+    return Path(SCREENSHOTS_DIR)
 
 
 def _json(payload: Any) -> dict[str, Any]:
