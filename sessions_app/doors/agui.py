@@ -57,10 +57,9 @@ def encode(events: list[dict[str, Any]], offset: int | None = None) -> str:
 
 
 def parse_input(request: HttpRequest) -> RunAgentInput:
-    if len(request.body) > setting("MAX_FRAME_BYTES"):
-        raise BadRequest(f"the body is larger than {setting('MAX_FRAME_BYTES')} bytes")
+    raw = common.body(request)
     try:
-        return RunAgentInput.model_validate_json(request.body)
+        return RunAgentInput.model_validate_json(raw)
     except ValidationError as exc:
         errors = exc.errors(include_url=False, include_context=False, include_input=False)
         raise InvalidInput(

@@ -16,6 +16,7 @@ from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
 from django.core import signing
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.middleware.csrf import CsrfViewMiddleware
 
@@ -27,6 +28,7 @@ from sessions_app.domain import control
 from sessions_app.domain.errors import (
     BadRequest,
     Conflict,
+    LimitExceeded,
     NotFound,
     OffsetExpired,
     SessionError,
@@ -143,12 +145,24 @@ async def session_for(request: HttpRequest, name: object) -> Session:
     return await find_session(await actor(request), name)
 
 
-def json_body(request: HttpRequest) -> Any:
-    if len(request.body) > setting("MAX_FRAME_BYTES"):
-        raise BadRequest(f"the body is larger than {setting('MAX_FRAME_BYTES')} bytes")
+def body(request: HttpRequest) -> bytes:
+    """The request's body, or LimitExceeded (413) past ``MAX_FRAME_BYTES`` or past what the
+    site accepts at all (Django's ``DATA_UPLOAD_MAX_MEMORY_SIZE``, an HTML 400 otherwise)."""
+    limit = setting("MAX_FRAME_BYTES")
     try:
-        return json.loads(request.body or b"null")
-    except ValueError:
+        raw = request.body
+    except RequestDataTooBig:
+        raw = None
+    if raw is None or len(raw) > limit:
+        raise LimitExceeded(f"the body is larger than {limit} bytes", limit="body_bytes")
+    return raw
+
+
+def json_body(request: HttpRequest) -> Any:
+    raw = body(request)
+    try:
+        return json.loads(raw or b"null")
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than Python's stack
         raise BadRequest("the body is not JSON", reason="bad_json") from None
 
 

@@ -288,3 +288,25 @@ def test_the_doors_timeouts_must_be_positive_seconds(value, settings):
     assert len(found) == 1 and next(iter(value)) in found[0].msg
     settings.SESSIONS_APP = {"DOORS_RUN_START_TIMEOUT": 5, "DOORS_KEEPALIVE_SECONDS": 0.5}
     assert not [m for m in run_checks() if m.id.startswith("sessions_app.E02")]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "code"),
+    [
+        ("chat-1/cancel", "[" * 100_000, 400, "bad_request"),
+        ("chat-1/cancel", "[" * (10 * 1024 * 1024), 413, "limit_exceeded"),
+        ("", "[" * 100_000, 400, "invalid_input"),
+        ("", " " * (10 * 1024 * 1024), 413, "limit_exceeded"),
+    ],
+)
+async def test_deep_or_huge_bodies_get_a_json_4xx_and_write_nothing(
+    alice, session, path, body, status, code
+):
+    await publish(session, run_events(end=None))
+    before = await entries(session)
+    response = await AsyncClient().post(
+        URL + path, body, content_type=JSON, headers=await auth(alice)
+    )
+    assert response.status_code == status and response["Content-Type"] == JSON
+    assert json.loads(response.content)["code"] == code
+    assert await entries(session) == before

@@ -136,3 +136,16 @@ async def test_stop_with_nothing_going_is_a_conflict_and_writes_nothing(alice, s
     assert response.status_code == 409
     assert json.loads(response.content)["code"] == "not_running"
     assert await entries(session) == []
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [("[" * 100_000, 400, "bad_request"), (" " * (10 * 1024 * 1024), 413, "limit_exceeded")],
+)
+async def test_deep_or_huge_bodies_get_a_json_4xx_and_write_nothing(
+    alice, session, body, status, code
+):
+    response = await AsyncClient().post(URL, body, content_type=JSON, headers=await auth(alice))
+    assert response.status_code == status and response["Content-Type"] == JSON
+    assert json.loads(response.content)["code"] == code
+    assert await entries(session) == []
