@@ -295,6 +295,8 @@ async def _head(request: HttpRequest, name: str, access: store.Access) -> HttpRe
     response = HttpResponse(content_type=stream.content_type)
     response["Stream-Next-Offset"] = format_offset(stream.head)
     response["Cache-Control"] = "no-store"
+    # The tag a GET of the whole stream (no offset, or -1) answers with once it reaches the tail.
+    response["ETag"] = protocol.etag(stream.name, None, stream.head, closed_at_end=stream.closed)
     if stream.closed:
         response["Stream-Closed"] = TRUE
     if "ttl" in stream.state and stream.ttl_seconds is not None:

@@ -1,0 +1,153 @@
+"""The Durable Streams door under hostile or careless callers, on both of its paths.
+
+Every test runs twice: through the site's URLconf and middleware (Django's test client) and
+through the fast path (``with_streams``, which skips the middleware), because a check that
+only the middleware makes is missing on the fast path.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing import HttpCommunicator
+from django.test import AsyncClient, override_settings
+from django.urls import include, path
+
+from sessions_app.access import mint_token
+from sessions_app.models import Entry, Session
+from sessions_app.streams.asgi import with_streams
+
+urlpatterns = [path("v1/stream/", include("sessions_app.streams.urls"))]
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.urls(__name__)]
+
+db = database_sync_to_async
+URL = "/v1/stream/"
+JSON = "application/json"
+PUBLIC = {"ANONYMOUS_STREAM_PREFIX": "public/", "LONG_POLL_TIMEOUT": 1}
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: dict[str, str]  # names in lower case
+    body: bytes
+
+    def __getitem__(self, name: str) -> str:
+        return self.headers[name.lower()]
+
+    def get(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
+
+    @property
+    def json(self) -> dict:
+        return json.loads(self.body)
+
+
+async def _not_the_door(scope, receive, send):
+    await send({"type": "http.response.start", "status": 418, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+
+
+@dataclass
+class Door:
+    """One path to the door: ``django`` (URLconf and middleware) or ``fast`` (``with_streams``)."""
+
+    kind: str
+    cookies: dict[str, str] = field(default_factory=dict)
+
+    async def login(self, user, *, csrf: bool = False) -> dict[str, str]:
+        """Log ``user`` in with the session cookie; the headers a CSRF-checked write needs."""
+        client = AsyncClient()
+        await client.aforce_login(user)
+        self.cookies["sessionid"] = client.cookies["sessionid"].value
+        if not csrf:
+            return {}
+        self.cookies["csrftoken"] = "k" * 32
+        return {"X-CSRFToken": "k" * 32}
+
+    async def call(
+        self, method: str, url: str, body: bytes | str = b"", headers: dict | None = None
+    ) -> Answer:
+        headers = dict(headers or {})
+        body = body.encode() if isinstance(body, str) else body
+        if self.kind == "django":
+            return await self._django(method, url, body, headers)
+        return await self._fast(method, url, body, headers)
+
+    async def _django(self, method: str, url: str, body: bytes, headers: dict) -> Answer:
+        client = AsyncClient(enforce_csrf_checks=True)
+        for name, value in self.cookies.items():
+            client.cookies[name] = value
+        content_type = headers.pop("Content-Type", None)
+        extra = {"content_type": content_type} if content_type else {}
+        host = headers.pop("Host", None)
+        if host:
+            extra["SERVER_NAME"] = host
+            headers["Host"] = host
+        response = await client.generic(method, url, body, headers=headers, **extra)
+        content = (
+            b"".join([chunk async for chunk in response.streaming_content])
+            if response.streaming
+            else response.content
+        )
+        return Answer(response.status_code, {k.lower(): v for k, v in response.items()}, content)
+
+    async def _fast(self, method: str, url: str, body: bytes, headers: dict) -> Answer:
+        raw = [(k.lower().encode(), str(v).encode()) for k, v in headers.items()]
+        if not any(name == b"host" for name, _ in raw):
+            raw.append((b"host", b"testserver"))
+        if self.cookies:
+            cookie = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+            raw.append((b"cookie", cookie.encode()))
+        communicator = HttpCommunicator(
+            with_streams(_not_the_door), method, url, body=body, headers=raw
+        )
+        response = await communicator.get_response(timeout=10)
+        answer = {k.decode().lower(): v.decode() for k, v in response["headers"]}
+        return Answer(response["status"], answer, response["body"])
+
+
+@pytest.fixture(params=["django", "fast"])
+def door(request) -> Door:
+    return Door(request.param)
+
+
+async def bearer(user, sessions=None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {await db(mint_token)(user, sessions)}"}
+
+
+async def stored(name: str) -> list[bytes]:
+    rows = db(list)(
+        Entry.objects.filter(session__name=name).order_by("seq").values_list("body", flat=True)
+    )
+    return [bytes(body) for body in await rows]
+
+
+async def exists(name: str) -> bool:
+    return await db(Session.objects.filter(name=name).exists)()
+
+
+# --- HEAD answers with the ETag a whole-stream GET gives ----------------------------------------
+
+
+@override_settings(SESSIONS_APP=PUBLIC)
+async def test_head_sends_the_etag_a_get_of_the_whole_stream_sends(door):
+    assert (
+        await door.call("PUT", URL + "public/e", "a", {"Content-Type": "text/plain"})
+    ).status == 201
+    head = await door.call("HEAD", URL + "public/e")
+    get = await door.call("GET", URL + "public/e?offset=-1")
+    assert head.status == 200 and head.get("ETag") and head["ETag"] == get["ETag"]
+    assert head["ETag"] == (await door.call("GET", URL + "public/e"))["ETag"]
+    await door.call("POST", URL + "public/e", "b", {"Content-Type": "text/plain"})
+    appended = await door.call("HEAD", URL + "public/e")
+    assert appended["ETag"] != head["ETag"]
+    assert appended["ETag"] == (await door.call("GET", URL + "public/e?offset=-1"))["ETag"]
+    await door.call("POST", URL + "public/e", "", {"Stream-Closed": "true"})
+    closed = await door.call("HEAD", URL + "public/e")
+    assert closed["ETag"] not in (head["ETag"], appended["ETag"])
+    assert closed["ETag"] == (await door.call("GET", URL + "public/e?offset=-1"))["ETag"]
