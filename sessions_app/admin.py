@@ -6,6 +6,7 @@ import json
 from datetime import timedelta
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.http import HttpRequest
 from django.urls import reverse
@@ -195,10 +196,35 @@ class RunAdmin(admin.ModelAdmin):
         self.message_user(request, f"Asked {asked} run(s) to stop.")
 
 
+class ApiKeyForm(forms.ModelForm):
+    class Meta:
+        model = ApiKey
+        fields = ("user", "name", "all_sessions", "sessions", "revoked_at")
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        # The scope is always explicit: a key with neither would reach nothing, one with both
+        # would read ambiguously.
+        if bool(data.get("all_sessions")) == bool(data.get("sessions")):
+            raise forms.ValidationError(
+                "Tick 'all sessions' or choose the sessions the key reaches (not both)."
+            )
+        return data
+
+
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
-    list_display = ("name", "user", "prefix", "created_at", "last_used_at", "revoked_at")
-    list_filter = ("revoked_at",)
+    form = ApiKeyForm
+    list_display = (
+        "name",
+        "user",
+        "prefix",
+        "all_sessions",
+        "created_at",
+        "last_used_at",
+        "revoked_at",
+    )
+    list_filter = ("revoked_at", "all_sessions")
     search_fields = ("name", "user__username", "prefix")
     readonly_fields = ("prefix", "created_at", "last_used_at")
     filter_horizontal = ("sessions",)
@@ -209,7 +235,9 @@ class ApiKeyAdmin(admin.ModelAdmin):
         if change:
             super().save_model(request, obj, form, change)
             return
-        made, secret = keys.create_key(obj.user, obj.name)
+        made, secret = keys.create_key(
+            obj.user, obj.name, form.cleaned_data["sessions"], all_sessions=obj.all_sessions
+        )
         obj.pk, obj.prefix, obj.hashed, obj.created_at = (
             made.pk,
             made.prefix,

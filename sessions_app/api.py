@@ -492,6 +492,7 @@ def key_out(key: ApiKey, secret: str | None = None) -> dict[str, Any]:
         "id": key.pk,
         "name": key.name,
         "prefix": key.prefix,
+        "all_sessions": key.all_sessions,
         "sessions": sorted(key.sessions.values_list("name", flat=True)),
         "created_at": key.created_at,
         "last_used_at": key.last_used_at,
@@ -512,7 +513,7 @@ def _people_only(request: HttpRequest) -> Any:
 def create_key(request: HttpRequest, payload: KeyIn) -> Any:
     user = _people_only(request)
     sessions = [get_session(Actor(user), name) for name in payload.sessions]
-    key, secret = keys.create_key(user, payload.name, sessions)
+    key, secret = keys.create_key(user, payload.name, sessions, all_sessions=payload.all_sessions)
     return Status(201, key_out(key, secret))
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
 from django.utils import timezone
 
 from sessions_app.access import Actor
+from sessions_app.domain.errors import BadRequest
 from sessions_app.models import ApiKey, Session
 
 PREFIX = "dsk"
@@ -24,10 +26,25 @@ def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def create_key(user: Any, name: str, sessions: list[Session] | None = None) -> tuple[ApiKey, str]:
-    """Make a key; return it and its full text, which is shown once and never stored."""
+def create_key(
+    user: Any, name: str, sessions: Iterable[Session] = (), *, all_sessions: bool = False
+) -> tuple[ApiKey, str]:
+    """Make a key; return it and its full text, which is shown once and never stored.
+
+    A key reaches either every session of its user (``all_sessions=True``) or only the
+    ``sessions`` listed; it is never both, and never neither: asking for a key that would reach
+    nothing is refused, so that no caller gets an all-sessions key by forgetting its scope.
+    """
+    sessions = list(sessions)
+    if all_sessions == bool(sessions):
+        raise BadRequest(
+            "a key reaches either all_sessions or the sessions listed: give exactly one",
+            field="sessions",
+        )
     prefix, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
-    key = ApiKey.objects.create(user=user, name=name, prefix=prefix, hashed=_digest(secret))
+    key = ApiKey.objects.create(
+        user=user, name=name, prefix=prefix, hashed=_digest(secret), all_sessions=all_sessions
+    )
     if sessions:
         key.sessions.set(sessions)
     return key, f"{PREFIX}_{prefix}_{secret}"
@@ -52,8 +69,11 @@ def authenticate(raw: object) -> ApiKey | None:
 
 
 def actor_for(key: ApiKey) -> Actor:
-    names = frozenset(key.sessions.values_list("name", flat=True))
-    return Actor(key.user, names or None)
+    """The actor a key acts as. A scoped key whose sessions were all deleted stays scoped, to
+    nothing: only ``all_sessions`` widens a key."""
+    if key.all_sessions:
+        return Actor(key.user, None)
+    return Actor(key.user, frozenset(key.sessions.values_list("name", flat=True)))
 
 
 def revoke(key: ApiKey) -> None:

@@ -237,8 +237,16 @@ class ApiKey(models.Model):
     name = models.CharField(max_length=100)
     prefix = models.CharField(max_length=16, unique=True, editable=False)
     hashed = models.CharField(max_length=128, editable=False)
+    all_sessions = models.BooleanField(
+        default=False,
+        help_text="Reaches every session of the user. Off: only the sessions listed below "
+        "(none listed, or all of them deleted: no session at all).",
+    )
     sessions = models.ManyToManyField(
-        Session, blank=True, related_name="api_keys", help_text="Empty: every session of the user."
+        Session,
+        blank=True,
+        related_name="api_keys",
+        help_text="The sessions a key without all_sessions reaches.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)

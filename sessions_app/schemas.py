@@ -138,7 +138,12 @@ class PresenceOut(Schema):
 class KeyIn(Schema):
     name: str = Field(min_length=1, max_length=100)
     sessions: list[str] = Field(
-        default_factory=list, description="Session names; empty: all yours."
+        default_factory=list,
+        max_length=1000,
+        description="The only sessions the key reaches (names). Give these or all_sessions.",
+    )
+    all_sessions: bool = Field(
+        False, description="true: the key reaches every session of yours, now and later."
     )
 
 
@@ -146,6 +151,7 @@ class KeyOut(Schema):
     id: int
     name: str
     prefix: str
+    all_sessions: bool
     sessions: list[str]
     created_at: datetime
     last_used_at: datetime | None

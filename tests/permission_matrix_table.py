@@ -25,6 +25,7 @@ ACTORS: dict[str, str] = {
     "other user": "a signed-in user with no relation to the resource",
     "anonymous": "no credentials at all",
     "key scoped elsewhere": "the owner's API key, scoped to another session (project)",
+    "emptied scope": "the owner's API key, scoped to a session (project) since deleted",
     "revoked key": "the owner's API key, revoked",
     "expired token": "the owner's signed token, older than TOKEN_MAX_AGE",
 }
@@ -54,10 +55,10 @@ class Operation:
 
 
 A, N, U = ALLOW, NOT_FOUND, UNAUTHENTICATED
-SESSION_USE = (A, A, N, U, N, U, U)  # owner and members use a session
-OWNER_ONLY = (A, N, N, U, N, U, U)  # only the owner manages it
-DS = (A, A, N, N, U, U, U)  # keys are not credentials here: 401
-MLEXEC = (A, N, N, U, N, U, U)
+SESSION_USE = (A, A, N, U, N, N, U, U)  # owner and members use a session
+OWNER_ONLY = (A, N, N, U, N, N, U, U)  # only the owner manages it
+DS = (A, A, N, N, U, U, U, U)  # keys are not credentials here: 401
+MLEXEC = (A, N, N, U, N, N, U, U)
 
 OPERATIONS: tuple[Operation, ...] = (
     Operation("read", "REST", "GET /api/sessions/{name}", SESSION_USE),

@@ -69,9 +69,12 @@ def world(transactional_db):
     with mock.patch("django.core.signing.time.time", return_value=time.time() - 86400):
         w.tokens["expired token"] = mint_token(alice)
     for actor, user in (("owner", alice), ("member", bob), ("other user", carol)):
-        w.session_keys[actor] = keys.create_key(user, actor)[1]
+        w.session_keys[actor] = keys.create_key(user, actor, all_sessions=True)[1]
     w.session_keys["key scoped elsewhere"] = keys.create_key(alice, "s", [elsewhere])[1]
-    revoked, w.session_keys["revoked key"] = keys.create_key(alice, "r")
+    gone = Session.objects.create(name="gone", owner=alice)
+    w.session_keys["emptied scope"] = keys.create_key(alice, "e", [gone])[1]
+    gone.delete()  # its key must not widen to every session of alice's
+    revoked, w.session_keys["revoked key"] = keys.create_key(alice, "r", all_sessions=True)
     keys.revoke(revoked)
     project, other_project = _project(alice, "Cat detector"), _project(alice, "Other")
     assert project.slug == PROJECT
@@ -80,6 +83,9 @@ def world(transactional_db):
     w.ml_keys["key scoped elsewhere"] = ml_keys.create_api_key(
         alice, "s", projects=[other_project]
     )[1]
+    gone_project = _project(alice, "Gone")
+    w.ml_keys["emptied scope"] = ml_keys.create_api_key(alice, "e", projects=[gone_project])[1]
+    gone_project.delete()
     revoked_ml, w.ml_keys["revoked key"] = ml_keys.create_api_key(alice, "r", all_projects=True)
     ml_keys.revoke(alice, revoked_ml.pk)
     return w

@@ -162,7 +162,7 @@ CREATE_KEY = """
 from django.contrib.auth import get_user_model
 from sessions_app.keys import create_key
 user, _ = get_user_model().objects.get_or_create(username={user!r})
-print(create_key(user, "e2e agent")[1])
+print(create_key(user, "e2e agent", all_sessions=True)[1])
 """
 
 

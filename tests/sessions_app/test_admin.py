@@ -101,3 +101,13 @@ def test_an_api_key_made_in_the_admin_is_shown_once_and_stored_hashed(staff, ali
     assert secret.startswith(f"dsk_{key.prefix}_") and secret not in key.hashed
     assert list(key.sessions.values_list("name", flat=True)) == ["chat-1"]
     assert ApiKey.objects.count() == 1
+
+
+def test_a_key_made_in_the_admin_names_its_scope(staff, alice, session):
+    url = "/admin/sessions_app/apikey/add/"
+    vague = staff.post(url, {"name": "vague", "user": alice.pk})
+    assert vague.status_code == 200 and "Tick" in vague.content.decode()
+    assert ApiKey.objects.count() == 0
+    staff.post(url, {"name": "all", "user": alice.pk, "all_sessions": "on"}, follow=True)
+    key = ApiKey.objects.get(name="all")
+    assert key.all_sessions and not key.sessions.exists()

@@ -205,7 +205,7 @@ def test_runs_start_finish_and_fail_as_a_tree(api, session):
 async def test_a_cancel_over_rest_reaches_an_agent_that_long_polls(alice, session):
     phone, agent = AsyncClient(), AsyncClient()
     await db(phone.force_login)(alice)
-    _, secret = await db(keys.create_key)(alice, "agent")
+    _, secret = await db(keys.create_key)(alice, "agent", all_sessions=True)
     await log.append(services.request(session.pk, [{"type": "RUN_STARTED", "run": "r1"}]))
     auth = {"Authorization": f"Bearer {secret}"}
     head = (await agent.get(f"{BASE}/chat-1/events", headers=auth)).json()["next_offset"]
@@ -245,7 +245,7 @@ async def test_presence_lists_the_devices_attached_over_websockets(alice, sessio
 
 
 def test_an_api_key_is_shown_once_stored_hashed_and_works(api, session):
-    made = post(api, "/keys/", {"name": "writer bot"}).json()
+    made = post(api, "/keys/", {"name": "writer bot", "all_sessions": True}).json()
     secret = made["key"]
     stored = ApiKey.objects.get(pk=made["id"])
     assert (
@@ -277,8 +277,59 @@ def test_a_scoped_key_cannot_touch_another_session(api, alice, session):
     assert entries(other) == 0
 
 
+def test_a_key_whose_sessions_were_deleted_reaches_nothing(api, alice, session):
+    gone = Session.objects.create(name="gone", owner=alice)
+    made = post(api, "/keys/", {"name": "scoped", "sessions": ["gone"]}).json()
+    assert (made["all_sessions"], made["sessions"]) == (False, ["gone"])
+    gone.delete()
+    agent, auth = Client(), bearer(made["key"])
+    listed = agent.get(BASE + "/", **auth).json()
+    assert (listed["items"], listed["count"]) == ([], 0)
+    assert agent.get(f"{BASE}/chat-1", **auth).status_code == 404
+    assert agent.get(f"{BASE}/chat-1/events", **auth).status_code == 404
+    assert post(agent, "/chat-1/events", {"events": [text("x")]}, **auth).status_code == 404
+    assert entries(session) == 0
+
+
+async def test_a_key_whose_sessions_were_deleted_reaches_nothing_over_websockets(alice, session):
+    gone = await db(Session.objects.create)(name="gone", owner=alice)
+    _, secret = await db(keys.create_key)(alice, "scoped", [gone])
+    await db(gone.delete)()
+    async with connect(headers=[(b"authorization", f"Bearer {secret}".encode())]) as agent:
+        assert (await agent.recv())["type"] == "hello"
+        assert (await agent.publish("chat-1", [text("hi")]))["code"] == "not_found"
+        assert (await agent.request("subscribe", session="chat-1", after="-1"))[
+            "code"
+        ] == "not_found"
+    assert await db(entries)(session) == 0
+
+
+def test_a_key_names_its_scope_explicitly(api, session):
+    # Without a flag, forgetting the sessions would make a key that reaches everything.
+    for body in ({"name": "vague"}, {"name": "both", "sessions": ["chat-1"], "all_sessions": True}):
+        refused = post(api, "/keys/", body)
+        assert (refused.status_code, refused.json()["code"]) == (400, "bad_request")
+    assert ApiKey.objects.count() == 0
+    made = post(api, "/keys/", {"name": "all", "all_sessions": True}).json()
+    assert (made["all_sessions"], made["sessions"]) == (True, [])
+
+
+def test_keys_made_before_the_flag_keep_reaching_what_they_reached(alice, session):
+    from importlib import import_module
+
+    from django.apps import apps
+
+    migration = import_module("sessions_app.migrations.0003_apikey_all_sessions")
+    unscoped, _ = keys.create_key(alice, "old", all_sessions=True)
+    scoped, _ = keys.create_key(alice, "old scoped", [session])
+    ApiKey.objects.update(all_sessions=False)  # as the rows read before the migration
+    migration.keys_without_sessions_reach_all(apps, None)
+    unscoped.refresh_from_db(), scoped.refresh_from_db()
+    assert (unscoped.all_sessions, scoped.all_sessions) == (True, False)
+
+
 def test_a_revoked_key_is_refused_and_keys_cannot_make_keys(api, session):
-    made = post(api, "/keys/", {"name": "temp"}).json()
+    made = post(api, "/keys/", {"name": "temp", "all_sessions": True}).json()
     agent = Client()
     assert post(agent, "/keys/", {"name": "escalate"}, **bearer(made["key"])).status_code == 404
     assert api.delete(f"{BASE}/keys/{made['id']}").json()["revoked"] is True
@@ -288,7 +339,7 @@ def test_a_revoked_key_is_refused_and_keys_cannot_make_keys(api, session):
 
 
 async def test_agents_connect_websockets_with_their_api_key(alice, session):
-    _, secret = await db(keys.create_key)(alice, "ws agent")
+    _, secret = await db(keys.create_key)(alice, "ws agent", all_sessions=True)
     async with connect(headers=[(b"authorization", f"Bearer {secret}".encode())]) as agent:
         assert (await agent.recv())["type"] == "hello"
         assert (await agent.publish("chat-1", [text("hi")]))["type"] == "ack"

@@ -33,7 +33,8 @@ def world(alice):
     session = Session.objects.create(name="chat-1", owner=alice)
     log.append_sync(services.request(session.pk, [{"type": "RUN_STARTED", "run": "r1"}]))
     params = {"name": "chat-1", "run_id": "r1", "username": "alice"}
-    headers = {"sessions": {"Authorization": f"Bearer {keys.create_key(alice, 'fuzz')[1]}"}}
+    secret = keys.create_key(alice, "fuzz", all_sessions=True)[1]
+    headers = {"sessions": {"Authorization": f"Bearer {secret}"}}
     if "mlexec_app" in APPS:
         from mlexec_app import keys as ml_keys
         from mlexec_app import services as ml_services

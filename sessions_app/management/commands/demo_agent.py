@@ -45,7 +45,7 @@ class Command(BaseCommand):
             ApiKey.objects.filter(user=owner, name=KEY_NAME, revoked_at__isnull=True).update(
                 revoked_at=timezone.now()
             )
-            _, api_key = create_key(owner, KEY_NAME)
+            _, api_key = create_key(owner, KEY_NAME, all_sessions=True)
         llm = llm_settings()
         self.stdout.write(
             f"Demo agent for {user!r} on {url} ({'model ' + llm.model if llm else 'scripted'})"

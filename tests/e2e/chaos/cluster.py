@@ -21,7 +21,7 @@ user, _ = get_user_model().objects.get_or_create(username="agent")
 for name in {sessions!r}:
     Session.objects.get_or_create(name=name, defaults={{"owner": user}})
 print(mint_token(user))
-print(create_key(user, "chaos agent")[1])
+print(create_key(user, "chaos agent", all_sessions=True)[1])
 """
 
 
