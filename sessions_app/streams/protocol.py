@@ -30,6 +30,9 @@ DECIMAL: Final = re.compile(r"(0|[1-9]\d*)\Z")
 DIGITS: Final = re.compile(r"\d+\Z")
 MEDIA_TYPE: Final = re.compile(r"[\w.+-]+/[\w.+-]+\Z", re.ASCII)
 MAX_TTL: Final = 2**31 - 1  # the column is a 32-bit integer
+# A year away from both ends of the calendar, so that no time zone (of a client, or of a
+# database connection reading it back) can carry an expiry off it.
+EXPIRES_AT_YEARS: Final = (2, 9998)
 # Cursors count 20-second intervals since this instant, as the reference server does.
 CURSOR_EPOCH: Final = datetime(2024, 10, 9, tzinfo=UTC).timestamp()
 CURSOR_INTERVAL: Final = 20
@@ -105,6 +108,15 @@ def parse_expires_at(raw: str | None) -> datetime | None:
         value = None
     if value is None or value.tzinfo is None:
         raise BadRequest("Stream-Expires-At must be an RFC 3339 time with a zone, e.g. ...Z")
+    try:
+        value = value.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-01:00 is past the calendar's end in UTC
+        value = None
+    if value is None or not EXPIRES_AT_YEARS[0] <= value.year <= EXPIRES_AT_YEARS[1]:
+        raise BadRequest(
+            f"Stream-Expires-At must fall within the years {EXPIRES_AT_YEARS[0]} to "
+            f"{EXPIRES_AT_YEARS[1]} (UTC)"
+        )
     return value
 
 

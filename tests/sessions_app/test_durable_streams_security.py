@@ -151,3 +151,42 @@ async def test_head_sends_the_etag_a_get_of_the_whole_stream_sends(door):
     closed = await door.call("HEAD", URL + "public/e")
     assert closed["ETag"] not in (head["ETag"], appended["ETag"])
     assert closed["ETag"] == (await door.call("GET", URL + "public/e?offset=-1"))["ETag"]
+
+
+# --- Stream-Expires-At and Stream-TTL at the edges of the datetime range ------------------------
+
+
+@override_settings(SESSIONS_APP=PUBLIC)
+@pytest.mark.parametrize(
+    "expires",
+    [
+        "0001-01-01T00:00:00+01:00",
+        "0001-01-01T00:00:00Z",
+        "9999-12-31T23:59:59-01:00",
+        "9999-12-31T23:59:59.999999Z",
+        "9999-12-31T23:59:59+14:00",
+    ],
+)
+async def test_an_expiry_at_the_edge_of_the_calendar_is_refused_and_writes_nothing(door, expires):
+    answer = await door.call(
+        "PUT",
+        URL + "public/edge",
+        "x",
+        {"Content-Type": "text/plain", "Stream-Expires-At": expires},
+    )
+    assert answer.status == 400 and answer.json["code"] == "bad_request"
+    assert "Stream-Expires-At" in answer.json["message"]
+    assert not await exists("public/edge")
+
+
+async def test_the_largest_ttl_an_owned_stream_may_have_is_accepted(door, alice):
+    answer = await door.call(
+        "PUT",
+        URL + "mine",
+        b"[]",
+        {"Content-Type": JSON, "Stream-TTL": str(2**31 - 1), **await bearer(alice)},
+    )
+    assert answer.status == 201
+    assert (await door.call("HEAD", URL + "mine", headers=await bearer(alice)))[
+        "Stream-TTL"
+    ] == str(2**31 - 1)
