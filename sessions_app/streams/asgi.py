@@ -11,8 +11,8 @@ goes to the site's application unchanged::
     )
 
 The door does its own CORS, security headers and authentication (token, or the session cookie
-with Django's CSRF check on writes), so nothing it needs is lost; ``ALLOWED_HOSTS`` is still
-enforced when a response needs the host (``Location``).
+with Django's CSRF check on writes), so nothing it needs is lost; it checks the ``Host``
+against ``ALLOWED_HOSTS`` itself, before anything is read or written.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,7 +19,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.contrib.auth.models import AnonymousUser
 from django.core import signing
-from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import DisallowedHost, RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
@@ -74,12 +75,19 @@ async def stream_view(request: HttpRequest, name: str) -> HttpResponseBase:
         elif request.method == "OPTIONS":
             response = HttpResponse(status=204)
         else:
+            # Before anything is read or written: the fast path has no CommonMiddleware to do
+            # it, and a refused host must not leave a stream behind (Location needs the host).
+            request.get_host()
             check_name(name)
             if name.startswith(RESERVED_PREFIX):
                 raise NotFound("the subscription APIs (__ds/) are not offered by this server")
             response = await handler(request, name, await _access(request, name))
     except RequestDataTooBig:
         response = _error(PayloadTooLarge("the body is larger than this site accepts"))
+    except DisallowedHost as exc:
+        # Logged where Django logs it, so that a site's filters on that logger still apply.
+        logging.getLogger("django.security.DisallowedHost").error(str(exc))
+        response = _error(BadRequest("this site does not answer to the Host the request names"))
     except SessionError as exc:
         response = _error(exc)
     return _with_common_headers(response)
@@ -191,11 +199,12 @@ async def _require_csrf(request: HttpRequest) -> None:
 
 async def _put(request: HttpRequest, name: str, access: store.Access) -> HttpResponse:
     create = _create_request(request, name)
+    location = request.build_absolute_uri(request.path)  # anything that can refuse, before writing
     stream, created = await dbexec.run_write(store.create, access, create)
     response = HttpResponse(status=201 if created else 200, content_type=stream.content_type)
     response["Stream-Next-Offset"] = format_offset(stream.head)
     if created:
-        response["Location"] = request.build_absolute_uri(request.path)
+        response["Location"] = location
     if stream.closed:
         response["Stream-Closed"] = TRUE
     return response

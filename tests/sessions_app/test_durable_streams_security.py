@@ -190,3 +190,23 @@ async def test_the_largest_ttl_an_owned_stream_may_have_is_accepted(door, alice)
     assert (await door.call("HEAD", URL + "mine", headers=await bearer(alice)))[
         "Stream-TTL"
     ] == str(2**31 - 1)
+
+
+# --- a refused request writes nothing --------------------------------------------------------
+
+
+@override_settings(SESSIONS_APP=PUBLIC, ALLOWED_HOSTS=["testserver"])
+async def test_a_host_the_site_does_not_serve_is_refused_before_anything_is_written(door, alice):
+    evil = {"Host": "evil.example", "Content-Type": "text/plain"}
+    answer = await door.call("PUT", URL + "public/h", "planted", evil)
+    assert answer.status == 400
+    assert not await exists("public/h")
+    owned = await door.call("PUT", URL + "owned", b"[]", {**evil, **await bearer(alice)})
+    assert owned.status == 400 and not await exists("owned")
+    assert (
+        await door.call("PUT", URL + "public/h", "ok", {"Content-Type": "text/plain"})
+    ).status == 201
+    appended = await door.call("POST", URL + "public/h", "more", evil)
+    deleted = await door.call("DELETE", URL + "public/h", headers={"Host": "evil.example"})
+    assert [appended.status, deleted.status] == [400, 400]
+    assert await stored("public/h") == [b"ok"]
