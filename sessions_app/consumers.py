@@ -552,13 +552,24 @@ class SessionConsumer(AsyncWebsocketConsumer):
     async def send(
         self, text_data: str | None = None, bytes_data: bytes | None = None, close: bool = False
     ) -> None:
-        if self.send_patience is None:
-            return await super().send(text_data, bytes_data, close)
+        if getattr(self, "gone", False):
+            raise StopConsumer()
         try:
-            async with asyncio.timeout(self.send_patience):
+            if self.send_patience is None:
                 await super().send(text_data, bytes_data, close)
+            else:
+                async with asyncio.timeout(self.send_patience):
+                    await super().send(text_data, bytes_data, close)
         except TimeoutError:
             await self._cut(f"a send waited {self.send_patience} s for the client")
+        except Exception as exc:
+            # The client went away while we sent (daphne: "Attempt to send on a closed
+            # protocol"). The server's disconnect may reach a consumer this error has already
+            # stopped, or none: let go of everything here, then stop.
+            logger.info("the client went away during a send: %r", exc)
+            self.gone = True
+            await self.disconnect(1006)
+            raise StopConsumer() from None
 
     async def _cut(self, why: str) -> NoReturn:
         """Close a client that stopped reading with 4008 and stop this consumer."""
@@ -592,7 +603,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
         # Devices of a worker that died never say goodbye: everyone re-announces itself and
         # forgets devices not heard from within PRESENCE_TTL.
         ttl = setting("PRESENCE_TTL")
-        while True:
+        while not getattr(self, "gone", False):
             await asyncio.sleep(ttl / 3)
             for sub in list(self.subs.values()):
                 await self.channel_layer.group_send(
@@ -604,7 +615,10 @@ class SessionConsumer(AsyncWebsocketConsumer):
                         "device": self.device,
                     },
                 )
-                await self._expire_presence(sub, ttl)
+                try:
+                    await self._expire_presence(sub, ttl)
+                except StopConsumer:  # the client went away; send() has let go of it all
+                    return
 
     async def _expire_presence(self, sub: Subscription, ttl: float) -> None:
         devices = self.presence.get(sub.name, {})

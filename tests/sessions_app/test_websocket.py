@@ -9,7 +9,7 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.test import override_settings
 
-from sessions_app import log
+from sessions_app import log, services
 from sessions_app.access import mint_token
 from sessions_app.models import Entry, Session
 from tests.sessions_app.conftest import add_member, connect, text
@@ -384,3 +384,60 @@ async def test_publishes_sent_without_waiting_land_and_are_acknowledged_in_frame
         replayed, _ = await client.subscribe("chat-1")
     deltas = [e["data"]["delta"] for e in replayed if e["type"] == "TEXT_MESSAGE_CONTENT"]
     assert deltas == [str(i) for i in range(20)]
+
+
+# --- a client that goes away while it is sent to -----------------------------------------------
+
+
+class ClosedUnderfoot:
+    """The server side of a socket whose client has just gone: a send raises what daphne's
+    protocol raises ("Attempt to send on a closed protocol") before the server has told the
+    application that the client left."""
+
+    def __init__(self, app):
+        self.app, self.closed = app, False
+
+    async def __call__(self, scope, receive, send):
+        async def sending(message):
+            if self.closed and message["type"] == "websocket.send":
+                from autobahn.exception import Disconnected
+
+                raise Disconnected("Attempt to send on a closed protocol")
+            await send(message)
+
+        return await self.app(scope, receive, sending)
+
+
+def gauge(name):
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value(name) or 0.0
+
+
+async def test_a_close_racing_a_delivery_leaves_no_socket_subscription_or_task_behind(
+    alice, session
+):
+    from channels.testing import WebsocketCommunicator
+
+    from sessions_app.routing import websocket_application
+
+    sockets, subscriptions = gauge("sessions_websockets"), gauge("sessions_subscriptions")
+    app = ClosedUnderfoot(websocket_application())
+    token = await db(mint_token)(alice)
+    communicator = WebsocketCommunicator(app, f"/ws/sessions/?token={token}")
+    assert (await communicator.connect())[0]
+    tasks_before = set(asyncio.all_tasks())
+    await communicator.send_json_to({"op": "subscribe", "id": 1, "session": "chat-1"})
+    while (await communicator.receive_json_from())["type"] != "caught_up":
+        pass
+    assert gauge("sessions_websockets") == sockets + 1
+    assert gauge("sessions_subscriptions") == subscriptions + 1
+    app.closed = True
+    await log.append(services.request(session.pk, [text(delta="to nobody")]))
+    await asyncio.wait_for(communicator.future, 5)  # the consumer stopped by itself
+    assert communicator.future.exception() is None
+    assert gauge("sessions_websockets") == sockets
+    assert gauge("sessions_subscriptions") == subscriptions
+    await asyncio.sleep(0)
+    left = {t for t in asyncio.all_tasks() - tasks_before if not t.done()}
+    assert not [t for t in left if "SessionConsumer" in repr(t.get_coro())]
