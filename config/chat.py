@@ -15,8 +15,8 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import path, reverse_lazy
 from django.views.decorators.http import require_POST
 
-from sessions_app.access import mint_token, visible_to
-from sessions_app.models import Session
+from sessions_app.access import check_creatable_name, mint_token, visible_to
+from sessions_app.models import Session, new_session_name
 
 LOGIN_URL = reverse_lazy("chat:login")
 RECENT_SESSIONS = 50
@@ -48,7 +48,9 @@ def room(request: HttpRequest, name: str) -> HttpResponse:
 @login_required(login_url=LOGIN_URL)
 def new_session(request: HttpRequest) -> HttpResponse:
     title = request.POST.get("title", "").strip()[:200] or "New chat"
-    session = Session.objects.create(owner=request.user, title=title)
+    name = new_session_name()
+    check_creatable_name(name)  # generated names are never reserved; every create path asks
+    session = Session.objects.create(name=name, owner=request.user, title=title)
     return redirect("chat:room", name=session.name)
 
 

@@ -79,7 +79,8 @@ CHANNEL_LAYERS = channel_layers_from_env()
 
 # Durable Streams door (/v1/stream/): an anonymous-stream prefix ("" opens every unowned
 # name, as the conformance run needs) and the long-poll timeout, from the environment.
-SESSIONS_APP: dict[str, object] = {}
+# The job bridge's sessions are named mlexec-job-<id>: no user may create such a name first.
+SESSIONS_APP: dict[str, object] = {"RESERVED_NAME_PREFIXES": ("mlexec-job-",)}
 if os.environ.get("SESSIONS_ANONYMOUS_STREAM_PREFIX") is not None:
     SESSIONS_APP["ANONYMOUS_STREAM_PREFIX"] = os.environ["SESSIONS_ANONYMOUS_STREAM_PREFIX"]
 if os.environ.get("SESSIONS_LONG_POLL_TIMEOUT"):

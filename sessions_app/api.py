@@ -23,7 +23,7 @@ from ninja import Query, Router, Status
 from ninja.security import HttpBearer, django_auth
 
 from sessions_app import dbexec, keys, log, runs, services
-from sessions_app.access import Actor, get_session, visible_to
+from sessions_app.access import Actor, check_creatable_name, get_session, visible_to
 from sessions_app.conf import setting
 from sessions_app.domain import control
 from sessions_app.domain.errors import (
@@ -224,6 +224,8 @@ def _users(usernames: list[str]) -> list[Any]:
 @router.post("/", response={201: SessionOut, **ERRORS}, summary="Create a session")
 def create_session(request: HttpRequest, payload: SessionIn) -> Any:
     owner = actor(request).user
+    if payload.name:
+        check_creatable_name(payload.name)
     if payload.name and Session.objects.filter(name=payload.name).exists():
         raise Conflict("a session with this name exists", name=payload.name)
     members = _users(payload.members)

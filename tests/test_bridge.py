@@ -73,3 +73,47 @@ def test_metrics_report_jobs_by_status_and_duration(project, client):
         or 'mlexec_jobs{status="finished"} 1.0' in body
     )
     assert "mlexec_job_seconds_count" in body
+
+
+def test_a_user_cannot_take_a_jobs_session_name_first(project, django_user_model):
+    from django.test import Client
+
+    from config.bridge import job_session
+
+    job = jobs.create_job(project, "digits", diagnostics=["baseline"], params=FAST)
+    mallory = django_user_model.objects.create_user(username="mallory", password="pw")
+    thief = Client()
+    thief.force_login(mallory)
+    taken = thief.post(
+        "/api/sessions/", {"name": session_name(job)}, content_type="application/json"
+    )
+    assert (taken.status_code, taken.json()["code"]) == (409, "conflict")
+    assert not Session.objects.filter(name=session_name(job)).exists()
+
+    publish_job_progress(job, {"type": "started", "job": job.pk, "project": project.pk})
+    owner = Client()
+    owner.force_login(project.owner)
+    mine = owner.get(f"/api/sessions/{session_name(job)}/events").json()["events"]
+    assert [e["type"] for e in mine] == ["RUN_STARTED", "CUSTOM"]
+    assert thief.get(f"/api/sessions/{session_name(job)}").status_code == 404
+    assert job_session(job).owner == project.owner
+
+
+def test_the_bridge_never_publishes_into_a_session_it_did_not_make(project, django_user_model):
+    from config.bridge import ForeignJobSession
+
+    job = jobs.create_job(project, "digits", diagnostics=["baseline"], params=FAST)
+    mallory = django_user_model.objects.create_user(username="mallory", password="pw")
+    # As if made before the prefix was reserved, or by hand: even with the job's id in it.
+    planted = Session.objects.create(
+        name=session_name(job), owner=mallory, metadata={"mlexec_job": job.pk}
+    )
+    with pytest.raises(ForeignJobSession):
+        publish_job_progress(job, {"type": "started", "job": job.pk, "project": project.pk})
+    assert events_of(planted) == []
+    # The job's owner's copy of the marker does not pass for the bridge's either.
+    planted.owner = project.owner
+    planted.save()
+    with pytest.raises(ForeignJobSession):
+        publish_job_progress(job, {"type": "started", "job": job.pk, "project": project.pk})
+    assert events_of(planted) == []
