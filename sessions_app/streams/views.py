@@ -81,7 +81,7 @@ async def stream_view(request: HttpRequest, name: str) -> HttpResponseBase:
             check_name(name)
             if name.startswith(RESERVED_PREFIX):
                 raise NotFound("the subscription APIs (__ds/) are not offered by this server")
-            response = await handler(request, name, await _access(request, name))
+            response = await handler(request, name, await _access(request))
     except RequestDataTooBig:
         response = _error(PayloadTooLarge("the body is larger than this site accepts"))
     except DisallowedHost as exc:
@@ -163,18 +163,17 @@ def _token(request: HttpRequest) -> str | None:
     return request.GET.get("token") or None
 
 
-async def _access(request: HttpRequest, name: str) -> store.Access:
+async def _access(request: HttpRequest) -> store.Access:
     prefix = setting("ANONYMOUS_STREAM_PREFIX")
     token = _token(request)
     if token:
         return store.Access(await _token_actor(token), prefix)
     auser = getattr(request, "auser", None)
     user = await auser() if auser is not None else AnonymousUser()
-    access = store.Access(Actor(user), prefix)
     if user.is_authenticated and request.method not in SAFE_METHODS:
-        if not access.anonymous_name(name):
-            await _require_csrf(request)
-    return access
+        # Whatever the stream: the cookie's user may own one under the anonymous prefix too.
+        await _require_csrf(request)
+    return store.Access(Actor(user), prefix)
 
 
 def _no_view(request: HttpRequest) -> HttpResponse:

@@ -19,6 +19,7 @@ from django.urls import include, path
 from sessions_app.access import mint_token
 from sessions_app.models import Entry, Session
 from sessions_app.streams.asgi import with_streams
+from tests.sessions_app.conftest import text
 
 urlpatterns = [path("v1/stream/", include("sessions_app.streams.urls"))]
 
@@ -210,3 +211,30 @@ async def test_a_host_the_site_does_not_serve_is_refused_before_anything_is_writ
     deleted = await door.call("DELETE", URL + "public/h", headers={"Host": "evil.example"})
     assert [appended.status, deleted.status] == [400, 400]
     assert await stored("public/h") == [b"ok"]
+
+
+# --- CSRF follows the credentials, not the stream's name -----------------------------------------
+
+
+@override_settings(SESSIONS_APP=PUBLIC)
+async def test_a_cookie_write_needs_the_csrf_token_whatever_the_streams_name(door, alice):
+    await db(Session.objects.create)(name="public/mine", owner=alice, content_type=JSON)
+    assert (
+        await door.call("PUT", URL + "public/open", "a", {"Content-Type": "text/plain"})
+    ).status == 201
+    await door.login(alice)
+    event = json.dumps(text(delta="x"))
+    for name, body, content_type in (
+        ("public/mine", event, JSON),
+        ("public/open", "b", "text/plain"),
+    ):
+        appended = await door.call("POST", URL + name, body, {"Content-Type": content_type})
+        deleted = await door.call("DELETE", URL + name)
+        assert [appended.status, deleted.status] == [401, 401], name
+        assert "CSRF" in appended.json["message"]
+    assert await stored("public/mine") == [] and await stored("public/open") == [b"a"]
+    csrf = await door.login(alice, csrf=True)
+    appended = await door.call("POST", URL + "public/mine", event, {"Content-Type": JSON, **csrf})
+    assert appended.status == 204 and len(await stored("public/mine")) == 1
+    assert (await door.call("DELETE", URL + "public/mine", headers=csrf)).status == 204
+    assert not await exists("public/mine")
