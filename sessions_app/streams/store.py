@@ -37,7 +37,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from sessions_app import dbexec, log, metrics, services
-from sessions_app.access import Actor
+from sessions_app.access import Actor, check_creatable_name
 from sessions_app.domain import producers
 from sessions_app.domain.errors import (
     BadRequest,
@@ -347,16 +347,20 @@ def _create_once(access: Access, request: CreateRequest) -> tuple[Stream, bool]:
     now = timezone.now()
     with transaction.atomic():
         existing = load(request.name)
-        if existing is not None:
+        found = Status.ABSENT if existing is None else status(existing, now)
+        if existing is not None and found is not Status.ABSENT:
             if not access.allows(existing):
-                raise NotFound("no such stream")
-            found = status(existing, now)
+                # Answered as a free name would be to this caller, then as a reserved one: a
+                # name someone else uses tells no more than that it cannot be had.
+                access.owner_for_new(request.name)
+                raise Conflict("a session with this name exists", name=request.name)
             if found is Status.GONE:
                 raise Conflict("the stream was deleted; its name stays taken while forks use it")
-            if found is Status.LIVE:
-                return _same_or_conflict(access, existing, request), False
+            return _same_or_conflict(access, existing, request), False
+        if existing is not None:
             _remove(existing.pk)  # expired: the name is free again
         owner = access.owner_for_new(request.name)
+        check_creatable_name(request.name)
         fork = _plan_fork(access, request, now) if request.fork_from else None
         return _insert_stream(request, owner, fork, now), True
 

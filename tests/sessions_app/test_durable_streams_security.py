@@ -238,3 +238,40 @@ async def test_a_cookie_write_needs_the_csrf_token_whatever_the_streams_name(doo
     assert appended.status == 204 and len(await stored("public/mine")) == 1
     assert (await door.call("DELETE", URL + "public/mine", headers=csrf)).status == 204
     assert not await exists("public/mine")
+
+
+# --- a name someone else uses, or the site keeps, answers like one the caller cannot have ------
+
+
+async def put_json(door: Door, name: str, headers: dict | None = None) -> Answer:
+    return await door.call("PUT", URL + name, b"[]", {"Content-Type": JSON, **(headers or {})})
+
+
+async def test_a_name_another_user_has_answers_like_a_reserved_name(door, alice, bob, session):
+    reserved = {"RESERVED_NAME_PREFIXES": ("job-",)}
+    with override_settings(SESSIONS_APP=reserved):
+        theirs = await put_json(door, "chat-1", await bearer(bob))
+        kept = await put_json(door, "job-1", await bearer(bob))
+        kept_by_owner = await put_json(door, "job-2", await bearer(alice))
+    assert theirs.status == kept.status == kept_by_owner.status == 409
+    assert theirs.body == kept.body == kept_by_owner.body
+    assert theirs.json["code"] == "conflict"
+    assert not await exists("job-1") and not await exists("job-2")
+    owner = await db(lambda: Session.objects.get(name="chat-1").owner_id)()
+    assert owner == alice.pk and await stored("chat-1") == []
+    # Callers who could not create a free name either get the answer a free name gets.
+    for headers in ({}, await bearer(bob, ["elsewhere"])):
+        taken, free = await put_json(door, "chat-1", headers), await put_json(door, "free", headers)
+        assert (taken.status, taken.body) == (free.status, free.body)
+        assert taken.status in (401, 404)
+    assert not await exists("free")
+
+
+@override_settings(
+    SESSIONS_APP={"ANONYMOUS_STREAM_PREFIX": "", "RESERVED_NAME_PREFIXES": ("job-",)}
+)
+async def test_anonymous_streams_cannot_take_a_reserved_name(door):
+    refused = await door.call("PUT", URL + "job-7", "x", {"Content-Type": "text/plain"})
+    assert refused.status == 409 and refused.json["code"] == "conflict"
+    assert not await exists("job-7")
+    assert (await door.call("PUT", URL + "jobs", "x", {"Content-Type": "text/plain"})).status == 201
