@@ -32,6 +32,8 @@ help: ## List the targets
 install: $(STAMP) ## Create .venv (if missing) and install the project with every extra
 
 .PHONY: run
+# The demo runs with DEBUG (and so the settings' public demo key); nothing else does.
+run: export DEBUG ?= 1
 run: $(STAMP) ## Run the demo site (with its demo agent and job worker) on SQLite at http://$(HOST):$(PORT)
 	$(PY) manage.py migrate --no-input
 	$(PY) manage.py demo_setup

@@ -13,6 +13,10 @@ PY=${PY:-.venv/bin/python}
 : "${DATABASE_URL:?set DATABASE_URL to a postgres:// URL}"
 : "${REDIS_URL:?set REDIS_URL to a redis:// URL}"
 export DATABASE_URL REDIS_URL
+# The settings refuse to start without a key (DEBUG is off): every process of this run shares
+# one made for it, unless you pass your own.
+SECRET_KEY=${SECRET_KEY:-$($PY -c 'import secrets; print(secrets.token_urlsafe(50))')}
+export SECRET_KEY
 
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; wait' EXIT INT TERM

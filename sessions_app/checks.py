@@ -93,6 +93,36 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     return errors
 
 
+# Keys everyone can read: Django's own marker for generated, not-for-production keys (which the
+# demo site's DEBUG-only key also carries).
+PUBLIC_KEY_PREFIX = "django-insecure-"
+
+
+@register(Tags.security)
+def check_site_security(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """A site that signs tokens with a public key, or shows tracebacks, is open to anyone."""
+    warnings: list[Any] = []
+    if str(getattr(settings, "SECRET_KEY", "")).startswith(PUBLIC_KEY_PREFIX):
+        warnings.append(
+            Warning(
+                "SECRET_KEY is a known, public key: anyone can forge the signed tokens "
+                "sessions_app accepts, for any user.",
+                hint="Fine on a developer's machine (make run); anywhere else set SECRET_KEY "
+                "to a long random string (docs/operations.md).",
+                id="sessions_app.W030",
+            )
+        )
+    if settings.DEBUG:
+        warnings.append(
+            Warning(
+                "DEBUG is on: error pages show tracebacks and settings to anyone.",
+                hint="Fine on a developer's machine (make run); anywhere else leave DEBUG off.",
+                id="sessions_app.W031",
+            )
+        )
+    return warnings
+
+
 # --- Durable Streams door ------------------------------------------------------------------
 
 

@@ -1,6 +1,12 @@
 """The demo site's settings as the test suite uses them: mlexec jobs run inline."""
 
-from config.settings import *  # noqa: F403
+import os
+
+# config.settings refuses to start without a SECRET_KEY outside DEBUG; the servers the tests
+# start inherit this one.
+os.environ.setdefault("SECRET_KEY", "tests-only-" + "k" * 50)
+
+from config.settings import *  # noqa: E402, F403
 
 TASKS = {"default": {"BACKEND": "django_tasks.backends.immediate.ImmediateBackend"}}
 

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def demo_site(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("site")
-    env = site_env(tmp)
+    env = site_env(tmp, DEBUG="1")  # as `make run` does
     if env["DATABASE_URL"].startswith("postgres"):
         pytest.skip("the demo site runs on the embedded default; this pass is PostgreSQL")
     run_manage("migrate", "--no-input", env=env)

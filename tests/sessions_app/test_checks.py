@@ -1,3 +1,9 @@
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from django.core.checks import run_checks
 
@@ -29,3 +35,50 @@ def test_each_bad_setting_has_its_check(value, expected, settings):
 def test_a_missing_channel_layer_is_reported(settings):
     settings.CHANNEL_LAYERS = {}
     assert "sessions_app.E005" in ids({}, settings)
+
+
+# --- the demo site's start-up and deploy settings -------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+PRODUCTION = {  # what docs/operations.md recommends
+    "SECRET_KEY": "p" + secrets.token_urlsafe(50),
+    "ALLOWED_HOSTS": "chat.example.com",
+    "CSRF_TRUSTED_ORIGINS": "https://chat.example.com",
+    "HTTPS": "1",
+}
+
+
+def manage(*args, **env):
+    base = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "DEBUG")}
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env={**base, "DJANGO_SETTINGS_MODULE": "config.settings", **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_the_demo_site_refuses_to_start_without_a_secret_key():
+    started = manage("check")
+    assert started.returncode != 0
+    assert "SECRET_KEY is not set" in started.stderr and "DEBUG=1" in started.stderr
+
+
+def test_a_site_with_debug_and_the_demo_key_is_warned_about():
+    checked = manage("check", DEBUG="1")
+    assert checked.returncode == 0
+    assert "sessions_app.W030" in checked.stderr and "sessions_app.W031" in checked.stderr
+
+
+def test_the_documented_production_settings_pass_check_deploy():
+    checked = manage("check", "--deploy", "--fail-level", "WARNING", **PRODUCTION)
+    assert checked.returncode == 0, checked.stderr
+    assert "no issues" in checked.stdout
+
+
+def test_our_security_checks_see_the_public_key_and_debug(settings):
+    settings.SECRET_KEY = "django-insecure-anything"
+    settings.DEBUG = True
+    assert {"sessions_app.W030", "sessions_app.W031"} <= ids({}, settings)
