@@ -35,6 +35,20 @@ class StartJobForm(forms.ModelForm):
         fields = ["project", "dataset", "diagnostics", "params"]
         help_texts = {"params": 'e.g. {"model": {"kind": "cnn"}, "slice_column": "region"}'}
 
+    def clean(self) -> dict[str, Any]:
+        """The API's rules: registered datasets and factories, or the project's data folder."""
+        data = super().clean()
+        project, dataset = data.get("project"), data.get("dataset")
+        if project is not None and dataset:
+            try:
+                jobs.check_job(
+                    project, dataset.strip(), data.get("diagnostics") or [],
+                    data.get("params") or {}, trusted=False,
+                )  # fmt: skip
+            except MlexecError as exc:
+                raise forms.ValidationError(exc.message, code=exc.code) from None
+        return data
+
 
 @admin.register(DiagnosticJob)
 class DiagnosticJobAdmin(admin.ModelAdmin):

@@ -25,14 +25,17 @@ jobs_router.add_decorator(coded_errors, mode="view")
 
 class JobIn(Schema):
     dataset: str = Field(
-        ..., description="digits, a .csv/.npz path on the server, or a dotted path"
+        ...,
+        description="A registered dataset (digits by default) or the path of a .csv/.npz file "
+        "relative to the project's data folder",
     )
     diagnostics: list[str] | None = Field(
         None, description="Default: label_issues, learning_curve, baseline, slices."
     )
     params: dict[str, Any] = Field(
         default_factory=dict,
-        description="model, train, label_issues, label_train, label, slice_column, target_error",
+        description="model, train, label_issues, label_train, label, slice_column, "
+        "target_error; a model's factory is a registered factory name",
     )
 
 

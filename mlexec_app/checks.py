@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import PurePath
 from typing import Any
 
 from django.conf import settings
@@ -59,4 +60,36 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
                     id="mlexec_app.E005",
                 )
             )
+    for key in ("JOB_DATASETS", "JOB_MODEL_FACTORIES"):
+        value = raw.get(key, DEFAULTS[key])
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        ):
+            errors.append(
+                Error(
+                    f"MLEXEC_APP['{key}'] must map names to strings.",
+                    hint='e.g. {"digits": "digits"} or {"resnet": "myproject.models.resnet"}',
+                    id="mlexec_app.E006",
+                )
+            )
+    limit, memory = raw.get("JOB_TIME_LIMIT", 1), raw.get("JOB_MEMORY_LIMIT_MB", 0)
+    root = raw.get("DATA_ROOT")
+    if (
+        not _number(limit)
+        or limit <= 0
+        or not isinstance(memory, int)
+        or isinstance(memory, bool)
+        or memory < 0
+        or not (root is None or isinstance(root, str | PurePath))
+    ):
+        errors.append(
+            Error(
+                "MLEXEC_APP['JOB_TIME_LIMIT'] must be a positive number of seconds, "
+                "'JOB_MEMORY_LIMIT_MB' a whole number of MiB (0: none) and 'DATA_ROOT' a "
+                "folder path or None.",
+                hint=f"Defaults: {DEFAULTS['JOB_TIME_LIMIT']}, {DEFAULTS['JOB_MEMORY_LIMIT_MB']}, "
+                "None",
+                id="mlexec_app.E007",
+            )
+        )
     return errors

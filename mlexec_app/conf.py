@@ -24,6 +24,18 @@ DEFAULTS: dict[str, Any] = {
     "PROGRESS_PUBLISHER": None,
     "CANCEL_CHECKER": None,
     "JOB_STALE_AFTER": 120,
+    # What a job started over the API or the admin may load (docs/mlexec/diagnostics.md): a
+    # registered dataset name -> what the worker loads ("digits", a file path, a dotted path);
+    # a registered model factory name -> its dotted path; and the folder holding one folder
+    # per project id, whose .csv/.npz files such a job may name by relative path (None: none).
+    # The CLI (the site owner) may name anything.
+    "JOB_DATASETS": {"digits": "digits"},
+    "JOB_MODEL_FACTORIES": {},
+    "DATA_ROOT": None,
+    # Each job runs in a child process: stopped after this many seconds, and refused more
+    # address space than this many MiB (0: no memory limit).
+    "JOB_TIME_LIMIT": 3600,
+    "JOB_MEMORY_LIMIT_MB": 4096,
 }
 
 

@@ -9,10 +9,16 @@ process (web, worker, CLI) reads and writes it. The task in :mod:`mlexec_app.tas
       │           └──> cancelling ──> cancelled
       └──> cancelled                     (cancelled before a worker picked it up)
 
+The diagnostics run in a child process with time and memory limits
+(:mod:`mlexec_app.diagnostics.sandbox`); this process keeps the heartbeat while it lives.
 Progress and cancellation are cooperative: the diagnostics emit events between epochs, sizes
-and folds; each event refreshes the heartbeat, is stored, is handed to the optional
-``PROGRESS_PUBLISHER`` hook, and is followed by a cancel check (the row's
-``cancel_requested``, the publisher's answer, and the optional ``CANCEL_CHECKER`` hook).
+and folds; each event is stored, is handed to the optional ``PROGRESS_PUBLISHER`` hook, and
+is followed by a cancel check (the row's ``cancel_requested``, the publisher's answer, and the
+optional ``CANCEL_CHECKER`` hook), answered to the child over its pipe.
+
+What a job may load is decided when it is created and again when it runs: a job not marked
+``trusted`` (anything but the site owner's CLI) names only registered datasets and model
+factories, or files in its project's data folder (:mod:`mlexec_app.diagnostics.allowlist`).
 """
 
 from __future__ import annotations
@@ -21,35 +27,28 @@ import logging
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
-from django.conf import settings
 from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from mlexec_app import services
+from mlexec_app.conf import get_config
 from mlexec_app.exceptions import InvalidInput, InvalidTransition, NotFound
 from mlexec_app.models import DiagnosticJob, MetricDirection, Project, RunStatus
 
 logger = logging.getLogger(__name__)
 
-DEFAULTS: dict[str, Any] = {
-    # Dotted path of ``publisher(job, event) -> bool | None``; a true answer requests a cancel.
-    "PROGRESS_PUBLISHER": None,
-    # Dotted path of ``checker(job) -> bool``; true stops the job.
-    "CANCEL_CHECKER": None,
-    # A running job whose heartbeat is older than this many seconds is failed.
-    "JOB_STALE_AFTER": 120,
-}
 #: What a job's ``params`` may hold (see docs/mlexec/diagnostics.md).
 PARAM_KEYS = frozenset(
     {"model", "train", "label_issues", "label_train", "label_model", "label", "slice_column",
      "target_error"}
 )  # fmt: skip
+MAX_DATASET = 500  # DiagnosticJob.dataset's length
 ACTIVE = (RunStatus.RUNNING, RunStatus.CANCELLING)
 FINAL = (RunStatus.FINISHED, RunStatus.FAILED, RunStatus.CANCELLED)
 # How often a running job reads its row for a cancel request; bounds the cancel latency.
@@ -64,9 +63,13 @@ DIAGNOSTIC_CHOICES = (
 )
 
 
+class DatasetRefused(Exception):
+    """An untrusted job's dataset or factory is no longer allowed when it comes to run."""
+
+
 def job_setting(key: str) -> Any:
-    """One of this module's ``MLEXEC_APP`` keys, read at call time (never at import)."""
-    return getattr(settings, "MLEXEC_APP", {}).get(key, DEFAULTS[key])
+    """One ``MLEXEC_APP`` key, read at call time (never at import)."""
+    return get_config()[key]
 
 
 # --- starting and cancelling -----------------------------------------------------------------
@@ -79,8 +82,13 @@ def create_job(
     diagnostics: list[str] | None = None,
     params: dict[str, Any] | None = None,
     user: Any = None,
+    trusted: bool = False,
 ) -> DiagnosticJob:
-    """A queued job row, validated (unknown diagnostics are refused here, not in the worker)."""
+    """A queued job row, validated (unknown diagnostics are refused here, not in the worker).
+
+    ``trusted`` (the site owner's CLI) lets the job name any dataset spec and any dotted
+    factory; otherwise only what :func:`dataset_source` and :func:`resolved_params` allow.
+    """
     chosen = list(diagnostics or ["label_issues", "learning_curve", "baseline", "slices"])
     unknown = sorted(set(chosen) - set(DIAGNOSTIC_CHOICES))
     if unknown:
@@ -88,20 +96,82 @@ def create_job(
             f"Unknown diagnostics {unknown}; choose from {', '.join(DIAGNOSTIC_CHOICES)}.",
             code="invalid_choice",
         )
-    if not dataset.strip():
-        raise InvalidInput("Name a dataset: digits, a .csv/.npz path or a dotted path.")
+    if not isinstance(dataset, str) or not dataset.strip():
+        raise InvalidInput("Name a dataset, e.g. digits.", code="invalid_dataset")
+    dataset = dataset.strip()
+    if len(dataset) > MAX_DATASET:
+        raise InvalidInput(
+            f"A dataset name has at most {MAX_DATASET} characters.", code="invalid_dataset"
+        )
     services.all_printable({"dataset": dataset, "params": params or {}})
-    try:
-        build_plan(project, chosen, dict(params or {}))
-    except (TypeError, ValueError) as exc:  # bad keys or values: say so now, not in the worker
-        raise InvalidInput(f"Invalid job parameters: {exc}", code="invalid_params") from exc
+    check_job(project, dataset, chosen, dict(params or {}), trusted=trusted)
     return DiagnosticJob.objects.create(
         project=project,
-        dataset=dataset.strip(),
+        dataset=dataset,
         diagnostics=chosen,
         params=dict(params or {}),
+        trusted=trusted,
         created_by=user if getattr(user, "is_authenticated", False) else None,
     )
+
+
+def check_job(
+    project: Project, dataset: str, diagnostics: list[str], params: Any, *, trusted: bool
+) -> None:
+    """Raise InvalidInput unless a job of ``project`` may run this (the admin form asks too)."""
+    if not isinstance(params, dict):
+        raise InvalidInput("params must be an object.", code="invalid_params")
+    if not trusted:
+        dataset_source(project, dataset)
+    try:
+        build_plan(project, diagnostics, resolved_params(params, trusted=trusted))
+    except (TypeError, ValueError) as exc:  # bad keys or values: say so now, not in the worker
+        raise InvalidInput(f"Invalid job parameters: {exc}", code="invalid_params") from exc
+
+
+def data_folder(project: Project) -> Path | None:
+    """The folder whose files ``project``'s jobs may name: ``DATA_ROOT/<project id>``."""
+    root = job_setting("DATA_ROOT")
+    return Path(root) / str(project.pk) if root else None
+
+
+def dataset_source(project: Project, dataset: str) -> str:
+    """What an untrusted job of ``project`` naming ``dataset`` loads; InvalidInput otherwise.
+
+    The same refusal for a missing file and a forbidden one, so it tells nothing about files.
+    """
+    from mlexec_app.diagnostics.allowlist import NotAllowed, resolve_dataset
+
+    try:
+        return resolve_dataset(
+            dataset, registered=job_setting("JOB_DATASETS"), data_root=data_folder(project)
+        )
+    except NotAllowed as exc:
+        raise InvalidInput(str(exc), code=exc.code) from None
+
+
+def resolved_params(params: dict[str, Any], *, trusted: bool) -> dict[str, Any]:
+    """``params`` with each model ``factory`` name replaced by its registered dotted path.
+
+    A trusted job's factories are dotted paths already and pass unchanged. Raises
+    InvalidInput (``factory_not_allowed``) for a name nobody registered.
+    """
+    if trusted:
+        return params
+    from mlexec_app.diagnostics.allowlist import NotAllowed, resolve_factory
+
+    out = dict(params)
+    for key in ("model", "label_model"):
+        spec = out.get(key)
+        if isinstance(spec, dict) and "factory" in spec:
+            try:
+                dotted = resolve_factory(
+                    spec["factory"], registered=job_setting("JOB_MODEL_FACTORIES")
+                )
+            except NotAllowed as exc:
+                raise InvalidInput(str(exc), code=exc.code, detail={"field": key}) from None
+            out[key] = {**spec, "factory": dotted}
+    return out
 
 
 def start_job(project: Project, dataset: str, **kwargs: Any) -> DiagnosticJob:
@@ -181,11 +251,14 @@ def execute(
     """Run the job (the body of the task); returns a short summary for the task result.
 
     ``listener`` also receives every progress event (the CLI draws its progress bar with it).
+    First fails the jobs a dead worker left running, so the next worker cleans up after it.
     """
+    fail_stale_jobs()
     job = _claim(job_id)
     if job is None:
         return {"job": job_id, "status": "skipped"}
     from mlexec_app.diagnostics.exceptions import Cancelled
+    from mlexec_app.diagnostics.sandbox import JobFailed
 
     watcher = _Watcher(job, listener)
     try:
@@ -198,7 +271,9 @@ def execute(
         _publish(job, {"type": "cancelled"})
         return {"job": job_id, "status": RunStatus.CANCELLED}
     except Exception as exc:
-        error = f"{type(exc).__name__}: {exc}"
+        # The child's reason already names its error type, a limit or the signal it died of.
+        plain = isinstance(exc, JobFailed | DatasetRefused)
+        error = str(exc) if plain else f"{type(exc).__name__}: {exc}"
         _finish(job, RunStatus.FAILED, error=error)
         _publish(job, {"type": "failed", "error": error})
         logger.warning("Diagnostic job %s failed:\n%s", job_id, traceback.format_exc())
@@ -221,43 +296,47 @@ def _claim(job_id: int) -> DiagnosticJob | None:
 
 
 def _run(job: DiagnosticJob, watcher: _Watcher) -> dict[str, Any]:
-    from mlexec_app.diagnostics.data import load_dataset
-    from mlexec_app.diagnostics.pipeline import run_diagnostics
-    from mlexec_app.diagnostics.progress import Progress
+    """Run the job's diagnostics in a child process within the limits; returns the report.
 
-    params = job.params
-    plan = build_plan(job.project, job.diagnostics, params)
-    data = load_dataset(
-        job.dataset, label=params.get("label", "label"), slice_column=params.get("slice_column")
+    What an untrusted job loads is decided again here, so a file swapped for a symlink after
+    the job was queued, or a setting changed since, is refused all the same.
+    """
+    from mlexec_app.diagnostics.sandbox import Limits, run_in_child
+
+    try:
+        source = job.dataset if job.trusted else dataset_source(job.project, job.dataset)
+        params = resolved_params(job.params, trusted=job.trusted)
+    except InvalidInput as exc:
+        raise DatasetRefused(exc.message) from None
+    task = {
+        "dataset": source,
+        "diagnostics": list(job.diagnostics),
+        "params": params,
+        "target_error": target_error(job.project),
+    }
+    limits = Limits(
+        seconds=float(job_setting("JOB_TIME_LIMIT")),
+        memory_mb=int(job_setting("JOB_MEMORY_LIMIT_MB") or 0),
     )
-    progress = Progress(watcher.on_event, watcher.should_cancel, min_interval=0.5)
-    return run_diagnostics(data, plan, progress)
+    return run_in_child(
+        task, limits, on_event=watcher.on_event, should_cancel=watcher.should_cancel,
+        heartbeat=watcher.beat, heartbeat_every=heartbeat_every(),
+    )  # fmt: skip
+
+
+def heartbeat_every() -> float:
+    """Seconds between heartbeats of a running job: well inside JOB_STALE_AFTER."""
+    return min(15.0, max(0.5, float(job_setting("JOB_STALE_AFTER")) / 4))
 
 
 def build_plan(project: Project, diagnostics: list[str], params: dict[str, Any]) -> Any:
     """The diagnostics plan a job's parameters describe; raises on unknown or bad keys."""
-    from mlexec_app.diagnostics.label_issues import (
-        DEFAULT_MODEL,
-        DEFAULT_TRAIN,
-        LabelIssueOptions,
-    )
-    from mlexec_app.diagnostics.models import ModelSpec
-    from mlexec_app.diagnostics.pipeline import Plan
-    from mlexec_app.diagnostics.training import TrainConfig
+    from mlexec_app.diagnostics.pipeline import plan_from_params
 
     unknown = sorted(set(params) - PARAM_KEYS)
     if unknown:
         raise ValueError(f"unknown parameters {unknown}; known: {', '.join(sorted(PARAM_KEYS))}")
-    label_model = params.get("label_model")
-    return Plan(
-        diagnostics=tuple(diagnostics),
-        target_error=params.get("target_error", target_error(project)),
-        model=ModelSpec.from_dict(params.get("model")),
-        train=TrainConfig(**params.get("train", {})),
-        label_options=LabelIssueOptions(**params.get("label_issues", {})),
-        label_train=replace(DEFAULT_TRAIN, **params.get("label_train", {})),
-        label_model=ModelSpec.from_dict(label_model) if label_model else DEFAULT_MODEL,
-    )
+    return plan_from_params(diagnostics, params, target_error(project))
 
 
 def target_error(project: Project) -> float | None:
@@ -282,6 +361,11 @@ class _Watcher:
         checker = job_setting("CANCEL_CHECKER")
         self.checker: Callable[[DiagnosticJob], bool] | None = (
             import_string(checker) if checker else None
+        )
+
+    def beat(self) -> None:
+        DiagnosticJob.objects.filter(pk=self.job.pk, status__in=ACTIVE).update(
+            heartbeat_at=timezone.now()
         )
 
     def on_event(self, event: dict[str, Any]) -> None:

@@ -290,7 +290,12 @@ class DiagnosticJob(models.Model):
         related_name="mlexec_diagnostic_jobs",
     )
     dataset = models.CharField(
-        max_length=500, help_text="digits, a .csv/.npz path or a dotted path."
+        max_length=500,
+        help_text="A registered dataset (digits) or a .csv/.npz file in the project's data folder.",
+    )
+    trusted = models.BooleanField(
+        default=False,
+        help_text="Started by the site owner's CLI: any dataset path or dotted factory.",
     )
     diagnostics = models.JSONField(default=list, help_text="Names of the diagnostics to run.")
     params = models.JSONField(default=dict, blank=True, help_text="Model and dataset options.")

@@ -8,7 +8,7 @@ DataAssessment rows from it.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -53,6 +53,22 @@ class Plan:
         if "slices" in self.diagnostics and "baseline" not in self.diagnostics:
             self.diagnostics = (*self.diagnostics, "baseline")
         self.diagnostics = tuple(name for name in ALL if name in self.diagnostics)
+
+
+def plan_from_params(
+    diagnostics: list[str] | tuple[str, ...], params: dict[str, Any], target_error: float | None
+) -> Plan:
+    """The plan a job's JSON parameters describe; raises TypeError/ValueError on bad values."""
+    label_model = params.get("label_model")
+    return Plan(
+        diagnostics=tuple(diagnostics),
+        target_error=params.get("target_error", target_error),
+        model=ModelSpec.from_dict(params.get("model")),
+        train=TrainConfig(**params.get("train", {})),
+        label_options=label_mod.LabelIssueOptions(**params.get("label_issues", {})),
+        label_train=replace(label_mod.DEFAULT_TRAIN, **params.get("label_train", {})),
+        label_model=ModelSpec.from_dict(label_model) if label_model else label_mod.DEFAULT_MODEL,
+    )
 
 
 def run_diagnostics(

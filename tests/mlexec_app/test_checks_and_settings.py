@@ -19,6 +19,12 @@ from mlexec_app.checks import check_settings
         ({"CONFIDENCE": 0.2}, ["mlexec_app.E004"]),
         ({"MIN_DEV_SIZE": 0}, ["mlexec_app.E005"]),
         ({"MAX_BATCH": "many"}, ["mlexec_app.E005"]),
+        ({"JOB_DATASETS": ["digits"]}, ["mlexec_app.E006"]),
+        ({"JOB_MODEL_FACTORIES": {"f": len}}, ["mlexec_app.E006"]),
+        ({"JOB_TIME_LIMIT": 0}, ["mlexec_app.E007"]),
+        ({"JOB_MEMORY_LIMIT_MB": 1.5}, ["mlexec_app.E007"]),
+        ({"DATA_ROOT": 3}, ["mlexec_app.E007"]),
+        ({"DATA_ROOT": "/srv/data", "JOB_TIME_LIMIT": 60, "JOB_MEMORY_LIMIT_MB": 0}, []),
     ],
 )
 def test_settings_checks(settings, value, ids):

@@ -16,7 +16,7 @@ IDS = (
     DIAGNOSIS_RULES.ids()
     + PLAN_RULES.ids()
     + [gate_id for gates in GATES.values() for gate_id, _, _ in gates]
-    + [f"mlexec_app.E00{i}" for i in range(1, 6)]
+    + [f"mlexec_app.E00{i}" for i in range(1, 8)]
 )
 
 

@@ -63,7 +63,9 @@ def csv_dataset(tmp_path):
 
 def test_a_job_runs_inline_and_feeds_the_diagnosis(project, csv_dataset, user):
     path, flipped = csv_dataset
-    job = jobs.start_job(project, path, params={**FAST, "slice_column": "site"}, user=user)
+    job = jobs.start_job(
+        project, path, params={**FAST, "slice_column": "site"}, user=user, trusted=True
+    )
     job.refresh_from_db()
     assert job.status == RunStatus.FINISHED, job.error
     assert job.task_id and job.fraction_done == 1.0 and job.created_by == user
@@ -94,7 +96,9 @@ def test_accuracy_projects_get_accuracy_not_error(project, csv_dataset):
     project.metric_direction = "higher"
     project.target_value = 0.98
     project.save()
-    job = jobs.start_job(project, csv_dataset[0], diagnostics=["baseline"], params=FAST)
+    job = jobs.start_job(
+        project, csv_dataset[0], diagnostics=["baseline"], params=FAST, trusted=True
+    )
     job.refresh_from_db()
     run = Run.objects.get(pk=job.run_id)
     assert run.dev == pytest.approx(1 - job.result["baseline"]["errors"]["dev"])
@@ -103,7 +107,9 @@ def test_accuracy_projects_get_accuracy_not_error(project, csv_dataset):
 
 def test_progress_is_stored_and_published(project, csv_dataset, settings):
     settings.MLEXEC_APP = {"PROGRESS_PUBLISHER": f"{__name__}.record_event"}
-    job = jobs.start_job(project, csv_dataset[0], diagnostics=["learning_curve"], params=FAST)
+    job = jobs.start_job(
+        project, csv_dataset[0], diagnostics=["learning_curve"], params=FAST, trusted=True
+    )
     types = [event["type"] for _, event in PUBLISHED]
     assert types[0] == "started" and types[-1] == "finished"
     progress = [event for _, event in PUBLISHED if event["type"] == "progress"]
@@ -119,7 +125,7 @@ def test_a_publisher_can_cancel_the_job(project, csv_dataset, settings):
     # What the sessions bridge does when a user cancels from the durable session.
     settings.MLEXEC_APP = {"PROGRESS_PUBLISHER": f"{__name__}.record_event"}
     CANCEL_AFTER["events"] = 3
-    job = jobs.start_job(project, csv_dataset[0], params=FAST)
+    job = jobs.start_job(project, csv_dataset[0], params=FAST, trusted=True)
     job.refresh_from_db()
     assert job.status == RunStatus.CANCELLED
     assert PUBLISHED[-1][1]["type"] == "cancelled"
@@ -132,7 +138,7 @@ def cancel_everything(job):
 
 def test_a_cancel_checker_hook_stops_the_job(project, csv_dataset, settings):
     settings.MLEXEC_APP = {"CANCEL_CHECKER": f"{__name__}.cancel_everything"}
-    job = jobs.start_job(project, csv_dataset[0], params=FAST)
+    job = jobs.start_job(project, csv_dataset[0], params=FAST, trusted=True)
     job.refresh_from_db()
     assert job.status == RunStatus.CANCELLED
 
@@ -141,7 +147,9 @@ def test_a_cancel_checker_hook_stops_the_job(project, csv_dataset, settings):
 def test_cancel_stops_a_running_job_within_seconds(project, csv_dataset):
     # A long learning curve running in a worker thread; the cancel comes from "another process".
     params = {"train": {"epochs": 2000}}
-    job = jobs.create_job(project, csv_dataset[0], diagnostics=["learning_curve"], params=params)
+    job = jobs.create_job(
+        project, csv_dataset[0], diagnostics=["learning_curve"], params=params, trusted=True
+    )
 
     def work() -> None:
         try:
@@ -196,7 +204,7 @@ def test_a_killed_workers_job_is_failed_not_left_running(project):
 
 
 def test_a_broken_dataset_fails_the_job_with_the_reason(project, tmp_path):
-    job = jobs.start_job(project, str(tmp_path / "missing.csv"))
+    job = jobs.start_job(project, str(tmp_path / "missing.csv"), trusted=True)
     job.refresh_from_db()
     assert job.status == RunStatus.FAILED
     assert "missing.csv" in job.error and job.finished_at is not None
@@ -221,7 +229,7 @@ def test_a_failure_while_recording_results_fails_the_job_and_writes_nothing(
         raise RuntimeError("database went away")
 
     monkeypatch.setattr(services, "record_assessment", broken)  # after the Run is written
-    job = jobs.start_job(project, csv_dataset[0], params=FAST)
+    job = jobs.start_job(project, csv_dataset[0], params=FAST, trusted=True)
     job.refresh_from_db()
     assert job.status == RunStatus.FAILED and "database went away" in job.error
     assert not Run.objects.exists() and not ErrorAnalysis.objects.exists()  # all or nothing

@@ -33,16 +33,19 @@ def admin_client(project):
 
 
 @pytest.fixture
-def images(tmp_path):
+def images(tmp_path, project, settings):
+    """bars.npz in the project's data folder: the admin form follows the API's rules."""
     rng = np.random.default_rng(0)
     y = np.repeat([0, 1], 40)
     X = rng.normal(scale=0.2, size=(80, 5, 5))
     X[y == 0, 2, :] += 1.0
     X[y == 1, :, 2] += 1.0
     y[0] = 1  # one horizontal bar labelled "vertical"
-    path = tmp_path / "bars.npz"
+    settings.MLEXEC_APP = {"DATA_ROOT": str(tmp_path)}
+    (tmp_path / str(project.pk)).mkdir()
+    path = tmp_path / str(project.pk) / "bars.npz"
     np.savez(path, X=X, y=y, classes=np.array(["horizontal", "vertical"]))
-    return str(path)
+    return "bars.npz"
 
 
 def test_the_add_form_starts_a_job_and_the_page_shows_its_plots(admin_client, project, images):
@@ -82,3 +85,14 @@ def test_the_cancel_action_and_the_list_fail_stale_jobs(admin_client, project):
     )
     queued.refresh_from_db()
     assert queued.status == RunStatus.CANCELLED
+
+
+def test_the_add_form_refuses_a_path_outside_the_data_folder(admin_client, project, images):
+    response = admin_client.post(
+        "/admin/mlexec_app/diagnosticjob/add/",
+        {"project": project.pk, "dataset": "/etc/passwd", "diagnostics": ["baseline"],
+         "params": "{}"},
+    )  # fmt: skip
+    assert response.status_code == 200  # the form again, with the error
+    assert "Unknown dataset" in response.content.decode()
+    assert not DiagnosticJob.objects.exists()

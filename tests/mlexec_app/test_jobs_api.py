@@ -21,16 +21,18 @@ QUICK = {
 
 
 @pytest.fixture
-def npz_images(tmp_path):
-    """Small 6x6 images: a horizontal bar (class h) or a vertical one (class v)."""
+def npz_images(tmp_path, project, settings):
+    """Small 6x6 images: a horizontal bar (class h) or a vertical one (class v), as the file
+    bars.npz in the project's data folder (what an API caller may name)."""
     rng = np.random.default_rng(0)
     y = np.repeat([0, 1], 60)
     images = rng.normal(scale=0.2, size=(120, 6, 6))
     images[y == 0, 2:4, :] += 1.0
     images[y == 1, :, 2:4] += 1.0
-    path = tmp_path / "bars.npz"
-    np.savez(path, X=images, y=y, classes=np.array(["h", "v"]))
-    return str(path)
+    settings.MLEXEC_APP = {"DATA_ROOT": str(tmp_path)}
+    (tmp_path / str(project.pk)).mkdir()
+    np.savez(tmp_path / str(project.pk) / "bars.npz", X=images, y=y, classes=np.array(["h", "v"]))
+    return "bars.npz"
 
 
 def test_start_a_job_and_read_its_result_and_plots(api, project, npz_images):
@@ -53,11 +55,12 @@ def test_start_a_job_and_read_its_result_and_plots(api, project, npz_images):
     )
 
 
-def test_label_issue_plot_draws_each_suspect_as_an_image(api, project, npz_images):
-    labels = np.load(npz_images)
+def test_label_issue_plot_draws_each_suspect_as_an_image(api, project, npz_images, tmp_path):
+    path = tmp_path / str(project.pk) / npz_images
+    labels = np.load(path)
     y = labels["y"].copy()
     y[:3] = 1  # three horizontal bars now labelled "v"
-    np.savez(npz_images, X=labels["X"], y=y, classes=np.array(["h", "v"]))
+    np.savez(path, X=labels["X"], y=y, classes=np.array(["h", "v"]))
     body = api.post(
         f"/projects/{project.slug}/diagnostic-jobs",
         {"dataset": npz_images, "diagnostics": ["label_issues"], "params": QUICK},
