@@ -16,7 +16,9 @@ from collections.abc import Callable
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.exceptions import RequestDataTooBig
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from ninja import Query, Router, Status
@@ -108,6 +110,8 @@ def _unstorable(request: HttpRequest, kwargs: dict[str, Any]) -> str | None:
     body = request.body if request.method in ("POST", "PUT", "PATCH") else b""
     if b"\\u0000" in body or b"\x00" in body or any("\x00" in str(v) for v in kwargs.values()):
         return "text cannot contain NUL characters"
+    if (b"NaN" in body or b"Infinity" in body) and _has_non_finite(body):
+        return "JSON has no NaN or Infinity (Python's parser would accept them; no reader could)"
     if SURROGATE_ESCAPE.search(body):
         try:
             json.dumps(json.loads(body), ensure_ascii=False).encode()
@@ -115,6 +119,39 @@ def _unstorable(request: HttpRequest, kwargs: dict[str, Any]) -> str | None:
             return "text cannot contain a lone surrogate (half of a character, such as \\ud83d)"
         except (ValueError, RecursionError):
             pass  # not JSON: the schema's validation answers
+    return None
+
+
+class _NonFinite(ValueError):
+    pass
+
+
+def _non_finite(constant: str) -> Any:
+    raise _NonFinite(constant)
+
+
+def _has_non_finite(body: bytes) -> bool:
+    """Whether the body is JSON with a bare NaN or ±Infinity (not one inside a string)."""
+    try:
+        json.loads(body, parse_constant=_non_finite)
+    except _NonFinite:
+        return True
+    except (ValueError, RecursionError):
+        pass  # not JSON: the schema's validation answers
+    return False
+
+
+def _body_too_big(request: HttpRequest) -> HttpResponse | None:
+    """A coded 413 for a body over Django's DATA_UPLOAD_MAX_MEMORY_SIZE, read before any
+    handler could turn RequestDataTooBig into an HTML page or a 500."""
+    if request.method not in ("POST", "PUT", "PATCH"):
+        return None
+    try:
+        request.body  # noqa: B018 (read here so that the refusal is ours)
+    except RequestDataTooBig:
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        refused = LimitExceeded(f"the body is larger than {limit} bytes", limit="body_bytes")
+        return JsonResponse(refused.as_dict(), status=status_of(refused))
     return None
 
 
@@ -169,13 +206,13 @@ def coded_errors(view: Callable[..., Any]) -> Callable[..., Any]:
 
         @functools.wraps(view)
         async def async_wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
-            return coded(await view(request, *args, **kwargs))
+            return _body_too_big(request) or coded(await view(request, *args, **kwargs))
 
         return async_wrapper
 
     @functools.wraps(view)
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
-        return coded(view(request, *args, **kwargs))
+        return _body_too_big(request) or coded(view(request, *args, **kwargs))
 
     return wrapper
 

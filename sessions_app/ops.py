@@ -69,8 +69,16 @@ def prometheus(request: HttpRequest) -> HttpResponse:
     token = setting("METRICS_TOKEN")
     if token:
         given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(given, token):
-            return HttpResponse(status=401, headers={"WWW-Authenticate": "Bearer"})
+        # As bytes: compare_digest refuses non-ASCII text, and a header may carry any.
+        if not hmac.compare_digest(given.encode(), str(token).encode()):
+            return JsonResponse(
+                {
+                    "code": "unauthenticated",
+                    "message": "send Authorization: Bearer <METRICS_TOKEN>",
+                },
+                status=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
     metrics.register_collectors()

@@ -386,3 +386,30 @@ def test_a_lone_surrogate_or_deep_nesting_in_an_event_is_refused_and_nothing_is_
         refused = api.post(BASE + "/chat-1/events", body, content_type="application/json")
         assert refused.status_code in (400, 422), refused.content[:300]
     assert entries(session) == 0
+
+
+def test_nan_in_session_metadata_is_refused_with_a_code_and_writes_nothing(api, session):
+    for value in ("NaN", "Infinity", "-Infinity"):
+        body = '{"name": "n", "metadata": {"k": [1, VALUE]}}'.replace("VALUE", value)
+        refused = api.post(BASE + "/", body, content_type="application/json")
+        assert (refused.status_code, refused.json()["code"]) == (400, "bad_request")
+        patch = '{"metadata": {"k": VALUE}}'.replace("VALUE", value)
+        refused = api.patch(BASE + "/chat-1", patch, content_type="application/json")
+        assert (refused.status_code, refused.json()["code"]) == (400, "bad_request")
+    assert Session.objects.count() == 1 and Session.objects.get(name="chat-1").metadata == {}
+    # The words inside a string are only text.
+    fine = post(api, "/", {"name": "n", "metadata": {"k": "NaN and Infinity"}})
+    assert fine.status_code == 201
+
+
+@pytest.mark.parametrize("debug", [False, True])  # DEBUG turned it into a 500, else HTML
+def test_a_body_over_the_upload_limit_is_refused_with_a_code_and_writes_nothing(
+    api, session, settings, debug
+):
+    settings.DEBUG = debug
+    huge = json.dumps({"title": "x", "metadata": {"blob": "x" * (10 * 1024 * 1024)}})
+    for path in ("/", "/chat-1/events"):
+        refused = api.post(BASE + path, huge, content_type="application/json")
+        assert (refused.status_code, refused.json()["code"]) == (413, "limit_exceeded"), path
+        assert refused.json()["limit"] == "body_bytes"
+    assert Session.objects.count() == 1 and entries(session) == 0

@@ -96,6 +96,13 @@ def test_metrics_can_be_protected_or_turned_off(settings):
     assert Client().get("/metrics").status_code == 404
 
 
+def test_a_non_ascii_metrics_token_is_refused_with_a_code(settings):
+    settings.SESSIONS_APP = {"METRICS_TOKEN": "s3cret"}
+    for given in ("Bearer é", "Bearer s3crét", "Bearer \u2603"):
+        refused = Client().get("/metrics", headers={"Authorization": given})
+        assert (refused.status_code, refused.json()["code"]) == (401, "unauthenticated")
+
+
 def test_json_log_lines_carry_the_ids():
     record = logging.LogRecord(
         "sessions_app.log", logging.INFO, __file__, 1, "append refused: %s", ("closed",), None
