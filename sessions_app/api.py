@@ -19,7 +19,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import RequestDataTooBig
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from ninja import Query, Router, Status
 from ninja.security import HttpBearer, django_auth
@@ -252,9 +252,9 @@ def _owned(request: HttpRequest, name: str) -> Session:
 
 def _users(usernames: list[str]) -> list[Any]:
     users = list(get_user_model()._default_manager.filter(username__in=usernames, is_active=True))
-    missing = set(usernames) - {u.get_username() for u in users}
-    if missing:
-        raise BadRequest(f"unknown users: {sorted(missing)}")
+    if set(usernames) - {u.get_username() for u in users}:
+        # Unknown and inactive alike, and without the names: no list of who exists.
+        raise BadRequest("every member must be an active user", field="members")
     return users
 
 
@@ -266,15 +266,18 @@ def create_session(request: HttpRequest, payload: SessionIn) -> Any:
     if payload.name and Session.objects.filter(name=payload.name).exists():
         raise Conflict("a session with this name exists", name=payload.name)
     members = _users(payload.members)
-    with transaction.atomic():
-        fields = {"owner": owner, "title": payload.title, "metadata": payload.metadata,
-                  "retention_days": payload.retention_days}  # fmt: skip
-        session = Session.objects.create(
-            **({"name": payload.name} if payload.name else {}), **fields
-        )
-        Membership.objects.bulk_create(
-            [Membership(session=session, user=u) for u in members if u != owner]
-        )
+    try:
+        with transaction.atomic():
+            fields = {"owner": owner, "title": payload.title, "metadata": payload.metadata,
+                      "retention_days": payload.retention_days}  # fmt: skip
+            session = Session.objects.create(
+                **({"name": payload.name} if payload.name else {}), **fields
+            )
+            Membership.objects.bulk_create(
+                [Membership(session=session, user=u) for u in members if u != owner]
+            )
+    except IntegrityError as exc:  # made by someone else since the check above
+        raise Conflict("a session with this name exists", name=payload.name) from exc
     return Status(201, session_out(session))
 
 

@@ -413,3 +413,34 @@ def test_a_body_over_the_upload_limit_is_refused_with_a_code_and_writes_nothing(
         assert (refused.status_code, refused.json()["code"]) == (413, "limit_exceeded"), path
         assert refused.json()["limit"] == "body_bytes"
     assert Session.objects.count() == 1 and entries(session) == 0
+
+
+def test_a_taken_name_answers_alike_whoever_took_it(api, alice, make_user, settings):
+    # Names are one namespace for everyone: a taken name is 409 (it must be), and nothing more
+    # is said: not whose it is, nor whether the caller could see it.
+    settings.SESSIONS_APP = {"RESERVED_NAME_PREFIXES": ("kept-",)}
+    Session.objects.create(name="mine", owner=alice)
+    Session.objects.create(name="theirs", owner=make_user("carol"))
+    Session.objects.create(name="gone", owner=make_user("dave"), deleted=True)
+    answers = {}
+    for name in ("mine", "theirs", "gone", "kept-1"):
+        reply = post(api, "/", {"name": name})
+        answers[name] = (reply.status_code, json.dumps(reply.json()).replace(name, "<name>"))
+    assert len(set(answers.values())) == 1 and answers["mine"][0] == 409, answers
+    assert Session.objects.count() == 3
+
+
+def test_unknown_and_inactive_members_answer_alike_without_their_names(
+    api, bob, make_user, session
+):
+    make_user("sleeper").__class__.objects.filter(username="sleeper").update(is_active=False)
+    answers = set()
+    for name in ("nosuchuser", "sleeper"):
+        reply = post(api, "/", {"title": "x", "members": ["bob", name]})
+        assert reply.status_code == 400 and name not in reply.content.decode()
+        answers.add(reply.content)
+        reply = post(api, "/chat-1/members", {"username": name})
+        assert reply.status_code == 400 and name not in reply.content.decode()
+        answers.add(reply.content)
+    assert len(answers) == 1, answers
+    assert Session.objects.count() == 1
