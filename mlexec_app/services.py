@@ -42,6 +42,7 @@ from mlexec_app.models import (
 
 SPLIT_KEYS = ("train", "train_dev", "dev", "test")
 INT_MAX = 2**31 - 1  # integer columns are 32-bit on PostgreSQL
+ID_MAX = 2**63 - 1  # primary keys are 64-bit
 
 # Legal run transitions; a finished, failed or cancelled run is final.
 RUN_TRANSITIONS: dict[str, set[str]] = {
@@ -99,8 +100,15 @@ def _fraction(name: str, value: Any, *, allow_none: bool = True) -> float | None
 
 
 def _printable(field: str, value: Any) -> None:
-    """Refuse text no database can hold: NUL (PostgreSQL's text and jsonb), and lone
-    surrogates (half of a character, such as \\ud83d: no UTF-8 form for any engine)."""
+    """Refuse values no database can hold: NUL (PostgreSQL's text and jsonb), lone
+    surrogates (half of a character, such as \\ud83d: no UTF-8 form for any engine), and
+    NaN or infinity (Python's json reads them; no engine's JSON column takes them)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidInput(
+            f"{field} contains {value}, which JSON cannot hold; send a finite number or null.",
+            code="invalid_number",
+            detail={"field": field},
+        )
     if isinstance(value, str):
         if "\x00" in value:
             raise InvalidInput(
@@ -125,7 +133,8 @@ def _printable(field: str, value: Any) -> None:
 
 
 def all_printable(values: Mapping[str, Any]) -> None:
-    """Refuse (InvalidInput, code ``invalid_text``) text no database can hold in ``values``."""
+    """Refuse (InvalidInput, code ``invalid_text`` or ``invalid_number``) what no database can
+    hold in ``values``: see :func:`_printable`."""
     for field, value in values.items():
         _printable(field, value)
 
@@ -703,7 +712,10 @@ def find_project(ref: str | int, queryset: QuerySet[Project] | None = None) -> P
     if "\x00" in text:
         raise NotFound("No such project.")
     # An all-digit reference is an id first, then a slug (a project may be named "2024").
-    project = qs.filter(pk=int(text)).first() if text.isdigit() else None
+    # ASCII digits only: str.isdigit() also says yes to "²" and "١" (int() refuses the first
+    # and reads the second as 1); beyond a 63-bit id it can only be a slug.
+    is_id = text.isascii() and text.isdigit() and int(text) <= ID_MAX
+    project = qs.filter(pk=int(text)).first() if is_id else None
     project = project or qs.filter(slug=text).first()
     if project is None:
         raise NotFound(f"No project {text!r}.")

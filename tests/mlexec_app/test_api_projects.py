@@ -245,3 +245,13 @@ def test_nul_in_a_path_is_just_not_found(api, project):
     run = project.runs.create(name="r")
     response = api.get(f"/runs/{run.pk}/metrics/a%00b")
     assert response.status_code == 422 and response.json()["code"] == "invalid_text"
+
+
+def test_non_ascii_digits_in_a_path_are_not_an_id(api, project):
+    # str.isdigit() says yes to these; int() refused "²" (a 500) and read "١" as 1.
+    arabic = "".join(chr(0x660 + int(d)) for d in str(project.pk))
+    for ref in (arabic, "²", f"{project.pk}²", "9" * 30):
+        response = api.get(f"/projects/{ref}")
+        assert (response.status_code, response.json()["code"]) == (404, "not_found"), ref
+        assert api.get(f"/projects/{ref}/runs").status_code == 404
+    assert api.get(f"/projects/{project.pk}").json()["slug"] == project.slug

@@ -194,3 +194,22 @@ def test_text_with_nul_characters_is_refused_whole_and_changes_nothing(api, proj
     assert after["artifacts"] == []
     listed = api.get(f"/projects/{project.slug}/runs").json()
     assert [r["name"] for r in listed["items"]] == ["baseline"]
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity"])
+def test_non_finite_numbers_in_params_are_refused_and_change_nothing(api, project, number):
+    # Python's json reads NaN; no database's JSON column takes it (a 500 on both engines).
+    created = api.post(
+        f"/projects/{project.slug}/runs", raw=f'{{"name": "r", "params": {{"lr": [1, {number}]}}}}'
+    )
+    assert (created.status_code, created.json()["code"]) == (422, "invalid_number")
+    assert not Run.objects.exists()
+    run = new_run(api, project)
+    logged = api.post(f"/runs/{run['id']}/log-batch", raw=f'{{"params": {{"lr": {number}}}}}')
+    assert (logged.status_code, logged.json()["code"]) == (422, "invalid_number")
+    assert api.get(f"/runs/{run['id']}").json()["params"] == run["params"]
+    job = api.post(
+        f"/projects/{project.slug}/diagnostic-jobs",
+        raw=f'{{"dataset": "digits", "params": {{"target_error": {number}}}}}',
+    )
+    assert (job.status_code, job.json()["code"]) == (422, "invalid_number")
