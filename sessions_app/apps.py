@@ -10,6 +10,8 @@ class SessionsAppConfig(AppConfig):
         from sessions_app import (
             checks,  # noqa: F401  (registers system checks)
             conf,
+            revocation,
         )
 
         conf.connect_signals()
+        revocation.connect_signals()

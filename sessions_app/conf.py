@@ -34,6 +34,9 @@ DEFAULTS: dict[str, Any] = {
     "GROUP_COMMIT_MAX_ENTRIES": 2000,
     # Lifetime of the signed tokens browsers connect with (?token=...), in seconds.
     "TOKEN_MAX_AGE": 300,
+    # Open connections (WebSockets, SSE, long-polls) ask again at least this often whether
+    # their key, user and memberships still let them in (a change also tells them at once).
+    "ACCESS_RECHECK_SECONDS": 30.0,
     # Presence entries expire after this many seconds without a heartbeat.
     "PRESENCE_TTL": 60,
     # A run whose agent has not acknowledged a cancel within this many seconds is marked

@@ -22,7 +22,7 @@ from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from sessions_app import dbexec, log, metrics, runs, services, tails, watchdog
+from sessions_app import dbexec, log, metrics, revocation, runs, services, tails, watchdog
 from sessions_app.access import Actor, get_session
 from sessions_app.backpressure import buffered_bytes, send_may_block
 from sessions_app.conf import setting
@@ -120,6 +120,12 @@ class SessionConsumer(AsyncWebsocketConsumer):
             "user": self.actor.user.get_username(),
             "label": self._query("label")[:80],
         }
+        # Revocation (a removed member, a revoked key, a deactivated user) reaches this
+        # socket through its user's group at once, and through a periodic re-check anyway.
+        self.grant = revocation.socket_grant(self.scope, self.actor)
+        self.user_group = revocation.user_group(self.actor.user.pk)
+        await self.channel_layer.group_add(self.user_group, self.channel_name)
+        revocation.follow(self)
         await self._send(
             {"type": "hello", "device": self.device["id"], "user": self.device["user"]}
         )
@@ -128,6 +134,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
         if getattr(self, "counted", False):
             metrics.SOCKETS.dec()
             self.counted = False
+        await self._stop_asking()
         for task in (
             getattr(self, "heartbeat", None),
             getattr(self, "catching_up", None),
@@ -376,6 +383,36 @@ class SessionConsumer(AsyncWebsocketConsumer):
         await self._send_presence(sub, frame.get("id"))
 
     # --- layer messages ------------------------------------------------------------------
+
+    async def access_changed(self, message: dict[str, Any]) -> None:
+        """The user's access changed somewhere (revocation.notify): ask again now."""
+        if getattr(self, "grant", None) is None:
+            return
+        names = list(self.subs)
+        actor, allowed = await dbexec.run_read(revocation.reachable, self.grant, names)
+        await self.access_checked(actor, names, allowed)
+
+    async def access_checked(self, actor: Actor, names: list[str], allowed: set[str]) -> None:
+        """Act on a fresh answer to who this socket is and which of ``names`` it may still
+        reach: a subscription it lost ends with a ``not_found`` error naming the session; a
+        credential that no longer authenticates closes the socket with 4401."""
+        self.actor = actor
+        self.authorized.clear()
+        if not actor.authenticated:
+            await self._stop_asking()
+            for sub in list(self.subs.values()):
+                await self._leave(sub)
+            await self._send(
+                {"type": "error", "code": "unauthenticated",
+                 "message": "this connection's key or user is no longer valid"}
+            )  # fmt: skip
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        for name in names:
+            sub = self.subs.get(name)
+            if sub is not None and name not in allowed:
+                await self._leave(sub)
+                await self._send_error(NotFound("no such session", session=name), None)
 
     async def log_entries(self, message: dict[str, Any]) -> None:
         sub = self.by_pk.get(message["session"])
@@ -680,6 +717,17 @@ class SessionConsumer(AsyncWebsocketConsumer):
 
     async def _send_error(self, exc: SessionError, frame_id: Any) -> None:
         await self._send({"type": "error", "id": frame_id, **exc.as_dict()})
+
+    async def _stop_asking(self) -> None:
+        """Leave the user's group; no more access checks for this socket."""
+        self.grant, group = None, getattr(self, "user_group", None)
+        if group is None:
+            return
+        self.user_group = None
+        try:
+            await self.channel_layer.group_discard(group, self.channel_name)
+        except Exception:
+            logger.warning("could not leave the group %s", group, exc_info=True)
 
     def _query(self, key: str) -> str:
         from urllib.parse import parse_qs

@@ -77,4 +77,6 @@ def actor_for(key: ApiKey) -> Actor:
 
 
 def revoke(key: ApiKey) -> None:
-    ApiKey.objects.filter(pk=key.pk).update(revoked_at=timezone.now())
+    """Revoke ``key``; its open connections are told (a saved key signals them)."""
+    key.revoked_at = timezone.now()
+    key.save(update_fields=["revoked_at"])

@@ -101,6 +101,12 @@ class RunStream:
         time = event.get("time") if isinstance(event.get("time"), int) else None
         return [_stamped(out, time) for out in handler(self, event, _data(event))]
 
+    def fail(self, message: str, code: str) -> list[Event]:
+        """End the stream with ``RUN_ERROR`` (what is open is closed first)."""
+        if self.done:
+            return []
+        return self._end_run({"type": "RUN_ERROR", "message": message, "code": code})
+
     def feed_all(self, events: Iterable[Mapping[str, Any]]) -> list[Event]:
         out: list[Event] = []
         for event in events:

@@ -89,8 +89,8 @@ def user_message(run_input: RunAgentInput) -> tuple[str | None, str]:
 class NewRun:
     """The stream of a POST: waits for the agent's run after the user's message, then maps it."""
 
-    def __init__(self, thread: str, legacy: bool, timeout: float) -> None:
-        self.thread, self.legacy = thread, legacy
+    def __init__(self, thread: str, legacy: bool, timeout: float, client_run: str = "") -> None:
+        self.thread, self.legacy, self.client_run = thread, legacy, client_run
         self.deadline = time.monotonic() + timeout
         self.stream: agui.RunStream | None = None
 
@@ -105,11 +105,22 @@ class NewRun:
 
     def on_idle(self, keepalive: bool = True) -> tuple[list[str], bool]:
         if self.stream is None and time.monotonic() > self.deadline:
-            error = {"type": "RUN_ERROR", "code": "no_agent",
-                     "message": "no agent started a run for this message in time; "
-                     "the message stays in the session"}  # fmt: skip
-            return [encode([error])], True
+            return self.fail(
+                "no agent started a run for this message in time; the message stays in the "
+                "session", "no_agent",
+            ), True  # fmt: skip
         return ([KEEPALIVE] if keepalive else []), False
+
+    def on_revoked(self) -> list[str]:
+        return self.fail(common.REVOKED, "not_found")
+
+    def fail(self, message: str, code: str) -> list[str]:
+        """End the stream with RUN_ERROR; a run no agent started is opened first (under the
+        client's run id), so that every stream is a run: RUN_STARTED ... RUN_ERROR."""
+        if self.stream is not None:
+            return [encode(self.stream.fail(message, code))]
+        stream = agui.RunStream(self.thread, self.client_run, legacy=self.legacy)
+        return [encode([stream.run_started(), *stream.fail(message, code)])]
 
 
 def _tick() -> float:
@@ -129,9 +140,15 @@ async def run(request: HttpRequest) -> HttpResponseBase:
     except SessionError as exc:
         return common.error_response(exc)
     follower = NewRun(
-        run_input.thread_id, run_input.protocol_version is None, setting("DOORS_RUN_START_TIMEOUT")
+        run_input.thread_id,
+        run_input.protocol_version is None,
+        setting("DOORS_RUN_START_TIMEOUT"),
+        run_input.run_id,
     )
-    body = common.stream_run(session.pk, after, follower.on_event, follower.on_idle, _tick())
+    watch = common.watch(request, who, run_input.thread_id)
+    body = common.stream_run(
+        session.pk, after, follower.on_event, follower.on_idle, _tick(), watch, follower.on_revoked
+    )
     return common.sse_response(common.opened(body))
 
 
@@ -169,14 +186,19 @@ class Continuation:
     def on_idle(self) -> tuple[list[str], bool]:
         return [KEEPALIVE], False
 
+    def on_revoked(self) -> list[str]:
+        return [encode(self.stream.fail(common.REVOKED, "not_found"))]
+
 
 async def _continue(
-    header: str, session_pk: int, at: int, follower: Continuation
+    header: str, session_pk: int, at: int, follower: Continuation, watch: Any
 ) -> AsyncIterator[str]:
     yield header
     if follower.stream.done:
         return
-    body = common.stream_run(session_pk, at, follower.on_event, follower.on_idle, _tick())
+    body = common.stream_run(
+        session_pk, at, follower.on_event, follower.on_idle, _tick(), watch, follower.on_revoked
+    )
     async for text in body:
         yield text
 
@@ -186,7 +208,8 @@ async def connect(request: HttpRequest, thread: str) -> HttpResponseBase:
     if request.method != "GET":
         return common.method_not_allowed("GET")
     try:
-        session = await common.session_for(request, thread)
+        who = await common.actor(request)
+        session = await common.find_session(who, thread)
         raw = request.headers.get("Last-Event-ID") or request.GET.get("after")
         found = await dbexec.run_read(plan, session.pk, parse_offset(raw) if raw else None)
     except SessionError as exc:
@@ -196,7 +219,9 @@ async def connect(request: HttpRequest, thread: str) -> HttpResponseBase:
     state, run_id, at = found
     legacy = not request.GET.get("protocolVersion")
     stream, header = agui.continuation(state, thread, run_id, legacy=legacy)
-    return common.sse_response(_continue(encode(header, at), session.pk, at, Continuation(stream)))
+    watch = common.watch(request, who, thread)
+    body = _continue(encode(header, at), session.pk, at, Continuation(stream), watch)
+    return common.sse_response(body)
 
 
 # --- POST: cancel -------------------------------------------------------------------------------

@@ -81,6 +81,11 @@ class NewRun:
         return ([KEEPALIVE] if keepalive else []), False
 
 
+def revoked() -> list[str]:
+    """The end of a stream whose reader may no longer read the chat."""
+    return [*sse(aisdk.error_chunks(common.REVOKED)), aisdk.DONE]
+
+
 @csrf_exempt
 async def chat(request: HttpRequest) -> HttpResponseBase:
     if request.method != "POST":
@@ -93,7 +98,10 @@ async def chat(request: HttpRequest) -> HttpResponseBase:
     except SessionError as exc:
         return common.error_response(exc)
     follower = NewRun(setting("DOORS_RUN_START_TIMEOUT"))
-    body = common.stream_run(session.pk, after, follower.on_event, follower.on_idle, _tick())
+    watch = common.watch(request, who, name)
+    body = common.stream_run(
+        session.pk, after, follower.on_event, follower.on_idle, _tick(), watch, revoked
+    )
     return common.sse_response(common.opened(body), **aisdk.HEADERS)
 
 
@@ -118,7 +126,8 @@ async def resume(request: HttpRequest, chat_id: str) -> HttpResponseBase:
     if request.method != "GET":
         return common.method_not_allowed("GET")
     try:
-        session = await common.session_for(request, chat_id)
+        who = await common.actor(request)
+        session = await common.find_session(who, chat_id)
         going = await common.active_runs(session.pk)
         start = await common.started_seq(session.pk, going[-1]) if going else None
         if going and (start is None or start <= session.tail):
@@ -128,7 +137,10 @@ async def resume(request: HttpRequest, chat_id: str) -> HttpResponseBase:
     if not going or start is None:
         return common.no_content()
     replay = Replay(going[-1])
-    body = common.stream_run(session.pk, start - 1, replay.on_event, replay.on_idle, _tick())
+    watch = common.watch(request, who, chat_id)
+    body = common.stream_run(
+        session.pk, start - 1, replay.on_event, replay.on_idle, _tick(), watch, revoked
+    )
     return common.sse_response(common.opened(body), **aisdk.HEADERS)
 
 

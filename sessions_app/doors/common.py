@@ -20,7 +20,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.middleware.csrf import CsrfViewMiddleware
 
-from sessions_app import dbexec, keys, log, services, watchdog
+from sessions_app import dbexec, keys, log, revocation, services, watchdog
 from sessions_app.access import Actor, get_session, read_token
 from sessions_app.api import status_of
 from sessions_app.conf import setting
@@ -128,6 +128,21 @@ async def actor(request: HttpRequest) -> Actor:
                 "writes authenticated by the session cookie need the CSRF token (X-CSRFToken)"
             )
     return Actor(user)
+
+
+def grant(request: HttpRequest, who: Actor) -> revocation.Grant:
+    """How ``who`` got in, to ask again while a stream stays open (an API key is asked again
+    as a key; a token or cookie through its user)."""
+    header = request.headers.get("Authorization", "")
+    raw = header[7:].strip() if header.lower().startswith("bearer ") else ""
+    return revocation.Grant(who, raw if raw.startswith(keys.PREFIX + "_") else None)
+
+
+def watch(request: HttpRequest, who: Actor, name: str) -> revocation.Watch:
+    return revocation.Watch(grant(request, who), name)
+
+
+REVOKED = "you may no longer read this session"
 
 
 def no_nul(value: object, what: str) -> None:
@@ -267,13 +282,19 @@ async def stream_run(
     on_event: Callable[[int, dict[str, Any]], tuple[list[str], bool]],
     on_idle: Callable[[], tuple[list[str], bool]],
     tick: float,
+    watch: revocation.Watch | None = None,
+    on_revoked: Callable[[], list[str]] = list,
 ) -> AsyncIterator[str]:
     """Follow the log after ``after`` as entries commit: ``on_event`` maps each entry to SSE
     text and says when the stream is over; ``on_idle`` answers ``tick`` seconds without news
-    (keep-alives, timeouts). One generator, so closing it (the client left) leaves the
-    channel-layer group at once."""
-    async with log.Waiter(session_pk) as waiter:  # joined before the first read
+    (keep-alives, timeouts); ``on_revoked`` ends the stream once ``watch`` finds that the
+    reader may no longer read the session. One generator, so closing it (the client left)
+    leaves the channel-layer groups at once."""
+    async with revocation.Waiter(session_pk, watch) as waiter:  # joined before the first read
         while True:
+            if watch is not None and not await watch.allowed():
+                yield "".join(on_revoked())
+                return
             rows = await log.aread(session_pk, after, setting("REPLAY_BATCH"))
             out: list[str] = []
             over = False

@@ -44,7 +44,7 @@ from sessions_app.streams.errors import (
     Unauthorized,
     status_of,
 )
-from sessions_app.streams.live import Waiter
+from sessions_app.streams.live import Waiter, reader_watch
 
 RESERVED_PREFIX = "__ds/"  # the protocol's subscription APIs, which we do not offer
 ALLOW_METHODS = "GET, POST, PUT, DELETE, HEAD, OPTIONS"
@@ -344,9 +344,10 @@ async def _get(request: HttpRequest, name: str, access: store.Access) -> HttpRes
         raise OffsetExpired("entries at this offset were removed by retention")
     cursor = request.GET.get("cursor")
     if live == "sse":
-        return _sse(stream, after, cursor)
+        return _sse(stream, after, cursor, reader_watch(access, name))
     if live == "long-poll":
-        return await _long_poll(request, stream, start, after, cursor)
+        watch = reader_watch(access, name)
+        return await _long_poll(request, stream, start, after, cursor, watch)
     if start.now:
         return _at_now(stream)
     rows = await dbexec.run_read(store.read_batch, stream, after)
@@ -404,12 +405,15 @@ async def _long_poll(
     start: protocol.Start,
     after: int,
     cursor: str | None,
+    watch: Any = None,
 ) -> HttpResponse:
     """Answer at once if there is data past ``after``; else wait for some, a close, or time."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + setting("LONG_POLL_TIMEOUT")
-    async with Waiter(stream.pk) as waiter:
+    async with Waiter(stream.pk, watch) as waiter:
         while True:
+            if watch is not None and not await watch.allowed():
+                raise NotFound("no such stream")  # the reader lost its access meanwhile
             rows = await dbexec.run_read(store.read_batch, stream, after)
             if rows:
                 response = _catch_up(request, stream, start, after, rows)
@@ -434,9 +438,11 @@ def _poll_ended(stream: store.Stream, after: int) -> HttpResponse:
     return response
 
 
-def _sse(stream: store.Stream, after: int, cursor: str | None) -> StreamingHttpResponse:
+def _sse(
+    stream: store.Stream, after: int, cursor: str | None, watch: Any = None
+) -> StreamingHttpResponse:
     response = StreamingHttpResponse(
-        _sse_events(stream, after, protocol.next_cursor(cursor, time.time())),
+        _sse_events(stream, after, protocol.next_cursor(cursor, time.time()), watch),
         content_type="text/event-stream",
     )
     response["Cache-Control"] = "no-cache"
@@ -445,7 +451,9 @@ def _sse(stream: store.Stream, after: int, cursor: str | None) -> StreamingHttpR
     return response
 
 
-async def _sse_events(stream: store.Stream, after: int, cursor: str) -> AsyncIterator[bytes]:
+async def _sse_events(
+    stream: store.Stream, after: int, cursor: str, watch: Any = None
+) -> AsyncIterator[bytes]:
     """One ``data`` event (everything new) then one ``control`` event, per step.
 
     The data is read before the closed flag, so an append-and-close reaches the reader before
@@ -454,8 +462,10 @@ async def _sse_events(stream: store.Stream, after: int, cursor: str) -> AsyncIte
     loop = asyncio.get_running_loop()
     stop_at = loop.time() + setting("SSE_MAX_SECONDS")
     say_control = True  # the first step always tells the reader where it stands
-    async with Waiter(stream.pk) as waiter:
+    async with Waiter(stream.pk, watch) as waiter:
         while True:
+            if watch is not None and not await watch.allowed():
+                return  # the reader lost its access meanwhile (ends as a deleted stream does)
             try:
                 rows = await dbexec.run_read(store.read_batch, stream, after)
                 stream = await dbexec.run_read(store.refresh, stream)

@@ -1,0 +1,271 @@
+"""Revocation reaches open connections: a removed member, a revoked or re-scoped API key and a
+deactivated user stop reading and writing within a bounded time, on every worker.
+
+Two ways, because a channel-layer broadcast is at-most-once:
+
+- fast: when a membership, an API key or a user changes (model signals, after the commit),
+  ``access.changed`` goes to the group of the user concerned; that user's sockets and long-lived
+  HTTP streams, on whatever worker, ask again at once;
+- safe: every connection asks again every ``ACCESS_RECHECK_SECONDS`` anyway (a lost
+  broadcast, a change made by a queryset ``update()`` that sends no signal).
+
+Asking again goes through the same resolvers as connecting did (``keys.authenticate`` and
+``keys.actor_for`` for a key, ``access.active_user`` for a token or cookie, then
+``access.get_session`` or the door's own check), so it can never disagree with them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.contrib.auth.models import AnonymousUser
+from django.db import transaction
+
+from sessions_app import dbexec, keys, log
+from sessions_app.access import Actor, active_user, get_session
+from sessions_app.conf import setting
+from sessions_app.domain.errors import SessionError, Unavailable
+
+logger = logging.getLogger(__name__)
+
+ACCESS_CHANGED = "access.changed"
+
+
+def user_group(user_pk: Any) -> str:
+    """The channel-layer group of every open connection acting as user ``user_pk``."""
+    return f"sessions_app.u{user_pk}"
+
+
+# --- asking again ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Grant:
+    """How a long-lived connection was let in, kept to ask again later."""
+
+    actor: Actor
+    api_key: str | None = None  # the key's text: asked again (revoked, re-scoped, user gone)
+
+
+def current_actor(grant: Grant) -> Actor:
+    """Who the connection acts as now (unauthenticated once its credential is revoked)."""
+    if grant.api_key is not None:
+        key = keys.authenticate(grant.api_key)
+        return keys.actor_for(key) if key is not None else Actor(AnonymousUser())
+    user = active_user(grant.actor.user.pk) if grant.actor.authenticated else None
+    return Actor(user or AnonymousUser(), grant.actor.sessions)
+
+
+Reach = Callable[[Actor, str], object]  # raises a SessionError when the actor may not
+
+
+def reachable(
+    grant: Grant, names: Iterable[str], reach: Reach = get_session
+) -> tuple[Actor, set[str]]:
+    """The connection's actor now, and which of ``names`` it may still read and write."""
+    actor = current_actor(grant)
+    allowed = set()
+    for name in names if actor.authenticated else ():
+        try:
+            reach(actor, name)
+        except Unavailable:
+            raise
+        except SessionError:
+            continue
+        allowed.add(name)
+    return actor, allowed
+
+
+def socket_grant(scope: dict[str, Any], actor: Actor) -> Grant:
+    """A WebSocket's grant: its ``Authorization: Bearer`` is an API key (``sessions_app.auth``)."""
+    from sessions_app.auth import _bearer
+
+    return Grant(actor, _bearer(scope))
+
+
+# --- telling the workers -----------------------------------------------------------------------
+
+
+def notify(*user_pks: Any) -> None:
+    """After the current transaction commits, tell these users' connections to ask again."""
+    pks = sorted({pk for pk in user_pks if pk is not None})
+    if pks:
+        transaction.on_commit(lambda: _broadcast(pks))
+
+
+def _broadcast(pks: list[Any]) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:  # called from async code (a sync ORM call allowed there): do not block its loop
+        asyncio.ensure_future(_send(layer, pks))
+        return
+    async_to_sync(_send)(layer, pks)
+
+
+async def _send(layer: Any, pks: list[Any]) -> None:
+    for pk in pks:
+        try:
+            await layer.group_send(user_group(pk), {"type": ACCESS_CHANGED})
+        except Exception:  # at most once anyway: the periodic re-check is the safety net
+            logger.warning("could not tell user %s's connections to ask again", pk, exc_info=True)
+
+
+def _membership_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
+    notify(instance.user_id)
+
+
+def _key_changed(sender: Any, instance: Any, created: bool = False, **kwargs: Any) -> None:
+    if not created:
+        notify(instance.user_id)
+
+
+def _key_scope_changed(sender: Any, instance: Any, action: str, pk_set: Any, **kwargs: Any) -> None:
+    from sessions_app.models import ApiKey
+
+    if not action.startswith("post_"):
+        return
+    if isinstance(instance, ApiKey):
+        notify(instance.user_id)
+    elif pk_set:  # changed from the session's side: pk_set holds keys
+        notify(*ApiKey.objects.filter(pk__in=pk_set).values_list("user_id", flat=True))
+
+
+def _user_saved(sender: Any, instance: Any, **kwargs: Any) -> None:
+    if not getattr(instance, "is_active", True):
+        notify(instance.pk)
+
+
+def _user_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
+    notify(instance.pk)
+
+
+def connect_signals() -> None:
+    from django.contrib.auth import get_user_model
+    from django.db.models.signals import m2m_changed, post_delete, post_save
+
+    from sessions_app.models import ApiKey, Membership
+
+    uid = "sessions_app.revocation."
+    post_delete.connect(_membership_deleted, sender=Membership, dispatch_uid=uid + "membership")
+    post_save.connect(_key_changed, sender=ApiKey, dispatch_uid=uid + "key")
+    post_delete.connect(_key_changed, sender=ApiKey, dispatch_uid=uid + "key_deleted")
+    m2m_changed.connect(
+        _key_scope_changed, sender=ApiKey.sessions.through, dispatch_uid=uid + "key_scope"
+    )
+    user = get_user_model()
+    post_save.connect(_user_saved, sender=user, dispatch_uid=uid + "user")
+    post_delete.connect(_user_deleted, sender=user, dispatch_uid=uid + "user_deleted")
+
+
+# --- WebSockets: the periodic re-check ---------------------------------------------------------
+
+_followers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, weakref.WeakSet[Any]] = (
+    weakref.WeakKeyDictionary()
+)
+_tasks: set[asyncio.Task[None]] = set()
+
+
+def follow(consumer: Any) -> None:
+    """Ask again, every ``ACCESS_RECHECK_SECONDS``, for ``consumer``'s subscriptions
+    (``consumer.grant``, ``consumer.subs``; the answer goes to ``consumer.access_checked``)."""
+    loop = asyncio.get_running_loop()
+    if loop not in _followers:
+        _followers[loop] = weakref.WeakSet()
+        task = loop.create_task(_watch(loop))
+        _tasks.add(task)
+        task.add_done_callback(_tasks.discard)
+    _followers[loop].add(consumer)
+
+
+def _check_all(work: list[tuple[Grant, list[str]]]) -> list[tuple[Actor, set[str]]]:
+    return [reachable(grant, names) for grant, names in work]
+
+
+async def check(loop: asyncio.AbstractEventLoop) -> None:
+    """Ask again for every authenticated socket of ``loop``, in one trip to the database."""
+    consumers = [c for c in list(_followers.get(loop, ())) if getattr(c, "grant", None)]
+    if not consumers:
+        return
+    work = [(c.grant, list(c.subs)) for c in consumers]
+    answers = await dbexec.run_read(_check_all, work)
+    for consumer, (_, names), (actor, allowed) in zip(consumers, work, answers, strict=True):
+        try:
+            await consumer.access_checked(actor, names, allowed)
+        except Exception:  # e.g. the client went away meanwhile; its disconnect cleans up
+            logger.debug("could not apply an access check", exc_info=True)
+
+
+async def _watch(loop: asyncio.AbstractEventLoop) -> None:
+    while True:
+        await asyncio.sleep(setting("ACCESS_RECHECK_SECONDS"))
+        try:
+            await check(loop)
+        except Exception:  # a database outage: keep what is open, ask again next time
+            logger.debug("access re-check failed", exc_info=True)
+
+
+# --- long-lived HTTP streams -------------------------------------------------------------------
+
+
+class Watch:
+    """Whether the reader of a long-lived HTTP stream may still read its session: asked again
+    every ``ACCESS_RECHECK_SECONDS``, and at once when its waiter hears ``access.changed``."""
+
+    def __init__(self, grant: Grant, name: str, reach: Reach = get_session) -> None:
+        self.grant, self.name, self.reach = grant, name, reach
+        authenticated = grant.actor.authenticated
+        self.groups = (user_group(grant.actor.user.pk),) if authenticated else ()
+        self.due = time.monotonic() + setting("ACCESS_RECHECK_SECONDS")
+        self.heard = False
+
+    def seconds_left(self) -> float:
+        """Seconds until the next periodic check (a waiter waits no longer than this)."""
+        return max(0.0, self.due - time.monotonic())
+
+    async def allowed(self) -> bool:
+        """False once the reader may no longer read the session (an anonymous reader of a
+        public stream has nothing to revoke)."""
+        if not self.groups or (not self.heard and time.monotonic() < self.due):
+            return True
+        self.heard = False
+        self.due = time.monotonic() + setting("ACCESS_RECHECK_SECONDS")
+        try:
+            _, allowed = await dbexec.run_read(reachable, self.grant, [self.name], self.reach)
+        except Unavailable:  # the database is away: keep the stream, ask again next time
+            return True
+        return self.name in allowed
+
+
+class Waiter(log.Waiter):
+    """The log's waiter that also hears its reader's ``access.changed`` (``watch.heard``)."""
+
+    def __init__(self, session_pk: int, watch: Watch | None = None, *groups: str) -> None:
+        super().__init__(session_pk, *groups, *(watch.groups if watch else ()))
+        self.watch = watch
+
+    async def wait(self, seconds: float) -> bool:
+        if self.watch is not None and self.watch.groups:
+            seconds = min(seconds, self.watch.seconds_left())
+        if self.channel is None:
+            await asyncio.sleep(seconds)
+            return False
+        try:
+            message = await asyncio.wait_for(self.layer.receive(self.channel), seconds)
+        except TimeoutError:
+            return False
+        if self.watch is not None and message.get("type") == ACCESS_CHANGED:
+            self.watch.heard = True
+        return True
