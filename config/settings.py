@@ -130,14 +130,19 @@ LOGGING = {
     "disable_existing_loggers": False,
     # LOG_FORMAT=json: one JSON object per line, with session, run and producer ids.
     "formatters": {"json": {"()": "sessions_app.logs.JsonFormatter"}},
+    # Signed tokens ride in query strings (?token=): no log line keeps one.
+    "filters": {"redact_tokens": {"()": "sessions_app.logs.RedactTokens"}},
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
+            "filters": ["redact_tokens"],
             **({"formatter": "json"} if os.environ.get("LOG_FORMAT") == "json" else {}),
         }
     },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {
+        # uvicorn's request lines, through the redacting handler instead of uvicorn's own.
+        "uvicorn.access": {"handlers": ["console"], "propagate": False},
         "django.channels.server": {"level": "WARNING"},
         "httpx": {"level": "WARNING"},  # the demo agent's polling is not news
     },

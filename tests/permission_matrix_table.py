@@ -159,6 +159,16 @@ def render() -> str:
         "Browsers may also use the Django session cookie wherever a token is accepted; "
         "unsafe requests authenticated by the cookie need the CSRF token.",
         "",
+        "Signed tokens: send them as `Authorization: Bearer <token>` wherever the client "
+        "can set a header (REST, Durable Streams, AG-UI / AI SDK, agents). A browser's "
+        "WebSocket (and EventSource) cannot, so there the token goes in the query string "
+        "(`?token=`). A query string is easier to leak than a header: proxies and servers "
+        "log request lines, and browsers keep URLs in their history. That is why tokens are "
+        "short-lived (`TOKEN_MAX_AGE`, 300 s) and may be limited to the sessions they open; "
+        "the demo site's logs (and `sessions_app.logs.JsonFormatter` / `RedactTokens` in "
+        "yours) replace every `token=` value with `[redacted]`. Redact it in your proxy's "
+        "access log too (daphne writes none unless given `--access-log`).",
+        "",
         "## Known deviations",
         "",
     ]

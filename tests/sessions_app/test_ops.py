@@ -8,7 +8,7 @@ import logging
 import pytest
 from django.test import AsyncClient, Client
 
-from sessions_app.logs import JsonFormatter
+from sessions_app.logs import JsonFormatter, RedactTokens
 from tests.sessions_app.conftest import connect, text
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -116,3 +116,14 @@ def test_json_log_lines_carry_the_ids():
         "agent-1",
         "stream_closed",
     )
+
+
+def test_log_lines_never_carry_a_signed_token():
+    line = '%s - "%s %s HTTP/%s" %d'
+    args = ("127.0.0.1:5", "GET", "/ws/sessions/?after=1&token=abc.DEF:ghi", "1.1", 101)
+    record = logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1, line, args, None)
+    assert RedactTokens().filter(record)
+    assert "/ws/sessions/?after=1&token=[redacted]" in record.getMessage()
+    assert "abc.DEF" not in record.getMessage() and record.args[4] == 101
+    raw = logging.LogRecord("x", logging.INFO, __file__, 1, "GET /v1/s?token=T0K&x=1", (), None)
+    assert json.loads(JsonFormatter().format(raw))["message"] == "GET /v1/s?token=[redacted]&x=1"
