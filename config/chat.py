@@ -15,7 +15,15 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import path, reverse_lazy
 from django.views.decorators.http import require_POST
 
-from sessions_app.access import check_creatable_name, mint_token, visible_to
+from sessions_app.access import (
+    Actor,
+    check_can_create,
+    check_creatable_name,
+    mint_token,
+    visible_to,
+)
+from sessions_app.api import status_of
+from sessions_app.domain.errors import SessionError
 from sessions_app.models import Session, new_session_name
 
 LOGIN_URL = reverse_lazy("chat:login")
@@ -49,7 +57,11 @@ def room(request: HttpRequest, name: str) -> HttpResponse:
 def new_session(request: HttpRequest) -> HttpResponse:
     title = request.POST.get("title", "").strip()[:200] or "New chat"
     name = new_session_name()
-    check_creatable_name(name)  # generated names are never reserved; every create path asks
+    try:
+        check_can_create(Actor(request.user))
+        check_creatable_name(name)  # generated names are never reserved; every create path asks
+    except SessionError as exc:
+        return HttpResponse(exc.message, status=status_of(exc), content_type="text/plain")
     session = Session.objects.create(name=name, owner=request.user, title=title)
     return redirect("chat:room", name=session.name)
 

@@ -9,7 +9,7 @@ from typing import Any
 from django.core import signing
 from django.db.models import Q, QuerySet
 
-from sessions_app.domain.errors import Conflict, NotFound
+from sessions_app.domain.errors import Conflict, Forbidden, LimitExceeded, NotFound
 from sessions_app.models import Session
 
 TOKEN_SALT = "sessions_app.token"
@@ -52,6 +52,23 @@ def check_creatable_name(name: str) -> None:
 
     if any(name.startswith(prefix) for prefix in setting("RESERVED_NAME_PREFIXES")):
         raise Conflict("a session with this name exists", name=name)
+
+
+def check_can_create(actor: Actor) -> None:
+    """Refuse a new session to an actor limited to some sessions, and to a user at the quota.
+
+    A key (or token) scoped to some sessions acts inside them only: it makes no new ones.
+    """
+    from sessions_app.conf import setting
+
+    if actor.sessions is not None:
+        raise Forbidden("a key scoped to some sessions cannot create sessions")
+    most = setting("MAX_SESSIONS_PER_USER")
+    if most is not None and Session.objects.filter(owner=actor.user, deleted=False).count() >= most:
+        raise LimitExceeded(
+            f"you own {most} sessions, the most allowed; delete some first",
+            limit="sessions_per_user",
+        )
 
 
 def get_session(actor: Actor, name: object) -> Session:

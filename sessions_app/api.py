@@ -25,12 +25,19 @@ from ninja import Query, Router, Status
 from ninja.security import HttpBearer, django_auth
 
 from sessions_app import dbexec, keys, log, runs, services
-from sessions_app.access import Actor, check_creatable_name, get_session, visible_to
+from sessions_app.access import (
+    Actor,
+    check_can_create,
+    check_creatable_name,
+    get_session,
+    visible_to,
+)
 from sessions_app.conf import setting
 from sessions_app.domain import control
 from sessions_app.domain.errors import (
     BadRequest,
     Conflict,
+    Forbidden,
     LimitExceeded,
     NotFound,
     OffsetExpired,
@@ -69,6 +76,7 @@ from sessions_app.schemas import (
 STATUS = {
     BadRequest: 400,
     Unauthenticated: 401,
+    Forbidden: 403,
     NotFound: 404,
     Conflict: 409,
     OffsetExpired: 410,
@@ -76,7 +84,7 @@ STATUS = {
 }
 NINJA_CODES = {400: "bad_request", 401: "unauthenticated", 403: "forbidden", 404: "not_found",
                405: "method_not_allowed", 422: "invalid_input"}  # fmt: skip
-ERRORS: dict[Any, Any] = {frozenset({400, 401, 404, 409, 410, 413, 422, 503}): ErrorOut}
+ERRORS: dict[Any, Any] = {frozenset({400, 401, 403, 404, 409, 410, 413, 422, 503}): ErrorOut}
 MAX_PAGE = 1000
 
 
@@ -260,7 +268,9 @@ def _users(usernames: list[str]) -> list[Any]:
 
 @router.post("/", response={201: SessionOut, **ERRORS}, summary="Create a session")
 def create_session(request: HttpRequest, payload: SessionIn) -> Any:
-    owner = actor(request).user
+    who = actor(request)
+    owner = who.user
+    check_can_create(who)
     if payload.name:
         check_creatable_name(payload.name)
     if payload.name and Session.objects.filter(name=payload.name).exists():

@@ -69,6 +69,16 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 id="sessions_app.E003",
             )
         )
+    most = config["MAX_SESSIONS_PER_USER"]
+    if most is not None and (not isinstance(most, int) or isinstance(most, bool) or most <= 0):
+        errors.append(
+            Error(
+                f"SESSIONS_APP['MAX_SESSIONS_PER_USER'] must be None or a positive integer, "
+                f"not {most!r}.",
+                hint="None: no limit; the default is 10000.",
+                id="sessions_app.E006",
+            )
+        )
     window = config["GROUP_COMMIT_WINDOW"]
     if not isinstance(window, int | float) or isinstance(window, bool) or not 0 <= window <= 1:
         errors.append(

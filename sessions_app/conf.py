@@ -57,6 +57,8 @@ DEFAULTS: dict[str, Any] = {
     # A running run with no append and no heartbeat for this many seconds is ended with
     # RUN_ERROR code "agent_lost". None: never.
     "AGENT_HEARTBEAT_TIMEOUT": 60,
+    # Sessions one user may own (deleted ones do not count); None: no limit.
+    "MAX_SESSIONS_PER_USER": 10000,
     # Session names starting with one of these prefixes are kept for the site's own code (the
     # demo site's job bridge uses "mlexec-job-"): no door lets a user or key create one.
     "RESERVED_NAME_PREFIXES": (),

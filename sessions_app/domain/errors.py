@@ -5,6 +5,7 @@ SessionError
  │    ├── BadOffset
  │    └── BadEvent
  ├── NotFound              (absent or forbidden: the same answer)
+ ├── Forbidden             (an action the credential may never take, whatever the session)
  ├── Conflict
  │    ├── StreamClosed
  │    ├── ProducerStaleEpoch
@@ -87,3 +88,9 @@ class RunExists(Conflict):
 
 class Unauthenticated(SessionError):
     code = "unauthenticated"
+
+
+class Forbidden(SessionError):
+    """Known caller, refused an action its credential does not allow (a scoped key creating)."""
+
+    code = "forbidden"

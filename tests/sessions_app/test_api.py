@@ -444,3 +444,29 @@ def test_unknown_and_inactive_members_answer_alike_without_their_names(
         answers.add(reply.content)
     assert len(answers) == 1, answers
     assert Session.objects.count() == 1
+
+
+def test_a_scoped_key_cannot_create_sessions(api, alice, session):
+    agent = Client()
+    scoped = post(api, "/keys/", {"name": "scoped", "sessions": ["chat-1"]}).json()["key"]
+    refused = post(agent, "/", {"title": "x", "members": ["alice"]}, **bearer(scoped))
+    assert (refused.status_code, refused.json()["code"]) == (403, "forbidden")
+    assert Session.objects.count() == 1
+    unscoped = post(api, "/keys/", {"name": "all", "all_sessions": True}).json()["key"]
+    assert post(agent, "/", {"title": "x"}, **bearer(unscoped)).status_code == 201
+
+
+def test_sessions_per_user_have_a_ceiling(api, alice, bob, session, settings):
+    settings.SESSIONS_APP = {"MAX_SESSIONS_PER_USER": 2}
+    assert post(api, "/", {"title": "second"}).status_code == 201
+    refused = post(api, "/", {"title": "third"})
+    assert (refused.status_code, refused.json()["code"]) == (413, "limit_exceeded")
+    assert refused.json()["limit"] == "sessions_per_user"
+    chat = api.post("/chat/new/", {"title": "third"})
+    assert chat.status_code == 413
+    assert Session.objects.filter(owner=alice).count() == 2
+    other = Client()
+    other.force_login(bob)
+    assert post(other, "/", {"title": "bob's"}).status_code == 201
+    Session.objects.filter(name="chat-1").update(deleted=True)  # deleted ones do not count
+    assert post(api, "/", {"title": "third"}).status_code == 201

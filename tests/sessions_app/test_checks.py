@@ -26,6 +26,7 @@ def test_the_defaults_pass(settings):
         ({"MAX_FRAMES_PER_SECOND": "50"}, "sessions_app.E002"),
         ({"RETENTION_DAYS": -1}, "sessions_app.E003"),
         ({"GROUP_COMMIT_WINDOW": 5}, "sessions_app.E004"),
+        ({"MAX_SESSIONS_PER_USER": 0}, "sessions_app.E006"),
     ],
 )
 def test_each_bad_setting_has_its_check(value, expected, settings):
