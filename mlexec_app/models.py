@@ -47,7 +47,9 @@ class Project(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="mlexec_projects"
     )
     name = models.CharField(max_length=200)
-    slug = models.SlugField(max_length=100, unique=True)
+    # Unique per owner: a slug another user holds is free to you, so creating a project tells
+    # nothing about other users' projects.
+    slug = models.SlugField(max_length=100)
     problem_statement = models.TextField(blank=True)
     data_type = models.CharField(max_length=20, choices=DataType.choices, default=DataType.OTHER)
     abstraction_layer = models.CharField(
@@ -73,6 +75,9 @@ class Project(models.Model):
 
     class Meta:
         ordering = ["-updated_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "slug"], name="mlexec_project_owner_slug")
+        ]
 
     def __str__(self) -> str:
         return self.name

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.text import slugify
@@ -74,10 +74,10 @@ def direction(project: Project) -> Direction:
     return Direction(project.metric_direction)
 
 
-def _unique_slug(name: str) -> str:
+def _unique_slug(owner: Any, name: str) -> str:
     base = slugify(name)[:90] or "project"
     slug, n = base, 1
-    while Project.objects.filter(slug=slug).exists():
+    while Project.objects.filter(owner=owner, slug=slug).exists():
         n += 1
         slug = f"{base}-{n}"
     return slug
@@ -154,18 +154,28 @@ PROJECT_FIELDS = (
 
 @transaction.atomic
 def create_project(owner: Any, *, name: str, slug: str = "", **fields: Any) -> Project:
-    """Create a project; the slug is derived from the name when not given."""
+    """Create a project; the slug is derived from the name when not given.
+
+    Slugs are unique per owner: only the owner's own projects can make a slug taken, so the
+    answer never depends on what other users have.
+    """
     all_printable({"name": name, "slug": slug, **fields})
     unknown = set(fields) - set(PROJECT_FIELDS) - {"stage"}
     if unknown:
         raise InvalidInput(f"Unknown project fields: {sorted(unknown)}.")
     for key in ("target_value", "human_level"):
         _fraction(key, fields.get(key))
-    if slug and Project.objects.filter(slug=slug).exists():
-        raise InvalidInput(f"The slug {slug!r} is taken.", code="slug_taken")
-    project = Project(owner=owner, name=name, slug=slug or _unique_slug(name), **fields)
+    if slug and Project.objects.filter(owner=owner, slug=slug).exists():
+        raise InvalidInput(f"You already have a project {slug!r}.", code="slug_taken")
+    project = Project(owner=owner, name=name, slug=slug or _unique_slug(owner, name), **fields)
     _full_clean(project)
-    project.save()
+    try:
+        with transaction.atomic():
+            project.save()
+    except IntegrityError:  # the same owner created the same slug a moment ago
+        raise InvalidInput(
+            f"You already have a project {project.slug!r}.", code="slug_taken"
+        ) from None
     return project
 
 
@@ -716,7 +726,14 @@ def find_project(ref: str | int, queryset: QuerySet[Project] | None = None) -> P
     # and reads the second as 1); beyond a 63-bit id it can only be a slug.
     is_id = text.isascii() and text.isdigit() and int(text) <= ID_MAX
     project = qs.filter(pk=int(text)).first() if is_id else None
-    project = project or qs.filter(slug=text).first()
+    if project is None:
+        # Slugs are unique per owner: only a view over several owners (the CLI's) sees two.
+        found = list(qs.filter(slug=text)[:2])
+        if len(found) > 1:
+            raise InvalidInput(
+                f"Several users have a project {text!r}; name it by id.", code="ambiguous_slug"
+            )
+        project = found[0] if found else None
     if project is None:
         raise NotFound(f"No project {text!r}.")
     return project

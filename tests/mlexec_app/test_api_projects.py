@@ -255,3 +255,35 @@ def test_non_ascii_digits_in_a_path_are_not_an_id(api, project):
         assert (response.status_code, response.json()["code"]) == (404, "not_found"), ref
         assert api.get(f"/projects/{ref}/runs").status_code == 404
     assert api.get(f"/projects/{project.pk}").json()["slug"] == project.slug
+
+
+def test_a_slug_another_user_has_answers_like_a_free_one(api, other_user):
+    from mlexec_app import services
+
+    services.create_project(other_user, name="Secret plan", slug="secret-plan")
+    services.create_project(other_user, name="Merger")
+    taken = api.post("/projects", {"name": "Mine", "slug": "secret-plan"})
+    free = api.post("/projects", {"name": "Mine too", "slug": "open-plan"})
+    assert (taken.status_code, free.status_code) == (201, 201)
+    assert taken.json()["slug"] == "secret-plan"
+    # A slug derived from the name does not count other users' projects either.
+    assert api.post("/projects", {"name": "Merger"}).json()["slug"] == "merger"
+    # Each reads their own project by the shared slug.
+    assert api.get("/projects/secret-plan").json()["name"] == "Mine"
+    # Only your own projects make a slug taken.
+    again = api.post("/projects", {"name": "Again", "slug": "secret-plan"})
+    assert (again.status_code, again.json()["code"]) == (422, "slug_taken")
+    assert Project.objects.filter(slug="secret-plan").count() == 2
+
+
+def test_the_cli_asks_for_an_id_when_a_slug_is_shared(user, other_user):
+    from mlexec_app import services
+    from mlexec_app.exceptions import InvalidInput
+
+    mine = services.create_project(user, name="Same")
+    services.create_project(other_user, name="Same")
+    with pytest.raises(InvalidInput) as info:
+        services.find_project("same")
+    assert info.value.code == "ambiguous_slug"
+    assert services.find_project(str(mine.pk)) == mine
+    assert services.find_project("same", Project.objects.filter(owner=user)) == mine

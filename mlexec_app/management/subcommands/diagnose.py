@@ -9,7 +9,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from mlexec_app import reports, services
-from mlexec_app.exceptions import NotFound
+from mlexec_app.exceptions import MlexecError
 from mlexec_app.management.subcommands import Subcommand
 
 
@@ -24,7 +24,7 @@ class Diagnose(Subcommand):
     def handle(self, command: BaseCommand, **options: Any) -> None:
         try:
             project = services.find_project(options["project"])
-        except NotFound as exc:
+        except MlexecError as exc:  # not found, or a slug several users have
             raise CommandError(exc.message) from exc
         if options["json"]:
             payload = reports.diagnosis_payload(project, services.diagnose_project(project))
