@@ -343,23 +343,28 @@ class SessionConsumer(AsyncWebsocketConsumer):
         except Exception:  # e.g. the client went away meanwhile; the append stands
             logger.warning("could not acknowledge publish %r", frame_id, exc_info=True)
 
+    # A device's writing frames may carry a ``producer`` like a publish, so a frame re-sent
+    # after a reconnect lands once and its repeat gets the same ack; with a client-chosen
+    # ``message`` id, that ack names the message that landed.
+
     async def op_send_message(self, frame: dict[str, Any]) -> None:
-        message, events = control.user_message(frame.get("text"))
-        await self._append(frame, services.request(0, events), message=message)
+        message, events = control.user_message(frame.get("text"), frame.get("message"))
+        append = services.request(0, events, frame.get("producer"))
+        await self._append(frame, append, message=message)
 
     async def op_cancel(self, frame: dict[str, Any]) -> None:
-        await self._append(
-            frame, services.request(0, control.cancel(frame.get("run"), frame.get("reason")))
-        )
+        events = control.cancel(frame.get("run"), frame.get("reason"))
+        await self._append(frame, services.request(0, events, frame.get("producer")))
 
     async def op_steer(self, frame: dict[str, Any]) -> None:
-        await self._append(
-            frame, services.request(0, control.steer(frame.get("run"), frame.get("text")))
-        )
+        events = control.steer(frame.get("run"), frame.get("text"))
+        await self._append(frame, services.request(0, events, frame.get("producer")))
 
     async def op_interrupt(self, frame: dict[str, Any]) -> None:
-        message, events = control.interrupt(frame.get("run"), frame.get("text"))
-        await self._append(frame, services.request(0, events), message=message)
+        run, text, wanted = frame.get("run"), frame.get("text"), frame.get("message")
+        message, events = control.interrupt(run, text, wanted)
+        append = services.request(0, events, frame.get("producer"))
+        await self._append(frame, append, message=message)
 
     async def op_heartbeat(self, frame: dict[str, Any]) -> None:
         pk = await self._authorize(frame.get("session"))

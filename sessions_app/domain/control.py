@@ -61,7 +61,9 @@ def steer(run: object, text: object) -> list[dict[str, Any]]:
     return [{"type": "STEER", "run": _run(run, required=True), "data": {"text": _text(text)}}]
 
 
-def interrupt(run: object, text: object) -> tuple[str, list[dict[str, Any]]]:
+def interrupt(
+    run: object, text: object, message: str | None = None
+) -> tuple[str, list[dict[str, Any]]]:
     """Cancel (one run or all), then a new user message, in one append."""
-    mid, message = user_message(text)
-    return mid, [*cancel(run, reason="interrupt"), *message]
+    mid, message_events = user_message(text, message)
+    return mid, [*cancel(run, reason="interrupt"), *message_events]
