@@ -17,7 +17,8 @@ Mapping (log → AG-UI):
   SUBAGENT_ERROR ``{code: cancelled}`` (SUBAGENT_FINISHED knows no cancelled outcome);
 - TEXT_MESSAGE_*, TOOL_CALL_*, STATE_*, STEP_*, REASONING_*, RAW, CUSTOM → the same names;
   TEXT_MESSAGE_CHUNK → START (if needed) + CONTENT;
-- our live control (CANCEL, STEER, CONTROL_ACK) → CUSTOM events of those names;
+- our live control (CANCEL, STEER, CONTROL_ACK) → CUSTOM events named ``sessions.CANCEL``...
+  (namespaced, as AG-UI asks of custom names, so they cannot collide with an agent's own);
 - ``time`` → ``timestamp``; the offset is never in the event (the door puts it in ``id:``).
 
 Not mapped (skipped, see docs/sessions/agui.md): MESSAGES_SNAPSHOT written into the log,
@@ -38,6 +39,7 @@ PROTOCOL_VERSION: Final = "1.0"
 TEXT_ROLES: Final = frozenset({"assistant", "user", "system", "developer"})
 SNAPSHOT_ROLES: Final = frozenset({"assistant", "user", "system", "developer"})
 CONTROL: Final = frozenset({"CANCEL", "STEER", "CONTROL_ACK"})
+CONTROL_NAMESPACE: Final = "sessions."
 Event = dict[str, Any]
 
 
@@ -377,7 +379,8 @@ class RunStream:
         value = {key: val for key, val in data.items() if val is not None}
         if run:
             value["run"] = run
-        return [_owned({"type": "CUSTOM", "name": event["type"], "value": value}, owner)]
+        name = CONTROL_NAMESPACE + event["type"]
+        return [_owned({"type": "CUSTOM", "name": name, "value": value}, owner)]
 
 
 def _owned(event: Event, owner: str | None) -> Event:

@@ -137,6 +137,8 @@ async def test_without_an_agent_the_stream_ends_with_an_error_and_the_message_st
     assert [e["type"] for e in events] == ["RUN_STARTED", "RUN_ERROR"]
     assert (events[0]["threadId"], events[0]["runId"]) == ("chat-1", "client-run")
     assert events[1]["code"] == "no_agent" and events[1]["message"]
+    validate = pytest.importorskip("ag_ui_validate.pytest_plugin")
+    validate.assert_valid_agui(events, max_warnings=0)  # AGUI001 flagged the lone RUN_ERROR
     assert [e["type"] for e in await entries(session)][-1] == "TEXT_MESSAGE_END"
 
 

@@ -151,7 +151,7 @@ def test_live_control_is_visible_as_custom_events():
         {"type": "CONTROL_ACK", "run": "r1", "data": {"action": "cancel", "control": "x"}},
     ]
     events, _ = mapped(log)
-    assert events[1] == {"type": "CUSTOM", "name": "CANCEL", "value": {"reason": "stop"},
+    assert events[1] == {"type": "CUSTOM", "name": "sessions.CANCEL", "value": {"reason": "stop"},
                          "timestamp": 5}  # fmt: skip
     assert events[2]["value"]["action"] == "cancel"
 
