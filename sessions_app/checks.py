@@ -8,6 +8,7 @@ from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 
 from sessions_app.conf import DEFAULTS, get_config
+from sessions_app.ops import allowed_networks
 
 POSITIVE_INTS = (
     "MAX_FRAME_BYTES",
@@ -77,6 +78,19 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 f"not {most!r}.",
                 hint="None: no limit; the default is 10000.",
                 id="sessions_app.E006",
+            )
+        )
+    allowed_ips = config["METRICS_ALLOWED_IPS"]
+    if allowed_ips is not None and (
+        not isinstance(allowed_ips, list | tuple)
+        or len(allowed_networks(allowed_ips)) != len(allowed_ips)
+    ):
+        errors.append(
+            Error(
+                "SESSIONS_APP['METRICS_ALLOWED_IPS'] must be None or a list of IP addresses or "
+                f"networks, not {allowed_ips!r}.",
+                hint="For example ['127.0.0.1', '10.0.0.0/8'].",
+                id="sessions_app.E007",
             )
         )
     window = config["GROUP_COMMIT_WINDOW"]

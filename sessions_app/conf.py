@@ -42,9 +42,11 @@ DEFAULTS: dict[str, Any] = {
     # A run whose agent has not acknowledged a cancel within this many seconds is marked
     # cancelled (reason: timeout) and refuses further appends.
     "CANCEL_ACK_TIMEOUT": 10,
-    # Prometheus metrics at /metrics (sessions_app.ops): on or off, and an optional bearer token.
+    # Prometheus metrics at /metrics (sessions_app.ops): on or off. Closed unless a bearer
+    # token or an allow-list of client addresses (IPs or networks, e.g. "10.0.0.0/8") opens it.
     "METRICS_ENABLED": True,
     "METRICS_TOKEN": None,
+    "METRICS_ALLOWED_IPS": None,
     # Seconds a REST long-poll for new entries waits at most.
     "REST_LONG_POLL_MAX": 30,
     # Past this many bytes waiting for a client, the server sends nothing more to it until it

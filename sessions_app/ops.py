@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 import time
 from typing import Any
 
@@ -62,23 +63,58 @@ async def ready(request: HttpRequest) -> JsonResponse:
     )
 
 
+def _from_allowed_address(request: HttpRequest) -> bool:
+    allowed = setting("METRICS_ALLOWED_IPS")
+    if not allowed:
+        return False
+    try:
+        client = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
+    except ValueError:
+        return False
+    return any(client in net for net in allowed_networks(allowed))
+
+
+def allowed_networks(allowed: object) -> list[Any]:
+    """The networks of METRICS_ALLOWED_IPS; an entry that is none is skipped (and reported by
+    the system check sessions_app.E007)."""
+    networks = []
+    for entry in allowed if isinstance(allowed, list | tuple) else []:
+        try:
+            networks.append(ipaddress.ip_network(str(entry), strict=False))
+        except ValueError:
+            continue
+    return networks
+
+
+def _refusal(request: HttpRequest) -> HttpResponse | None:
+    """Why /metrics is refused to this request, if it is: it is closed unless a token or an
+    address allow-list opens it (it tells the count of sessions, runs and sockets)."""
+    if _from_allowed_address(request):
+        return None
+    token = setting("METRICS_TOKEN")
+    if not token:
+        return JsonResponse(
+            {"code": "forbidden", "message": "metrics are closed to this address"}, status=403
+        )
+    given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+    # As bytes: compare_digest refuses non-ASCII text, and a header may carry any.
+    if hmac.compare_digest(given.encode(), str(token).encode()):
+        return None
+    return JsonResponse(
+        {"code": "unauthenticated", "message": "send Authorization: Bearer <METRICS_TOKEN>"},
+        status=401,
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
 def prometheus(request: HttpRequest) -> HttpResponse:
-    """Prometheus metrics; ``METRICS_ENABLED`` turns it off, ``METRICS_TOKEN`` protects it."""
+    """Prometheus metrics: ``METRICS_ENABLED`` turns them off; ``METRICS_TOKEN`` or
+    ``METRICS_ALLOWED_IPS`` opens them (neither set: closed)."""
     if not setting("METRICS_ENABLED") or metrics.REGISTRY is None:
         return HttpResponse(status=404)
-    token = setting("METRICS_TOKEN")
-    if token:
-        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-        # As bytes: compare_digest refuses non-ASCII text, and a header may carry any.
-        if not hmac.compare_digest(given.encode(), str(token).encode()):
-            return JsonResponse(
-                {
-                    "code": "unauthenticated",
-                    "message": "send Authorization: Bearer <METRICS_TOKEN>",
-                },
-                status=401,
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+    refused = _refusal(request)
+    if refused is not None:
+        return refused
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
     metrics.register_collectors()

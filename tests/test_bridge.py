@@ -65,7 +65,8 @@ def test_a_stop_in_the_session_cancels_the_job(project):
     assert Run.objects.get(run_id=run_id(job)).status == "cancelled"
 
 
-def test_metrics_report_jobs_by_status_and_duration(project, client):
+def test_metrics_report_jobs_by_status_and_duration(project, client, settings):
+    settings.SESSIONS_APP = {**settings.SESSIONS_APP, "METRICS_ALLOWED_IPS": ["127.0.0.1"]}
     jobs.start_job(project, "digits", diagnostics=["baseline"], params=FAST)
     body = client.get("/metrics").content.decode()
     assert (

@@ -27,6 +27,8 @@ def test_the_defaults_pass(settings):
         ({"RETENTION_DAYS": -1}, "sessions_app.E003"),
         ({"GROUP_COMMIT_WINDOW": 5}, "sessions_app.E004"),
         ({"MAX_SESSIONS_PER_USER": 0}, "sessions_app.E006"),
+        ({"METRICS_ALLOWED_IPS": ["10.0.0.0/8", "intranet"]}, "sessions_app.E007"),
+        ({"METRICS_ALLOWED_IPS": "127.0.0.1"}, "sessions_app.E007"),
     ],
 )
 def test_each_bad_setting_has_its_check(value, expected, settings):

@@ -45,7 +45,8 @@ async def test_ready_reports_a_broken_channel_layer(settings):
     assert reply.json()["checks"]["channel_layer"]["ok"] is False
 
 
-async def test_metrics_count_appends_deliveries_and_runs(alice, session):
+async def test_metrics_count_appends_deliveries_and_runs(alice, session, settings):
+    settings.SESSIONS_APP = {"METRICS_ALLOWED_IPS": ["127.0.0.1"]}
     before = (await AsyncClient().get("/metrics")).content.decode()
     async with connect(alice) as writer, connect(alice) as reader:
         await reader.subscribe("chat-1")
@@ -68,7 +69,10 @@ async def test_metrics_count_appends_deliveries_and_runs(alice, session):
 
 
 async def test_metrics_count_durable_streams_appends_too(settings):
-    settings.SESSIONS_APP = {"ANONYMOUS_STREAM_PREFIX": "public/"}
+    settings.SESSIONS_APP = {
+        "ANONYMOUS_STREAM_PREFIX": "public/",
+        "METRICS_ALLOWED_IPS": ["::1", "127.0.0.0/8"],
+    }
     client, url, json_type = AsyncClient(), "/v1/stream/public/metered", "application/json"
     assert (await client.put(url, data=b"[]", content_type=json_type)).status_code == 201
     before = (await client.get("/metrics")).content.decode()
@@ -94,6 +98,19 @@ def test_metrics_can_be_protected_or_turned_off(settings):
     assert Client().get("/metrics", headers={"Authorization": "Bearer s3cret"}).status_code == 200
     settings.SESSIONS_APP = {"METRICS_ENABLED": False}
     assert Client().get("/metrics").status_code == 404
+
+
+def test_metrics_are_closed_unless_a_token_or_an_address_list_opens_them(settings):
+    closed = Client().get("/metrics")
+    assert (closed.status_code, closed.json()["code"]) == (403, "forbidden")
+    assert b"sessions_" not in closed.content
+    settings.SESSIONS_APP = {"METRICS_ALLOWED_IPS": ["10.0.0.0/8"]}
+    assert Client().get("/metrics", REMOTE_ADDR="10.1.2.3").status_code == 200
+    assert Client().get("/metrics", REMOTE_ADDR="192.168.1.5").status_code == 403
+    settings.SESSIONS_APP = {"METRICS_ALLOWED_IPS": ["10.0.0.0/8"], "METRICS_TOKEN": "t"}
+    assert Client().get("/metrics", REMOTE_ADDR="192.168.1.5").status_code == 401
+    bearer = {"Authorization": "Bearer t"}
+    assert Client().get("/metrics", REMOTE_ADDR="192.168.1.5", headers=bearer).status_code == 200
 
 
 def test_a_non_ascii_metrics_token_is_refused_with_a_code(settings):
