@@ -37,7 +37,7 @@ class StartJobForm(forms.ModelForm):
 
     def clean(self) -> dict[str, Any]:
         """The API's rules: registered datasets and factories, or the project's data folder."""
-        data = super().clean()
+        data = super().clean() or {}
         project, dataset = data.get("project"), data.get("dataset")
         if project is not None and dataset:
             try:
