@@ -61,10 +61,12 @@ def check_client_rules(events):
             assert event["toolCallId"] in open_tools
             if kind == "TOOL_CALL_END":
                 open_tools.discard(event["toolCallId"])
-        elif kind == "STEP_STARTED":
-            open_steps.add(event["stepName"])
+        elif kind == "STEP_STARTED":  # the client keeps each sub-agent's steps apart
+            step = (event["stepName"], event.get("subagentRunId"))
+            assert step not in open_steps, f"step {step} is already active"
+            open_steps.add(step)
         elif kind == "STEP_FINISHED":
-            open_steps.remove(event["stepName"])
+            open_steps.remove((event["stepName"], event.get("subagentRunId")))
         elif kind == "SUBAGENT_STARTED":
             assert event["subagentRunId"] not in subagents
             subagents.add(event["subagentRunId"])
