@@ -22,7 +22,8 @@ from django.core.exceptions import RequestDataTooBig
 from django.db import IntegrityError, transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from ninja import Query, Router, Status
-from ninja.security import HttpBearer, django_auth
+from ninja.security import HttpBearer
+from ninja.security import SessionAuth as NinjaSessionAuth
 
 from sessions_app import dbexec, keys, log, runs, services
 from sessions_app.access import (
@@ -93,6 +94,17 @@ class ApiKeyAuth(HttpBearer):
 
     def authenticate(self, request: HttpRequest, token: str) -> ApiKey | None:
         return keys.authenticate(token)
+
+
+class SessionAuth(NinjaSessionAuth):
+    """The Django session cookie. CSRF is checked only when the cookie authenticates the
+    request: a write with no credential (or a wrong key) answers 401 unauthenticated, while a
+    cookie-authenticated write without the CSRF token still answers 403."""
+
+    def _get_key(self, request: HttpRequest) -> str | None:
+        if not request.user.is_authenticated:
+            return None
+        return super()._get_key(request)
 
 
 def actor(request: HttpRequest) -> Actor:
@@ -225,7 +237,7 @@ def coded_errors(view: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-router = Router(tags=["sessions"], auth=[ApiKeyAuth(), django_auth])
+router = Router(tags=["sessions"], auth=[ApiKeyAuth(), SessionAuth()])
 router.add_decorator(coded_errors, mode="view")
 router.add_decorator(domain_errors, mode="operation")
 

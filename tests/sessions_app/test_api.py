@@ -470,3 +470,17 @@ def test_sessions_per_user_have_a_ceiling(api, alice, bob, session, settings):
     assert post(other, "/", {"title": "bob's"}).status_code == 201
     Session.objects.filter(name="chat-1").update(deleted=True)  # deleted ones do not count
     assert post(api, "/", {"title": "third"}).status_code == 201
+
+
+def test_writes_without_credentials_answer_401_and_cookie_writes_still_need_csrf(alice, session):
+    for headers in ({}, bearer("dsk_nothing_here"), bearer("dsk_abc_def")):
+        anonymous = Client(enforce_csrf_checks=True)
+        for path, body in (("/", {"title": "x"}), ("/chat-1/events", {"events": [text("x")]})):
+            refused = post(anonymous, path, body, **headers)
+            assert (refused.status_code, refused.json()["code"]) == (401, "unauthenticated")
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(alice)
+    refused = post(browser, "/", {"title": "x"})
+    assert (refused.status_code, refused.json()["code"]) == (403, "forbidden")
+    assert "CSRF" in refused.json()["message"]
+    assert Session.objects.count() == 1 and entries(session) == 0
