@@ -3,8 +3,9 @@
 Mounted through ``urls.py`` the door works in any site, but every request then pays for the
 site's middleware (sessions, CSRF, messages, clickjacking...), which under ASGI means a
 thread hop per middleware and dominates a small append. ``with_streams`` answers the door's
-requests with a Django handler whose only "middleware" is the door itself; everything else
-goes to the site's application unchanged::
+requests with a Django handler whose only "middleware" is the door itself, plus the hooks of
+the site's own ``SecurityMiddleware`` and ``XFrameOptionsMiddleware`` (headers only, no I/O);
+everything else goes to the site's application unchanged::
 
     application = ProtocolTypeRouter(
         {"http": with_streams(django_asgi_app), "websocket": websocket_application()}
@@ -26,6 +27,8 @@ from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.core.handlers.exception import response_for_exception
 from django.http import HttpRequest, HttpResponseBase
+from django.middleware.clickjacking import XFrameOptionsMiddleware
+from django.middleware.security import SecurityMiddleware
 from django.urls import set_script_prefix
 from django.utils.log import log_response
 from django.utils.module_loading import import_string
@@ -33,6 +36,7 @@ from django.utils.module_loading import import_string
 from sessions_app.streams.views import stream_view
 
 MOUNT = "/v1/stream/"
+SECURITY_MIDDLEWARE = (SecurityMiddleware, XFrameOptionsMiddleware)
 
 
 class StreamsHandler(ASGIHandler):
@@ -40,6 +44,7 @@ class StreamsHandler(ASGIHandler):
 
     def load_middleware(self, is_async: bool = False) -> None:
         self._middleware_chain = self._serve
+        self._security = _site_security_middleware()
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         # Django wraps each request in its own ThreadSensitiveContext, which starts a new
@@ -71,10 +76,7 @@ class StreamsHandler(ASGIHandler):
                 assert refused is not None
                 await self.send_response(refused, send)
                 return
-            try:
-                response = await self._serve(request)
-            except Exception as exc:  # what Django's exception middleware would answer
-                response = await sync_to_async(response_for_exception)(request, exc)
+            response = await self._serve(request)
             if response.status_code >= 400:  # as Django's handler logs them (django.request)
                 reason, path = response.reason_phrase, request.path
                 log_response("%s: %s", reason, path, response=response, request=request)  # type: ignore[arg-type]
@@ -83,9 +85,43 @@ class StreamsHandler(ASGIHandler):
             body_file.close()
 
     async def _serve(self, request: HttpRequest) -> HttpResponseBase:
-        await _attach_user(request)
-        response: HttpResponseBase = await stream_view(request, request.path[len(MOUNT) :])
+        response: HttpResponseBase | None = None
+        try:
+            for middleware in self._security:  # SecurityMiddleware's redirect to HTTPS
+                process_request = getattr(middleware, "process_request", None)
+                if response is None and process_request is not None:
+                    response = process_request(request)
+            if response is None:
+                await _attach_user(request)
+                response = await stream_view(request, request.path[len(MOUNT) :])
+        except Exception as exc:  # what Django's exception middleware would answer
+            response = await sync_to_async(response_for_exception)(request, exc)
+        for middleware in reversed(self._security):
+            response = middleware.process_response(request, response)
         return response
+
+
+def _site_security_middleware() -> list[Any]:
+    """The site's middleware that only sets security headers (and redirects to HTTPS).
+
+    Their ``process_request`` and ``process_response`` do no I/O, so the fast path calls them
+    on the event loop, where going through the middleware would cost a thread hop each: the
+    door's answers then carry the site's X-Frame-Options, X-Content-Type-Options,
+    Referrer-Policy, Cross-Origin-Opener-Policy and Strict-Transport-Security, as the site's
+    own pages do.
+    """
+    from django.conf import settings
+
+    found = []
+    for dotted in settings.MIDDLEWARE:
+        cls = import_string(dotted)
+        if isinstance(cls, type) and issubclass(cls, SECURITY_MIDDLEWARE):
+            found.append(cls(_unused_view))
+    return found
+
+
+def _unused_view(request: HttpRequest) -> HttpResponseBase:
+    raise AssertionError("the fast path calls these middlewares' hooks, not the middlewares")
 
 
 async def _attach_user(request: HttpRequest) -> None:

@@ -59,6 +59,9 @@ EXPOSE_HEADERS = (
     "Producer-Expected-Seq, Producer-Received-Seq, ETag, Content-Type, Location"
 )
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+CONTENT_SECURITY_POLICY = "sandbox; default-src 'none'"
+# Response types a browser shows without running anything; every other one is an attachment.
+SHOWN_INLINE = frozenset({protocol.JSON, "text/plain", "text/event-stream"})
 TRUE = "true"
 
 
@@ -96,7 +99,15 @@ async def stream_view(request: HttpRequest, name: str) -> HttpResponseBase:
 def _with_common_headers(response: HttpResponseBase) -> HttpResponseBase:
     if response.status_code in (204, 304):
         del response["Content-Type"]  # no body, so no type (Django adds text/html)
+    # A stream's body is whatever its creator sent, under the type they chose (text/html,
+    # image/svg+xml...), served from the site's origin: a browser must never run it. The
+    # sandbox gives a rendered body an opaque origin with no script; types that a browser
+    # would render are downloaded instead of shown.
+    response["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
     response["X-Content-Type-Options"] = "nosniff"
+    shown = response.get("Content-Type")
+    if shown is not None and protocol.media_type(shown) not in SHOWN_INLINE:
+        response["Content-Disposition"] = "attachment"
     response["Cross-Origin-Resource-Policy"] = "cross-origin"
     response["Access-Control-Allow-Origin"] = "*"
     response["Access-Control-Allow-Methods"] = ALLOW_METHODS

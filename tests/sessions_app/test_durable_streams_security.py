@@ -11,8 +11,8 @@ import json
 from dataclasses import dataclass, field
 
 import pytest
+from asgiref.testing import ApplicationCommunicator
 from channels.db import database_sync_to_async
-from channels.testing import HttpCommunicator
 from django.test import AsyncClient, override_settings
 from django.urls import include, path
 
@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.urls(__name__
 db = database_sync_to_async
 URL = "/v1/stream/"
 JSON = "application/json"
-PUBLIC = {"ANONYMOUS_STREAM_PREFIX": "public/", "LONG_POLL_TIMEOUT": 1}
+PUBLIC = {"ANONYMOUS_STREAM_PREFIX": "public/", "LONG_POLL_TIMEOUT": 0.2, "SSE_MAX_SECONDS": 0.5}
 
 
 @dataclass
@@ -59,6 +59,7 @@ class Door:
 
     kind: str
     cookies: dict[str, str] = field(default_factory=dict)
+    scheme: str = "http"
 
     async def login(self, user, *, csrf: bool = False) -> dict[str, str]:
         """Log ``user`` in with the session cookie; the headers a CSRF-checked write needs."""
@@ -89,7 +90,8 @@ class Door:
         if host:
             extra["SERVER_NAME"] = host
             headers["Host"] = host
-        response = await client.generic(method, url, body, headers=headers, **extra)
+        secure = self.scheme == "https"
+        response = await client.generic(method, url, body, secure=secure, headers=headers, **extra)
         content = (
             b"".join([chunk async for chunk in response.streaming_content])
             if response.streaming
@@ -104,12 +106,31 @@ class Door:
         if self.cookies:
             cookie = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
             raw.append((b"cookie", cookie.encode()))
-        communicator = HttpCommunicator(
-            with_streams(_not_the_door), method, url, body=body, headers=raw
-        )
-        response = await communicator.get_response(timeout=10)
-        answer = {k.decode().lower(): v.decode() for k, v in response["headers"]}
-        return Answer(response["status"], answer, response["body"])
+        path, _, query = url.partition("?")
+        scope = {
+            "type": "http",
+            "http_version": "1.1",
+            "method": method,
+            "scheme": self.scheme,
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": query.encode(),
+            "headers": raw,
+            "client": ("127.0.0.1", 50000),
+            "server": ("testserver", 80),
+        }
+        communicator = ApplicationCommunicator(with_streams(_not_the_door), scope)
+        await communicator.send_input({"type": "http.request", "body": body})
+        start = await communicator.receive_output(10)
+        chunks = []
+        while True:  # streamed answers (SSE) come in several messages
+            message = await communicator.receive_output(10)
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        await communicator.wait(10)
+        answer = {k.decode().lower(): v.decode() for k, v in start["headers"]}
+        return Answer(start["status"], answer, b"".join(chunks))
 
 
 @pytest.fixture(params=["django", "fast"])
@@ -275,3 +296,47 @@ async def test_anonymous_streams_cannot_take_a_reserved_name(door):
     assert refused.status == 409 and refused.json["code"] == "conflict"
     assert not await exists("job-7")
     assert (await door.call("PUT", URL + "jobs", "x", {"Content-Type": "text/plain"})).status == 201
+
+
+# --- a stream's body never runs as a page of the site ---------------------------------------------
+
+
+def csp_directives(answer: Answer) -> set[str]:
+    return {part.strip().split(" ")[0] for part in answer["Content-Security-Policy"].split(";")}
+
+
+@override_settings(SESSIONS_APP=PUBLIC)
+@pytest.mark.parametrize(
+    ("content_type", "attachment"),
+    [
+        ("text/html", True),
+        ("image/svg+xml", True),
+        ("TEXT/HTML; charset=utf-8", True),
+        ("application/xhtml+xml", True),
+        ("application/octet-stream", True),
+        ("text/plain", False),
+        ("application/json", False),
+    ],
+)
+async def test_a_stream_body_is_sandboxed_and_active_types_are_downloads(
+    door, content_type, attachment
+):
+    body = b'["<script>alert(document.cookie)</script>"]'
+    created = await door.call("PUT", URL + "public/x", body, {"Content-Type": content_type})
+    assert created.status == 201
+    answers = {
+        "create": created,
+        "get": await door.call("GET", URL + "public/x?offset=-1"),
+        "head": await door.call("HEAD", URL + "public/x"),
+        "long-poll": await door.call("GET", URL + "public/x?offset=-1&live=long-poll"),
+        "sse": await door.call("GET", URL + "public/x?offset=now&live=sse&cursor=1"),
+        "error": await door.call("GET", URL + "public/x?offset=nope"),
+    }
+    assert answers["get"].body == (b'["<script>alert(document.cookie)</script>"]')
+    for what, answer in answers.items():
+        assert "sandbox" in csp_directives(answer), what
+        assert answer["X-Content-Type-Options"] == "nosniff", what
+    for what in ("create", "get", "head", "long-poll"):
+        disposition = answers[what].get("Content-Disposition")
+        assert (disposition == "attachment") is attachment, (what, disposition)
+    assert answers["sse"].get("Content-Disposition") is None
