@@ -22,7 +22,9 @@ UNAVAILABLE_RETRIES = 12  # about a minute of backoff for a database restart
 
 
 class PublishError(Exception):
-    """The server refused a publish; ``code`` is its error code (see docs/sessions/websocket.md)."""
+    """The server refused a frame (a publish, a subscription, a cancel, ...): nothing of it was
+    written. ``code`` is the server's error code (see docs/sessions/websocket.md), ``frame``
+    the whole error frame."""
 
     def __init__(self, frame: dict[str, Any]) -> None:
         super().__init__(f"{frame.get('code')}: {frame.get('message')}")
@@ -35,7 +37,7 @@ class RunCancelled(Exception):
 
 
 class ConnectionClosed(Exception):
-    pass
+    """The client was closed while a request was waiting for its answer."""
 
 
 class SessionsClient:
@@ -51,6 +53,7 @@ class SessionsClient:
         max_backoff: float = 5.0,
         heartbeat_seconds: float = 15.0,
         label: str = "",
+        max_event_bytes: int = 16 * 1024,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key
@@ -59,12 +62,21 @@ class SessionsClient:
         self.heartbeat_seconds = heartbeat_seconds
         self.label = label
         self.max_backoff = max_backoff
+        # Text of one TEXT_MESSAGE_CONTENT event, in bytes of JSON: longer text (e.g. what
+        # piled up while the server was unreachable) is split over several events, well under
+        # the server's MAX_EVENT_BYTES (64 KiB by default).
+        self.max_event_bytes = max_event_bytes
         self.producer_prefix = "py-" + uuid.uuid4().hex[:12]
         self.sessions: dict[str, Session] = {}
         self._ws: Any = None
         self._connected = asyncio.Event()
         self._pending: dict[int, tuple[dict[str, Any], asyncio.Future[dict[str, Any]]]] = {}
         self._ids = 0
+        # Each connection gets a number; a request or subscription remembers the connection it
+        # was sent on, so it goes out once per connection (by the resume or by its caller).
+        self._generation = 0
+        self._sent_on: dict[int, int] = {}
+        self._subscribing: dict[int, Session] = {}  # subscribe frame id -> its session
         self._runner: asyncio.Task[None] | None = None
         self._closing = False
         self.reconnects = 0
@@ -92,6 +104,13 @@ class SessionsClient:
             self._runner.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._runner
+        # Nothing answers from here on: whoever waits is told so.
+        for _, future in list(self._pending.values()):
+            if not future.done():
+                future.set_exception(ConnectionClosed("the client was closed"))
+        for session in self.sessions.values():
+            if not session.caught_up.is_set():
+                session.refused({"type": "error", "code": "closed", "message": "client closed"})
 
     @property
     def ws_url(self) -> str:
@@ -117,6 +136,8 @@ class SessionsClient:
                     hello = json.loads(await ws.recv())
                     if hello.get("type") != "hello":
                         raise ConnectionClosed(f"refused: {hello}")
+                    self._generation += 1
+                    self._subscribing.clear()
                     self._ws = ws
                     await self._resume()
                     backoff = 0.2
@@ -134,20 +155,44 @@ class SessionsClient:
             backoff = min(backoff * 2, self.max_backoff)
 
     async def _resume(self) -> None:
-        # Resubscribe from the last offset seen, then re-send what was never acknowledged:
-        # publishes carry their producer seq, so a re-sent one that had landed is a duplicate.
-        for session in self.sessions.values():
-            await self._ws.send(json.dumps(session.subscribe_frame()))
-        for frame, _ in sorted(self._pending.values(), key=lambda p: p[0]["id"]):
-            await self._ws.send(json.dumps(frame))
+        # Resubscribe from the last offset seen, then send what was never acknowledged, in the
+        # order it was asked for: writing frames carry their producer seq, so a re-sent one
+        # that had landed is answered as a duplicate. Requests made meanwhile are taken too;
+        # from the moment the connection counts as up, callers send their own frames.
+        generation = self._generation
+        while True:
+            sessions = [s for s in self.sessions.values() if s.sent_on != generation]
+            unsent = sorted(i for i in self._pending if self._sent_on.get(i) != generation)
+            if not sessions and not unsent:
+                return
+            for session in sessions:
+                await self._subscribe(session)
+            for request_id in unsent:
+                if request_id in self._pending:
+                    self._sent_on[request_id] = generation
+                    await self._ws.send(json.dumps(self._pending[request_id][0]))
+
+    async def _subscribe(self, session: Session) -> None:
+        self._ids += 1
+        self._subscribing[self._ids] = session
+        session.sent_on = self._generation
+        await self._ws.send(json.dumps({**session.subscribe_frame(), "id": self._ids}))
 
     async def _dispatch(self, frame: dict[str, Any]) -> None:
         frame_id = frame.get("id")
-        pending = self._pending.pop(frame_id, None) if isinstance(frame_id, int) else None
-        if pending is not None:
-            if not pending[1].done():
-                pending[1].set_result(frame)
-            return
+        if isinstance(frame_id, int):
+            pending = self._pending.pop(frame_id, None)
+            if pending is not None:
+                self._sent_on.pop(frame_id, None)
+                if not pending[1].done():
+                    pending[1].set_result(frame)
+                return
+            subscribing = self._subscribing.get(frame_id)
+            if subscribing is not None and frame.get("type") in ("caught_up", "error"):
+                del self._subscribing[frame_id]
+                if frame["type"] == "error":
+                    subscribing.refused(frame)
+                    return
         session = self.sessions.get(frame.get("session", ""))
         if session is not None:
             await session.receive(frame)
@@ -158,14 +203,23 @@ class SessionsClient:
         """Send a frame and wait for its answer, across reconnects and database outages."""
         if retries < 0:
             retries = UNAVAILABLE_RETRIES
+        if self._closing:
+            raise ConnectionClosed("the client is closed")
         self._ids += 1
-        frame = {**frame, "id": self._ids}
+        request_id = self._ids
+        frame = {**frame, "id": request_id}
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._pending[self._ids] = (frame, future)
-        await self._connected.wait()
-        with contextlib.suppress(Exception):  # if the socket just died, _resume re-sends it
-            await self._ws.send(json.dumps(frame))
-        reply = await future
+        self._pending[request_id] = (frame, future)
+        try:
+            # While disconnected the frame just waits: the resume sends it (once).
+            if self._connected.is_set() and self._ws is not None:
+                self._sent_on[request_id] = self._generation
+                with contextlib.suppress(Exception):  # if the socket just died, _resume re-sends
+                    await self._ws.send(json.dumps(frame))
+            reply = await future
+        finally:
+            self._pending.pop(request_id, None)
+            self._sent_on.pop(request_id, None)
         if reply.get("type") == "error" and reply.get("code") == "unavailable" and retries > 0:
             # The database is down for a moment: send the same frame (same producer seq) again.
             await asyncio.sleep(min(self.max_backoff, 0.2 * 2 ** (UNAVAILABLE_RETRIES - retries)))
@@ -182,13 +236,16 @@ class SessionsClient:
         from sessions_app.client.session import Session
 
         if name not in self.sessions:
-            self.sessions[name] = Session(self, name, after, inbox)
-            await self._connected.wait()
-            await self._ws.send(json.dumps(self.sessions[name].subscribe_frame()))
+            session = self.sessions[name] = Session(self, name, after, inbox)
+            if self._connected.is_set() and self._ws is not None:
+                with contextlib.suppress(Exception):  # if the socket just died, _resume does
+                    await self._subscribe(session)
         session = self.sessions[name]
         await session.caught_up.wait()
         if session.error is not None:
-            del self.sessions[name]
+            # Refused (no such session, too many subscriptions, ...): raised with its code.
+            if self.sessions.get(name) is session:
+                del self.sessions[name]
             raise PublishError(session.error)
         return session
 

@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from sessions_app.client.connection import PublishError, RunCancelled
+from sessions_app.client.connection import ConnectionClosed, PublishError, RunCancelled
+from sessions_app.client.text import split_text
 
 if TYPE_CHECKING:
     from sessions_app.client.connection import SessionsClient
 
+logger = logging.getLogger("sessions_app.client")
 BEGINNING = "-1"
 CAUGHT_UP = "_CAUGHT_UP"  # marker in a session's inbox: the replay ends here
+# Refusals after which the producer's place is unknown (the append may have landed, or the
+# server counts differently): the next append starts a new producer epoch instead of reusing
+# or skipping a sequence number. Any other refusal wrote nothing: its number is used again.
+UNSETTLED = frozenset({"unavailable", "internal", "producer_seq_gap", "producer_stale_epoch"})
 
 
 class Session:
@@ -26,7 +33,11 @@ class Session:
         self.last_offset = after
         self.caught_up = asyncio.Event()
         self.error: dict[str, Any] | None = None
-        self.producer = {"id": f"{client.producer_prefix}-{uuid.uuid4().hex[:8]}", "epoch": 0}
+        self.sent_on = 0  # the connection its subscribe frame went out on
+        self.producer: dict[str, Any] = {
+            "id": f"{client.producer_prefix}-{uuid.uuid4().hex[:8]}",
+            "epoch": 0,
+        }
         self._seq = 0
         self._publish_lock = asyncio.Lock()
         self._listeners: list[asyncio.Queue[dict[str, Any]]] = []
@@ -40,15 +51,19 @@ class Session:
     def subscribe_frame(self) -> dict[str, Any]:
         return {"op": "subscribe", "session": self.name, "after": self.last_offset}
 
+    def refused(self, frame: dict[str, Any]) -> None:
+        """The server refused to (re)subscribe: the waiting ``client.session()`` raises."""
+        if self.caught_up.is_set():
+            logger.warning("resubscribing to %s was refused: %s", self.name, frame)
+        self.error = frame
+        self.caught_up.set()
+
     async def receive(self, frame: dict[str, Any]) -> None:
         kind = frame["type"]
         if kind == "caught_up":
             self.last_offset = frame["offset"]
             if self.inbox is not None and not self.caught_up.is_set():
                 self.inbox.put_nowait({"type": CAUGHT_UP, "offset": frame["offset"]})
-            self.caught_up.set()
-        elif kind == "error" and not self.caught_up.is_set():
-            self.error = frame
             self.caught_up.set()
         elif kind == "events":
             for event in frame["events"]:
@@ -84,18 +99,68 @@ class Session:
                 self._listeners.remove(queue)
 
     async def publish(self, events: list[dict[str, Any]]) -> dict[str, Any]:
-        """Append events; retried across reconnects with the same producer seq: lands once."""
+        """Append events; retried across reconnects with the same producer seq: lands once.
+
+        Raises ``PublishError`` if the server refuses them (nothing of them was written).
+        """
+        return await self._produce({"op": "publish", "session": self.name, "events": events})
+
+    async def _produce(self, frame: dict[str, Any]) -> dict[str, Any]:
+        # Shielded: a caller that is cancelled does not leave its sequence number unsettled.
+        return await asyncio.shield(self._produce_in_order(frame))
+
+    async def _produce_in_order(self, frame: dict[str, Any]) -> dict[str, Any]:
+        """Send a writing frame with the next producer seq (one at a time, in call order)."""
         async with self._publish_lock:
-            frame = {"op": "publish", "session": self.name, "events": events,
-                     "producer": {**self.producer, "seq": self._seq}}  # fmt: skip
-            self._seq += 1
-            return await self.client.request(frame)
+            seq = self._seq
+            frame = {**frame, "producer": {**self.producer, "seq": seq}}
+            try:
+                reply = await self.client.request(frame)
+            except PublishError as exc:
+                if exc.code in UNSETTLED:
+                    self._new_epoch(exc.frame.get("current_epoch"))
+                raise  # otherwise nothing was written: the next frame takes this seq
+            except ConnectionClosed:
+                self._new_epoch(None)
+                raise
+            self._seq = seq + 1
+            return reply
 
-    async def send_message(self, text: str) -> dict[str, Any]:
-        return await self.client.request({"op": "send_message", "session": self.name, "text": text})
+    def _new_epoch(self, current: object) -> None:
+        epoch = self.producer["epoch"] + 1
+        if isinstance(current, int) and current >= epoch:
+            epoch = current + 1
+        self.producer = {**self.producer, "epoch": epoch}
+        self._seq = 0
 
-    async def cancel(self, run: str | None = None) -> dict[str, Any]:
-        return await self.client.request({"op": "cancel", "session": self.name, "run": run})
+    # What a user's device does. Each goes through the session's producer, so a frame re-sent
+    # after a reconnect lands once, and its repeat is answered like the first (never with
+    # run_ended because the first one worked).
+
+    async def send_message(self, text: str, message: str | None = None) -> dict[str, Any]:
+        """Append a user message; the ack's ``message`` is its id (chosen here unless given)."""
+        frame = {"op": "send_message", "session": self.name, "text": text,
+                 "message": message or f"u-{uuid.uuid4().hex[:12]}"}  # fmt: skip
+        return await self._produce(frame)
+
+    async def cancel(self, run: str | None = None, reason: str | None = None) -> dict[str, Any]:
+        """Cancel a run (omitted: every run of the session still going)."""
+        frame: dict[str, Any] = {"op": "cancel", "session": self.name, "run": run}
+        if reason is not None:
+            frame["reason"] = reason
+        return await self._produce(frame)
+
+    async def steer(self, run: str, text: str) -> dict[str, Any]:
+        """A new instruction for a running run."""
+        return await self._produce({"op": "steer", "session": self.name, "run": run, "text": text})
+
+    async def interrupt(
+        self, text: str, run: str | None = None, message: str | None = None
+    ) -> dict[str, Any]:
+        """Cancel a run (omitted: every run) and send a user message, in one append."""
+        frame = {"op": "interrupt", "session": self.name, "run": run, "text": text,
+                 "message": message or f"u-{uuid.uuid4().hex[:12]}"}  # fmt: skip
+        return await self._produce(frame)
 
     def run(
         self, agent: str = "", parent: Run | str | None = None, run_id: str | None = None
@@ -111,7 +176,12 @@ class Session:
 
 
 class Run:
-    """One agent turn. Text is coalesced; control (cancel, steer) arrives on its own."""
+    """One agent turn. Text is coalesced; control (cancel, steer) arrives on its own.
+
+    A publish of the run that the server refuses is never dropped quietly: it is kept in
+    ``run.error`` and raised (``PublishError``) by the run's next call, and ``async with run``
+    then ends the run with ``RUN_ERROR`` and lets the error out.
+    """
 
     def __init__(self, session: Session, run_id: str, agent: str, parent: str | None) -> None:
         self.session = session
@@ -119,6 +189,7 @@ class Run:
         self.agent = agent
         self.parent = parent
         self.cancelled = asyncio.Event()
+        self.error: PublishError | None = None
         self._steers: asyncio.Queue[str] = asyncio.Queue()
         self._buffer: list[str] = []
         self._message: str | None = None
@@ -154,35 +225,44 @@ class Run:
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
         try:
             if self.cancelled.is_set():
-                await asyncio.gather(*self._acks, return_exceptions=True)
+                acks = await asyncio.gather(*self._acks, return_exceptions=True)
+                for failed in acks:  # refusals are handled where they happen; not the rest
+                    if isinstance(failed, Exception) and not isinstance(failed, PublishError):
+                        raise failed
+                if self.error is not None and exc_type in (None, RunCancelled):
+                    raise self.error  # what was written before the cancel could not land
                 return exc_type in (None, RunCancelled)
-            if exc_type is None:
-                await self.flush()
-                await self._end([self._envelope("RUN_FINISHED", data={"outcome": "success"})])
-                return False
-            if exc_type is RunCancelled:  # stopped from outside, e.g. its parent was cancelled
-                await self.flush()
-                await self._end(
-                    [
-                        self._envelope(
-                            "RUN_FINISHED", data={"outcome": "cancelled", "reason": "parent"}
-                        )
-                    ]
-                )
-                return True
-            await self.flush()
-            await self._end(
-                [
-                    self._envelope(
-                        "RUN_ERROR", data={"message": f"{exc_type.__name__}: {exc}"[:2000]}
-                    )
-                ]
-            )
+            if exc_type is None or exc_type is RunCancelled:
+                try:
+                    await self.flush()
+                except PublishError as failed:
+                    await self._fail(failed)
+                    raise
+                if exc_type is None:
+                    outcome = {"outcome": "success"}
+                else:  # stopped from outside, e.g. its parent was cancelled
+                    outcome = {"outcome": "cancelled", "reason": "parent"}
+                await self._end([self._envelope("RUN_FINISHED", data=outcome)])
+                return exc_type is RunCancelled
+            await self._fail(exc)
             return False
         finally:
             self.session.runs.pop(self.id, None)
             if self._heart is not None:
                 self._heart.cancel()
+
+    async def _fail(self, exc: BaseException) -> None:
+        """End the run with RUN_ERROR (after the text that can still land)."""
+        if self.error is None:
+            with contextlib.suppress(PublishError):
+                await self.flush()
+        data = {"message": f"{type(exc).__name__}: {exc}"[:2000]}
+        if isinstance(exc, PublishError) and isinstance(exc.code, str):
+            data["code"] = exc.code
+        try:
+            await self._end([self._envelope("RUN_ERROR", data=data)])
+        except PublishError as refused:  # e.g. the server ended the run already
+            logger.warning("run %s: RUN_ERROR was refused: %s", self.id, refused)
 
     async def _end(self, events: list[dict[str, Any]]) -> None:
         if self._message is not None:
@@ -194,11 +274,16 @@ class Run:
     # --- output --------------------------------------------------------------------------
 
     def _check(self) -> None:
+        if self.error is not None:
+            raise self.error
         if self.cancelled.is_set():
             raise RunCancelled(self.id)
 
     async def text(self, delta: str) -> None:
-        """Stream text into the current message (started on first use)."""
+        """Stream text into the current message (started on first use).
+
+        Raises ``PublishError`` if an earlier publish of this run could not land.
+        """
         self._check()
         if self._message is None:
             self._message = f"m-{uuid.uuid4().hex[:10]}"
@@ -215,19 +300,40 @@ class Run:
 
     async def _flush_later(self) -> None:
         await asyncio.sleep(self.session.client.coalesce_seconds)
-        with contextlib.suppress(RunCancelled, PublishError):
-            await self.flush()
+        # Text written while a flush waited (e.g. for a reconnect) goes out right after it.
+        while self._buffer and self.error is None and not self._ended:
+            try:
+                await self.flush()
+            except (RunCancelled, PublishError):
+                return  # a refusal is kept in self.error and raised by the run's next call
 
     async def flush(self) -> None:
-        """Publish buffered text now, as one event."""
+        """Publish buffered text now (split over several events if it is long)."""
         async with self._lock:
+            if self.error is not None:
+                raise self.error
             if not self._buffer or self._message is None or self._ended:
                 return
             delta, self._buffer = "".join(self._buffer), []
-            event = self._envelope(
-                "TEXT_MESSAGE_CONTENT", message=self._message, data={"delta": delta}
-            )
-            await self.session.publish([event])
+            await self._publish_text(delta)
+
+    async def _publish_text(self, delta: str, then: list[dict[str, Any]] | None = None) -> None:
+        """Publish ``delta`` as TEXT_MESSAGE_CONTENT events of a size the server accepts, each
+        in its own append; ``then`` goes in the last append. A refusal is kept and raised."""
+        pieces = split_text(delta, self.session.client.max_event_bytes) if delta else []
+        appends = [
+            [self._envelope("TEXT_MESSAGE_CONTENT", message=self._message, data={"delta": piece})]
+            for piece in pieces
+        ] or [[]]
+        appends[-1] += then or []
+        for events in appends:
+            if not events:
+                continue
+            try:
+                await self.session.publish(events)
+            except PublishError as exc:
+                self.error = exc
+                raise
 
     async def end_message(self) -> None:
         await self.flush()
@@ -274,30 +380,34 @@ class Run:
             self._acks.append(asyncio.create_task(self._publish_quietly([ack])))
 
     async def _publish_quietly(self, events: list[dict[str, Any]]) -> None:
-        with contextlib.suppress(PublishError):
+        try:
             await self.session.publish(events)
+        except PublishError as exc:  # an acknowledgement, no text: the run goes on
+            logger.warning("run %s: an acknowledgement was refused: %s", self.id, exc)
 
     async def _acknowledge_cancel(self, control_offset: str) -> None:
         # What was generated before the cancel stays; then the acknowledgement and the end,
-        # in one append: nothing of this run comes after it.
+        # in the last append: nothing of this run comes after it.
         async with self._lock:
             if self._flusher is not None:
                 self._flusher.cancel()
             pending, self._buffer = "".join(self._buffer), []
-            events = []
-            if pending and self._message is not None:
-                events.append(
-                    self._envelope(
-                        "TEXT_MESSAGE_CONTENT", message=self._message, data={"delta": pending}
-                    )
-                )
-            events += [
+            if self._message is None:
+                pending = ""
+            events = [
                 self._envelope("CONTROL_ACK", data={"action": "cancel", "control": control_offset}),
                 self._envelope("RUN_FINISHED", data={"outcome": "cancelled"}),
             ]
             self._ended = True
-            with contextlib.suppress(PublishError):  # e.g. the cancel already timed out
-                await self.session.publish(events)
+            try:
+                await self._publish_text(pending, then=events)
+            except PublishError as exc:
+                # run_ended: the server stopped waiting for this acknowledgement (after
+                # CANCEL_ACK_TIMEOUT) and ended the run itself; anything else is raised by
+                # ``async with run``.
+                if exc.code == "run_ended" and self.error is exc:
+                    self.error = None
+                    logger.warning("run %s: cancel acknowledged too late: %s", self.id, exc)
 
     async def steers(self) -> AsyncIterator[str]:
         """Steering instructions, in the order users sent them."""
