@@ -141,6 +141,8 @@ class Run(models.Model):
     cost = models.FloatField(null=True, blank=True, help_text="Money spent on this run.")
     artifacts = models.JSONField(default=list, blank=True, help_text="[{name, uri}]")
     source = models.CharField(max_length=50, default="api", help_text="api, import, diagnostics…")
+    # Where an imported run came from ("mlflow:<run id>"): a rerun of the import updates it.
+    external_id = models.CharField(max_length=200, blank=True, default="")
     notes = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -149,6 +151,13 @@ class Run(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [models.Index(fields=["project", "-created_at"])]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "external_id"],
+                condition=~models.Q(external_id=""),
+                name="mlexec_run_project_external_id",
+            )
+        ]
 
     def __str__(self) -> str:
         return self.name
