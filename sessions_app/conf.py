@@ -68,6 +68,12 @@ DEFAULTS: dict[str, Any] = {
     # Names starting with this prefix are anonymous (public) streams anyone may create, read,
     # append to and delete; "" opens every name not owned by a user; None: no anonymous streams.
     "ANONYMOUS_STREAM_PREFIX": None,
+    # Ceilings of anonymous streams: how many may exist at once (site-wide), how many bytes
+    # each may hold, and the longest each may live in seconds (a stream created without a TTL
+    # or an expiry expires this long after its creation).
+    "ANONYMOUS_MAX_STREAMS": 10_000,
+    "ANONYMOUS_MAX_STREAM_BYTES": 4 * 1024 * 1024,
+    "ANONYMOUS_MAX_TTL": 7 * 24 * 3600,
     # A lone plain append on PostgreSQL runs on the event loop, over one connection per
     # worker of its own, instead of the log's writer thread (streams/loopdb.py).
     "STREAMS_LOOP_CONNECTION": True,

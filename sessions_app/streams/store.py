@@ -38,10 +38,12 @@ from django.utils.dateparse import parse_datetime
 
 from sessions_app import dbexec, log, metrics, services
 from sessions_app.access import Actor, check_creatable_name
+from sessions_app.conf import setting
 from sessions_app.domain import producers
 from sessions_app.domain.errors import (
     BadRequest,
     Conflict,
+    LimitExceeded,
     NotFound,
     OffsetExpired,
     SessionError,
@@ -361,8 +363,34 @@ def _create_once(access: Access, request: CreateRequest) -> tuple[Stream, bool]:
             _remove(existing.pk)  # expired: the name is free again
         owner = access.owner_for_new(request.name)
         check_creatable_name(request.name)
+        if owner is None:
+            _check_anonymous_create(request, now)
         fork = _plan_fork(access, request, now) if request.fork_from else None
         return _insert_stream(request, owner, fork, now), True
+
+
+def _check_anonymous_create(request: CreateRequest, now: datetime) -> None:
+    """Anonymous streams are anyone's to create: they get a ceiling on count and lifetime."""
+    longest = setting("ANONYMOUS_MAX_TTL")
+    if request.ttl is not None and request.ttl > longest:
+        raise BadRequest(f"Stream-TTL may be at most {longest} seconds for anonymous streams")
+    if request.expires_at is not None and request.expires_at > now + timedelta(seconds=longest):
+        raise BadRequest(
+            f"Stream-Expires-At may be at most {longest} seconds ahead for anonymous streams"
+        )
+    most = setting("ANONYMOUS_MAX_STREAMS")
+    live = Session.objects.filter(owner_id__isnull=True).exclude(expires_at__lte=now)
+    if live.count() >= most:
+        raise LimitExceeded(
+            f"this site holds {most} anonymous streams, its most; try again when some expire",
+            limit="anonymous_streams",
+        )
+
+
+def _check_stream_bytes(size: int) -> None:
+    most = setting("ANONYMOUS_MAX_STREAM_BYTES")
+    if size > most:
+        raise LimitExceeded(f"an anonymous stream holds at most {most} bytes", limit="stream_bytes")
 
 
 def _requested_config(access: Access, request: CreateRequest) -> tuple[Any, ...]:
@@ -450,12 +478,17 @@ def _insert_stream(
         protocol.is_json(content_type), session_events, request.body, creating=True
     )
     base = fork.fork_seq if fork else 0
+    size = sum(item.size for item in items)
+    if owner is None:
+        _check_stream_bytes(size)
+        if expires_at is None:  # anonymous streams always expire (not echoed to clients)
+            expires_at = now + timedelta(seconds=setting("ANONYMOUS_MAX_TTL"))
     session = Session.objects.create(
         name=request.name,
         owner_id=owner,
         content_type=content_type,
         head=base + len(items),
-        size_bytes=sum(item.size for item in items),
+        size_bytes=size,
         closed=request.closed,
         ttl_seconds=ttl,
         expires_at=expires_at,
@@ -594,6 +627,7 @@ class AppendRequest:
     close: bool = False
     has_body: bool = False  # a body was sent (a closed stream refuses it unparsed)
     ttl: int | None = None  # the stream's sliding TTL, pushed ahead by the append
+    max_bytes: int | None = None  # what the stream may hold at most (anonymous streams)
 
     @property
     def plain(self) -> bool:
@@ -647,6 +681,7 @@ class Post:
             self.close,
             has_body=bool(self.body),
             ttl=stream.ttl_seconds if "ttl" in stream.state else None,
+            max_bytes=setting("ANONYMOUS_MAX_STREAM_BYTES") if stream.owner_id is None else None,
         )
 
     @property
@@ -669,7 +704,7 @@ def _lock(pk: int) -> dict[str, Any]:
     row = (
         Session.objects.select_for_update()
         .filter(pk=pk)
-        .values("head", "closed", "deleted", "ttl_seconds", "expires_at", "metadata")
+        .values("head", "size_bytes", "closed", "deleted", "ttl_seconds", "expires_at", "metadata")
         .first()
     )
     if row is None:
@@ -721,6 +756,8 @@ def apply(request: AppendRequest) -> Appended:
             )
         state["seq"] = request.seq
     first = head + 1
+    if request.items and request.max_bytes is not None:
+        _check_stream_bytes(int(locked["size_bytes"]) + sum(i.size for i in request.items))
     if request.items:
         # Runs follow the log here as on every door: refused appends (to a run that ended)
         # are refused before anything is written.
@@ -766,21 +803,30 @@ def _plain_append(request: AppendRequest) -> Appended | None:
 
 
 def _head_update(request: AppendRequest, now: datetime) -> tuple[str, list[Any]]:
-    """``UPDATE ... RETURNING head`` advancing a live stream's head past ``request``'s items."""
-    params: list[Any] = [len(request.items), sum(i.size for i in request.items), now]
+    """``UPDATE ... RETURNING head`` advancing a live stream's head past ``request``'s items.
+
+    It updates nothing when the stream is closed, deleted, expired or would grow past
+    ``max_bytes``: the full path then says which.
+    """
+    size = sum(i.size for i in request.items)
+    params: list[Any] = [len(request.items), size, now]
     if request.ttl is not None:
         params.append(now + timedelta(seconds=request.ttl))
-    return _head_update_sql(request.ttl is not None), [*params, request.pk, now]
+    params += [request.pk, now]
+    if request.max_bytes is not None:
+        params += [size, request.max_bytes]
+    return _head_update_sql(request.ttl is not None, request.max_bytes is not None), params
 
 
 @functools.cache
-def _head_update_sql(touch: bool) -> str:
+def _head_update_sql(touch: bool, limited: bool) -> str:
     table = connection.ops.quote_name(Session._meta.db_table)
     expires = ", expires_at = %s" if touch else ""
+    limit = " AND size_bytes + %s <= %s" if limited else ""
     return (
         f"UPDATE {table} SET head = head + %s, size_bytes = size_bytes + %s, "
         f"last_activity = %s{expires} WHERE id = %s AND NOT closed AND NOT deleted "
-        "AND (expires_at IS NULL OR expires_at > %s) RETURNING head"
+        f"AND (expires_at IS NULL OR expires_at > %s){limit} RETURNING head"
     )
 
 
@@ -801,7 +847,7 @@ def append_statement(request: AppendRequest, now: datetime) -> tuple[str, list[A
     """The one PostgreSQL statement of a plain append: ``RETURNING`` the entries' offsets."""
     _, params = _head_update(request, now)
     items = request.items
-    sql = _append_sql(request.ttl is not None, len(items) == 1)
+    sql = _append_sql(request.ttl is not None, request.max_bytes is not None, len(items) == 1)
     if len(items) == 1:  # the common append: plain values, which cost less to send than arrays
         item = items[0]
         return sql, [*params, request.pk, item.type, item.run, _bytes(item.body), now]
@@ -814,8 +860,8 @@ def append_statement(request: AppendRequest, now: datetime) -> tuple[str, list[A
 
 
 @functools.cache
-def _append_sql(touch: bool, single: bool) -> str:
-    update = _head_update_sql(touch)
+def _append_sql(touch: bool, limited: bool, single: bool) -> str:
+    update = _head_update_sql(touch, limited)
     insert = f"INSERT INTO {connection.ops.quote_name(Entry._meta.db_table)}"
     columns = ", ".join(log.COPY_COLUMNS)
     if single:

@@ -29,6 +29,7 @@ from sessions_app.access import Actor, active_user, check_name, read_token
 from sessions_app.conf import setting
 from sessions_app.domain.errors import (
     BadRequest,
+    LimitExceeded,
     NotFound,
     OffsetExpired,
     ProducerSeqGap,
@@ -117,8 +118,11 @@ def _with_common_headers(response: HttpResponseBase) -> HttpResponseBase:
 
 
 def _error(exc: SessionError) -> HttpResponse:
+    body = {"code": exc.code, "message": exc.message}
+    if isinstance(exc, LimitExceeded) and "limit" in exc.details:
+        body["limit"] = exc.details["limit"]  # which ceiling, as the other doors say it
     response = HttpResponse(
-        json.dumps({"code": exc.code, "message": exc.message}),
+        json.dumps(body),
         status=status_of(exc),
         content_type="application/json",
     )

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import pytest
 from asgiref.testing import ApplicationCommunicator
 from channels.db import database_sync_to_async
+from django.core.handlers.asgi import ASGIHandler
 from django.test import AsyncClient, override_settings
 from django.urls import include, path
 
@@ -74,33 +75,9 @@ class Door:
     async def call(
         self, method: str, url: str, body: bytes | str = b"", headers: dict | None = None
     ) -> Answer:
-        headers = dict(headers or {})
+        """One request, as an ASGI server would hand it over (streamed answers collected)."""
         body = body.encode() if isinstance(body, str) else body
-        if self.kind == "django":
-            return await self._django(method, url, body, headers)
-        return await self._fast(method, url, body, headers)
-
-    async def _django(self, method: str, url: str, body: bytes, headers: dict) -> Answer:
-        client = AsyncClient(enforce_csrf_checks=True)
-        for name, value in self.cookies.items():
-            client.cookies[name] = value
-        content_type = headers.pop("Content-Type", None)
-        extra = {"content_type": content_type} if content_type else {}
-        host = headers.pop("Host", None)
-        if host:
-            extra["SERVER_NAME"] = host
-            headers["Host"] = host
-        secure = self.scheme == "https"
-        response = await client.generic(method, url, body, secure=secure, headers=headers, **extra)
-        content = (
-            b"".join([chunk async for chunk in response.streaming_content])
-            if response.streaming
-            else response.content
-        )
-        return Answer(response.status_code, {k.lower(): v for k, v in response.items()}, content)
-
-    async def _fast(self, method: str, url: str, body: bytes, headers: dict) -> Answer:
-        raw = [(k.lower().encode(), str(v).encode()) for k, v in headers.items()]
+        raw = [(k.lower().encode(), str(v).encode()) for k, v in (headers or {}).items()]
         if not any(name == b"host" for name, _ in raw):
             raw.append((b"host", b"testserver"))
         if self.cookies:
@@ -117,9 +94,11 @@ class Door:
             "query_string": query.encode(),
             "headers": raw,
             "client": ("127.0.0.1", 50000),
-            "server": ("testserver", 80),
+            "server": ("testserver", 443 if self.scheme == "https" else 80),
         }
-        communicator = ApplicationCommunicator(with_streams(_not_the_door), scope)
+        # django: the site's whole stack (middleware, URLconf); fast: with_streams.
+        app = ASGIHandler() if self.kind == "django" else with_streams(_not_the_door)
+        communicator = ApplicationCommunicator(app, scope)
         await communicator.send_input({"type": "http.request", "body": body})
         start = await communicator.receive_output(10)
         chunks = []
@@ -340,3 +319,94 @@ async def test_a_stream_body_is_sandboxed_and_active_types_are_downloads(
         disposition = answers[what].get("Content-Disposition")
         assert (disposition == "attachment") is attachment, (what, disposition)
     assert answers["sse"].get("Content-Disposition") is None
+
+
+# --- anonymous streams have ceilings ------------------------------------------------------------
+
+
+def limits(**given) -> dict:
+    return {**PUBLIC, **given}
+
+
+async def test_anonymous_streams_stop_at_the_sites_count(door, alice):
+    with override_settings(SESSIONS_APP=limits(ANONYMOUS_MAX_STREAMS=2)):
+        first = await door.call("PUT", URL + "public/1", "a", {"Content-Type": "text/plain"})
+        second = await door.call("PUT", URL + "public/2", "b", {"Content-Type": "text/plain"})
+        third = await door.call("PUT", URL + "public/3", "c", {"Content-Type": "text/plain"})
+        assert [first.status, second.status, third.status] == [201, 201, 413]
+        assert third.json["code"] == "limit_exceeded"
+        assert third.json["limit"] == "anonymous_streams"
+        assert not await exists("public/3")
+        # An idempotent PUT of one that exists still answers; sessions are not anonymous.
+        again = await door.call("PUT", URL + "public/1", "", {"Content-Type": "text/plain"})
+        assert again.status == 200
+        assert (await put_json(door, "mine", await bearer(alice))).status == 201
+        assert (await door.call("DELETE", URL + "public/1")).status == 204
+        assert (
+            await door.call("PUT", URL + "public/3", "c", {"Content-Type": "text/plain"})
+        ).status == 201
+
+
+async def test_an_anonymous_stream_stops_at_its_byte_ceiling_and_keeps_what_it_had(door):
+    with override_settings(SESSIONS_APP=limits(ANONYMOUS_MAX_STREAM_BYTES=10)):
+        too_big = await door.call(
+            "PUT", URL + "public/big", "x" * 11, {"Content-Type": "text/plain"}
+        )
+        assert too_big.status == 413 and too_big.json["limit"] == "stream_bytes"
+        assert not await exists("public/big")
+        plain = {"Content-Type": "text/plain"}
+        assert (await door.call("PUT", URL + "public/b", "12345", plain)).status == 201
+        statuses = [
+            (await door.call("POST", URL + "public/b", body, plain)).status
+            for body in ("678", "90", "!", "?")  # the third one would make 11 bytes
+        ]
+        assert statuses == [204, 204, 413, 413]
+        producer = {"Producer-Id": "p", "Producer-Epoch": "0", "Producer-Seq": "0", **plain}
+        refused = await door.call("POST", URL + "public/b", "!", producer)
+        assert refused.status == 413 and refused.json["code"] == "limit_exceeded"
+        assert await stored("public/b") == [b"12345", b"678", b"90"]
+        assert (await door.call("GET", URL + "public/b?offset=-1")).body == b"1234567890"
+        # A fork is a stream of its own, with a ceiling of its own for what it adds.
+        fork = await door.call(
+            "PUT", URL + "public/f", "", {**plain, "Stream-Forked-From": URL + "public/b"}
+        )
+        assert fork.status == 201
+        assert (await door.call("POST", URL + "public/f", "abc", plain)).status == 204
+
+
+async def test_anonymous_streams_always_expire(door, alice):
+    week = 7 * 24 * 3600
+    with override_settings(SESSIONS_APP=limits(ANONYMOUS_MAX_TTL=week)):
+        plain = {"Content-Type": "text/plain"}
+        too_long = await door.call(
+            "PUT", URL + "public/t", "", {**plain, "Stream-TTL": str(week + 1)}
+        )
+        too_far = await door.call(
+            "PUT", URL + "public/t", "", {**plain, "Stream-Expires-At": "2999-01-01T00:00:00Z"}
+        )
+        assert [too_long.status, too_far.status] == [400, 400]
+        assert not await exists("public/t")
+        assert (
+            await door.call("PUT", URL + "public/t", "", {**plain, "Stream-TTL": str(week)})
+        ).status == 201
+        assert (await door.call("PUT", URL + "public/n", "", plain)).status == 201
+        head = await door.call("HEAD", URL + "public/n")
+        assert head.get("Stream-TTL") is None and head.get("Stream-Expires-At") is None
+        expires = await db(lambda: Session.objects.get(name="public/n").expires_at)()
+        assert expires is not None
+        owned = await put_json(door, "mine", {"Stream-TTL": str(week * 100), **await bearer(alice)})
+        assert owned.status == 201
+        assert await db(lambda: Session.objects.get(name="public/n").expires_at)() is not None
+
+
+def test_the_settings_checks_refuse_a_ceiling_that_is_not_a_positive_integer():
+    from sessions_app.checks import check_settings
+
+    bad = {
+        "ANONYMOUS_MAX_STREAMS": 0,
+        "ANONYMOUS_MAX_STREAM_BYTES": "4M",
+        "ANONYMOUS_MAX_TTL": None,
+    }
+    with override_settings(SESSIONS_APP=bad):
+        errors = [e for e in check_settings() if e.id == "sessions_app.E002"]
+    assert sorted(e.msg.split("'")[1] for e in errors) == sorted(bad)
