@@ -354,6 +354,43 @@ def record_run(
     return run
 
 
+# Fields an import copies onto the run it updates (everything a record_run sets).
+IMPORTED_FIELDS = (
+    "name", "status", "params", "metrics", "train", "train_dev", "dev", "test", "cost",
+    "artifacts", "source", "notes", "finished_at",
+)  # fmt: skip
+
+
+@transaction.atomic
+def import_run(
+    project: Project, external_id: str, *, finished_at: Any = None, **fields: Any
+) -> tuple[Run, bool]:
+    """Create, or update in place, the run imported from ``external_id`` (``"mlflow:<id>"``).
+
+    ``fields`` are :func:`record_run`'s and are checked the same way; an update replaces the
+    run's values and its whole history but keeps its id (error analyses and jobs point to it).
+    Returns the run and whether it was created.
+    """
+    all_printable({"external_id": external_id})
+    if not external_id or len(external_id) > 200:
+        raise InvalidInput("external_id must be 1 to 200 characters.", code="invalid_field")
+    old = project.runs.select_for_update().filter(external_id=external_id).first()
+    new = record_run(project, **fields)
+    if finished_at is not None:
+        new.finished_at = finished_at
+    if old is None:
+        new.external_id = external_id
+        new.save(update_fields=["external_id", "finished_at"])
+        return new, True
+    old.points.all().delete()
+    new.points.update(run=old)
+    for field in IMPORTED_FIELDS:
+        setattr(old, field, getattr(new, field))
+    new.delete()
+    old.save()
+    return old, False
+
+
 @transaction.atomic
 def log_batch(
     run: Run,

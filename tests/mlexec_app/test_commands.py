@@ -43,7 +43,7 @@ def test_diagnose_an_unknown_project_fails_clearly(db):
 
 
 def test_without_a_subcommand_the_command_lists_them(db):
-    with pytest.raises(CommandError, match="create-api-key, diagnose, import-runs"):
+    with pytest.raises(CommandError, match="create-api-key, diagnose, import-mlflow, import-runs"):
         mlexec()
 
 
