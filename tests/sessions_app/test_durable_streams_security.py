@@ -8,6 +8,7 @@ only the middleware makes is missing on the fast path.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 
 import pytest
@@ -410,3 +411,29 @@ def test_the_settings_checks_refuse_a_ceiling_that_is_not_a_positive_integer():
     with override_settings(SESSIONS_APP=bad):
         errors = [e for e in check_settings() if e.id == "sessions_app.E002"]
     assert sorted(e.msg.split("'")[1] for e in errors) == sorted(bad)
+
+
+# --- tokens stay out of the door's log lines --------------------------------------------------
+
+
+@override_settings(SESSIONS_APP=PUBLIC, ALLOWED_HOSTS=["testserver"])
+async def test_the_doors_log_lines_never_carry_a_token(door, alice, session, caplog):
+    token = await db(mint_token)(alice)
+    caplog.set_level(logging.DEBUG)
+    answers = [
+        await door.call("GET", URL + f"chat-1?offset=-1&token={token}"),  # 200
+        await door.call("GET", URL + f"chat-1?offset=bad&token={token}"),  # 400
+        await door.call("GET", URL + f"nothing?token={token}"),  # 404
+        await door.call("GET", URL + f"chat-1?token={token}x"),  # 401
+        await door.call("GET", URL + f"chat-1?token={token}", headers={"Host": "evil.example"}),
+        await door.call("POST", URL + f"chat-1?token={token}", "[", {"Content-Type": JSON}),
+    ]
+    assert [a.status for a in answers] == [200, 400, 404, 401, 400, 400]
+    logged = [record.getMessage() for record in caplog.records]
+    assert any("/v1/stream/" in line for line in logged)  # the refusals were logged
+    assert not [line for line in logged if token in line]
+    # The header works as the query string does, and is what the docs recommend.
+    header = await door.call(
+        "GET", URL + "chat-1?offset=-1", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert header.status == 200
