@@ -202,7 +202,7 @@ class ApiKeyForm(forms.ModelForm):
         fields = ("user", "name", "all_sessions", "sessions", "revoked_at")
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        data = super().clean() or {}
         # The scope is always explicit: a key with neither would reach nothing, one with both
         # would read ambiguously.
         if bool(data.get("all_sessions")) == bool(data.get("sessions")):
