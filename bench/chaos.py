@@ -185,6 +185,7 @@ def main() -> None:
     cycles = args.cycles or (5 if args.quick else 100)
     frames = args.frames or (300 if args.quick else 10_000)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    os.environ.setdefault("SECRET_KEY", "bench-only-not-secret")  # DEBUG is off
     kill = kill_cycles(cycles, 1 if args.quick else 5)
     print(f"kill cycles: {kill}", flush=True)
     ws = fuzz_websocket(frames)

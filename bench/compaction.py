@@ -25,6 +25,7 @@ def main() -> None:
 
     with postgres_database(args.database, f"bench_compaction_{os.getpid()}") as url:
         os.environ.update(DATABASE_URL=url, DJANGO_SETTINGS_MODULE="config.settings")
+        os.environ.setdefault("SECRET_KEY", "bench-only-not-secret")  # DEBUG is off
         os.environ.pop("REDIS_URL", None)
         import django
 
