@@ -17,6 +17,7 @@ BENCHMARKS: dict[str, str] = {
     "control": "bench.control",
     "durable_streams": "bench.durable_streams",
     "mlexec_label_issues": "bench.mlexec_label_issues",
+    "learning_curves": "bench.learning_curves",
 }
 
 

@@ -27,6 +27,7 @@ from mlexec_app.methodology import gates as gates_mod
 from mlexec_app.methodology import planner
 from mlexec_app.methodology.diagnosis import Diagnosis, Measurements, Settings, diagnose
 from mlexec_app.methodology.metrics import Direction
+from mlexec_app.methodology.more_data import CurveReading
 from mlexec_app.models import (
     CostModel,
     DataAssessment,
@@ -604,8 +605,20 @@ def plan_project(project: Project, pd: ProjectDiagnosis | None = None) -> planne
             categories=pd.categories,
             history=history,
             materiality=get_config()["MATERIALITY"],
+            learning_curve=latest_learning_curve(project),
         )
     )
+
+
+def latest_learning_curve(project: Project) -> CurveReading | None:
+    """The verdict on more data of the project's newest finished learning curve, if any."""
+    for job in project.diagnostic_jobs.filter(status=RunStatus.FINISHED).order_by(
+        "-finished_at", "-id"
+    )[:20]:
+        reading = CurveReading.from_report((job.result or {}).get("learning_curve"))
+        if reading is not None:
+            return reading
+    return None
 
 
 def diagnosis_snapshot(d: Diagnosis) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from .diagnosis import DEFAULT_MATERIALITY, Confidence, Diagnosis, Problem, Verdict
 from .error_analysis import CategoryCeiling
+from .more_data import CANT_TELL, CurveReading
 from .registry import Registry, Rule
 
 # Below this share of correct labels, label noise is worth fixing before anything else.
@@ -70,6 +71,8 @@ class PlanInputs:
     categories: list[CategoryCeiling] = field(default_factory=list)
     history: list[Past] = field(default_factory=list)
     materiality: float = DEFAULT_MATERIALITY
+    #: The latest learning curve's verdict on more data, if one was measured.
+    learning_curve: CurveReading | None = None
 
 
 @dataclass(frozen=True)
@@ -209,12 +212,32 @@ class TopCategoryRule(PlanRule):
 
 
 @PLAN_RULES.register
-class MoreTrainingDataRule(GapPlanRule):
+class MoreTrainingDataRule(PlanRule):
+    """More data when the learning curve says it helps; never when it says it won't.
+
+    Without a curve, variance is the reason (as the method has it). With one, the curve
+    decides: "will help" proposes it with the curve's gain, "won't help" and "target already
+    met" never do, and "can't tell yet" leaves it to the variance gap, saying the curve could
+    not tell.
+    """
+
     id = "plan.data_quality.more_training_data"
     kind = Kind.DATA_QUALITY
     title = "Add training data or augment it"
-    problem = Problem.VARIANCE
-    because = "Variance is present"
+
+    def propose(self, inputs: PlanInputs) -> Candidate | None:
+        curve = inputs.learning_curve
+        variance = _present(inputs, Problem.VARIANCE)
+        if curve is not None and curve.supports_more_data:
+            return self.candidate(f"Learning curve: {curve.reason}", curve.gain, Problem.VARIANCE)
+        if curve is not None and curve.rules_out_more_data:
+            return None
+        if variance is None:
+            return None
+        rationale = f"Variance is present ({variance * 100:.1f} points)."
+        if curve is not None and curve.verdict == CANT_TELL:
+            rationale += f" The learning curve can't tell yet what more data buys: {curve.reason}"
+        return self.candidate(rationale, variance, Problem.VARIANCE)
 
 
 @PLAN_RULES.register

@@ -44,25 +44,27 @@ def test_size_needed_for_a_target_inverts_the_law():
 
 def test_verdict_will_help_names_the_size_that_reaches_the_target():
     errors = np.array([PowerLaw(2.0, 0.5, 0.0).predict(n) for n in SIZES])
-    curve = judge(list(SIZES), np.zeros(6), errors, np.zeros(6), target_error=0.02)
+    curve = judge(list(SIZES), np.zeros(6), errors, target_error=0.02)
     assert curve.verdict == WILL_HELP
     assert curve.needed_size == pytest.approx(10_000, rel=0.1)
+    assert f"{curve.needed_size:,}"[:3] in curve.reason
 
 
 def test_verdict_wont_help_when_the_curve_levels_off_above_the_target():
     errors = np.array([PowerLaw(1.0, 0.7, 0.2).predict(n) for n in SIZES])
-    curve = judge(list(SIZES), errors - 0.01, errors, np.zeros(6), target_error=0.1)
+    curve = judge(list(SIZES), errors - 0.01, errors, target_error=0.1)
     assert curve.verdict == WONT_HELP
     assert curve.reason.startswith("Not reachable with more data: bias")
+    assert "is above the target 0.100" in curve.reason
     assert curve.needed_size is None
 
 
 def test_verdict_target_met_and_flat_curve_without_target():
     flat = np.full(6, 0.3)
-    assert judge(list(SIZES), flat, flat, flat * 0, target_error=0.4).verdict == NOT_NEEDED
-    assert judge(list(SIZES), flat, flat, flat * 0, target_error=None).verdict == WONT_HELP
+    assert judge(list(SIZES), flat, flat, target_error=0.4).verdict == NOT_NEEDED
+    assert judge(list(SIZES), flat, flat, target_error=None).verdict == WONT_HELP
     falling = np.array([PowerLaw(2.0, 0.5, 0.0).predict(n) for n in SIZES])
-    assert judge(list(SIZES), falling * 0, falling, falling * 0, None).verdict == WILL_HELP
+    assert judge(list(SIZES), falling * 0, falling, None).verdict == WILL_HELP
 
 
 def test_training_sizes_grow_geometrically_up_to_the_pool():
