@@ -337,3 +337,32 @@ class DiagnosticJob(models.Model):
 
 
 # --- end of diagnostic jobs (issue 9) ---
+
+
+class LabelDecision(models.Model):
+    """A person's verdict on one label a diagnostic job suspected (the label-review page)."""
+
+    class Verdict(models.TextChoices):
+        ACCEPT = "accept", "Accept the suggested label"
+        REJECT = "reject", "Keep the given label"
+
+    job = models.ForeignKey(
+        DiagnosticJob, on_delete=models.CASCADE, related_name="label_decisions"
+    )
+    index = models.PositiveIntegerField(help_text="Row of the job's dataset.")
+    verdict = models.CharField(max_length=10, choices=Verdict.choices)
+    given = models.CharField(max_length=200)
+    suggested = models.CharField(max_length=200)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    decided_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["job", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "index"], name="mlexec_label_decision_once")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.verdict} row {self.index} of job {self.job_id}"
