@@ -346,9 +346,7 @@ class LabelDecision(models.Model):
         ACCEPT = "accept", "Accept the suggested label"
         REJECT = "reject", "Keep the given label"
 
-    job = models.ForeignKey(
-        DiagnosticJob, on_delete=models.CASCADE, related_name="label_decisions"
-    )
+    job = models.ForeignKey(DiagnosticJob, on_delete=models.CASCADE, related_name="label_decisions")
     index = models.PositiveIntegerField(help_text="Row of the job's dataset.")
     verdict = models.CharField(max_length=10, choices=Verdict.choices)
     given = models.CharField(max_length=200)
