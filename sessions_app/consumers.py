@@ -122,8 +122,8 @@ class SessionConsumer(AsyncWebsocketConsumer):
         }
         # Revocation (a removed member, a revoked key, a deactivated user) reaches this
         # socket through its user's group at once, and through a periodic re-check anyway.
-        self.grant = revocation.socket_grant(self.scope, self.actor)
-        self.user_group = revocation.user_group(self.actor.user.pk)
+        self.grant: revocation.Grant | None = revocation.socket_grant(self.scope, self.actor)
+        self.user_group: str | None = revocation.user_group(self.actor.user.pk)
         await self.channel_layer.group_add(self.user_group, self.channel_name)
         revocation.follow(self)
         await self._send(
@@ -414,9 +414,9 @@ class SessionConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
         for name in names:
-            sub = self.subs.get(name)
-            if sub is not None and name not in allowed:
-                await self._leave(sub)
+            lost = self.subs.get(name)
+            if lost is not None and name not in allowed:
+                await self._leave(lost)
                 await self._send_error(NotFound("no such session", session=name), None)
 
     async def log_entries(self, message: dict[str, Any]) -> None:
