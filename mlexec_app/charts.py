@@ -178,3 +178,20 @@ def metric_history(series: Series, width: int = 560, height: int = 260) -> SafeS
         body.append(_text(width - right + 26, top + 16 * i + 9, key))
     body.append(_text(left + plot_w / 2, height - 0, "step", "middle", 'fill="#555"'))
     return _svg(width, height, "Metric history", body)
+
+
+def image_svg(pixels: Sequence[object], shape: Sequence[int], title: str, scale: int = 8) -> str:
+    """A grey-scale image (values 0..1, row by row) as SVG squares; '' if it does not fit."""
+    rows, cols = (int(n) for n in shape)
+    if rows * cols != len(pixels) or not 0 < rows * cols <= 4096:
+        return ""
+    cells = []
+    for i, value in enumerate(pixels):
+        level = min(max(float(value), 0.0), 1.0) if isinstance(value, int | float) else 0.0
+        grey = round(255 * (1 - level))  # ink is dark, as digits are drawn
+        y, x = divmod(i, cols)
+        cells.append(
+            f'<rect x="{x * scale}" y="{y * scale}" width="{scale}" height="{scale}" '
+            f'fill="rgb({grey},{grey},{grey})"/>'
+        )
+    return _svg(cols * scale, rows * scale, title, cells)

@@ -7,4 +7,11 @@ app_name = "mlexec_app"
 urlpatterns = [
     path("", views.index, name="index"),
     path("projects/<slug:slug>/", views.project, name="project"),
+    path("projects/<slug:slug>/jobs/<int:job_id>/labels/", views.labels, name="labels"),
+    path(
+        "projects/<slug:slug>/jobs/<int:job_id>/labels/<int:index>/",
+        views.label_decide,
+        name="label_decide",
+    ),
+    path("projects/<slug:slug>/jobs/<int:job_id>/labels.csv", views.labels_csv, name="labels_csv"),
 ]

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib.auth.decorators import login_required
 from django.db.models import Count
-from django.http import HttpRequest, HttpResponse
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    HttpResponseRedirect,
+)
 from django.shortcuts import get_object_or_404, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
 
-from mlexec_app import reports
+from mlexec_app import charts, label_review, reports
+from mlexec_app.exceptions import InvalidInput, NotFound
 from mlexec_app.models import Project
 
 
@@ -26,3 +37,57 @@ def project(request: HttpRequest, slug: str) -> HttpResponse:
     # Someone else's project is a 404, like a missing one.
     found = get_object_or_404(Project, slug=slug, owner_id=request.user.pk)
     return render(request, "mlexec_app/project.html", reports.page_context(found))
+
+
+def _own_project(request: HttpRequest, slug: str) -> Project:
+    return get_object_or_404(Project, slug=slug, owner_id=request.user.pk)
+
+
+def _review_job(project: Project, job_id: int) -> Any:
+    try:
+        return label_review.job_of(project, job_id)
+    except NotFound as exc:
+        raise Http404(str(exc)) from exc
+
+
+@login_required
+def labels(request: HttpRequest, slug: str, job_id: int) -> HttpResponse:
+    found = _own_project(request, slug)
+    job = _review_job(found, job_id)
+    shape = label_review.image_shape(job)
+    rows = label_review.review_rows(job)
+    for row in rows:
+        image = row.get("image")
+        title = f"row {row['index']}"
+        row["svg"] = charts.image_svg(image, shape, title) if image and shape else ""
+    context = {
+        "project": found,
+        "job": job,
+        "rows": rows,
+        "decided": sum(1 for r in rows if r["verdict"]),
+        "accepted": sum(1 for r in rows if r["verdict"] == "accept"),
+    }
+    return render(request, "mlexec_app/labels.html", context)
+
+
+@login_required
+@require_POST
+def label_decide(request: HttpRequest, slug: str, job_id: int, index: int) -> HttpResponse:
+    job = _review_job(_own_project(request, slug), job_id)
+    try:
+        label_review.decide(job, index, request.POST.get("verdict", ""), request.user)
+    except NotFound as exc:
+        raise Http404(str(exc)) from exc
+    except InvalidInput as exc:
+        return HttpResponseBadRequest(exc.message, content_type="text/plain")
+    url = reverse("mlexec_app:labels", kwargs={"slug": slug, "job_id": job.pk})
+    return HttpResponseRedirect(f"{url}#row-{index}", status=303)
+
+
+@login_required
+def labels_csv(request: HttpRequest, slug: str, job_id: int) -> HttpResponse:
+    job = _review_job(_own_project(request, slug), job_id)
+    response = HttpResponse(label_review.corrected_labels_csv(job), content_type="text/csv")
+    response["Content-Disposition"] = f'attachment; filename="labels-job-{job.pk}.csv"'
+    response["X-Content-Type-Options"] = "nosniff"
+    return response

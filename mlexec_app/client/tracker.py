@@ -28,7 +28,7 @@ from urllib.parse import quote
 
 import httpx
 
-from mlexec_app.client import buffer
+import mlexec_app.client.buffer as buffer
 
 log = logging.getLogger("mlexec_app.client")
 

@@ -170,3 +170,87 @@ def test_a_project_named_with_digits_is_found_by_its_slug(api, user):
     project = services.create_project(user, name="2024")
     assert project.slug == "2024"
     assert api.get("/projects/2024").json()["name"] == "2024"
+
+
+# --- label review ------------------------------------------------------------------------------
+
+
+def _label_job(project, given="<script>alert(1)</script>"):
+    from mlexec_app.models import DiagnosticJob
+
+    issues = [
+        {
+            "index": 7,
+            "given": given,
+            "suggested": "=1+1",
+            "given_probability": 0.01,
+            "suggested_probability": 0.97,
+            "image": [i / 63 for i in range(64)],
+        },
+        {
+            "index": 3,
+            "given": "4",
+            "suggested": "9",
+            "given_probability": 0.1,
+            "suggested_probability": 0.8,
+        },
+    ]
+    return DiagnosticJob.objects.create(
+        project=project,
+        dataset="digits",
+        status="finished",
+        result={"label_issues": {"issues": issues, "image_shape": [8, 8]}},
+    )
+
+
+def test_label_review_lists_escapes_decides_and_exports(user, project):
+    from django.test import Client
+
+    job = _label_job(project)
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(user)
+    base = f"/mlexec/projects/{project.slug}/jobs/{job.pk}/labels/"
+    page = client.get(base).content.decode()
+    assert "<script>alert(1)</script>" not in page and "&lt;script&gt;" in page
+    assert page.index('id="row-7"') < page.index('id="row-3"')  # most suspicious first
+    assert page.count("<rect") == 64  # the image, drawn as SVG
+    assert (
+        f"/jobs/{job.pk}/labels/"
+        in client.get(f"/mlexec/projects/{project.slug}/").content.decode()
+    )
+
+    assert client.post(f"{base}7/", {"verdict": "accept"}).status_code == 403  # no CSRF token
+    token = client.cookies["csrftoken"].value  # set by the page's form
+    post = client.post(f"{base}7/", {"verdict": "accept", "csrfmiddlewaretoken": token})
+    assert post.status_code == 303 and post["Location"].endswith("#row-7")
+    assert (
+        client.post(f"{base}3/", {"verdict": "maybe", "csrfmiddlewaretoken": token}).status_code
+        == 400
+    )
+    assert (
+        client.post(f"{base}5/", {"verdict": "accept", "csrfmiddlewaretoken": token}).status_code
+        == 404
+    )
+    assert 'data-verdict="accept"' in client.get(base).content.decode()
+
+    csv_response = client.get(f"/mlexec/projects/{project.slug}/jobs/{job.pk}/labels.csv")
+    assert csv_response["Content-Type"] == "text/csv"
+    assert csv_response.content.decode().splitlines() == [
+        "index,given,corrected",
+        "7,<script>alert(1)</script>,'=1+1",
+    ]
+
+
+def test_label_review_of_someone_elses_project_is_a_404(other_user, project):
+    from django.test import Client
+
+    job = _label_job(project)
+    client = Client()
+    client.force_login(other_user)
+    assert client.get(f"/mlexec/projects/{project.slug}/jobs/{job.pk}/labels/").status_code == 404
+    assert (
+        client.post(
+            f"/mlexec/projects/{project.slug}/jobs/{job.pk}/labels/7/", {"verdict": "accept"}
+        ).status_code
+        == 404
+    )

@@ -1,0 +1,88 @@
+"""Reviewing the labels a diagnostic job suspected: list, decide, export.
+
+The suspected rows, their given and suggested labels and their images come only from the
+job's stored result; a request names a row and a verdict, nothing else, so a caller cannot
+write a label the job did not suggest.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+from django.db import transaction
+
+from mlexec_app.exceptions import InvalidInput, NotFound
+from mlexec_app.models import DiagnosticJob, LabelDecision, Project, RunStatus
+
+# A spreadsheet runs a cell that starts with one of these as a formula.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def job_of(project: Project, job_id: int) -> DiagnosticJob:
+    job = project.diagnostic_jobs.filter(pk=job_id, status=RunStatus.FINISHED).first()
+    if job is None or not _issues(job):
+        raise NotFound(f"No finished job {job_id} with label issues in this project.")
+    return job
+
+
+def latest_job(project: Project) -> DiagnosticJob | None:
+    for job in project.diagnostic_jobs.filter(status=RunStatus.FINISHED).order_by("-id")[:20]:
+        if _issues(job):
+            return job
+    return None
+
+
+def _issues(job: DiagnosticJob) -> list[dict[str, Any]]:
+    found = (job.result or {}).get("label_issues") or {}
+    issues = found.get("issues") if isinstance(found, dict) else None
+    return [i for i in issues or [] if isinstance(i, dict) and isinstance(i.get("index"), int)]
+
+
+def image_shape(job: DiagnosticJob) -> list[int] | None:
+    shape = ((job.result or {}).get("label_issues") or {}).get("image_shape")
+    return shape if isinstance(shape, list) and len(shape) == 2 else None
+
+
+def review_rows(job: DiagnosticJob) -> list[dict[str, Any]]:
+    """The suspected rows, most suspicious first, each with its verdict so far (or None)."""
+    verdicts = dict(job.label_decisions.values_list("index", "verdict"))
+    return [{**issue, "verdict": verdicts.get(issue["index"])} for issue in _issues(job)]
+
+
+@transaction.atomic
+def decide(job: DiagnosticJob, index: int, verdict: str, user: Any) -> LabelDecision:
+    if verdict not in LabelDecision.Verdict.values:
+        raise InvalidInput(
+            f"verdict is one of {LabelDecision.Verdict.values}.", code="invalid_choice"
+        )
+    issue = next((i for i in _issues(job) if i["index"] == index), None)
+    if issue is None:
+        raise NotFound(f"Row {index} is not among this job's suspected labels.")
+    decision, _ = LabelDecision.objects.update_or_create(
+        job=job,
+        index=index,
+        defaults={
+            "verdict": verdict,
+            "given": str(issue.get("given", ""))[:200],
+            "suggested": str(issue.get("suggested", ""))[:200],
+            "decided_by": user,
+        },
+    )
+    return decision
+
+
+def corrected_labels_csv(job: DiagnosticJob) -> str:
+    """``index,given,corrected`` for every accepted fix, in row order."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["index", "given", "corrected"])
+    accepted = job.label_decisions.filter(verdict=LabelDecision.Verdict.ACCEPT).order_by("index")
+    for d in accepted:
+        writer.writerow([d.index, _cell(d.given), _cell(d.suggested)])
+    return out.getvalue()
+
+
+def _cell(text: str) -> str:
+    return "'" + text if text.startswith(FORMULA_START) else text
