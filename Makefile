@@ -65,7 +65,7 @@ test-real: $(STAMP) ## Only the second pass (PostgreSQL + Redis; skips if they a
 
 .PHONY: screenshots
 screenshots: $(STAMP) ## Rewrite docs/screenshots/ from the browser tests (needs chromium)
-	SCREENSHOTS_DIR=$(CURDIR)/docs/screenshots $(PY) -m pytest tests/e2e/test_browser_chat.py
+	SCREENSHOTS_DIR=$(CURDIR)/docs/screenshots $(PY) -m pytest tests/e2e/test_browser_chat.py tests/e2e/test_browser_mlexec.py
 
 .PHONY: lint
 lint: $(STAMP) ## ruff (lint and format check) and mypy (strict on the pure modules)
