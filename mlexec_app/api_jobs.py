@@ -12,14 +12,21 @@ from typing import Any
 
 from django.http import HttpRequest, HttpResponse
 from ninja import Field, Router, Schema, Status
-from ninja.security import django_auth
 
 from mlexec_app import jobs
-from mlexec_app.api import ERRORS, ApiKeyAuth, coded_errors, principal, project_of, visible
+from mlexec_app.api import (
+    ERRORS,
+    ApiKeyAuth,
+    CookieAuth,
+    coded_errors,
+    principal,
+    project_of,
+    visible,
+)
 from mlexec_app.exceptions import NotFound
 from mlexec_app.models import DiagnosticJob
 
-jobs_router = Router(tags=["mlexec diagnostics"], auth=[ApiKeyAuth(), django_auth])
+jobs_router = Router(tags=["mlexec diagnostics"], auth=[ApiKeyAuth(), CookieAuth()])
 jobs_router.add_decorator(coded_errors, mode="view")
 
 

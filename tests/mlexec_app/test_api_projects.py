@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from django.test import Client
 
 from mlexec_app.models import ApiKey, DataAssessment, Project
+from tests.mlexec_app.conftest import Api
 
 pytestmark = pytest.mark.django_db
 
@@ -73,6 +75,23 @@ def test_anonymous_caller_gets_a_coded_401(anonymous, project):
     response = anonymous.get("/projects")
     assert response.status_code == 401
     assert response.json()["code"] == "unauthenticated"
+
+
+def test_writes_without_credentials_answer_401_and_cookie_writes_still_need_csrf(
+    anonymous, user, project
+):
+    writes = [("post", "/projects", {"name": "x"}), ("post", f"/projects/{project.slug}/runs", {}),
+              ("post", f"/projects/{project.slug}/diagnostic-jobs", {"dataset": "digits"})]  # fmt: skip
+    wrong_key = Api(Client(), key="mlx_nothing_here")
+    for caller in (anonymous, wrong_key):
+        for method, path, body in writes:
+            response = caller.call(method, path, body)
+            assert response.status_code == 401, (path, response.content)
+            assert response.json()["code"] == "unauthenticated"
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(user)
+    response = Api(browser).post("/projects", {"name": "x"})
+    assert response.status_code == 403
 
 
 def test_someone_elses_project_is_indistinguishable_from_a_missing_one(api, other_user):
