@@ -46,6 +46,14 @@ class JobIn(Schema):
     )
 
 
+class SearchIn(Schema):
+    dataset: str | None = Field(
+        None, description="Default: the dataset of the project's newest diagnostic job."
+    )
+    trials: int = Field(20, ge=1, le=1000, description="Trial budget.")
+    time_budget: float = Field(60.0, ge=1, le=86_400, description="Seconds for the search.")
+
+
 class JobSummaryOut(Schema):
     id: int
     project: str = Field(..., alias="project.slug")
@@ -81,6 +89,23 @@ def start_job(request: HttpRequest, ref: str, payload: JobIn) -> Status:
         user=principal(request).user,
     )  # fmt: skip
     return Status(201, job)
+
+
+@jobs_router.post("/projects/{ref}/search-jobs", response={201: JobOut, **ERRORS})
+def start_search(request: HttpRequest, ref: str, payload: SearchIn) -> Status:
+    """The plan's hyperparameter step as an Optuna search (409 unless it is the next step)."""
+    project = project_of(request, ref)
+    job = jobs.start_search(
+        project, dataset=payload.dataset, trials=payload.trials, timeout=payload.time_budget,
+        user=principal(request).user,
+    )  # fmt: skip
+    return Status(201, job)
+
+
+@jobs_router.post("/diagnostic-jobs/{job_id}/resume", response={201: JobOut, **ERRORS})
+def resume_search(request: HttpRequest, job_id: int) -> Status:
+    """A cancelled or failed search continues in a new job from the trials it finished."""
+    return Status(201, jobs.resume_search(job_of(request, job_id), principal(request).user))
 
 
 @jobs_router.get("/projects/{ref}/diagnostic-jobs", response={200: list[JobSummaryOut], **ERRORS})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import PurePath
 from typing import Any
 
@@ -9,6 +10,9 @@ from django.conf import settings
 from django.core.checks import Error, register
 
 from mlexec_app.conf import DEFAULTS
+
+#: What MLEXEC_APP["DEVICE"] may say (torch itself is not imported to check it).
+DEVICE_PATTERN = re.compile(r"auto|cpu|(cuda|xpu|mps|mtia|hpu)(:\d{1,3})?")
 
 
 def _number(value: Any) -> bool:
@@ -90,6 +94,15 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
                 hint=f"Defaults: {DEFAULTS['JOB_TIME_LIMIT']}, {DEFAULTS['JOB_MEMORY_LIMIT_MB']}, "
                 "None",
                 id="mlexec_app.E007",
+            )
+        )
+    wanted = raw.get("DEVICE", DEFAULTS["DEVICE"])
+    if not isinstance(wanted, str) or not DEVICE_PATTERN.fullmatch(wanted):
+        errors.append(
+            Error(
+                "MLEXEC_APP['DEVICE'] must be 'auto' or a torch device string.",
+                hint='"auto", "cpu", "cuda", "cuda:1", "mps"',
+                id="mlexec_app.E008",
             )
         )
     return errors

@@ -46,7 +46,7 @@ logger = logging.getLogger(__name__)
 #: What a job's ``params`` may hold (see docs/mlexec/diagnostics.md).
 PARAM_KEYS = frozenset(
     {"model", "train", "label_issues", "label_train", "label_model", "label", "slice_column",
-     "target_error"}
+     "target_error", "search"}
 )  # fmt: skip
 MAX_DATASET = 500  # DiagnosticJob.dataset's length
 ACTIVE = (RunStatus.RUNNING, RunStatus.CANCELLING)
@@ -60,7 +60,10 @@ DIAGNOSTIC_CHOICES = (
     "learning_curve",
     "baseline",
     "slices",
+    "search",
 )
+#: Searches a job may resume: the trials of one that stopped before its budget was spent.
+RESUMABLE = (RunStatus.CANCELLED, RunStatus.FAILED)
 
 
 class DatasetRefused(Exception):
@@ -96,6 +99,8 @@ def create_job(
             f"Unknown diagnostics {unknown}; choose from {', '.join(DIAGNOSTIC_CHOICES)}.",
             code="invalid_choice",
         )
+    if "search" in chosen and len(chosen) > 1:
+        raise InvalidInput("A search job runs the search alone.", code="invalid_choice")
     if not isinstance(dataset, str) or not dataset.strip():
         raise InvalidInput("Name a dataset, e.g. digits.", code="invalid_dataset")
     dataset = dataset.strip()
@@ -313,7 +318,10 @@ def _run(job: DiagnosticJob, watcher: _Watcher) -> dict[str, Any]:
         "diagnostics": list(job.diagnostics),
         "params": params,
         "target_error": target_error(job.project),
+        "device": job_setting("DEVICE"),
     }
+    if list(job.diagnostics) == ["search"]:
+        task["done"] = resumed_trials(job)
     limits = Limits(
         seconds=float(job_setting("JOB_TIME_LIMIT")),
         memory_mb=int(job_setting("JOB_MEMORY_LIMIT_MB") or 0),
@@ -336,6 +344,22 @@ def build_plan(project: Project, diagnostics: list[str], params: dict[str, Any])
     unknown = sorted(set(params) - PARAM_KEYS)
     if unknown:
         raise ValueError(f"unknown parameters {unknown}; known: {', '.join(sorted(PARAM_KEYS))}")
+    if list(diagnostics) == ["search"]:
+        from mlexec_app.diagnostics.search import SearchOptions
+
+        search = params.get("search") or {}
+        if not isinstance(search, dict):
+            raise ValueError("search must be an object")
+        for key in ("resume", "intervention"):
+            if key in search and (
+                not isinstance(search[key], int) or isinstance(search[key], bool)
+            ):
+                raise ValueError(f"search.{key} is an id")
+        SearchOptions.from_params(search)
+        return plan_from_params(["baseline"], {k: v for k, v in params.items() if k != "search"},
+                                target_error(project))  # fmt: skip
+    if "search" in params:
+        raise ValueError("search options belong to a search job")
     return plan_from_params(diagnostics, params, target_error(project))
 
 
@@ -369,6 +393,8 @@ class _Watcher:
         )
 
     def on_event(self, event: dict[str, Any]) -> None:
+        if event.get("step") == "trial" and isinstance(event.get("trial"), dict):
+            record_trial(self.job, event["trial"])
         DiagnosticJob.objects.filter(pk=self.job.pk).update(
             progress=event, fraction_done=event.get("fraction", 0.0), heartbeat_at=timezone.now()
         )
@@ -421,6 +447,8 @@ def record_results(job: DiagnosticJob, report: dict[str, Any]) -> Any:
     project = job.project
     run = None
     base = report.get("baseline")
+    if base and "search" in report:
+        return _record_search(job, project, report)
     if base:
         run = _record_run(job, project, report, base)
     slices = report.get("slices")
@@ -455,7 +483,12 @@ def _record_run(job: DiagnosticJob, project: Project, report: dict[str, Any], ba
     return services.record_run(
         project,
         name=f"Diagnostics baseline (job {job.pk}, {job.dataset})",
-        params={"dataset": job.dataset, "model": base["spec"], "train": base["config"]},
+        params={
+            "dataset": job.dataset,
+            "model": base["spec"],
+            "train": base["config"],
+            "device": report.get("device", "cpu"),
+        },  # fmt: skip
         metrics=metrics,
         history=history,
         source="diagnostics",
@@ -479,3 +512,136 @@ def _record_assessment(job: DiagnosticJob, project: Project, report: dict[str, A
         test_source=job.dataset,
         notes=f"From diagnostic job {job.pk}: {quality['note']}",
     )
+
+
+# --- the hyperparameter search ----------------------------------------------------------------
+
+
+def start_search(
+    project: Project,
+    *,
+    dataset: str | None = None,
+    trials: int = 20,
+    timeout: float = 60.0,
+    user: Any = None,
+) -> DiagnosticJob:
+    """The plan's hyperparameter step as a search job: adopt it, then queue the study.
+
+    Refused (409 ``not_in_plan``) unless the plan's next step is a hyperparameter one. The
+    dataset and model default to those of the project's newest diagnostic job.
+    """
+    from mlexec_app.methodology.planner import Kind
+
+    step = services.plan_project(project).next
+    if step is None or step.kind is not Kind.HYPERPARAMETERS:
+        now = f"{step.rule_id} ({step.kind.value})" if step else "nothing"
+        raise InvalidTransition(
+            f"The plan's next step is {now}, not a hyperparameter one.", code="not_in_plan"
+        )
+    last = DiagnosticJob.objects.filter(project=project).exclude(diagnostics=["search"]).first()
+    if dataset is None:
+        if last is None:
+            raise InvalidInput("Name a dataset: the project has no diagnostic job yet.",
+                               code="invalid_dataset")  # fmt: skip
+        dataset = last.dataset
+    open_step = project.interventions.filter(
+        rule_id=step.rule_id, status__in=["proposed", "in_progress"]
+    ).first()
+    intervention = open_step or services.adopt(project, [step.rule_id])[0]
+    params: dict[str, Any] = {
+        "search": {"trials": trials, "timeout": timeout, "intervention": intervention.pk}
+    }
+    if last is not None and "model" in last.params:
+        params["model"] = last.params["model"]
+    job = create_job(project, dataset, diagnostics=["search"], params=params, user=user,
+                     trusted=bool(last and last.trusted and last.dataset == dataset))  # fmt: skip
+    if intervention.status == "proposed":
+        services.update_intervention(intervention, status="in_progress")
+    return enqueue_job(job)
+
+
+def resume_search(job: DiagnosticJob, user: Any = None) -> DiagnosticJob:
+    """A new search job that continues ``job``'s study from the trials it finished."""
+    if job.diagnostics != ["search"] or job.status not in RESUMABLE:
+        raise InvalidTransition(
+            f"Job {job.pk} is {job.status}: only a cancelled or failed search resumes.",
+        )
+    params = {**job.params, "search": {**job.params.get("search", {}), "resume": job.pk}}
+    return enqueue_job(
+        create_job(
+            job.project,
+            job.dataset,
+            diagnostics=["search"],
+            params=params,
+            user=user,
+            trusted=job.trusted,
+        )  # fmt: skip
+    )
+
+
+def resumed_trials(job: DiagnosticJob) -> list[dict[str, Any]]:
+    """The trials of the search ``job`` resumes (the same project's only), oldest first."""
+    ref = (job.params.get("search") or {}).get("resume")
+    if ref is None:
+        return []
+    earlier = DiagnosticJob.objects.filter(
+        pk=ref, pk__lt=job.pk, project=job.project, diagnostics=["search"]
+    ).first()
+    if earlier is None:
+        return []
+    return [*resumed_trials(earlier), *earlier.result.get("trials", [])]
+
+
+def record_trial(job: DiagnosticJob, trial: dict[str, Any]) -> None:
+    """One finished or pruned trial: a Run with its parameters and dev error, kept on the job."""
+    try:
+        value = float(trial["value"]) if trial.get("value") is not None else None
+        params = {str(k): v for k, v in dict(trial["params"]).items()}
+        state, number = str(trial["state"]), int(trial["number"])
+    except (KeyError, TypeError, ValueError):
+        return  # the child's event is data, never trusted blindly
+    metrics = {"dev": _in_metric_units(job.project, value)} if value is not None else {}
+    with transaction.atomic():
+        services.record_run(
+            job.project,
+            name=f"Search job {job.pk}, trial {number}"[:200],
+            params={**params, "trial": number, "state": state, "dataset": job.dataset},
+            metrics=metrics,
+            status=RunStatus.FINISHED if state == "COMPLETE" else RunStatus.CANCELLED,
+            source="search",
+            notes=f"Trial {number} of search job {job.pk} ({state.lower()}).",
+        )
+        locked = DiagnosticJob.objects.select_for_update().get(pk=job.pk)
+        kept = dict(locked.result or {})
+        kept["trials"] = [*kept.get("trials", []), {"number": number, "params": params,
+                                                    "value": value, "state": state}]  # fmt: skip
+        locked.result = kept
+        locked.save(update_fields=["result"])
+
+
+def _record_search(job: DiagnosticJob, project: Project, report: dict[str, Any]) -> Any:
+    """The best trial trained again as a baseline Run, and the intervention's realised gain."""
+    from mlexec_app.models import Intervention
+
+    before = services.diagnose_project(project).diagnosis.measurements.dev
+    base = report["baseline"]
+    search = report["search"]
+    run = services.record_run(
+        project,
+        name=f"Search job {job.pk}: best trial {search['best']['number']}",
+        params={"dataset": job.dataset, "model": base["spec"], "train": base["config"],
+                "device": report.get("device", "cpu"), "search": search["best"]["params"]},
+        metrics={split: _in_metric_units(project, e) for split, e in base["errors"].items()},
+        source="search",
+        notes=f"Best of {search['completed']} trials of search job {job.pk}, trained again.",
+    )  # fmt: skip
+    report["search"]["trials"] = (job.result or {}).get("trials", report["search"]["trials"])
+    ref = (job.params.get("search") or {}).get("intervention")
+    intervention = Intervention.objects.filter(pk=ref, project=project).first() if ref else None
+    if intervention is not None and before is not None:
+        gain = round(before - base["errors"]["dev"], 6)
+        report["search"]["realized_gain"] = gain
+        status = None if intervention.status == "done" else "done"
+        if intervention.status != "abandoned":
+            services.update_intervention(intervention, status=status, realized_gain=gain)
+    return run

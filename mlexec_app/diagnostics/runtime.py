@@ -33,6 +33,35 @@ def torch_module() -> ModuleType:
 
 
 _threads_set = False
+_device_name = "cpu"
+
+
+def use_device(wanted: str | None) -> str:
+    """Train on ``wanted`` from now on in this process; returns the device actually used.
+
+    ``"auto"`` (and None) is CUDA when torch sees a GPU, else the CPU; anything else is a torch
+    device string (``"cpu"``, ``"cuda:1"``, ``"mps"``), refused with ``ValueError`` if torch
+    cannot use it here.
+    """
+    global _device_name
+    torch = torch_module()
+    if wanted in (None, "", "auto"):
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    else:
+        try:
+            device = torch.device(str(wanted))
+        except (RuntimeError, ValueError) as exc:
+            raise ValueError(f"Unknown torch device {wanted!r}: {exc}") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"Device {wanted!r} asked for, but torch sees no CUDA GPU here.")
+        name = str(device)
+    _device_name = name
+    return name
+
+
+def device() -> object:
+    """The torch device every diagnostic trains on (``use_device`` picks it; CPU by default)."""
+    return torch_module().device(_device_name)
 
 
 def _configure_threads(torch: ModuleType) -> None:

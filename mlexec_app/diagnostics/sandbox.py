@@ -233,14 +233,46 @@ def run_task(
     from mlexec_app.diagnostics.data import load_dataset
     from mlexec_app.diagnostics.pipeline import plan_from_params, run_diagnostics
     from mlexec_app.diagnostics.progress import Progress
+    from mlexec_app.diagnostics.runtime import use_device
 
+    used = use_device(task.get("device", "auto"))
     params = task["params"]
+    if list(task["diagnostics"]) == ["search"]:
+        return {**_run_search(task, on_event, should_cancel), "device": used}
     plan = plan_from_params(task["diagnostics"], params, task.get("target_error"))
     data = load_dataset(
         task["dataset"], label=params.get("label", "label"), slice_column=params.get("slice_column")
     )
     progress = Progress(on_event, should_cancel, min_interval=0.5)
-    return run_diagnostics(data, plan, progress)
+    return {**run_diagnostics(data, plan, progress), "device": used}
+
+
+def _run_search(
+    task: dict[str, Any],
+    on_event: Callable[[dict[str, Any]], None],
+    should_cancel: Callable[[], bool],
+) -> dict[str, Any]:
+    from dataclasses import replace
+
+    from mlexec_app.diagnostics.data import load_dataset
+    from mlexec_app.diagnostics.models import ModelSpec
+    from mlexec_app.diagnostics.progress import Progress
+    from mlexec_app.diagnostics.search import SearchOptions, run_search
+    from mlexec_app.diagnostics.training import TrainConfig
+
+    params = task["params"]
+    options = replace(
+        SearchOptions.from_params(params.get("search")), done=tuple(task.get("done") or ())
+    )
+    data = load_dataset(
+        task["dataset"], label=params.get("label", "label"), slice_column=params.get("slice_column")
+    )
+    progress = Progress(on_event, should_cancel, min_interval=0.5)
+    result = run_search(
+        data, options, spec=ModelSpec.from_dict(params.get("model")),
+        config=TrainConfig(**params.get("train", {})), progress=progress,
+    )  # fmt: skip
+    return {"search": result, "baseline": result["baseline"]}
 
 
 def _set_limits(memory_mb: int) -> None:

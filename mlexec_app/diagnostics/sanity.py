@@ -11,7 +11,7 @@ import numpy as np
 from mlexec_app.diagnostics.data import Dataset
 from mlexec_app.diagnostics.models import ModelSpec, build_model
 from mlexec_app.diagnostics.progress import Progress
-from mlexec_app.diagnostics.runtime import torch_module
+from mlexec_app.diagnostics.runtime import device, torch_module
 from mlexec_app.diagnostics.training import standardize_stats
 
 
@@ -66,6 +66,7 @@ def overfit_small_batch(
     rows = np.random.default_rng(seed).choice(len(data.y), min(batch_size, len(data.y)), False)
     xs, ys = _standardized(data, rows)
     model = build_model(spec or ModelSpec(), data.X.shape[1], data.n_classes, data.image_shape)
+    model.to(device())
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     model.train()
     losses = []
@@ -117,6 +118,7 @@ def lr_range_test(
     rng = np.random.default_rng(seed)
     xs, ys = _standardized(data, np.arange(len(data.y)))
     model = build_model(spec or ModelSpec(), data.X.shape[1], data.n_classes, data.image_shape)
+    model.to(device())
     optimizer = torch.optim.Adam(model.parameters(), lr=start_lr)
     growth = (end_lr / start_lr) ** (1.0 / (steps - 1))
     rates, losses, smooth = [], [], 0.0
@@ -126,6 +128,7 @@ def lr_range_test(
         for group in optimizer.param_groups:
             group["lr"] = lr
         rows = torch.from_numpy(rng.choice(len(data.y), min(batch_size, len(data.y)), False))
+        rows = rows.to(xs.device)
         loss = torch.nn.functional.cross_entropy(model(xs[rows]), ys[rows])
         optimizer.zero_grad()
         loss.backward()
@@ -170,4 +173,4 @@ def _standardized(data: Dataset, rows: np.ndarray) -> tuple[Any, Any]:
     mask[rows] = True
     mean, scale = (a[0] for a in standardize_stats(data.X, mask[None]))
     xs = torch.from_numpy(((data.X[rows] - mean) / scale).astype(np.float32))
-    return xs, torch.from_numpy(data.y[rows])
+    return xs.to(device()), torch.from_numpy(data.y[rows]).to(device())

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from mlexec_app.diagnostics.models import ModelSpec, build_model
-from mlexec_app.diagnostics.runtime import torch_module
+from mlexec_app.diagnostics.runtime import device, torch_module
 
 #: Rows predicted at once by every member of an ensemble (bounds memory at M x rows x width).
 PREDICT_ROWS = 2048
@@ -106,12 +106,16 @@ def _fit_ensemble(
     tick: Tick | None,
 ) -> np.ndarray:
     torch = torch_module()
+    on = device()
+    # Random draws stay on the CPU generator, so every device trains the same members.
     generator = torch.Generator().manual_seed(config.seed)
-    mean, scale = (torch.from_numpy(a) for a in standardize_stats(X, masks))
-    xs = torch.from_numpy(np.asarray(X, dtype=np.float32))
-    ys = torch.from_numpy(np.asarray(y, dtype=np.int64))
+    mean, scale = (torch.from_numpy(a).to(on) for a in standardize_stats(X, masks))
+    xs = torch.from_numpy(np.asarray(X, dtype=np.float32)).to(on)
+    ys = torch.from_numpy(np.asarray(y, dtype=np.int64)).to(on)
     table, counts = _row_table(masks)
+    table = table.to(on)
     net = _Ensemble(len(masks), X.shape[1], spec.layer_sizes, n_classes, spec.dropout, generator)
+    net.to(on)
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     # An epoch is one pass over the largest member's rows; every member draws a full batch of
     # its own rows at every step, so small training sets are not starved by large ones.
@@ -123,7 +127,7 @@ def _fit_ensemble(
     for epoch in range(config.epochs):
         for _ in range(steps_per_epoch):
             draw = (torch.rand(shape, generator=generator) * counts).long()
-            rows = torch.gather(table, 1, draw)
+            rows = torch.gather(table, 1, draw.to(on))
             logits = net((xs[rows] - mean) / scale, train=True)
             loss = torch.nn.functional.cross_entropy(
                 logits.reshape(-1, n_classes),
@@ -143,7 +147,7 @@ def _fit_ensemble(
             )
             for start in range(0, len(X), PREDICT_ROWS)
         ]
-        return torch.cat(chunks, dim=1).numpy()
+        return torch.cat(chunks, dim=1).cpu().numpy()
 
 
 def _row_table(masks: np.ndarray) -> tuple[Any, Any]:
@@ -184,6 +188,12 @@ class _Ensemble:
     def parameters(self) -> list[Any]:
         return [tensor for layer in self.layers for tensor in layer]
 
+    def to(self, target: Any) -> None:
+        self.layers = [
+            (w.detach().to(target).requires_grad_(), b.detach().to(target).requires_grad_())
+            for w, b in self.layers
+        ]
+
     def __call__(self, x: Any, *, train: bool) -> Any:
         torch = torch_module()
         for index, (weight, bias) in enumerate(self.layers):
@@ -208,16 +218,17 @@ def _fit_one(
     tick: Tick | None,
 ) -> np.ndarray:
     torch = torch_module()
+    on = device()
     torch.manual_seed(config.seed + member)
     mean, scale = (a[0] for a in standardize_stats(X, mask[None]))
-    xs = torch.from_numpy((np.asarray(X, dtype=np.float32) - mean) / scale)
-    ys = torch.from_numpy(np.asarray(y, dtype=np.int64))
-    rows = torch.from_numpy(np.flatnonzero(mask))
-    model = build_model(spec, X.shape[1], n_classes, image_shape)
+    xs = torch.from_numpy((np.asarray(X, dtype=np.float32) - mean) / scale).to(on)
+    ys = torch.from_numpy(np.asarray(y, dtype=np.int64)).to(on)
+    rows = torch.from_numpy(np.flatnonzero(mask)).to(on)
+    model = build_model(spec, X.shape[1], n_classes, image_shape).to(on)
     train_epochs(model, xs[rows], ys[rows], config, tick=_member_tick(tick, member, members))
     model.eval()
     with torch.no_grad():
-        return torch.softmax(model(xs), -1).numpy()
+        return torch.softmax(model(xs), -1).cpu().numpy()
 
 
 def train_epochs(
@@ -261,6 +272,6 @@ def _batches(rows: int, batch_size: int, steps: int) -> list[Any]:
     torch = torch_module()
     out: list[Any] = []
     while len(out) < steps:
-        order = torch.randperm(rows)
+        order = torch.randperm(rows).to(device())
         out += [order[s : s + batch_size] for s in range(0, rows, batch_size)]
     return out[:steps]
