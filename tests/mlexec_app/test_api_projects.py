@@ -77,13 +77,13 @@ def test_anonymous_caller_gets_a_coded_401(anonymous, project):
     assert response.json()["code"] == "unauthenticated"
 
 
-def test_writes_without_credentials_answer_401_and_cookie_writes_still_need_csrf(
-    anonymous, user, project
-):
+def test_writes_without_credentials_answer_401_and_cookie_writes_still_need_csrf(user, project):
     writes = [("post", "/projects", {"name": "x"}), ("post", f"/projects/{project.slug}/runs", {}),
               ("post", f"/projects/{project.slug}/diagnostic-jobs", {"dataset": "digits"})]  # fmt: skip
-    wrong_key = Api(Client(), key="mlx_nothing_here")
-    for caller in (anonymous, wrong_key):
+    # A browser's Client: Django's test client skips CSRF unless asked to enforce it.
+    nobody = Api(Client(enforce_csrf_checks=True))
+    wrong_key = Api(Client(enforce_csrf_checks=True), key="mlx_nothing_here")
+    for caller in (nobody, wrong_key):
         for method, path, body in writes:
             response = caller.call(method, path, body)
             assert response.status_code == 401, (path, response.content)
