@@ -59,12 +59,17 @@ def check_can_create(actor: Actor) -> None:
 
     A key (or token) scoped to some sessions acts inside them only: it makes no new ones.
     """
-    from sessions_app.conf import setting
-
     if actor.sessions is not None:
         raise Forbidden("a key scoped to some sessions cannot create sessions")
+    check_quota(actor.user)
+
+
+def check_quota(user: Any) -> None:
+    """Refuse a new session to a user who owns ``MAX_SESSIONS_PER_USER`` already."""
+    from sessions_app.conf import setting
+
     most = setting("MAX_SESSIONS_PER_USER")
-    if most is not None and Session.objects.filter(owner=actor.user, deleted=False).count() >= most:
+    if most is not None and Session.objects.filter(owner=user, deleted=False).count() >= most:
         raise LimitExceeded(
             f"you own {most} sessions, the most allowed; delete some first",
             limit="sessions_per_user",

@@ -49,6 +49,7 @@ EXISTING = {
     "intervention_id": "1",
     "job_id": "1",
     "key": "train",
+    "index": "0",
 }
 NON_ASCII_DIGITS = "١٢٣"  # Arabic-Indic digits: str.isdigit() is true, int() parses them
 

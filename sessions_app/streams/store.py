@@ -37,7 +37,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from sessions_app import dbexec, log, metrics, services
-from sessions_app.access import Actor, check_creatable_name
+from sessions_app.access import Actor, check_creatable_name, check_quota
 from sessions_app.conf import setting
 from sessions_app.domain import producers
 from sessions_app.domain.errors import (
@@ -365,6 +365,8 @@ def _create_once(access: Access, request: CreateRequest) -> tuple[Stream, bool]:
         check_creatable_name(request.name)
         if owner is None:
             _check_anonymous_create(request, now)
+        else:  # a token may name the stream it creates, so only the quota applies here
+            check_quota(access.actor.user)
         fork = _plan_fork(access, request, now) if request.fork_from else None
         return _insert_stream(request, owner, fork, now), True
 

@@ -437,3 +437,13 @@ async def test_the_doors_log_lines_never_carry_a_token(door, alice, session, cap
         "GET", URL + "chat-1?offset=-1", headers={"Authorization": f"Bearer {token}"}
     )
     assert header.status == 200
+
+
+async def test_a_user_at_the_sessions_quota_cannot_create_a_stream(door, alice):
+    with override_settings(SESSIONS_APP={**PUBLIC, "MAX_SESSIONS_PER_USER": 1}):
+        token = await bearer(alice)
+        assert (await put_json(door, "mine", token)).status == 201
+        refused = await put_json(door, "second", token)
+        assert (refused.status, refused.json["code"]) == (413, "limit_exceeded")
+        assert refused.json["limit"] == "sessions_per_user"
+        assert not await exists("second")
