@@ -33,6 +33,7 @@ install: $(STAMP) ## Create .venv (if missing) and install the project with ever
 
 .PHONY: run
 # The demo runs with DEBUG (and so the settings' public demo key); nothing else does.
+# daphne prints its request lines (query strings, so ?token=, included) to stdout: redacted.
 run: export DEBUG ?= 1
 run: $(STAMP) ## Run the demo site (with its demo agent and job worker) on SQLite at http://$(HOST):$(PORT)
 	$(PY) manage.py migrate --no-input
@@ -40,7 +41,7 @@ run: $(STAMP) ## Run the demo site (with its demo agent and job worker) on SQLit
 	@$(PY) manage.py demo_agent --url http://$(HOST):$(PORT) & agent=$$!; \
 		$(PY) manage.py db_worker & worker=$$!; \
 		trap 'kill $$agent $$worker 2>/dev/null' EXIT INT TERM; \
-		$(PY) -m daphne -b $(HOST) -p $(PORT) config.asgi:application
+		$(PY) -m daphne -b $(HOST) -p $(PORT) config.asgi:application | $(PY) -m sessions_app.logs
 
 .PHONY: test
 test: $(STAMP) ## Run the whole suite: SQLite + in-memory layer, and beside it PostgreSQL + Redis

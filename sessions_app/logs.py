@@ -12,6 +12,11 @@ redacts them, and ``RedactTokens`` does the same for any handler::
 
     "filters": {"redact_tokens": {"()": "sessions_app.logs.RedactTokens"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "filters": ["redact_tokens"]}},
+
+A server that writes request lines outside ``logging`` (daphne's access log goes straight to
+stdout, query strings included) can be piped through this module, which redacts each line::
+
+    daphne config.asgi:application | python -m sessions_app.logs
 """
 
 from __future__ import annotations
@@ -72,3 +77,18 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         return json.dumps(line, default=str, ensure_ascii=False)
+
+
+def redact_stream(source: Any, sink: Any) -> None:
+    """Copy ``source`` to ``sink`` line by line, tokens redacted, flushing each line."""
+    for line in source:
+        sink.write(redact(line))
+        sink.flush()
+
+
+if __name__ == "__main__":
+    import contextlib
+    import sys
+
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C stops the server piped in, and us
+        redact_stream(sys.stdin, sys.stdout)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 
 import pytest
 from django.test import AsyncClient, Client
@@ -144,3 +146,13 @@ def test_log_lines_never_carry_a_signed_token():
     assert "abc.DEF" not in record.getMessage() and record.args[4] == 101
     raw = logging.LogRecord("x", logging.INFO, __file__, 1, "GET /v1/s?token=T0K&x=1", (), None)
     assert json.loads(JsonFormatter().format(raw))["message"] == "GET /v1/s?token=[redacted]&x=1"
+
+
+def test_a_servers_request_lines_piped_through_the_module_lose_their_tokens():
+    """`make run` pipes daphne's access log (plain stdout) through `python -m sessions_app.logs`."""
+    lines = '127.0.0.1:5 - - [06/Dec/2026:03:00:00] "GET /v1/stream/chat-1?offset=-1&token=abc.DEF:ghi" 200 9\n'
+    done = subprocess.run(
+        [sys.executable, "-m", "sessions_app.logs"], input=lines * 2, capture_output=True,
+        text=True, timeout=30, check=True,
+    )  # fmt: skip
+    assert done.stdout == lines.replace("abc.DEF:ghi", "[redacted]") * 2
