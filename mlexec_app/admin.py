@@ -6,12 +6,20 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseNotAllowed,
+    HttpResponseRedirect,
+)
 from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils import timezone
 
-from mlexec_app import charts, keys, reports
+from mlexec_app import charts, keys, reports, search_start
 from mlexec_app.models import (
     ApiKey,
     CostModel,
@@ -88,7 +96,32 @@ class ProjectAdmin(admin.ModelAdmin):
         context = dict(extra_context or {})
         if project is not None:
             context.update(reports.page_context(project))
+            context["search_offered"] = search_start.offered(context["plan"])
         return super().change_view(request, object_id, form_url, context)
+
+    def get_urls(self) -> list[Any]:
+        start = self.admin_site.admin_view(self.start_search)
+        return [
+            path("<path:object_id>/start-search/", start, name="mlexec_app_project_search"),
+            *super().get_urls(),
+        ]
+
+    def start_search(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """POST only: the plan's hyperparameter step as a search job (the API's service)."""
+        project = self.get_object(request, object_id)
+        if project is None:
+            raise Http404("No such project.")
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not self.has_change_permission(request, project):
+            raise PermissionDenied
+        job, problem = search_start.start_from_post(project, request.POST, request.user)
+        if job is None:
+            self.message_user(request, problem, messages.ERROR)
+        else:
+            self.message_user(request, f"Search job #{job.pk} started: {job.get_status_display()}.")
+        url = reverse("admin:mlexec_app_project_change", args=[project.pk])
+        return HttpResponseRedirect(url, status=303)
 
 
 @admin.register(Run)

@@ -50,8 +50,13 @@ class SearchIn(Schema):
     dataset: str | None = Field(
         None, description="Default: the dataset of the project's newest diagnostic job."
     )
-    trials: int = Field(20, ge=1, le=1000, description="Trial budget.")
-    time_budget: float = Field(60.0, ge=1, le=86_400, description="Seconds for the search.")
+    trials: int = Field(
+        20, ge=jobs.SEARCH_TRIALS[0], le=jobs.SEARCH_TRIALS[1], description="Trial budget."
+    )
+    time_budget: float = Field(
+        60.0, ge=jobs.SEARCH_SECONDS[0], le=jobs.SEARCH_SECONDS[1],
+        description="Seconds for the search.",
+    )  # fmt: skip
 
 
 class JobSummaryOut(Schema):

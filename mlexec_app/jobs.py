@@ -64,6 +64,9 @@ DIAGNOSTIC_CHOICES = (
 )
 #: Searches a job may resume: the trials of one that stopped before its budget was spent.
 RESUMABLE = (RunStatus.CANCELLED, RunStatus.FAILED)
+#: Bounds of a search's trial budget and time budget (seconds), for every door that starts one.
+SEARCH_TRIALS = (1, 1000)
+SEARCH_SECONDS = (1.0, 86_400.0)
 
 
 class DatasetRefused(Exception):

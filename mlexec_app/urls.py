@@ -7,6 +7,7 @@ app_name = "mlexec_app"
 urlpatterns = [
     path("", views.index, name="index"),
     path("projects/<slug:slug>/", views.project, name="project"),
+    path("projects/<slug:slug>/search/", views.start_search, name="start_search"),
     path("projects/<slug:slug>/jobs/<int:job_id>/labels/", views.labels, name="labels"),
     path(
         "projects/<slug:slug>/jobs/<int:job_id>/labels/<int:index>/",

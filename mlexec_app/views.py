@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db.models import Count
 from django.http import (
@@ -17,7 +18,7 @@ from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from mlexec_app import charts, label_review, reports
+from mlexec_app import charts, label_review, reports, search_start
 from mlexec_app.exceptions import InvalidInput, NotFound
 from mlexec_app.models import Project
 
@@ -37,6 +38,19 @@ def project(request: HttpRequest, slug: str) -> HttpResponse:
     # Someone else's project is a 404, like a missing one.
     found = get_object_or_404(Project, slug=slug, owner_id=request.user.pk)
     return render(request, "mlexec_app/project.html", reports.page_context(found))
+
+
+@login_required
+@require_POST
+def start_search(request: HttpRequest, slug: str) -> HttpResponse:
+    """The plan's hyperparameter step as a search job (the service of the search-jobs API)."""
+    found = _own_project(request, slug)
+    job, problem = search_start.start_from_post(found, request.POST, request.user)
+    if job is None:
+        messages.error(request, problem)
+    else:
+        messages.success(request, f"Search job #{job.pk} started: {job.get_status_display()}.")
+    return HttpResponseRedirect(reverse("mlexec_app:project", kwargs={"slug": slug}), status=303)
 
 
 def _own_project(request: HttpRequest, slug: str) -> Project:
