@@ -364,3 +364,27 @@ class LabelDecision(models.Model):
 
     def __str__(self) -> str:
         return f"{self.verdict} row {self.index} of job {self.job_id}"
+
+
+class ErrorReview(models.Model):
+    """A person's tags on the misclassified dev examples of one diagnostic job.
+
+    The counts of the tags are kept as an :class:`ErrorAnalysis` (``analysis``), the record the
+    diagnosis and the planner read; this row keeps which example carries which tags.
+    """
+
+    job = models.OneToOneField(
+        DiagnosticJob, on_delete=models.CASCADE, related_name="error_review"
+    )
+    categories = models.JSONField(default=list, help_text="The categories offered, in order.")
+    tags = models.JSONField(default=dict, help_text="dev row (as text) -> its categories")
+    analysis = models.OneToOneField(
+        ErrorAnalysis, on_delete=models.SET_NULL, null=True, blank=True, related_name="review"
+    )
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"Error review of job {self.job_id}"

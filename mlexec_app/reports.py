@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mlexec_app import charts, label_review, services
+from mlexec_app import charts, error_review, label_review, services
 from mlexec_app.methodology.diagnosis import SPLIT_NAMES, Diagnosis, pct, points
 from mlexec_app.methodology.planner import Candidate, Plan
 from mlexec_app.models import Project, Run
@@ -211,4 +211,5 @@ def page_context(project: Project) -> dict[str, Any]:
         "history_svg": charts.metric_history(history_series(pd.run)),
         "diagnosed_run": pd.run,
         "label_job": label_review.latest_job(project),
+        "error_job": error_review.latest_job(project),
     }

@@ -15,4 +15,15 @@ urlpatterns = [
         name="label_decide",
     ),
     path("projects/<slug:slug>/jobs/<int:job_id>/labels.csv", views.labels_csv, name="labels_csv"),
+    path("projects/<slug:slug>/jobs/<int:job_id>/errors/", views.errors, name="errors"),
+    path(
+        "projects/<slug:slug>/jobs/<int:job_id>/errors/<int:index>/",
+        views.error_tag,
+        name="error_tag",
+    ),
+    path(
+        "projects/<slug:slug>/jobs/<int:job_id>/errors/categories/",
+        views.error_category,
+        name="error_category",
+    ),
 ]

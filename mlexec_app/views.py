@@ -13,14 +13,16 @@ from django.http import (
     HttpResponse,
     HttpResponseBadRequest,
     HttpResponseRedirect,
+    JsonResponse,
 )
 from django.shortcuts import get_object_or_404, render
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from mlexec_app import charts, label_review, reports, search_start
+from mlexec_app import charts, error_review, label_review, reports, search_start
 from mlexec_app.exceptions import InvalidInput, NotFound
-from mlexec_app.models import Project
+from mlexec_app.models import DiagnosticJob, ErrorReview, Project
 
 
 @login_required
@@ -105,3 +107,96 @@ def labels_csv(request: HttpRequest, slug: str, job_id: int) -> HttpResponse:
     response["Content-Disposition"] = f'attachment; filename="labels-job-{job.pk}.csv"'
     response["X-Content-Type-Options"] = "nosniff"
     return response
+
+
+# --- error analysis ------------------------------------------------------------------------------
+
+
+def _wants_json(request: HttpRequest) -> bool:
+    """The page's script asks for JSON; a plain form post gets a redirect back."""
+    return request.headers.get("Accept", "").startswith("application/json")
+
+
+def _error_job(project: Project, job_id: int) -> DiagnosticJob:
+    try:
+        return error_review.job_of(project, job_id)
+    except NotFound as exc:
+        raise Http404(str(exc)) from exc
+
+
+def _ceilings_html(review: ErrorReview) -> str:
+    _, tagged = error_review.counts(review)
+    return render_to_string(
+        "mlexec_app/_ceilings.html",
+        {
+            "ceilings": error_review.ceilings(review),
+            "tagged": tagged,
+            "dev_error": error_review.dev_error(review.job),
+        },
+    )
+
+
+@login_required
+def errors(request: HttpRequest, slug: str, job_id: int) -> HttpResponse:
+    found = _own_project(request, slug)
+    job = _error_job(found, job_id)
+    review = error_review.review_of(job)
+    shape = error_review.image_shape(job)
+    rows = []
+    for example in error_review.examples(job):
+        image = example.get("image")
+        svg = ""
+        if isinstance(image, list) and shape:
+            svg = charts.image_svg(image, shape, f"row {example['index']}")
+        features = example.get("features")
+        rows.append(
+            {
+                **example,
+                "svg": svg,
+                "features": features if isinstance(features, list) else [],
+                "tags": error_review.tags_of(review, example["index"]),
+            }
+        )
+    context = {
+        "project": found,
+        "job": job,
+        "rows": rows,
+        "categories": review.categories,
+        "ceilings_html": _ceilings_html(review),
+        "max_categories": error_review.MAX_CATEGORIES,
+    }
+    return render(request, "mlexec_app/errors.html", context)
+
+
+@login_required
+@require_POST
+def error_tag(request: HttpRequest, slug: str, job_id: int, index: int) -> HttpResponse:
+    job = _error_job(_own_project(request, slug), job_id)
+    try:
+        review = error_review.toggle(job, index, request.POST.get("category", ""), request.user)
+    except NotFound as exc:
+        raise Http404(str(exc)) from exc
+    except InvalidInput as exc:
+        return HttpResponseBadRequest(exc.message, content_type="text/plain")
+    if _wants_json(request):
+        return JsonResponse(
+            {
+                "index": index,
+                "tags": error_review.tags_of(review, index),
+                "ceilings_html": _ceilings_html(review),
+            }
+        )
+    url = reverse("mlexec_app:errors", kwargs={"slug": slug, "job_id": job.pk})
+    return HttpResponseRedirect(f"{url}#ex-{index}", status=303)
+
+
+@login_required
+@require_POST
+def error_category(request: HttpRequest, slug: str, job_id: int) -> HttpResponse:
+    job = _error_job(_own_project(request, slug), job_id)
+    try:
+        error_review.add_category(job, request.POST.get("name", ""), request.user)
+    except InvalidInput as exc:
+        return HttpResponseBadRequest(exc.message, content_type="text/plain")
+    url = reverse("mlexec_app:errors", kwargs={"slug": slug, "job_id": job.pk})
+    return HttpResponseRedirect(url, status=303)

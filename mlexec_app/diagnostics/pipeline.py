@@ -28,6 +28,11 @@ ALL = ("overfit_batch", "lr_range", "label_issues", "learning_curve", "baseline"
 FULL = ("label_issues", "learning_curve", "baseline", "slices")
 #: Suspected label errors drawn as images in a report (the rest are listed).
 IMAGES_IN_REPORT = 24
+#: Misclassified dev examples kept for the error-analysis page, and the features shown per
+#: tabular row; images only while their pixels stay under the budget (the report stays small).
+MISCLASSIFIED_IN_REPORT = 200
+FEATURES_PER_ROW = 40
+PIXEL_BUDGET = 200_000
 
 
 @dataclass
@@ -131,7 +136,7 @@ def _run_baseline(data: Dataset, plan: Plan, progress: Progress, state: dict[str
         suspected_label_errors=state.get("suspected"), progress=progress,
     )  # fmt: skip
     state["baseline"] = result
-    return result.to_dict()
+    return {**result.to_dict(), "misclassified": misclassified(data, result)}
 
 
 def _run_slices(data: Dataset, plan: Plan, progress: Progress, state: dict[str, Any]) -> Any:
@@ -184,6 +189,48 @@ def _describe(data: Dataset) -> dict[str, Any]:
         "image_shape": list(data.image_shape) if data.image_shape else None,
         "slice_column": data.slice_name,
     }
+
+
+def misclassified(data: Dataset, base: baseline_mod.BaselineResult) -> list[dict[str, Any]]:
+    """The baseline's wrong dev predictions (the first few), as the error-analysis page shows
+    them: the given and predicted class, and the image or a readable row of features."""
+    if base.dev_rows is None or base.dev_predictions is None:
+        return []
+    wrong = np.flatnonzero(base.dev_predictions != data.y[base.dev_rows])
+    out, pixels = [], 0
+    for position in wrong[:MISCLASSIFIED_IN_REPORT].tolist():
+        index = int(base.dev_rows[position])
+        example: dict[str, Any] = {
+            "index": index,
+            "given": data.classes[int(data.y[index])],
+            "predicted": data.classes[int(base.dev_predictions[position])],
+        }
+        if data.image_shape is not None:
+            pixels += data.X.shape[1]
+            if pixels <= PIXEL_BUDGET:
+                example["image"] = _image(data, index)
+        else:
+            example["features"] = _readable_row(data, index)
+        if data.slices is not None:
+            example["slice"] = str(data.slices[index])
+        out.append(example)
+    return out
+
+
+def _readable_row(data: Dataset, index: int) -> list[list[Any]]:
+    """``[name, value]`` pairs of one row; a one-hot column shows as its level, zeros left out."""
+    names = data.feature_names or [f"x{i}" for i in range(data.X.shape[1])]
+    pairs: list[list[Any]] = []
+    for name, value in zip(names, data.X[index].tolist(), strict=False):
+        column, eq, level = name.partition("=")
+        if eq:
+            if value == 1.0:
+                pairs.append([column, level])
+        else:
+            pairs.append([name, round(float(value), 4)])
+        if len(pairs) >= FEATURES_PER_ROW:
+            break
+    return pairs
 
 
 def _image(data: Dataset, index: int) -> list[float]:
