@@ -46,7 +46,7 @@ logger = logging.getLogger(__name__)
 #: What a job's ``params`` may hold (see docs/mlexec/diagnostics.md).
 PARAM_KEYS = frozenset(
     {"model", "train", "label_issues", "label_train", "label_model", "label", "slice_column",
-     "target_error", "search"}
+     "target_error", "search", "fix_labels"}
 )  # fmt: skip
 MAX_DATASET = 500  # DiagnosticJob.dataset's length
 ACTIVE = (RunStatus.RUNNING, RunStatus.CANCELLING)
@@ -454,6 +454,8 @@ def record_results(job: DiagnosticJob, report: dict[str, Any]) -> Any:
         return _record_search(job, project, report)
     if base:
         run = _record_run(job, project, report, base)
+        if isinstance(job.params.get("fix_labels"), dict):
+            _record_fixed_labels(job, project, report)
     slices = report.get("slices")
     if slices and slices["total_errors"]:
         services.record_error_analysis(
@@ -463,6 +465,30 @@ def record_results(job: DiagnosticJob, report: dict[str, Any]) -> Any:
     if report.get("label_issues"):
         _record_assessment(job, project, report)
     return run
+
+
+def _record_fixed_labels(job: DiagnosticJob, project: Project, report: dict[str, Any]) -> None:
+    """A rerun on corrected labels: the fix-labels intervention's realised gain is the dev
+    error of the job whose labels were reviewed minus this one's (error-rate points)."""
+    from mlexec_app.models import Intervention
+
+    fix = job.params["fix_labels"]
+    earlier = DiagnosticJob.objects.filter(pk=fix.get("from_job"), project=project).first()
+    before = ((earlier.result or {}).get("baseline") or {}).get("errors", {}) if earlier else {}
+    after = report["baseline"]["errors"]["dev"]
+    if not isinstance(before.get("dev"), int | float):
+        return
+    gain = round(before["dev"] - after, 6)
+    report["fix_labels"] = {
+        "fixed": len(fix.get("labels") or []),
+        "dev_error_before": before["dev"],
+        "dev_error_after": after,
+        "realized_gain": gain,
+    }
+    intervention = Intervention.objects.filter(pk=fix.get("intervention"), project=project).first()
+    if intervention is not None and intervention.status != "abandoned":
+        status = None if intervention.status == "done" else "done"
+        services.update_intervention(intervention, status=status, realized_gain=gain)
 
 
 def _in_metric_units(project: Project, error: float) -> float:

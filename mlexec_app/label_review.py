@@ -11,10 +11,15 @@ import csv
 import io
 from typing import Any
 
+import numpy as np
 from django.db import transaction
 
-from mlexec_app.exceptions import InvalidInput, NotFound
-from mlexec_app.models import DiagnosticJob, LabelDecision, Project, RunStatus
+from mlexec_app import jobs, services
+from mlexec_app.exceptions import InvalidInput, InvalidTransition, NotFound
+from mlexec_app.models import DiagnosticJob, Intervention, LabelDecision, Project, RunStatus
+
+#: The planner's data-quality step the accepted fixes are recorded as.
+FIX_LABELS = "plan.data_quality.fix_labels"
 
 # A spreadsheet runs a cell that starts with one of these as a formula.
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -82,6 +87,77 @@ def corrected_labels_csv(job: DiagnosticJob) -> str:
     for d in accepted:
         writer.writerow([d.index, _cell(d.given), _cell(d.suggested)])
     return out.getvalue()
+
+
+def corrected_labels_npz(job: DiagnosticJob) -> bytes:
+    """The accepted fixes as NPZ arrays ``index``, ``given``, ``corrected`` (no pickled objects:
+    ``numpy.load`` reads them with ``allow_pickle=False``)."""
+    accepted = list(
+        job.label_decisions.filter(verdict=LabelDecision.Verdict.ACCEPT)
+        .order_by("index")
+        .values_list("index", "given", "suggested")
+    )
+    out = io.BytesIO()
+    np.savez(
+        out,
+        index=np.array([a[0] for a in accepted], dtype=np.int64),
+        given=np.array([a[1] for a in accepted], dtype=np.str_),
+        corrected=np.array([a[2] for a in accepted], dtype=np.str_),
+    )
+    return out.getvalue()
+
+
+def reruns(job: DiagnosticJob) -> list[DiagnosticJob]:
+    """The jobs started on this job's corrected labels, newest first."""
+    return list(
+        DiagnosticJob.objects.filter(
+            project=job.project, params__fix_labels__from_job=job.pk
+        ).order_by("-id")
+    )
+
+
+def record_fixes(job: DiagnosticJob, user: Any) -> tuple[Intervention, DiagnosticJob]:
+    """Record the accepted fixes as the plan's fix-labels step and start a rerun on the
+    corrected labels; the rerun's finish records the step's realised gain.
+
+    The corrected labels travel in the rerun's parameters, applied to the same dataset the
+    reviewed job loaded: no file is written, and no path is named.
+    """
+    with transaction.atomic():
+        intervention, rerun = _record_fixes(job, user)
+    return intervention, jobs.enqueue_job(rerun)
+
+
+def _record_fixes(job: DiagnosticJob, user: Any) -> tuple[Intervention, DiagnosticJob]:
+    locked = DiagnosticJob.objects.select_for_update().get(pk=job.pk)
+    fixes = list(
+        locked.label_decisions.filter(verdict=LabelDecision.Verdict.ACCEPT)
+        .order_by("index")
+        .values_list("index", "suggested")
+    )
+    if not fixes:
+        raise InvalidInput("Accept at least one suggested label first.", code="no_fixes")
+    if any(r.status in (RunStatus.QUEUED, *jobs.ACTIVE) for r in reruns(locked)):
+        raise InvalidTransition("A rerun on these corrected labels is already under way.")
+    intervention = services.take_up(locked.project, FIX_LABELS)
+    if intervention.status == "proposed":
+        services.update_intervention(intervention, status="in_progress")
+    earlier = dict((locked.params.get("fix_labels") or {}).get("labels") or [])
+    labels = {**earlier, **dict(fixes)}
+    params = {k: v for k, v in locked.params.items() if k != "fix_labels"}
+    params["fix_labels"] = {
+        "labels": [[row, label] for row, label in sorted(labels.items())],
+        "intervention": intervention.pk,
+        "from_job": locked.pk,
+    }
+    chosen = list(locked.diagnostics)
+    if "baseline" not in chosen:
+        chosen.append("baseline")
+    rerun = jobs.create_job(
+        locked.project, locked.dataset, diagnostics=chosen, params=params, user=user,
+        trusted=locked.trusted,
+    )  # fmt: skip
+    return intervention, rerun
 
 
 def _cell(text: str) -> str:

@@ -677,6 +677,32 @@ def _adopt_one(project: Project, c: planner.Candidate, d: Diagnosis) -> Interven
 
 
 @transaction.atomic
+def take_up(project: Project, rule_id: str) -> Intervention:
+    """The open intervention of ``rule_id``, else a new one: adopted from the plan when the
+    plan proposes it (with its expected gain), else on the person's own judgement."""
+    open_one = project.interventions.filter(
+        rule_id=rule_id, status__in=[InterventionStatus.PROPOSED, InterventionStatus.IN_PROGRESS]
+    ).first()
+    if open_one is not None:
+        return open_one
+    try:
+        return adopt(project, [rule_id])[0]
+    except InvalidInput:  # not in the current plan
+        if rule_id not in planner.PLAN_RULES:
+            raise
+    rule = planner.PLAN_RULES[rule_id]
+    return Intervention.objects.create(
+        project=project,
+        kind=InterventionKind(rule.kind.value),
+        priority=rule.kind.priority,
+        rule_id=rule_id,
+        title=rule.title[:300],
+        rationale="Taken up by hand: the current plan does not propose it.",
+        diagnosis=diagnosis_snapshot(diagnose_project(project).diagnosis),
+    )
+
+
+@transaction.atomic
 def update_intervention(
     intervention: Intervention, *, status: str | None = None, realized_gain: float | None = None
 ) -> Intervention:

@@ -15,6 +15,8 @@ urlpatterns = [
         name="label_decide",
     ),
     path("projects/<slug:slug>/jobs/<int:job_id>/labels.csv", views.labels_csv, name="labels_csv"),
+    path("projects/<slug:slug>/jobs/<int:job_id>/labels.npz", views.labels_npz, name="labels_npz"),
+    path("projects/<slug:slug>/jobs/<int:job_id>/labels/fix/", views.labels_fix, name="labels_fix"),
     path("projects/<slug:slug>/jobs/<int:job_id>/errors/", views.errors, name="errors"),
     path(
         "projects/<slug:slug>/jobs/<int:job_id>/errors/<int:index>/",

@@ -21,7 +21,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from mlexec_app import charts, error_review, label_review, reports, search_start
-from mlexec_app.exceptions import InvalidInput, NotFound
+from mlexec_app.exceptions import InvalidInput, InvalidTransition, NotFound
 from mlexec_app.models import DiagnosticJob, ErrorReview, Project
 
 
@@ -80,10 +80,45 @@ def labels(request: HttpRequest, slug: str, job_id: int) -> HttpResponse:
         "project": found,
         "job": job,
         "rows": rows,
-        "decided": sum(1 for r in rows if r["verdict"]),
+        "summary": _summary(job, rows),
         "accepted": sum(1 for r in rows if r["verdict"] == "accept"),
+        "reruns": label_review.reruns(job),
+        "intervention": found.interventions.filter(rule_id=label_review.FIX_LABELS).last(),
     }
     return render(request, "mlexec_app/labels.html", context)
+
+
+def _summary(job: DiagnosticJob, rows: list[dict[str, Any]] | None = None) -> str:
+    rows = label_review.review_rows(job) if rows is None else rows
+    decided = sum(1 for r in rows if r["verdict"])
+    accepted = sum(1 for r in rows if r["verdict"] == "accept")
+    return f"{decided} of {len(rows)} decided, {accepted} accepted."
+
+
+@login_required
+@require_POST
+def labels_fix(request: HttpRequest, slug: str, job_id: int) -> HttpResponse:
+    """Record the accepted fixes as the fix-labels step and rerun the diagnosis on them."""
+    job = _review_job(_own_project(request, slug), job_id)
+    try:
+        label_review.record_fixes(job, request.user)
+    except InvalidInput as exc:
+        return HttpResponseBadRequest(exc.message, content_type="text/plain")
+    except InvalidTransition as exc:
+        return HttpResponse(exc.message, status=409, content_type="text/plain")
+    url = reverse("mlexec_app:labels", kwargs={"slug": slug, "job_id": job.pk})
+    return HttpResponseRedirect(f"{url}#fixes", status=303)
+
+
+@login_required
+def labels_npz(request: HttpRequest, slug: str, job_id: int) -> HttpResponse:
+    job = _review_job(_own_project(request, slug), job_id)
+    response = HttpResponse(
+        label_review.corrected_labels_npz(job), content_type="application/octet-stream"
+    )
+    response["Content-Disposition"] = f'attachment; filename="labels-job-{job.pk}.npz"'
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
 
 
 @login_required
@@ -91,11 +126,13 @@ def labels(request: HttpRequest, slug: str, job_id: int) -> HttpResponse:
 def label_decide(request: HttpRequest, slug: str, job_id: int, index: int) -> HttpResponse:
     job = _review_job(_own_project(request, slug), job_id)
     try:
-        label_review.decide(job, index, request.POST.get("verdict", ""), request.user)
+        decision = label_review.decide(job, index, request.POST.get("verdict", ""), request.user)
     except NotFound as exc:
         raise Http404(str(exc)) from exc
     except InvalidInput as exc:
         return HttpResponseBadRequest(exc.message, content_type="text/plain")
+    if _wants_json(request):
+        return JsonResponse({"index": index, "verdict": decision.verdict, "summary": _summary(job)})
     url = reverse("mlexec_app:labels", kwargs={"slug": slug, "job_id": job.pk})
     return HttpResponseRedirect(f"{url}#row-{index}", status=303)
 

@@ -49,6 +49,9 @@ class Plan:
     #: The evidence model of the label-issue search: the batched, regularised MLP by default,
     #: whatever ``model`` is (a CNN or a factory would train 30 models one after another).
     label_model: ModelSpec = label_mod.DEFAULT_MODEL
+    #: Labels a person corrected, ``(row, class name)``: the data is relabelled before any
+    #: diagnostic runs (a rerun that measures what fixing them gained).
+    relabel: tuple[tuple[int, str], ...] = ()
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.diagnostics) - set(ALL))
@@ -73,7 +76,48 @@ def plan_from_params(
         label_options=label_mod.LabelIssueOptions(**params.get("label_issues", {})),
         label_train=replace(label_mod.DEFAULT_TRAIN, **params.get("label_train", {})),
         label_model=ModelSpec.from_dict(label_model) if label_model else label_mod.DEFAULT_MODEL,
+        relabel=relabel_from_params(params.get("fix_labels")),
     )
+
+
+#: Most corrected labels one job may carry.
+MAX_RELABEL = 100_000
+FIX_LABEL_KEYS = frozenset({"labels", "intervention", "from_job"})
+
+
+def relabel_from_params(value: Any) -> tuple[tuple[int, str], ...]:
+    """``fix_labels.labels`` (``[[row, class name], ...]``) checked; ValueError otherwise."""
+    if value is None:
+        return ()
+    if not isinstance(value, dict) or set(value) - FIX_LABEL_KEYS:
+        raise ValueError(f"fix_labels is an object with keys {sorted(FIX_LABEL_KEYS)}")
+    for key in ("intervention", "from_job"):
+        ref = value.get(key)
+        if ref is not None and (not isinstance(ref, int) or isinstance(ref, bool)):
+            raise ValueError(f"fix_labels.{key} is an id")
+    labels = value.get("labels") or []
+    if not isinstance(labels, list) or len(labels) > MAX_RELABEL:
+        raise ValueError(f"fix_labels.labels is a list of at most {MAX_RELABEL} [row, label]")
+    out = []
+    for pair in labels:
+        ok = isinstance(pair, list | tuple) and len(pair) == 2
+        if not ok or not isinstance(pair[0], int) or isinstance(pair[0], bool) or pair[0] < 0:
+            raise ValueError("each of fix_labels.labels is [row, label], row >= 0")
+        out.append((pair[0], str(pair[1])))
+    return tuple(out)
+
+
+def relabelled(data: Dataset, relabel: tuple[tuple[int, str], ...]) -> Dataset:
+    """``data`` with the corrected labels; DiagnosticsError for a row or class it lacks."""
+    y = data.y.copy()
+    for row, name in relabel:
+        if row >= len(y) or name not in data.classes:
+            raise DiagnosticsError(
+                f"Cannot relabel row {row} as {name[:40]!r}: {data.name} has {len(y)} rows "
+                f"and classes {', '.join(data.classes[:20])}."
+            )
+        y[row] = data.classes.index(name)
+    return data.with_labels(y)
 
 
 def run_diagnostics(
@@ -82,6 +126,8 @@ def run_diagnostics(
     """Run ``plan`` on ``data``; returns the report (JSON-able) with timings per diagnostic."""
     plan = plan or Plan()
     progress = progress or Progress()
+    if plan.relabel:
+        data = relabelled(data, plan.relabel)
     progress.plan(list(plan.diagnostics))
     report: dict[str, Any] = {"dataset": _describe(data), "timings": {}}
     state: dict[str, Any] = {}
