@@ -104,7 +104,7 @@ def accuracy() -> dict[str, Any]:
                 sub = data.subset(stratified_subset(data.y, fraction, seed))
                 started = time.perf_counter()
                 sizes, train, dev = measure(sub)
-                boot = bootstrap(sizes, dev, dev_rows=len(data.y))
+                boot = bootstrap(sizes, dev, dev_rows=len(sub.y))
                 curve = judge(sizes, train.mean(0), dev, None, dev_rows=len(sub.y))
                 seconds.append(time.perf_counter() - started)
                 if boot is None:  # under three training sizes: nothing to extrapolate

@@ -1,19 +1,24 @@
 """Learning curves: train and dev error as the training set grows, and what more data buys.
 
 For each of ``k`` folds the held-out fold is the dev set, and models train on nested, stratified
-subsets of the other folds (all sizes and folds train at once, see ``training``). A power law
-``dev(n) = a * n**-b + c`` fitted to the mean dev errors extrapolates: ``c`` is the error more
-data cannot remove (bias plus Bayes error for this model), and the size where the curve meets
-the target is the data the target would need.
+subsets of the other folds (all sizes and folds train at once, see ``training``). Three curve
+shapes are fitted to the mean dev errors, each size weighted by the inverse of its binomial
+noise: a power law with a floor ``a n^-b + c`` (``c`` is the error more data cannot remove), a
+power law without one ``a n^-b``, and a plateau that falls and levels off
+``c + (d - c) / (1 + (n/k)^b)`` (the one shape whose fall may still speed up). Which shape to
+believe is decided on the measured points only: each is fitted on all but the two largest sizes
+and scored on those, and the prediction is the average weighted by that score (a likelihood).
 
-How sure the extrapolation is comes from a bootstrap over folds and sizes: each replicate draws
-the folds with replacement (their dev errors averaged per size) and the training sizes with
-replacement (a size drawn twice weighs twice, one not drawn is left out of the fit), refits the
-law and predicts. The spread of the replicates' predictions, plus the binomial noise of
-measuring a dev error on that many rows, gives each prediction its interval (80% by default).
-The verdict reads the interval, never the point alone: more data helps only when the whole
-interval of what ten times the data gains is material, won't help only when none of it is, and
-can't tell yet otherwise.
+How sure the extrapolation is comes from a bootstrap over folds and sizes and shapes: each
+replicate draws the folds with replacement (their dev errors averaged per size), the training
+sizes with replacement (a size drawn twice weighs twice, one not drawn is left out of the fit)
+and a shape by its weight, refits, and is shifted by the error the averaged shapes made on the
+held-out sizes, grown in proportion to how far (in log size) the prediction reaches. The 10th
+and 90th percentiles, plus the binomial noise of measuring a dev error on the dev set such data
+would have, give each prediction its interval (80% by default). The verdict reads the
+interval, never the point alone: more data helps only when the whole interval of what ten
+times the data gains is material, won't help only when none of it is, and can't tell yet
+otherwise.
 """
 
 from __future__ import annotations
@@ -55,6 +60,8 @@ REPLICATES = 400
 FACTORS = (2.0, 10.0)
 #: Stands for "never" among replicate sizes, so quantiles stay finite.
 NEVER = 1e30
+#: How far beyond today's data the report's band of the averaged curve reaches.
+BAND_FACTOR = 10.0
 
 
 def material_gain(current: float) -> float:
@@ -117,6 +124,11 @@ class LearningCurve:
     #: Can't tell yet: how many times today's data would tell (None otherwise).
     tell_factor: float | None = None
     level: float = LEVEL
+    #: Weight of each curve shape in the average (see :func:`bootstrap`).
+    shapes: dict[str, float] = field(default_factory=dict)
+    #: The averaged curve beyond today's data with its interval, for drawing:
+    #: ``[{"size", "value", "low", "high"}, ...]``.
+    band: list[dict[str, float]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -166,53 +178,176 @@ def fit_power_law(sizes: np.ndarray, errors: np.ndarray) -> PowerLaw | None:
     return PowerLaw(float(a), float(b), float(c))
 
 
-def _predict(params: np.ndarray, n: float) -> np.ndarray:
-    return params[:, 0] * n ** -params[:, 1] + params[:, 2]
+def _wls(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted least-squares line ``y = icpt + slope x`` along the last axis."""
+    sw = np.maximum(w.sum(-1), 1e-12)
+    xbar, ybar = (w * x).sum(-1) / sw, (w * y).sum(-1) / sw
+    dx = x - xbar[..., None]
+    slope = (w * dx * (y - ybar[..., None])).sum(-1) / np.maximum((w * dx * dx).sum(-1), 1e-12)
+    return ybar - slope * xbar, slope
+
+
+def _fit_floorless(sizes: np.ndarray, errors: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``a n^-b`` (no floor: every error is learnable): a line in log-log; (B, 2) ``a, b``."""
+    x = np.broadcast_to(np.log(sizes), errors.shape)
+    icpt, slope = _wls(x, np.log(np.maximum(errors, 1e-3)), weights)
+    return np.stack([np.exp(icpt), -np.minimum(slope, 0.0)], axis=1)
+
+
+def _fit_plateau(
+    sizes: np.ndarray, errors: np.ndarray, weights: np.ndarray, grid: int = 24
+) -> np.ndarray:
+    """``c + (d - c) / (1 + (n/k)^b)``: a plateau at small sizes, a power-law fall, a floor.
+
+    The one shape here whose fall can still speed up on a log scale (a curve still in its
+    "small data" region). For fixed floor ``c`` and start ``d`` it is a line in log-log
+    (``log((d-c)/(e-c) - 1) = b log n - b log k``); both are scanned on a grid. (B, 4):
+    ``c, d, -b log k, b``.
+    """
+    x = np.log(sizes)
+    rows = len(errors)
+    low = np.min(np.where(weights > 0, errors, np.inf), axis=1)
+    high = np.max(np.where(weights > 0, errors, -np.inf), axis=1)
+    cs = low[:, None] * np.linspace(0.0, 0.98, grid)[None]
+    top = np.maximum(1.0, high + 0.01)
+    ds = high[:, None] + (top - high)[:, None] * np.linspace(0.02, 1.0, grid)[None]
+    c, d = cs[:, :, None, None], ds[:, None, :, None]
+    e = errors[:, None, None, :]
+    y = np.log(np.maximum((d - c) / np.maximum(e - c, 1e-9) - 1.0, 1e-9))
+    w = np.broadcast_to(weights[:, None, None, :], y.shape)
+    icpt, slope = _wls(np.broadcast_to(x, y.shape), y, w)
+    b = np.maximum(slope, 1e-6)
+    pred = c + (d - c) / (1.0 + np.exp(icpt[..., None] + b[..., None] * x))
+    resid = np.where(slope > 0, (w * (pred - e) ** 2).sum(-1), np.inf).reshape(rows, -1)
+    best = resid.argmin(1)
+    gc, gd = np.unravel_index(best, (grid, grid))
+    r = np.arange(rows)
+    out = np.stack([cs[r, gc], ds[r, gd], icpt[r, gc, gd], b[r, gc, gd]], axis=1)
+    flat = ~np.isfinite(resid[r, best])
+    if flat.any():  # never falls: flat at its last error
+        last = np.array([errors[i][weights[i] > 0][-1] for i in np.flatnonzero(flat)])
+        out[flat] = np.stack([last, last, np.zeros_like(last), np.full_like(last, 1e-6)], 1)
+    return out
+
+
+def _curve(shape: str, params: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """(B, len(n)) errors of each row of ``params`` at sizes ``n``."""
+    p = params[:, :, None]
+    n = np.asarray(n, float)[None]
+    if shape == POWER_LAW:
+        return p[:, 0] * n ** -p[:, 1] + p[:, 2]
+    if shape == FLOORLESS:
+        return p[:, 0] * n ** -p[:, 1]
+    return p[:, 0] + (p[:, 1] - p[:, 0]) / (1.0 + np.exp(p[:, 2] + p[:, 3] * np.log(n)))
+
+
+def _floor(shape: str, params: np.ndarray) -> np.ndarray:
+    """Each row's error at infinite data."""
+    if shape == FLOORLESS:
+        return np.zeros(len(params))
+    return params[:, 2] if shape == POWER_LAW else params[:, 0]
+
+
+#: The curve shapes averaged, and their fits ``(sizes, errors (B, S), weights (B, S))``.
+POWER_LAW, FLOORLESS, PLATEAU = "power law with floor", "power law", "plateau, fall, floor"
+_FITS = {POWER_LAW: _fit_many, FLOORLESS: _fit_floorless, PLATEAU: _fit_plateau}
+#: The largest sizes each shape is scored on, fitted on the others (needs 3 + this many sizes).
+HOLD_OUT = 2
+#: Sizes the size a target needs is searched over, as multiples of today's largest size.
+SEARCH_FACTORS = np.geomspace(1.0, 1e5, 600)
 
 
 @dataclass(frozen=True)
 class Bootstrap:
-    """Replicate fits of one curve; answers "what dev error at n, how sure?"."""
+    """Replicate fits of one curve, averaged over shapes; answers "what dev error at n, how sure?".
 
-    law: PowerLaw
-    params: np.ndarray  # (B, 3)
+    Each replicate is one resampled curve (folds and sizes drawn with replacement), fitted by
+    one shape drawn with its weight, and shifted by the extrapolation error the shapes made on
+    the measured sizes, grown with the distance of the extrapolation.
+    """
+
+    law: PowerLaw  # the plain power law with floor, fitted to the mean curve
+    weights: dict[str, float]
+    points: dict[str, np.ndarray]  # shape -> (1, k) params fitted to the mean curve
+    params: dict[str, np.ndarray]  # shape -> (B, k) params of its replicates
+    pick: np.ndarray  # (B,) shape of each replicate
+    shift: np.ndarray  # (B,) standard normal: the replicate's share of the extrapolation error
+    spread: float  # extrapolation error per unit of log-distance beyond the largest size
+    largest: float
     current: np.ndarray  # (B,) each replicate's dev error at the largest size
     current_value: float
-    dev_rows: int  # rows a dev error is measured on (all folds together)
+    dev_rows: int  # rows a dev error is measured on today (all folds together)
     seed: int = 0
 
+    def value(self, n: float) -> float:
+        """The averaged curve at ``n``."""
+        return float(sum(w * _curve(s, self.points[s], [n])[0, 0] for s, w in self.weights.items()))
+
+    def replicas(self, n: np.ndarray | float) -> np.ndarray:
+        """(B, len(n)) replicate curves at ``n`` (sizes at or above the largest)."""
+        n = np.atleast_1d(np.asarray(n, float))
+        out = np.zeros((len(self.pick), len(n)))
+        for shape, params in self.params.items():
+            mine = self.pick == shape
+            if mine.any():
+                out[mine] = _curve(shape, params[mine], n)
+        distance = np.log(np.maximum(n, self.largest) / self.largest)
+        return out + self.shift[:, None] * self.spread * distance[None]
+
     def predicted(self, n: float) -> Estimate:
-        """The dev error the same procedure would measure at ``n`` training examples."""
-        point = self.law.predict(n)
-        reps = _predict(self.params, n)
+        """The dev error the same procedure would measure at ``n`` training examples.
+
+        That procedure's dev set grows with the data, so the binomial noise of measuring it is
+        that of ``dev_rows * n / largest`` rows.
+        """
+        reps = np.clip(self.replicas(n)[:, 0], 0.0, 1.0)
+        rows = max(self.dev_rows * max(n / self.largest, 1.0), 1.0)
         rng = np.random.default_rng(self.seed + 1)
-        noise = np.sqrt(
-            np.clip(reps, 0.0, 1.0) * (1 - np.clip(reps, 0.0, 1.0)) / max(self.dev_rows, 1)
-        )
-        reps = np.clip(reps + rng.standard_normal(len(reps)) * noise, 0.0, 1.0)
-        return _estimate(point, reps)
+        reps = np.clip(reps + rng.standard_normal(len(reps)) * np.sqrt(reps * (1 - reps) / rows),
+                       0.0, 1.0)  # fmt: skip
+        return _estimate(self.value(n), reps)
 
     def gain_at(self, n: float) -> Estimate:
-        point = self.current_value - self.law.predict(n)
-        return _estimate(point, self.current - _predict(self.params, n))
+        return _estimate(self.current_value - self.value(n), self.current - self.replicas(n)[:, 0])
 
     def asymptote(self) -> Estimate:
-        return _estimate(self.law.asymptote, self.params[:, 2])
+        point = sum(w * float(_floor(s, self.points[s])[0]) for s, w in self.weights.items())
+        reps = np.zeros(len(self.pick))
+        for shape, params in self.params.items():
+            mine = self.pick == shape
+            reps[mine] = _floor(shape, params[mine])
+        return _estimate(point, reps)
 
     def needed(self, target: float) -> tuple[float | None, float | None, float | None]:
         """Size the target needs: the point and its interval (None: never, on that side)."""
-        point = self.law.size_for(target)
-        a, b, c = self.params.T
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            size = np.where(
-                (target > c) & (a > 0) & (b > 0),
-                (a / np.maximum(target - c, 1e-12)) ** (1 / np.maximum(b, 1e-12)),
-                NEVER,
-            )
-        size = np.where(np.isfinite(size), np.minimum(size, NEVER), NEVER)
+        grid = self.largest * SEARCH_FACTORS
+        mean = sum(w * _curve(s, self.points[s], grid)[0] for s, w in self.weights.items())
+        point = _first_crossing(grid, mean[None], target)[0]
+        size = _first_crossing(grid, self.replicas(grid), target)
         tail = (1 - LEVEL) / 2
         low, high = (float(v) for v in np.quantile(size, [tail, 1 - tail]))
-        return point, (low if low < NEVER else None), (high if high < NEVER else None)
+        return (
+            (float(point) if point < NEVER else None),
+            (low if low < NEVER else None),
+            (high if high < NEVER else None),
+        )
+
+
+def _first_crossing(grid: np.ndarray, curves: np.ndarray, target: float) -> np.ndarray:
+    """Per row, the size where the curve first reaches ``target`` (log-interpolated); NEVER
+    where it does not within the grid."""
+    below = curves <= target
+    first = np.where(below.any(1), below.argmax(1), -1)
+    out = np.full(len(curves), NEVER)
+    for row in np.flatnonzero(first >= 0):
+        k = first[row]
+        if k == 0:
+            out[row] = grid[0]
+            continue
+        e0, e1 = curves[row, k - 1], curves[row, k]
+        t = (e0 - target) / (e0 - e1) if e0 > e1 else 1.0
+        out[row] = float(np.exp(np.log(grid[k - 1]) + t * (np.log(grid[k]) - np.log(grid[k - 1]))))
+    return out
 
 
 def _estimate(point: float, reps: np.ndarray) -> Estimate:
@@ -231,31 +366,76 @@ def bootstrap(
     replicates: int = REPLICATES,
     seed: int = 0,
 ) -> Bootstrap | None:
-    """Fit the curve and ``replicates`` resampled fits (folds and sizes with replacement)."""
+    """Fit the curve's shapes, weigh them by how well they extrapolated on the measured sizes,
+    and fit ``replicates`` resampled curves (folds and sizes with replacement)."""
     sizes = np.asarray(sizes, float)
     dev_by_fold = np.atleast_2d(np.asarray(dev_by_fold, float))
     n_folds, n_sizes = dev_by_fold.shape
     if n_sizes < 3:
         return None
     mean = dev_by_fold.mean(0)
-    law = fit_power_law(sizes, mean)
-    assert law is not None
+    rows = (
+        dev_rows if dev_rows is not None else int(round(sizes[-1] * n_folds / max(n_folds - 1, 1)))
+    )
+    # Inverse-variance weights: every size is measured on the same dev rows, so a lower error
+    # is a more precise one (binomial noise).
+    clipped = np.clip(mean, 0.01, 0.99)
+    variance = clipped * (1 - clipped) / max(rows, 1)
+    precision = (1 / variance) / np.mean(1 / variance)
+    ones = precision[None]
+    points = {shape: fit(sizes, mean[None], ones) for shape, fit in _FITS.items()}
+    weights, spread = _shape_weights(sizes, mean, precision, variance)
+    law = PowerLaw(*(float(v) for v in points[POWER_LAW][0]))
     rng = np.random.default_rng(seed)
     picks = rng.integers(0, n_folds, (replicates, n_folds))
     errors = dev_by_fold[picks].mean(1)  # (B, S)
-    weights = np.stack(
+    drawn = np.stack(
         [
             np.bincount(rng.integers(0, n_sizes, n_sizes), minlength=n_sizes)
             for _ in range(replicates)
         ]
     ).astype(float)
-    too_few = (weights > 0).sum(1) < 3
-    weights[too_few] = 1.0
-    params = _fit_many(sizes, errors, weights)
-    rows = (
-        dev_rows if dev_rows is not None else int(round(sizes[-1] * n_folds / max(n_folds - 1, 1)))
-    )
-    return Bootstrap(law, params, errors[:, -1], float(mean[-1]), rows, seed)
+    drawn[(drawn > 0).sum(1) < 3] = 1.0
+    names = list(weights)
+    pick = np.array(names)[rng.choice(len(names), replicates, p=list(weights.values()))]
+    params = {
+        shape: _FITS[shape](sizes, errors, drawn * precision[None]) if (pick == shape).any()
+        else np.zeros((replicates, points[shape].shape[1]))
+        for shape in names
+    }  # fmt: skip
+    shift = rng.standard_normal(replicates)
+    return Bootstrap(
+        law, weights, points, params, pick, shift, spread, float(sizes[-1]),
+        errors[:, -1], float(mean[-1]), rows, seed,
+    )  # fmt: skip
+
+
+def _shape_weights(
+    sizes: np.ndarray, mean: np.ndarray, precision: np.ndarray, variance: np.ndarray
+) -> tuple[dict[str, float], float]:
+    """Each shape's weight, and the extrapolation error per unit of log-distance.
+
+    Each shape is fitted on all but the ``HOLD_OUT`` largest sizes and scored on those (in
+    units of their measurement noise); weights are ``exp(-score / 2)``, a likelihood of what
+    it predicted. The weighted prediction's miss at the largest size, per unit of log-distance
+    it extrapolated over, is how fast the extrapolation error grows. With fewer than
+    ``3 + HOLD_OUT`` sizes nothing can be scored: the power law with floor alone, no spread.
+    """
+    fit_on = len(sizes) - HOLD_OUT
+    if fit_on < 3:
+        return {POWER_LAW: 1.0}, 0.0
+    scores, misses = {}, {}
+    for shape, fit in _FITS.items():
+        params = fit(sizes[:fit_on], mean[None, :fit_on], precision[None, :fit_on])
+        guess = _curve(shape, params, sizes[fit_on:])[0]
+        scores[shape] = float(((guess - mean[fit_on:]) ** 2 / variance[fit_on:]).sum())
+        misses[shape] = float(guess[-1] - mean[-1])
+    best = min(scores.values())
+    raw = {shape: math.exp(-0.5 * (score - best)) for shape, score in scores.items()}
+    total = sum(raw.values())
+    weights = {shape: w / total for shape, w in raw.items()}
+    miss = abs(sum(weights[s] * misses[s] for s in weights))
+    return weights, miss / math.log(sizes[-1] / sizes[fit_on - 1])
 
 
 def learning_curve(
@@ -346,6 +526,11 @@ def judge(
         }
         found["asymptote"] = asdict(boot.asymptote())
         found["gain"] = asdict(boot.gain_at(largest * 10))
+        found["shapes"] = {shape: round(w, 3) for shape, w in boot.weights.items()}
+        found["band"] = [
+            {"size": int(n), **asdict(boot.predicted(n))}
+            for n in largest * np.geomspace(1.0, BAND_FACTOR, 13)
+        ]
     if target_error is not None and current <= target_error:
         verdict, case = NOT_NEEDED, TARGET_MET
         reason = f"Dev error {current:.3f} already meets the target {target_error:.3f}."
@@ -403,7 +588,7 @@ def _verdict(
             BEYOND_PRACTICAL,
             f"More data helps but does not reach the target at a practical size. {Ten_x}; the "
             f"target {target:.3f} needs more than {MAX_PRACTICAL_FACTOR:.0f}x today's data "
-            f"({_levels_off(boot.law.asymptote, target)}).",
+            f"({_levels_off(boot.asymptote().value, target)}).",
             {"needed": needed},
         )
     if gain.high < floor:

@@ -155,3 +155,21 @@ def test_standardisation_uses_only_each_members_training_rows():
         assert np.allclose(mean[member, 0], rows.mean(0), atol=1e-5)
         assert np.allclose(scale[member, 0, :3], rows[:, :3].std(0), atol=1e-4)
         assert scale[member, 0, 3] == 1.0
+
+
+def test_a_curve_that_still_speeds_up_is_followed_by_the_shape_that_can():
+    """A plateau that starts to fall: the held-out sizes weigh the plateau shape up, and the
+    interval at ten times the data holds the truth that a power law alone misses."""
+    from mlexec_app.diagnostics.learning_curve import PLATEAU, bootstrap
+
+    def truth(n):
+        return 0.05 + 0.45 / (1 + (n / 2000) ** 1.5)
+
+    sizes = np.geomspace(50, 1600, 6).round()
+    rng = np.random.default_rng(0)
+    dev = np.array([[truth(n) for n in sizes]] * 5) + rng.normal(0, 0.004, (5, 6))
+    boot = bootstrap(sizes, dev, dev_rows=8000)
+    assert max(boot.weights, key=boot.weights.get) == PLATEAU
+    at_10x = boot.predicted(16_000)
+    assert at_10x.low <= truth(16_000) <= at_10x.high
+    assert abs(at_10x.value - truth(16_000)) < abs(boot.law.predict(16_000) - truth(16_000))
