@@ -43,12 +43,14 @@ def _path(points: Sequence[tuple[float, float]], colour: str, extra: str = "") -
 
 def learning_curve_svg(curve: dict[str, Any], width: int = 600, height: int = 320) -> SafeString:
     """Train and dev error against training size (log scale), the target line, and the
-    fitted power law extended to the size the target needs (or ten times today's data)."""
+    extrapolated dev error with its interval band up to ten times today's data (reports
+    without a band: the fitted power law, extended to the size the target needs)."""
     sizes, train, dev = curve["sizes"], curve["train_error"], curve["dev_error"]
     target, fit, needed = curve.get("target_error"), curve.get("fit"), curve.get("needed_size")
     x_max = max(sizes[-1] * 10, needed or 0) if fit else sizes[-1]
     x_max = min(x_max, sizes[-1] * 1000)
-    y_max = max([*train, *dev, target or 0.0]) * 1.15 or 1.0
+    highs = [p["high"] for p in curve.get("band") or []]
+    y_max = min(max([*train, *dev, target or 0.0, *highs]) * 1.15, 1.0) or 1.0
     left, right, top, bottom = 56, 20, 28, 44
     plot_w, plot_h = width - left - right, height - top - bottom
     lo, hi = math.log10(sizes[0]), math.log10(x_max)
@@ -71,7 +73,23 @@ def learning_curve_svg(curve: dict[str, Any], width: int = 600, height: int = 32
         ),
     ]
     body += _axes(xy, sizes[0], x_max, y_max, top + plot_h, left)
-    if fit:
+    band = [p for p in curve.get("band") or [] if p["size"] <= x_max]
+    if len(band) >= 2:
+        # The averaged extrapolation and its interval (what the same procedure would measure).
+        edge = [xy(p["size"], p["high"]) for p in band] + [
+            xy(p["size"], p["low"]) for p in reversed(band)
+        ]
+        d = " ".join(f"{'M' if i == 0 else 'L'}{x:.1f},{y:.1f}" for i, (x, y) in enumerate(edge))
+        level = f"{curve.get('level', 0.8):.0%}"
+        body.append(
+            f'<path class="mlexec-band" d="{d} Z" fill="{FIT}" fill-opacity="0.15" stroke="none">'
+            f"<title>{level} interval of the extrapolated dev error</title></path>"
+        )
+        line = [xy(p["size"], p["value"]) for p in band]
+        body.append(_path(line, FIT, 'stroke-dasharray="6 4" opacity="0.7"'))
+        x, y = xy(band[-1]["size"], band[-1]["high"])
+        body.append(_text(x - 4, y - 4, f"{level} interval", "end", f'fill="{FIT}"'))
+    elif fit:
         law = [
             (n, fit["a"] * n ** -fit["exponent"] + fit["asymptote"]) for n in _geom(sizes[0], x_max)
         ]

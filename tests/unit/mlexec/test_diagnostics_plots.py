@@ -30,6 +30,22 @@ def test_learning_curve_shows_points_target_and_extrapolation():
     assert "<b>" not in svg and "&lt;b&gt;" in svg  # text from the report is escaped
 
 
+def test_the_interval_band_is_drawn_around_the_extrapolation():
+    band = [
+        {"size": 800, "value": 0.1, "low": 0.09, "high": 0.11},
+        {"size": 2000, "value": 0.07, "low": 0.04, "high": 0.1},
+        {"size": 8000, "value": 0.05, "low": 0.01, "high": 0.09},
+    ]
+    root = ET.fromstring(learning_curve_svg({**CURVE, "band": band, "level": 0.8}))
+    (shape,) = [p for p in root.findall(f"{NS}path") if p.get("class") == "mlexec-band"]
+    corners = shape.get("d").rstrip(" Z").split(" ")
+    assert len(corners) == 6  # out along the highs, back along the lows
+    ys = [float(c.split(",")[1]) for c in corners]
+    assert ys[2] < ys[3]  # at 10x the high edge is above (smaller y than) the low edge
+    assert "80% interval" in [t.text for t in root.iter(f"{NS}text")]
+    assert shape.find(f"{NS}title").text == "80% interval of the extrapolated dev error"
+
+
 def test_a_flat_curve_has_no_needed_size_marker():
     flat = {**CURVE, "needed_size": None, "fit": {"a": 0.0, "exponent": 0.0, "asymptote": 0.3}}
     texts = [t.text for t in ET.fromstring(learning_curve_svg(flat)).iter(f"{NS}text")]
