@@ -76,10 +76,29 @@ def check_quota(user: Any) -> None:
         )
 
 
+def in_scope(actor: Actor, name: str) -> bool:
+    """Whether ``actor`` is someone, and its credential is not limited to other sessions."""
+    return actor.authenticated and (actor.sessions is None or name in actor.sessions)
+
+
+def decides(actor: Actor, name: str, owner_id: Any, anonymous_prefix: str | None) -> bool | None:
+    """Whether ``actor`` may read and write session ``name`` owned by ``owner_id``, when that
+    needs no query: an ownerless session (a Durable Streams stream created anonymously) is
+    public under ``anonymous_prefix`` and nobody's otherwise; an owner reaches their own. None
+    when only a membership can tell (``visible_to``)."""
+    if owner_id is None:
+        return anonymous_prefix is not None and name.startswith(anonymous_prefix)
+    if not in_scope(actor, name):
+        return False
+    if owner_id == actor.user.pk:
+        return True
+    return None
+
+
 def get_session(actor: Actor, name: object) -> Session:
     """The session ``name`` if ``actor`` may read and publish to it; NotFound otherwise."""
     name = check_name(name)
-    if not actor.authenticated or (actor.sessions is not None and name not in actor.sessions):
+    if not in_scope(actor, name):
         raise NotFound("no such session")
     session = visible_to(actor.user).filter(name=name).first()
     if session is None:
@@ -107,17 +126,3 @@ def active_user(pk: Any) -> Any:
     from django.contrib.auth import get_user_model
 
     return get_user_model()._default_manager.filter(pk=pk, is_active=True).first()
-
-
-def user_for_token(token: str) -> tuple[Any, frozenset[str] | None]:
-    """The active user a signed token names, and the sessions it is limited to.
-
-    The user is None when the token is invalid, expired, or names an inactive user.
-    """
-    from sessions_app.conf import setting
-
-    try:
-        user_pk, sessions = read_token(token, setting("TOKEN_MAX_AGE"))
-    except signing.BadSignature:  # includes SignatureExpired
-        return None, None
-    return active_user(user_pk), sessions

@@ -25,7 +25,7 @@ from ninja import Query, Router, Status
 from ninja.security import HttpBearer
 from ninja.security import SessionAuth as NinjaSessionAuth
 
-from sessions_app import dbexec, keys, log, runs, services
+from sessions_app import credentials, dbexec, keys, log, runs, services
 from sessions_app.access import (
     Actor,
     check_can_create,
@@ -38,14 +38,12 @@ from sessions_app.domain import control
 from sessions_app.domain.errors import (
     BadRequest,
     Conflict,
-    Forbidden,
     LimitExceeded,
     NotFound,
     OffsetExpired,
     RunEnded,
     SessionError,
     Unauthenticated,
-    Unavailable,
 )
 from sessions_app.domain.offsets import format_offset, parse_offset
 from sessions_app.models import ApiKey, Membership, Run, Session
@@ -74,15 +72,6 @@ from sessions_app.schemas import (
     SteerIn,
 )
 
-STATUS = {
-    BadRequest: 400,
-    Unauthenticated: 401,
-    Forbidden: 403,
-    NotFound: 404,
-    Conflict: 409,
-    OffsetExpired: 410,
-    Unavailable: 503,
-}
 NINJA_CODES = {400: "bad_request", 401: "unauthenticated", 403: "forbidden", 404: "not_found",
                405: "method_not_allowed", 422: "invalid_input"}  # fmt: skip
 ERRORS: dict[Any, Any] = {frozenset({400, 401, 403, 404, 409, 410, 413, 422, 503}): ErrorOut}
@@ -115,9 +104,8 @@ def actor(request: HttpRequest) -> Actor:
 
 
 def status_of(exc: SessionError) -> int:
-    if isinstance(exc, LimitExceeded):
-        return 429 if exc.details.get("limit") == "frames_per_second" else 413
-    return next((code for kind, code in STATUS.items() if isinstance(exc, kind)), 400)
+    """The HTTP status of a refusal: the one each error carries (``domain.errors``)."""
+    return exc.status
 
 
 SURROGATE_ESCAPE = re.compile(rb"\\[uU][dD][89a-fA-F]")
@@ -428,11 +416,11 @@ async def wait_for_events(
 
 
 def _request_actor(request: HttpRequest) -> Actor:
-    header = request.headers.get("Authorization", "")
-    if header.lower().startswith("bearer "):
-        key = keys.authenticate(header[7:].strip())
-        if key is not None:
-            return keys.actor_for(key)
+    raw = credentials.request_bearer(request)
+    if raw is not None:
+        found = credentials.actor_for_key(raw)
+        if found is not None:
+            return found
     elif request.user.is_authenticated:
         return Actor(request.user)
     raise Unauthenticated("log in, or send an API key as Authorization: Bearer")

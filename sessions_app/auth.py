@@ -8,32 +8,23 @@ from urllib.parse import parse_qs
 from channels.auth import AuthMiddlewareStack
 from django.contrib.auth.models import AnonymousUser
 
-from sessions_app import dbexec, keys
-from sessions_app.access import user_for_token
+from sessions_app import credentials, dbexec
+from sessions_app.access import Actor
+from sessions_app.domain.errors import Unauthenticated
 
 
 # These run on the log's reader threads (dbexec), whose database connections stay open: with
-# database_sync_to_async every connect would open (and close) a database connection.
-def _user_for_token(token: str) -> tuple[Any, frozenset[str] | None]:
-    user, sessions = user_for_token(token)
-    return (user or AnonymousUser()), sessions
+# database_sync_to_async every connect would open (and close) a database connection. A socket
+# whose credential does not verify is accepted as anonymous, then closed with 4401.
+def _token_actor(token: str) -> Actor:
+    try:
+        return credentials.actor_for_token(token)
+    except Unauthenticated:
+        return Actor(AnonymousUser())
 
 
-def _actor_for_key(raw: str) -> tuple[Any, frozenset[str] | None]:
-    key = keys.authenticate(raw)
-    if key is None:
-        return AnonymousUser(), None
-    actor = keys.actor_for(key)
-    return actor.user, actor.sessions
-
-
-def _bearer(scope: dict[str, Any]) -> str | None:
-    for name, value in scope.get("headers", []):
-        if name == b"authorization":
-            kind, _, credential = value.decode("latin-1").partition(" ")
-            if kind.lower() == "bearer" and credential:
-                return credential.strip()
-    return None
+def _key_actor(raw: str) -> Actor:
+    return credentials.actor_for_key(raw) or Actor(AnonymousUser())
 
 
 class TokenAuthMiddleware:
@@ -47,12 +38,12 @@ class TokenAuthMiddleware:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         token = (query.get("token") or [None])[0]
-        api_key = _bearer(scope)
+        api_key = credentials.scope_bearer(scope)
         if api_key:
-            user, sessions = await dbexec.run_read(_actor_for_key, api_key)
+            actor = await dbexec.run_read(_key_actor, api_key)
         elif token:
-            user, sessions = await dbexec.run_read(_user_for_token, token)
+            actor = await dbexec.run_read(_token_actor, token)
         else:
             return await self.cookie_auth(scope, receive, send)
-        scope = {**scope, "user": user, "session_scope": sessions}
+        scope = {**scope, "user": actor.user, "session_scope": actor.sessions}
         return await self.inner(scope, receive, send)

@@ -9,8 +9,8 @@ Two ways, because a channel-layer broadcast is at-most-once:
 - safe: every connection asks again every ``ACCESS_RECHECK_SECONDS`` anyway (a lost
   broadcast, a change made by a queryset ``update()`` that sends no signal).
 
-Asking again goes through the same resolvers as connecting did (``keys.authenticate`` and
-``keys.actor_for`` for a key, ``access.active_user`` for a token or cookie, then
+Asking again goes through the same resolvers as connecting did (``credentials.actor_for_key``
+for a key, ``access.active_user`` for a token or cookie, then
 ``access.get_session`` or the door's own check), so it can never disagree with them.
 """
 
@@ -29,7 +29,7 @@ from channels.layers import get_channel_layer
 from django.contrib.auth.models import AnonymousUser
 from django.db import transaction
 
-from sessions_app import dbexec, keys, log
+from sessions_app import credentials, dbexec, log
 from sessions_app.access import Actor, active_user, get_session
 from sessions_app.conf import setting
 from sessions_app.domain.errors import SessionError, Unavailable
@@ -58,8 +58,7 @@ class Grant:
 def current_actor(grant: Grant) -> Actor:
     """Who the connection acts as now (unauthenticated once its credential is revoked)."""
     if grant.api_key is not None:
-        key = keys.authenticate(grant.api_key)
-        return keys.actor_for(key) if key is not None else Actor(AnonymousUser())
+        return credentials.actor_for_key(grant.api_key) or Actor(AnonymousUser())
     user = active_user(grant.actor.user.pk) if grant.actor.authenticated else None
     return Actor(user or AnonymousUser(), grant.actor.sessions)
 
@@ -86,9 +85,7 @@ def reachable(
 
 def socket_grant(scope: dict[str, Any], actor: Actor) -> Grant:
     """A WebSocket's grant: its ``Authorization: Bearer`` is an API key (``sessions_app.auth``)."""
-    from sessions_app.auth import _bearer
-
-    return Grant(actor, _bearer(scope))
+    return Grant(actor, credentials.scope_bearer(scope))
 
 
 # --- telling the workers -----------------------------------------------------------------------

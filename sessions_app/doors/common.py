@@ -12,43 +12,31 @@ import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from asgiref.sync import sync_to_async
-from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
-from django.core import signing
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
-from django.middleware.csrf import CsrfViewMiddleware
 
-from sessions_app import dbexec, keys, log, revocation, services, watchdog
-from sessions_app.access import Actor, get_session, read_token
-from sessions_app.api import status_of
+from sessions_app import credentials, dbexec, keys, log, revocation, services, watchdog
+from sessions_app.access import Actor, get_session
 from sessions_app.conf import setting
 from sessions_app.domain import control
 from sessions_app.domain.errors import (
     BadRequest,
     Conflict,
+    CsrfFailed,
     LimitExceeded,
     NotFound,
     OffsetExpired,
     SessionError,
+    Unauthenticated,
 )
 from sessions_app.domain.fold import SessionState, fold
 from sessions_app.domain.offsets import format_offset
 from sessions_app.domain.runs import RunStatus
 from sessions_app.models import Run, Session
 
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 FOLD_BATCH = 5000
 ACTIVE = (RunStatus.RUNNING.value, RunStatus.CANCELLING.value)
-
-
-class Unauthenticated(SessionError):
-    code = "unauthenticated"
-
-
-class CsrfFailed(SessionError):
-    code = "csrf_failed"
 
 
 class MessageExists(Conflict):
@@ -60,11 +48,7 @@ class NotRunning(Conflict):
 
 
 def error_response(exc: SessionError) -> JsonResponse:
-    if isinstance(exc, Unauthenticated | CsrfFailed):
-        status = 401 if isinstance(exc, Unauthenticated) else 403
-    else:
-        status = status_of(exc)
-    return JsonResponse(exc.as_dict(), status=status)
+    return JsonResponse(exc.as_dict(), status=exc.status)
 
 
 def method_not_allowed(allowed: str) -> JsonResponse:
@@ -91,50 +75,26 @@ def no_content() -> HttpResponse:
 # --- who is asking -----------------------------------------------------------------------------
 
 
-def _bearer_actor(raw: str) -> Actor:
-    key = keys.authenticate(raw)
-    if key is not None:
-        return keys.actor_for(key)
-    try:
-        user_pk, sessions = read_token(raw, setting("TOKEN_MAX_AGE"))
-    except signing.BadSignature:  # includes an expired token
-        raise Unauthenticated("the API key or token is invalid or expired") from None
-    user = get_user_model()._default_manager.filter(pk=user_pk, is_active=True).first()
-    if user is None:
-        raise Unauthenticated("the token's user is no longer active")
-    return Actor(user, sessions)
-
-
-def _no_view(request: HttpRequest) -> HttpResponse:
-    return HttpResponse()
-
-
 async def actor(request: HttpRequest) -> Actor:
     """The actor behind a request, or Unauthenticated."""
-    header = request.headers.get("Authorization", "")
-    if header.lower().startswith("bearer "):
-        return await dbexec.run_read(_bearer_actor, header[7:].strip())
+    raw = credentials.request_bearer(request)
+    if raw is not None:
+        return await dbexec.run_read(credentials.actor_for_bearer, raw)
     auser = getattr(request, "auser", None)
     user = await auser() if auser is not None else AnonymousUser()
     if not user.is_authenticated:
         raise Unauthenticated("send Authorization: Bearer <API key or token>, or log in")
-    if request.method not in SAFE_METHODS:
-        # The view is csrf_exempt (bearer clients have no CSRF token), so check here.
-        refused = await sync_to_async(CsrfViewMiddleware(_no_view).process_view)(
-            request, _no_view, (), {}
+    if request.method not in credentials.SAFE_METHODS and await credentials.csrf_refused(request):
+        raise CsrfFailed(
+            "writes authenticated by the session cookie need the CSRF token (X-CSRFToken)"
         )
-        if refused is not None:
-            raise CsrfFailed(
-                "writes authenticated by the session cookie need the CSRF token (X-CSRFToken)"
-            )
     return Actor(user)
 
 
 def grant(request: HttpRequest, who: Actor) -> revocation.Grant:
     """How ``who`` got in, to ask again while a stream stays open (an API key is asked again
     as a key; a token or cookie through its user)."""
-    header = request.headers.get("Authorization", "")
-    raw = header[7:].strip() if header.lower().startswith("bearer ") else ""
+    raw = credentials.request_bearer(request) or ""
     return revocation.Grant(who, raw if raw.startswith(keys.PREFIX + "_") else None)
 
 

@@ -16,16 +16,13 @@ import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.contrib.auth.models import AnonymousUser
-from django.core import signing
 from django.core.exceptions import DisallowedHost, RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
-from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 
-from sessions_app import dbexec
-from sessions_app.access import Actor, active_user, check_name, read_token
+from sessions_app import credentials, dbexec
+from sessions_app.access import Actor, active_user, check_name
 from sessions_app.conf import setting
 from sessions_app.domain.errors import (
     BadRequest,
@@ -36,6 +33,7 @@ from sessions_app.domain.errors import (
     ProducerStaleEpoch,
     SessionError,
     StreamClosed,
+    Unauthenticated,
 )
 from sessions_app.domain.kept import Kept
 from sessions_app.domain.offsets import format_offset
@@ -59,7 +57,6 @@ EXPOSE_HEADERS = (
     "Stream-Expires-At, Stream-SSE-Data-Encoding, Producer-Epoch, Producer-Seq, "
     "Producer-Expected-Seq, Producer-Received-Seq, ETag, Content-Type, Location"
 )
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CONTENT_SECURITY_POLICY = "sandbox; default-src 'none'"
 # Response types a browser shows without running anything; every other one is an attachment.
 SHOWN_INLINE = frozenset({protocol.JSON, "text/plain", "text/event-stream"})
@@ -154,8 +151,8 @@ async def _token_actor(token: str) -> Actor:
     once a second per worker (an agent appending message after message would otherwise pay a
     database query for each)."""
     try:
-        user_pk, sessions = read_token(token, setting("TOKEN_MAX_AGE"))
-    except signing.BadSignature:  # includes SignatureExpired
+        user_pk, sessions = credentials.token_claims(token)
+    except Unauthenticated:
         raise Unauthorized(BAD_TOKEN) from None
     loop = asyncio.get_running_loop()
     recent = _recent_users.get(loop)
@@ -172,9 +169,9 @@ async def _token_actor(token: str) -> Actor:
 
 
 def _token(request: HttpRequest) -> str | None:
-    auth = request.headers.get("Authorization", "")
-    if auth.lower().startswith("bearer "):
-        return auth[7:].strip() or None
+    raw = credentials.request_bearer(request)
+    if raw is not None:
+        return raw or None
     return request.GET.get("token") or None
 
 
@@ -185,27 +182,15 @@ async def _access(request: HttpRequest) -> store.Access:
         return store.Access(await _token_actor(token), prefix)
     auser = getattr(request, "auser", None)
     user = await auser() if auser is not None else AnonymousUser()
-    if user.is_authenticated and request.method not in SAFE_METHODS:
-        # Whatever the stream: the cookie's user may own one under the anonymous prefix too.
-        await _require_csrf(request)
-    return store.Access(Actor(user), prefix)
-
-
-def _no_view(request: HttpRequest) -> HttpResponse:
-    return HttpResponse()
-
-
-async def _require_csrf(request: HttpRequest) -> None:
-    """A cookie rides along on cross-site requests: writes need Django's CSRF token too."""
-    # Not the view itself: it is csrf_exempt, which would make the check pass.
-    refused = await sync_to_async(CsrfViewMiddleware(_no_view).process_view)(
-        request, _no_view, (), {}
-    )
-    if refused is not None:
+    # A cookie rides along on cross-site requests: writes need Django's CSRF token too,
+    # whatever the stream (the cookie's user may own one under the anonymous prefix too).
+    unsafe = request.method not in credentials.SAFE_METHODS
+    if user.is_authenticated and unsafe and await credentials.csrf_refused(request):
         raise Unauthorized(
             "writes authenticated by the session cookie need the CSRF token "
             "(X-CSRFToken header), or use a token: Authorization: Bearer <token>"
         )
+    return store.Access(Actor(user), prefix)
 
 
 # --- PUT: create or fork ---------------------------------------------------------------------
