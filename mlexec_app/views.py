@@ -101,11 +101,11 @@ def labels_fix(request: HttpRequest, slug: str, job_id: int) -> HttpResponse:
     """Record the accepted fixes as the fix-labels step and rerun the diagnosis on them."""
     job = _review_job(_own_project(request, slug), job_id)
     try:
-        label_review.record_fixes(job, request.user)
-    except InvalidInput as exc:
-        return HttpResponseBadRequest(exc.message, content_type="text/plain")
-    except InvalidTransition as exc:
-        return HttpResponse(exc.message, status=409, content_type="text/plain")
+        _, rerun = label_review.record_fixes(job, request.user)
+    except (InvalidInput, InvalidTransition) as exc:  # nothing accepted, or a rerun under way
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, f"Rerun job #{rerun.pk} started: {rerun.get_status_display()}.")
     url = reverse("mlexec_app:labels", kwargs={"slug": slug, "job_id": job.pk})
     return HttpResponseRedirect(f"{url}#fixes", status=303)
 

@@ -284,6 +284,13 @@ OPERATIONS: tuple[Operation, ...] = (
         "label review", "pages", "GET /mlexec/projects/{ref}/jobs/{job}/labels/", PAGE_PROJECT
     ),  # fmt: skip
     Operation(
+        "record label fixes",
+        "pages",
+        "POST /mlexec/projects/{ref}/jobs/{job}/labels/fix/",
+        PAGE_PROJECT,
+        writes=True,
+    ),  # fmt: skip
+    Operation(
         "label decision",
         "pages",
         "POST /mlexec/projects/{ref}/jobs/{job}/labels/{row}/",
@@ -312,6 +319,12 @@ OPERATIONS: tuple[Operation, ...] = (
         "corrected labels",
         "pages",
         "GET /mlexec/projects/{ref}/jobs/{job}/labels.csv",
+        PAGE_PROJECT,
+    ),  # fmt: skip
+    Operation(
+        "corrected labels (NPZ)",
+        "pages",
+        "GET /mlexec/projects/{ref}/jobs/{job}/labels.npz",
         PAGE_PROJECT,
     ),  # fmt: skip
 )

@@ -348,7 +348,7 @@ async def perform_http(op: table.Operation, ids: dict[str, str], credential: Cre
     if response.streaming:  # an SSE door that opened: allowed; do not follow it
         await response.aclose() if hasattr(response, "aclose") else response.close()
         return table.ALLOW, None
-    content = response.content.decode()
+    content = response.content.decode(errors="replace")  # an NPZ download is binary
     try:
         parsed: Any = json.loads(content)
     except ValueError:

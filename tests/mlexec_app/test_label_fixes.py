@@ -68,8 +68,10 @@ def test_fixes_recorded_as_the_fix_labels_step_and_measured_by_a_rerun(reviewed,
     base = f"/mlexec/projects/{job.project.slug}/jobs/{job.pk}/labels/"
     client.get(base)
     token = client.cookies["csrftoken"].value
-    assert client.post(f"{base}fix/", {"csrfmiddlewaretoken": token}).status_code == 400
+    refused = client.post(f"{base}fix/", {"csrfmiddlewaretoken": token}, follow=True)
+    assert "Accept at least one suggested label first." in refused.content.decode()
     assert not DiagnosticJob.objects.exclude(pk=job.pk).exists()  # nothing accepted: no rerun
+    assert not Intervention.objects.exists()
 
     for index in truth:
         answer = client.post(
@@ -92,6 +94,7 @@ def test_fixes_recorded_as_the_fix_labels_step_and_measured_by_a_rerun(reviewed,
     assert step.status == "done" and step.realized_gain == pytest.approx(0.12 - after)
     assert rerun.result["fix_labels"]["fixed"] == 24
     page = client.get(base).content.decode()
+    assert f"Rerun job #{rerun.pk} started: Finished." in page  # the message, once
     assert f"Rerun job #{rerun.pk}: Finished" in page and "realised gain" in page
 
 
