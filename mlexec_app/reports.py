@@ -200,6 +200,7 @@ def page_context(project: Project) -> dict[str, Any]:
     """What a project page shows: diagnosis, plan, gates, cost and the two charts."""
     pd = services.diagnose_project(project)
     plan = services.plan_project(project, pd)
+    jobs = list(project.diagnostic_jobs.order_by("-id")[:5])
     return {
         "project": project,
         "report": diagnosis_payload(project, pd),
@@ -212,4 +213,7 @@ def page_context(project: Project) -> dict[str, Any]:
         "diagnosed_run": pd.run,
         "label_job": label_review.latest_job(project),
         "error_job": error_review.latest_job(project),
+        "jobs": jobs,
+        # The page reloads itself while a job is queued or running: progress without a script.
+        "jobs_active": any(j.status in ("queued", "running", "cancelling") for j in jobs),
     }
