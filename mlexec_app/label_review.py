@@ -46,8 +46,11 @@ def _issues(job: DiagnosticJob) -> list[dict[str, Any]]:
 
 
 def image_shape(job: DiagnosticJob) -> list[int] | None:
+    """Rows and columns of the job's images: the pipeline stores (channels, rows, columns)."""
     shape = ((job.result or {}).get("label_issues") or {}).get("image_shape")
-    return shape if isinstance(shape, list) and len(shape) == 2 else None
+    if isinstance(shape, list) and len(shape) >= 2 and all(isinstance(n, int) for n in shape):
+        return shape[-2:]
+    return None
 
 
 def review_rows(job: DiagnosticJob) -> list[dict[str, Any]]:

@@ -132,3 +132,16 @@ def test_npz_export_holds_the_accepted_fixes_without_pickles(reviewed, user):
         assert archive["index"].tolist() == rows
         assert archive["corrected"].tolist() == [truth[i] for i in rows]
     assert LabelDecision.objects.filter(verdict="accept").count() == 3
+
+
+def test_images_are_drawn_in_the_shape_the_pipeline_stores(project, user):
+    # A diagnostic job stores (channels, rows, columns): [1, 8, 8] for the digits.
+    issue = {"index": 3, "given": "1", "suggested": "7", "image": [0.5] * 64}
+    job = DiagnosticJob.objects.create(
+        project=project, dataset="digits", status="finished",
+        result={"label_issues": {"issues": [issue], "image_shape": [1, 8, 8]}},
+    )  # fmt: skip
+    client = Client()
+    client.force_login(user)
+    page = client.get(f"/mlexec/projects/{project.slug}/jobs/{job.pk}/labels/").content.decode()
+    assert page.count("<rect") == 64
