@@ -104,7 +104,9 @@ def accuracy() -> dict[str, Any]:
                 sub = data.subset(stratified_subset(data.y, fraction, seed))
                 started = time.perf_counter()
                 sizes, train, dev = measure(sub)
-                boot = bootstrap(sizes, dev, dev_rows=len(sub.y))
+                boot = bootstrap(
+                    sizes, dev, dev_rows=len(sub.y), train_error=float(train.mean(0)[-1])
+                )
                 curve = judge(sizes, train.mean(0), dev, None, dev_rows=len(sub.y))
                 seconds.append(time.perf_counter() - started)
                 if boot is None:  # under three training sizes: nothing to extrapolate

@@ -278,10 +278,14 @@ class Bootstrap:
     current_value: float
     dev_rows: int  # rows a dev error is measured on today (all folds together)
     seed: int = 0
+    #: Today's train error: training error only grows with the data and dev error only falls
+    #: towards it, so no extrapolated dev error goes below it.
+    train_floor: float = 0.0
 
     def value(self, n: float) -> float:
         """The averaged curve at ``n``."""
-        return float(sum(w * _curve(s, self.points[s], [n])[0, 0] for s, w in self.weights.items()))
+        mean = sum(w * _curve(s, self.points[s], [n])[0, 0] for s, w in self.weights.items())
+        return float(max(mean, self.train_floor))
 
     def replicas(self, n: np.ndarray | float) -> np.ndarray:
         """(B, len(n)) replicate curves at ``n`` (sizes at or above the largest)."""
@@ -292,7 +296,9 @@ class Bootstrap:
             if mine.any():
                 out[mine] = _curve(shape, params[mine], n)
         distance = np.log(np.maximum(n, self.largest) / self.largest)
-        return out + self.shift[:, None] * self.spread * distance[None]
+        return np.maximum(
+            out + self.shift[:, None] * self.spread * distance[None], self.train_floor
+        )
 
     def predicted(self, n: float) -> Estimate:
         """The dev error the same procedure would measure at ``n`` training examples.
@@ -322,6 +328,7 @@ class Bootstrap:
         """Size the target needs: the point and its interval (None: never, on that side)."""
         grid = self.largest * SEARCH_FACTORS
         mean = sum(w * _curve(s, self.points[s], grid)[0] for s, w in self.weights.items())
+        mean = np.maximum(mean, self.train_floor)
         point = _first_crossing(grid, mean[None], target)[0]
         size = _first_crossing(grid, self.replicas(grid), target)
         tail = (1 - LEVEL) / 2
@@ -365,6 +372,7 @@ def bootstrap(
     dev_rows: int | None = None,
     replicates: int = REPLICATES,
     seed: int = 0,
+    train_error: float = 0.0,
 ) -> Bootstrap | None:
     """Fit the curve's shapes, weigh them by how well they extrapolated on the measured sizes,
     and fit ``replicates`` resampled curves (folds and sizes with replacement)."""
@@ -406,7 +414,7 @@ def bootstrap(
     shift = rng.standard_normal(replicates)
     return Bootstrap(
         law, weights, points, params, pick, shift, spread, float(sizes[-1]),
-        errors[:, -1], float(mean[-1]), rows, seed,
+        errors[:, -1], float(mean[-1]), rows, seed, float(train_error),
     )  # fmt: skip
 
 
@@ -511,7 +519,9 @@ def judge(
     dev_by_fold = np.atleast_2d(np.asarray(dev_by_fold, float))
     train_error = np.asarray(train_error, float)
     dev_error = dev_by_fold.mean(0)
-    boot = bootstrap(sizes, dev_by_fold, dev_rows=dev_rows, seed=seed)
+    boot = bootstrap(
+        sizes, dev_by_fold, dev_rows=dev_rows, seed=seed, train_error=float(train_error[-1])
+    )
     current = float(dev_error[-1])
     train = float(train_error[-1])
     largest = int(sizes[-1])

@@ -7,6 +7,8 @@ DataAssessment rows from it.
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -131,16 +133,80 @@ def run_diagnostics(
     progress.plan(list(plan.diagnostics))
     report: dict[str, Any] = {"dataset": _describe(data), "timings": {}}
     state: dict[str, Any] = {}
-    for name in plan.diagnostics:
-        progress.start_stage(name)
-        started = time.perf_counter()
-        report[name] = _RUNNERS[name](data, plan, progress, state)
-        report["timings"][name] = round(time.perf_counter() - started, 2)
+    beside = _Beside("learning_curve", data, plan) if _curve_beside(plan) else None
+    try:
+        for name in plan.diagnostics:
+            progress.start_stage(name)
+            started = time.perf_counter()
+            if beside is not None and name == beside.name:
+                report[name] = beside.result(progress)
+                report["timings"][name] = beside.seconds
+                continue
+            report[name] = _RUNNERS[name](data, plan, progress, state)
+            report["timings"][name] = round(time.perf_counter() - started, 2)
+    finally:
+        if beside is not None:
+            beside.stop()
     if "label_issues" in report:
         report["data_quality"] = _data_quality(report)
     progress.stage, progress.within, progress.stage_index = "done", 0.0, len(plan.diagnostics)
     progress.emit({"step": "finished"}, force=True)
     return jsonable(report)
+
+
+def _curve_beside(plan: Plan) -> bool:
+    """Whether the learning curve trains in a thread beside the label-issue search.
+
+    Only with a second core, and only when the label-issue model never draws from torch's
+    global random generator (the batched MLP without dropout draws from its own), so both
+    results are the same as one after the other.
+    """
+    wanted = {"label_issues", "learning_curve"} <= set(plan.diagnostics)
+    private = plan.label_model.vectorizable and not plan.label_model.dropout
+    return wanted and private and (os.cpu_count() or 1) > 1
+
+
+class _Beside:
+    """One diagnostic run in a thread while the others run in the caller's.
+
+    torch releases the GIL inside its kernels, so on two cores both train at once. The thread
+    has its own :class:`Progress` (no events: the caller's stay in order) whose only job is to
+    stop it when :meth:`stop` is called: on a cancel, an error, or when the caller is done.
+    """
+
+    def __init__(self, name: str, data: Dataset, plan: Plan) -> None:
+        self.name = name
+        self.seconds = 0.0
+        self._stop = threading.Event()
+        self._outcome: Any = None
+        self._error: BaseException | None = None
+        own = Progress(should_cancel=self._stop.is_set)
+        own.plan([name])
+        self._thread = threading.Thread(
+            target=self._run, args=(data, plan, own), name=f"mlexec-{name}", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, data: Dataset, plan: Plan, progress: Progress) -> None:
+        started = time.perf_counter()
+        try:
+            self._outcome = _RUNNERS[self.name](data, plan, progress, {})
+        except BaseException as exc:  # handed to the caller by result()
+            self._error = exc
+        self.seconds = round(time.perf_counter() - started, 2)
+
+    def result(self, progress: Progress) -> Any:
+        """Wait for the thread (still answering the caller's cancel checks); its result."""
+        while self._thread.is_alive():
+            self._thread.join(timeout=0.25)
+            progress.check()
+        if self._error is not None:
+            raise self._error
+        return self._outcome
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def _run_overfit(data: Dataset, plan: Plan, progress: Progress, state: dict[str, Any]) -> Any:

@@ -130,11 +130,12 @@ def test_overfit_small_batch_flags_a_model_that_ignores_its_input():
 
 
 def test_learning_curve_calls_more_data_helpful_for_a_high_variance_setup():
-    # 60 features and a few hundred rows: the MLP memorises the training set at every size,
-    # and dev error keeps falling as the set grows (with 300 rows the interval of the gain
-    # still reaches below the material gain: "can't tell yet").
+    # 60 features and a thousand rows: the MLP memorises the training set at every size,
+    # and dev error keeps falling as the set grows (with 600 rows the interval of the gain,
+    # which holds the shapes' disagreement too, still reaches below the material gain:
+    # "can't tell yet").
     rng = np.random.default_rng(1)
-    X = rng.normal(size=(600, 60)).astype(np.float32)
+    X = rng.normal(size=(1000, 60)).astype(np.float32)
     y = (X @ rng.normal(size=60) > 0).astype(np.int64)
     curve = learning_curve(
         Dataset(X, y, ["a", "b"]), target_error=0.02, spec=ModelSpec(hidden=(64,)),
@@ -216,3 +217,60 @@ def test_cancel_stops_training_within_an_epoch():
     assert time.monotonic() - deadline["t"] < 1.0
     assert time.monotonic() - started < 10
     assert events[0]["step"] == "sizes"
+
+
+def _full_plan():
+    from mlexec_app.diagnostics.label_issues import DEFAULT_TRAIN
+    from mlexec_app.diagnostics.pipeline import Plan
+
+    return Plan(
+        model=ModelSpec(hidden=(32,)), train=FAST,
+        label_options=LabelIssueOptions(folds=3, repeats=1, passes=1),
+        label_train=TrainConfig(**{**DEFAULT_TRAIN.to_dict(), "epochs": 10, "min_steps": 60}),
+    )  # fmt: skip
+
+
+def test_the_learning_curve_runs_beside_the_label_search_with_the_same_result(monkeypatch):
+    """On two cores the curve trains in a thread beside the label-issue search; its result
+    is what it is alone."""
+    from mlexec_app.diagnostics import pipeline
+
+    data = blobs(n_per_class=60, k=3, d=6)
+    threads: list[str] = []
+    original = pipeline._Beside.__init__
+
+    def spy(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        threads.append(self._thread.name)
+
+    monkeypatch.setattr(pipeline._Beside, "__init__", spy)
+    monkeypatch.setattr(pipeline.os, "cpu_count", lambda: 2)
+    report = pipeline.run_diagnostics(data, _full_plan())
+    assert threads == ["mlexec-learning_curve"]
+    plan = _full_plan()
+    alone = pipeline.run_diagnostics(data, pipeline.Plan(
+        diagnostics=("learning_curve",), model=plan.model, train=plan.train,
+    ))  # fmt: skip
+    assert report["learning_curve"] == alone["learning_curve"]
+    assert report["timings"]["learning_curve"] > 0
+
+
+def test_a_cancel_stops_the_curve_running_beside():
+    import threading
+
+    from mlexec_app.diagnostics import pipeline
+
+    data = blobs(n_per_class=60, k=3, d=6)
+    plan = _full_plan()
+    plan.label_train = TrainConfig(epochs=2000, min_steps=60)
+    calls = {"n": 0}
+
+    def should_cancel() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 5
+
+    started = time.monotonic()
+    with pytest.raises(Cancelled):
+        pipeline.run_diagnostics(data, plan, Progress(should_cancel=should_cancel))
+    assert time.monotonic() - started < 10
+    assert not any(t.name == "mlexec-learning_curve" for t in threading.enumerate())
