@@ -422,7 +422,8 @@ def render() -> str:
         "short-lived (`TOKEN_MAX_AGE`, 300 s) and may be limited to the sessions they open; "
         "the demo site's logs (and `sessions_app.logs.JsonFormatter` / `RedactTokens` in "
         "yours) replace every `token=` value with `[redacted]`. Redact it in your proxy's "
-        "access log too (daphne writes none unless given `--access-log`).",
+        "access log too, and in daphne's, which it prints to stdout outside `LOGGING`: "
+        "`make run` pipes it through `python -m sessions_app.logs`.",
         "",
         "## Routes outside the matrix",
         "",
