@@ -219,7 +219,8 @@ def test_unknown_diagnostics_are_refused_before_queueing(project):
 def test_the_job_choices_match_the_pipeline():
     from mlexec_app.diagnostics.pipeline import ALL
 
-    assert jobs.DIAGNOSTIC_CHOICES == ALL
+    # Every pipeline diagnostic, and the search, which runs as a job of its own.
+    assert jobs.DIAGNOSTIC_CHOICES == (*ALL, "search")
 
 
 def test_a_failure_while_recording_results_fails_the_job_and_writes_nothing(
