@@ -177,7 +177,8 @@ _tasks: set[asyncio.Task[None]] = set()
 
 def follow(consumer: Any) -> None:
     """Ask again, every ``ACCESS_RECHECK_SECONDS``, for ``consumer``'s subscriptions
-    (``consumer.grant``, ``consumer.subs``; the answer goes to ``consumer.access_checked``)."""
+    (``consumer.grant``, ``consumer.subscriptions``; the answer goes to
+    ``consumer.access_checked``)."""
     loop = asyncio.get_running_loop()
     if loop not in _followers:
         _followers[loop] = weakref.WeakSet()
@@ -196,7 +197,7 @@ async def check(loop: asyncio.AbstractEventLoop) -> None:
     consumers = [c for c in list(_followers.get(loop, ())) if getattr(c, "grant", None)]
     if not consumers:
         return
-    work = [(c.grant, list(c.subs)) for c in consumers]
+    work = [(c.grant, list(c.subscriptions.subs)) for c in consumers]
     answers = await dbexec.run_read(_check_all, work)
     for consumer, (_, names), (actor, allowed) in zip(consumers, work, answers, strict=True):
         try:

@@ -27,7 +27,8 @@ _tasks: set[asyncio.Task[None]] = set()
 
 
 def follow(consumer: Any) -> None:
-    """Watch ``consumer``'s subscriptions (``by_pk``, ``channel_layer``, ``channel_name``)."""
+    """Watch ``consumer``'s subscriptions (``subscriptions.by_pk``, ``channel_layer``,
+    ``channel_name``)."""
     loop = asyncio.get_running_loop()
     if loop not in _followers:
         _followers[loop] = weakref.WeakSet()
@@ -44,13 +45,15 @@ def heads(pks: list[int]) -> dict[int, int]:
 async def check(loop: asyncio.AbstractEventLoop) -> int:
     """Nudge every subscription of this loop that is behind its session's head; return how many."""
     consumers = list(_followers.get(loop, ()))
-    wanted = {pk for c in consumers for pk, sub in c.by_pk.items() if sub.delivered >= 0}
+    wanted = {
+        pk for c in consumers for pk, sub in c.subscriptions.by_pk.items() if sub.delivered >= 0
+    }
     if not wanted:
         return 0
     current = await dbexec.run_read(heads, sorted(wanted))
     nudged = 0
     for consumer in consumers:
-        for pk, sub in list(consumer.by_pk.items()):
+        for pk, sub in list(consumer.subscriptions.by_pk.items()):
             head = current.get(pk, 0)
             if 0 <= sub.delivered < head:
                 hint = {
