@@ -75,7 +75,7 @@ DEFAULTS: dict[str, Any] = {
     "ANONYMOUS_MAX_STREAM_BYTES": 4 * 1024 * 1024,
     "ANONYMOUS_MAX_TTL": 7 * 24 * 3600,
     # A lone plain append on PostgreSQL runs on the event loop, over one connection per
-    # worker of its own, instead of the log's writer thread (streams/loopdb.py).
+    # worker of its own, instead of the log's writer thread (log/lanes.py), for every door.
     "STREAMS_LOOP_CONNECTION": True,
     # Seconds a long-poll waits for new data before answering 204 (SSE: between keep-alives).
     "LONG_POLL_TIMEOUT": 20.0,

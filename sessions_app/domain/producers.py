@@ -4,7 +4,9 @@ A producer names itself with an id, an epoch and a sequence number per append. T
 keeps, per stream and producer id, the highest epoch and the last accepted sequence:
 
 - a lower epoch is fenced off (a newer instance of the producer took over);
-- a higher epoch starts a new sequence, which must begin at 0;
+- a higher epoch starts a new sequence, which must begin at 0 (anything else is a malformed
+  request, 400 on every door, as the Durable Streams protocol has it; a producer never seen
+  before that does not start at 0 has a gap, 409);
 - within the epoch, ``seq == last + 1`` is accepted, ``seq <= last`` is a retry of something
   that already landed (answered as a duplicate, nothing written), ``seq > last + 1`` is a gap.
 """
@@ -57,9 +59,17 @@ class Verdict(enum.Enum):
 
 def judge(state: ProducerState | None, claim: ProducerClaim) -> Verdict:
     """Decide an append from ``claim`` given the stored ``state`` (None: never seen)."""
-    if state is None or claim.epoch > state.epoch:
+    if state is None:
         if claim.seq != 0:
             raise ProducerSeqGap(
+                f"a new producer must start at seq 0, got {claim.seq}",
+                expected_seq=0,
+                received_seq=claim.seq,
+            )
+        return Verdict.ACCEPT
+    if claim.epoch > state.epoch:
+        if claim.seq != 0:
+            raise BadRequest(
                 f"a new producer epoch must start at seq 0, got {claim.seq}",
                 expected_seq=0,
                 received_seq=claim.seq,

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from sessions_app import revocation
 from sessions_app.access import Actor
+from sessions_app.log import change_group
 from sessions_app.streams import store
-from sessions_app.streams.store import change_group
 
 
 class Waiter(revocation.Waiter):

@@ -1,15 +1,14 @@
 """The stream service: Durable Streams semantics over the session log's tables.
 
 A stream is a ``Session`` row; its entries are ``Entry`` rows, one per JSON message or per
-appended byte chunk. Appends take the row's lock and advance ``Session.head`` inside the
-transaction that stores the entries (``log._advance_head``), exactly as the log's own group
-commit does, so the WebSocket door and this one can write to the same session at once and
-offsets stay gap-free and in commit order. After commit the log's ``log.entries``
-notification goes to the session's group, so WebSocket subscribers see these appends too.
+appended byte chunk. This module creates, forks, deletes and reads streams, and turns a POST
+into the log's ``AppendRequest`` (``Post``); the log alone judges and writes appends, for this
+door as for every other, so the WebSocket door and this one can write to the same session at
+once, offsets stay gap-free and in commit order, and WebSocket subscribers see these appends.
 
-Protocol state the session columns have no place for (the last ``Stream-Seq``, the original
-``Stream-Expires-At`` text, the fork request) lives under ``metadata["durable_streams"]``,
-written under the same lock.
+Protocol state the session columns have no place for (the last ``Stream-Seq``, written by the
+log; the original ``Stream-Expires-At`` text, the fork request) lives under
+``metadata["durable_streams"]``.
 
 A fork shares its source's entries ``1..fork_seq``: reads walk up the ``forked_from`` chain.
 A stream with forks is only soft-deleted; deleting the last fork removes soft-deleted (or
@@ -22,7 +21,6 @@ import asyncio
 import enum
 import functools
 import json
-import logging
 import time
 import weakref
 from collections.abc import Sequence
@@ -30,13 +28,12 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from sessions_app import dbexec, log, metrics, services
+from sessions_app import log, services
 from sessions_app.access import Actor, check_creatable_name, check_quota
 from sessions_app.conf import setting
 from sessions_app.domain import producers
@@ -47,17 +44,17 @@ from sessions_app.domain.errors import (
     NotFound,
     OffsetExpired,
     SessionError,
-    StreamClosed,
 )
+from sessions_app.domain.kept import Kept
 from sessions_app.domain.offsets import format_offset
-from sessions_app.models import Entry, Membership, Producer, Session
-from sessions_app.runs import RunTracker
+from sessions_app.log import STATE_KEY, announce_change, change_group
+from sessions_app.log.requests import Fetch
+from sessions_app.models import Entry, Membership, Session
 from sessions_app.streams import protocol
 from sessions_app.streams.errors import ContentTypeMismatch, Forbidden, Gone, Unauthorized
 
-logger = logging.getLogger(__name__)
+__all__ = ["announce_change", "change_group"]  # the log's, used through this module too
 
-STATE_KEY = "durable_streams"
 READ_PAGE = 5000
 # A catch-up response stops after the page that crosses this size; the client reads on.
 MAX_READ_BYTES = 8 * 1024 * 1024
@@ -76,15 +73,6 @@ FIELDS = (
     "fork_seq",
     "metadata",
 )
-
-
-def change_group(session_pk: int) -> str:
-    """The group told when a stream closes or is deleted (entries go to ``log.group_name``).
-
-    Kept apart from the log's group because WebSocket consumers there handle only the
-    message types they know.
-    """
-    return f"sessions_app.ds{session_pk}"
 
 
 @dataclass(frozen=True)
@@ -290,28 +278,6 @@ def _events(messages: list[Any]) -> list[log.Item]:
     return services.build_items(messages) if messages else []
 
 
-def _insert(pk: int, first: int, items: Sequence[log.Item], now: datetime) -> None:
-    rows = [
-        (pk, seq, item.type, item.run, _bytes(item.body), now)
-        for seq, item in enumerate(items, start=first)
-    ]
-    if len(rows) == 1:  # the common append: one statement, no model instances
-        table = connection.ops.quote_name(Entry._meta.db_table)
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"INSERT INTO {table} ({', '.join(log.COPY_COLUMNS)}) "
-                "VALUES (%s, %s, %s, %s, %s, %s)",
-                rows[0],
-            )
-        return
-    columns = log.COPY_COLUMNS
-    log._insert_entries([Entry(**dict(zip(columns, row, strict=True))) for row in rows])
-
-
-def _bytes(body: str | bytes) -> bytes:
-    return body.encode() if isinstance(body, str) else body
-
-
 # --- create and fork -------------------------------------------------------------------------
 
 
@@ -498,7 +464,7 @@ def _insert_stream(
         fork_seq=base,
         metadata={STATE_KEY: state},
     )
-    _insert(session.pk, base + 1, items, now)
+    log.seed(session.pk, base + 1, items, now)
     stream = load(request.name)
     assert stream is not None and stream.pk == session.pk
     return stream
@@ -617,41 +583,47 @@ def refresh(stream: Stream) -> Stream:
     return fresh
 
 
-# --- appends ---------------------------------------------------------------------------------
+# --- appends: resolved here, judged and written by the log -----------------------------------
+
+# The log's request and result: a Durable Streams append is an ``AppendRequest`` with the
+# protocol's fields (Stream-Seq, close, TTL, size limit, this door's check of the row).
+AppendRequest = log.AppendRequest
+Appended = log.AppendResult
+
+# Bodies above this are parsed in the writer thread, off the event loop.
+INLINE_BODY_MAX = 64 * 1024
+# How long a lookup on the event loop's connection is kept (see ``Post.resolve_on_loop``).
+LOOKUP_TTL = 1.0
+LOOKUPS_KEPT = 1024
+_kept: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Kept[str, Stream]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
-@dataclass(frozen=True)
-class AppendRequest:
-    pk: int
-    items: Sequence[log.Item]
-    producer: producers.ProducerClaim | None = None
-    seq: str | None = None  # Stream-Seq
-    close: bool = False
-    has_body: bool = False  # a body was sent (a closed stream refuses it unparsed)
-    ttl: int | None = None  # the stream's sliding TTL, pushed ahead by the append
-    max_bytes: int | None = None  # what the stream may hold at most (anonymous streams)
+def _loop_lookups() -> Kept[str, Stream]:
+    loop = asyncio.get_running_loop()
+    found = _kept.get(loop)
+    if found is None:
+        found = _kept[loop] = Kept(LOOKUP_TTL, LOOKUPS_KEPT)
+    return found
 
-    @property
-    def plain(self) -> bool:
-        """Only entries: no producer, Stream-Seq or close to judge under the lock first."""
-        tracked = any(item.run or item.type == "CANCEL" for item in self.items)
-        return (
-            bool(self.items)
-            and self.producer is None
-            and self.seq is None
-            and not self.close
-            and not tracked
-        )
+
+def gone(row: log.Locked) -> None:
+    """This door's answers for a stream deleted or expired since its lookup (410, 404)."""
+    if row.deleted:
+        raise Gone("the stream was deleted")
+    raise NotFound("no such stream (it expired)")
 
 
 @dataclass(frozen=True)
 class Post:
-    """An append by stream name, as a request gives it.
+    """An append by stream name, as a request gives it (a ``log.Deferred``).
 
-    The stream is looked up, its access and content type checked and the body parsed in the
-    writer thread, just before the commit: one thread hop per append instead of a read then a
-    write. A batch looks all its appends up before its first write, so no row lock it takes
-    is held during a lookup.
+    The stream is looked up, its access and content type checked and the body parsed just
+    before the commit: in the writer thread (one thread hop per append instead of a read then
+    a write), or, for a lone plain append on PostgreSQL, on the event loop's own connection.
+    A batch looks all its appends up before its first write, so no row lock it takes is held
+    during a lookup.
     """
 
     access: Access
@@ -662,10 +634,10 @@ class Post:
     seq: str | None = None
     close: bool = False
 
-    def resolve(self) -> AppendRequest:
+    def resolve(self) -> log.AppendRequest:
         return self.resolve_in(open_stream(self.access, self.name))
 
-    def resolve_in(self, stream: Stream) -> AppendRequest:
+    def resolve_in(self, stream: Stream) -> log.AppendRequest:
         """This append to ``stream``, which ``open_stream`` gave for this request."""
         items: list[log.Item] = []
         if self.body and not stream.closed:  # a closed stream answers 409 before any body check
@@ -675,15 +647,16 @@ class Post:
                 )
             session = stream.owner_id is not None and stream.json
             items = items_for(stream.json, session, self.body, creating=False)
-        return AppendRequest(
+        return log.AppendRequest(
             stream.pk,
             items,
             self.producer,
-            self.seq,
-            self.close,
+            stream_seq=self.seq,
+            close=self.close,
             has_body=bool(self.body),
             ttl=stream.ttl_seconds if "ttl" in stream.state else None,
             max_bytes=setting("ANONYMOUS_MAX_STREAM_BYTES") if stream.owner_id is None else None,
+            when_gone=gone,
         )
 
     @property
@@ -691,417 +664,69 @@ class Post:
         """Nothing but a body: whatever it appends has no producer, Stream-Seq or close."""
         return bool(self.body) and self.producer is None and self.seq is None and not self.close
 
+    async def resolve_on_loop(self, fetch: Fetch) -> log.AppendRequest | None:
+        """Resolve over the event loop's connection: the stream's lookup (kept ``LOOKUP_TTL``
+        seconds), access and parsing. None leaves it to the writer thread: a large body
+        (parsed off the loop), a stream whose access needs a membership query or that has
+        expired (404 or 410 depends on its forks), and any refusal judged on a kept copy.
 
-@dataclass(frozen=True)
-class Appended:
-    head: int  # Stream-Next-Offset after the request
-    closed: bool
-    first: int = 0  # the entries this request wrote: first..head (none when first > head)
-    duplicate: bool = False
-    producer_epoch: int | None = None
-    producer_seq: int | None = None
-
-
-def _lock(pk: int) -> dict[str, Any]:
-    row = (
-        Session.objects.select_for_update()
-        .filter(pk=pk)
-        .values("head", "size_bytes", "closed", "deleted", "ttl_seconds", "expires_at", "metadata")
-        .first()
-    )
-    if row is None:
-        raise NotFound("no such stream")
-    if row["deleted"]:
-        raise Gone("the stream was deleted")
-    if row["expires_at"] is not None and row["expires_at"] <= timezone.now():
-        raise NotFound("no such stream (it expired)")
-    return dict(row)
-
-
-def _producer_row(pk: int, claim: producers.ProducerClaim) -> Producer | None:
-    return Producer.objects.filter(session_id=pk, producer_id=claim.id).first()
-
-
-def _judge(row: Producer | None, claim: producers.ProducerClaim) -> producers.Verdict:
-    if row is not None and claim.epoch > row.epoch and claim.seq != 0:
-        raise BadRequest(f"a new producer epoch must start at Producer-Seq 0, not {claim.seq}")
-    state = None if row is None else producers.ProducerState(row.epoch, row.last_seq)
-    return producers.judge(state, claim)
-
-
-def _duplicate(head: int, closed: bool, row: Producer) -> Appended:
-    return Appended(
-        head, closed, duplicate=True, producer_epoch=row.epoch, producer_seq=row.last_seq
-    )
-
-
-def apply(request: AppendRequest) -> Appended:
-    """Judge and write one append; the caller holds the transaction."""
-    if request.plain:
-        done = _plain_append(request)
-        if done is not None:
-            return done
-    locked = _lock(request.pk)
-    head, claim = int(locked["head"]), request.producer
-    row = _producer_row(request.pk, claim) if claim else None
-    if locked["closed"]:
-        return _on_closed(request, head, row)
-    if claim is not None and _judge(row, claim) is producers.Verdict.DUPLICATE:
-        assert row is not None
-        return _duplicate(head, False, row)
-    metadata = dict(locked["metadata"] or {})
-    state = dict(metadata.get(STATE_KEY) or {})
-    if request.seq is not None:
-        if state.get("seq") is not None and request.seq <= state["seq"]:
-            raise Conflict(
-                f"Stream-Seq {request.seq!r} is not above the last one, {state['seq']!r}"
-            )
-        state["seq"] = request.seq
-    first = head + 1
-    if request.items and request.max_bytes is not None:
-        _check_stream_bytes(int(locked["size_bytes"]) + sum(i.size for i in request.items))
-    if request.items:
-        # Runs follow the log here as on every door: refused appends (to a run that ended)
-        # are refused before anything is written.
-        tracker, as_log = RunTracker(), log.AppendRequest(request.pk, request.items)
-        run_changes = tracker.plan(as_log)
-        head = log._advance_head(request.pk, len(request.items), sum(i.size for i in request.items))
-        now = timezone.now()
-        _insert(request.pk, first, request.items, now)
-        tracker.apply(as_log, run_changes, first, now)
-    if claim is not None:
-        _save_producer(request.pk, row, claim, first, len(request.items))
-    metadata[STATE_KEY] = state
-    changes: dict[str, Any] = {"metadata": metadata, "closed": request.close}
-    changes.update(_touched(locked["ttl_seconds"], state))
-    Session.objects.filter(pk=request.pk).update(**changes)
-    epoch, seq = (claim.epoch, claim.seq) if claim else (None, None)
-    return Appended(head, request.close, first, producer_epoch=epoch, producer_seq=seq)
-
-
-def _touched(ttl: int | None, state: dict[str, Any]) -> dict[str, Any]:
-    if ttl is None or "ttl" not in state:
-        return {}
-    return {"expires_at": timezone.now() + timedelta(seconds=ttl)}
-
-
-def _plain_append(request: AppendRequest) -> Appended | None:
-    """An append with nothing to judge, in one statement plus the insert.
-
-    Offsets are still allocated under the row's lock (the UPDATE takes it). None when the
-    stream is closed, deleted or expired: the full path then says which.
-    """
-    now = timezone.now()
-    sql, params = _head_update(request, now)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        row = cursor.fetchone()
-    if row is None:
-        return None
-    head = int(row[0])
-    first = head - len(request.items) + 1
-    _insert(request.pk, first, request.items, now)
-    return Appended(head, False, first)
-
-
-def _head_update(request: AppendRequest, now: datetime) -> tuple[str, list[Any]]:
-    """``UPDATE ... RETURNING head`` advancing a live stream's head past ``request``'s items.
-
-    It updates nothing when the stream is closed, deleted, expired or would grow past
-    ``max_bytes``: the full path then says which.
-    """
-    size = sum(i.size for i in request.items)
-    params: list[Any] = [len(request.items), size, now]
-    if request.ttl is not None:
-        params.append(now + timedelta(seconds=request.ttl))
-    params += [request.pk, now]
-    if request.max_bytes is not None:
-        params += [size, request.max_bytes]
-    return _head_update_sql(request.ttl is not None, request.max_bytes is not None), params
-
-
-@functools.cache
-def _head_update_sql(touch: bool, limited: bool) -> str:
-    table = connection.ops.quote_name(Session._meta.db_table)
-    expires = ", expires_at = %s" if touch else ""
-    limit = " AND size_bytes + %s <= %s" if limited else ""
-    return (
-        f"UPDATE {table} SET head = head + %s, size_bytes = size_bytes + %s, "
-        f"last_activity = %s{expires} WHERE id = %s AND NOT closed AND NOT deleted "
-        f"AND (expires_at IS NULL OR expires_at > %s){limit} RETURNING head"
-    )
-
-
-def _append_statement(request: AppendRequest) -> Appended | None:
-    """A plain append as one PostgreSQL statement, committed on its own (autocommit).
-
-    The head update and the insert of the entries in one round trip, with no BEGIN and no
-    separate COMMIT: a lone sequential writer pays for one statement instead of five. None
-    when the stream is closed, deleted or expired (nothing was written).
-    """
-    sql, params = append_statement(request, timezone.now())
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return appended_by_statement(request, [row[0] for row in cursor.fetchall()])
-
-
-def append_statement(request: AppendRequest, now: datetime) -> tuple[str, list[Any]]:
-    """The one PostgreSQL statement of a plain append: ``RETURNING`` the entries' offsets."""
-    _, params = _head_update(request, now)
-    items = request.items
-    sql = _append_sql(request.ttl is not None, request.max_bytes is not None, len(items) == 1)
-    if len(items) == 1:  # the common append: plain values, which cost less to send than arrays
-        item = items[0]
-        return sql, [*params, request.pk, item.type, item.run, _bytes(item.body), now]
-    types, runs, bodies = (
-        [i.type for i in items],
-        [i.run for i in items],
-        [_bytes(i.body) for i in items],
-    )
-    return sql, [*params, request.pk, len(items), now, types, runs, bodies]
-
-
-@functools.cache
-def _append_sql(touch: bool, limited: bool, single: bool) -> str:
-    update = _head_update_sql(touch, limited)
-    insert = f"INSERT INTO {connection.ops.quote_name(Entry._meta.db_table)}"
-    columns = ", ".join(log.COPY_COLUMNS)
-    if single:
-        return (
-            f"WITH u AS ({update}) {insert} ({columns}) "
-            "SELECT %s, u.head, %s::text, %s::text, %s::bytea, %s FROM u RETURNING seq"
-        )
-    return (
-        f"WITH u AS ({update}) {insert} ({columns}) "
-        "SELECT %s, u.head - %s + i.k, i.type, i.run, i.body, %s "
-        "FROM u, unnest(%s::text[], %s::text[], %s::bytea[]) "
-        "WITH ORDINALITY AS i(type, run, body, k) RETURNING seq"
-    )
-
-
-def appended_by_statement(request: AppendRequest, seqs: list[int]) -> Appended | None:
-    """What ``append_statement`` did: None when it wrote nothing (closed, deleted, expired)."""
-    if not seqs:
-        return None
-    head = max(seqs)
-    return Appended(head, False, head - len(request.items) + 1)
-
-
-def _on_closed(request: AppendRequest, head: int, row: Producer | None) -> Appended:
-    """A closed stream takes nothing; retries of what landed, and repeated closes, are fine."""
-    claim = request.producer
-    if claim is not None and row is not None:
-        try:
-            if _judge(row, claim) is producers.Verdict.DUPLICATE:
-                return _duplicate(head, True, row)
-        except SessionError:
-            pass  # a stale or gapped producer on a closed stream: the closure is the answer
-    if claim is None and request.close and not request.has_body:
-        return Appended(head, True, head + 1)
-    raise StreamClosed("the stream is closed; nothing more can be appended", head=head)
-
-
-def _save_producer(
-    pk: int, row: Producer | None, claim: producers.ProducerClaim, first: int, count: int
-) -> None:
-    row = row or Producer(session_id=pk, producer_id=claim.id)
-    row.epoch, row.last_seq, row.last_first, row.last_count = claim.epoch, claim.seq, first, count
-    row.save()
-
-
-def commit(
-    requests: Sequence[AppendRequest | Post],
-) -> tuple[list[AppendRequest | None], list[Appended | SessionError]]:
-    """Write ``requests`` in one transaction; each gets its result or its error.
-
-    Every check of a request comes before its first write, so a refused request writes
-    nothing and the others still land. Also returns each request as resolved (None for a
-    ``Post`` refused before it named a stream).
-    """
-    if len(requests) == 1 and connection.vendor == "postgresql" and not connection.in_atomic_block:
-        # A request alone (a sequential writer): looked up, then, when there is nothing to
-        # judge under the lock, written by one statement.
-        try:
-            alone = _resolved(requests[0])
-        except SessionError as exc:
-            return [None], [exc]
-        if alone.plain:
-            done = _append_statement(alone)
-            if done is not None:
-                return [alone], [done]
-        requests = [alone]
-    # Every lookup before the first write: no row lock of the batch is held while the others
-    # are looked up.
-    looked_up: list[AppendRequest | SessionError] = []
-    for request in requests:
-        try:
-            looked_up.append(_resolved(request))
-        except SessionError as exc:
-            looked_up.append(exc)
-    resolved: list[AppendRequest | None] = []
-    results: list[Appended | SessionError] = []
-    with transaction.atomic():
-        for found in looked_up:
-            if isinstance(found, SessionError):
-                results.append(found)
-                resolved.append(None)
-                continue
-            try:
-                results.append(apply(found))
-            except SessionError as exc:
-                results.append(exc)
-            resolved.append(found)
-    return resolved, results
-
-
-def _resolved(request: AppendRequest | Post) -> AppendRequest:
-    return request if isinstance(request, AppendRequest) else request.resolve()
-
-
-def _commit_isolated(
-    requests: Sequence[AppendRequest | Post],
-) -> tuple[list[AppendRequest | None], list[Appended | SessionError]]:
-    try:
-        return commit(requests)
-    except IntegrityError:
-        if len(requests) == 1:
-            raise
-    resolved: list[AppendRequest | None] = []
-    results: list[Appended | SessionError] = []
-    for request in requests:
-        try:
-            one, result = commit([request])
-            resolved.extend(one)
-            results.extend(result)
-        except IntegrityError as exc:
-            resolved.append(None)
-            results.append(SessionError(f"append refused by the database: {exc}"))
-    return resolved, results
-
-
-def _notes(
-    requests: Sequence[AppendRequest | None], results: Sequence[Appended | SessionError]
-) -> tuple[list[log.Notification], set[int]]:
-    """The log's notifications for what was written, and the streams that closed."""
-    notes: dict[int, log.Notification] = {}
-    closed: set[int] = set()
-    for request, result in zip(requests, results, strict=True):
-        if request is None or not isinstance(result, Appended) or result.duplicate:
-            continue
-        if request.close:
-            closed.add(request.pk)
-        if not request.items:
-            continue
-        note = notes.get(request.pk)
-        if note is None:
-            note = notes[request.pk] = log.Notification(request.pk, result.first, result.head)
-        note.last = result.head
-        note.bodies.extend(item.body for item in request.items)
-    return list(notes.values()), closed
-
-
-async def announce_change(pks: set[int] | list[int]) -> None:
-    """Wake live readers of streams that closed or were deleted."""
-    layer = get_channel_layer()
-    if layer is None:
-        return
-    for pk in pks:
-        try:
-            await layer.group_send(change_group(pk), {"type": "stream.changed", "session": pk})
-        except Exception:  # a lost hint: readers re-check the database on their timeout
-            logger.warning("could not announce a change of stream %s", pk, exc_info=True)
-
-
-class Committer:
-    """Group commit for one event loop: appends queued during a commit share the next one.
-
-    Unlike the log's committer it does not wait a window first: a lone sequential writer
-    should not pay for batching it cannot use.
-    """
-
-    MAX_BATCH = 500
-
-    def __init__(self) -> None:
-        self._queue: list[tuple[AppendRequest | Post, asyncio.Future[Appended | SessionError]]] = []
-        self._task: asyncio.Task[None] | None = None
-        self._loop_db: Any = None  # loopdb.LoopConnection, when the site may use one
-
-    async def submit(self, request: AppendRequest | Post) -> Appended:
-        future: asyncio.Future[Appended | SessionError] = asyncio.get_running_loop().create_future()
-        self._queue.append((request, future))
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._drain())
-        result = await future
-        if isinstance(result, SessionError):
-            raise result
-        return result
-
-    async def _drain(self) -> None:
-        while self._queue:
-            batch, self._queue = self._queue[: self.MAX_BATCH], self._queue[self.MAX_BATCH :]
-            requests = [request for request, _ in batch]
-            resolved: list[AppendRequest | None] = [None] * len(batch)
-            started = time.monotonic()
-            try:
-                done = await self._on_loop(requests[0]) if len(requests) == 1 else None
-                if done is not None:
-                    resolved, results = [done[0]], [done[1]]
-                else:
-                    resolved, results = await dbexec.run_write(_commit_isolated, requests)
-            except Exception as exc:  # the whole batch failed: every caller hears why
-                logger.exception("stream group commit failed")
-                error = (
-                    exc if isinstance(exc, SessionError) else SessionError(f"append failed: {exc}")
-                )
-                results = [error] * len(batch)
-            for (_, future), result in zip(batch, results, strict=True):
-                if not future.done():
-                    future.set_result(result)
-            _observe(results, started)
-            notes, closed = _notes(resolved, results)
-            if notes:
-                await log._notify(notes)
-            if closed:
-                await announce_change(closed)
-        # A finished task still holds its loop, which keys this committer in ``_committers``:
-        # let go, so that a loop that ends takes its committer (and connection) with it.
-        self._task = None
-
-    async def _on_loop(self, request: AppendRequest | Post) -> Any:
-        """A lone append done on the event loop's connection (see ``loopdb``): its outcome, or
-        None for the writer thread to do it."""
-        from sessions_app.streams import loopdb
-
-        if not isinstance(request, Post):
+        A kept copy is only trusted to say yes: content type, TTL and owner are fixed when a
+        stream is created (a name created again is a new row), and the log's statement checks
+        that the row is still open, not deleted and not expired. The one exception, an owner
+        changed by hand in the admin, lasts at most ``LOOKUP_TTL``.
+        """
+        if len(self.body) > INLINE_BODY_MAX:
             return None
-        if self._loop_db is None:
-            if not loopdb.usable():
+        kept_lookups = _loop_lookups()
+        now = time.monotonic()
+        kept = kept_lookups.get(self.name, now)
+        try:
+            stream = kept or await self._lookup(fetch, kept_lookups, now)
+            if stream is None:
                 return None
-            self._loop_db = loopdb.LoopConnection()
-        return await self._loop_db.append(request)
+            found = self._open_on_loop(stream)
+            return None if found is None else self.resolve_in(found)
+        except SessionError:
+            if kept is not None:
+                # Judged on a kept copy: the stream may have changed since (closed, deleted,
+                # created again with another type). The writer thread looks it up afresh.
+                kept_lookups.forget(self.name)
+                return None
+            raise
+
+    async def _lookup(self, fetch: Fetch, kept: Kept[str, Stream], now: float) -> Any:
+        rows = await fetch(load_sql(), [self.name])
+        if rows is None:
+            return None
+        if not rows:
+            raise NotFound("no such stream")
+        stream = stream_from_row(rows[0])
+        if not stream.deleted and not stream.closed:
+            kept.keep(self.name, stream, now)
+        return stream
+
+    def _open_on_loop(self, stream: Stream) -> Stream | None:
+        """``open_stream`` when it needs no other query; None when it does."""
+        allowed = self.access.decides(stream)
+        if allowed is None:
+            return None  # a membership decides
+        if not allowed:
+            raise NotFound("no such stream")
+        if stream.deleted:
+            raise Gone("the stream was deleted")
+        if stream.expired(timezone.now()):
+            return None  # 404 or 410 depends on its forks
+        return stream
+
+    def written_nothing(self) -> None:
+        """The statement found the stream closed, deleted or expired since the lookup."""
+        _loop_lookups().forget(self.name)
 
 
-def _observe(results: Sequence[Appended | SessionError], started: float) -> None:
-    """The log's commit metrics count this door's appends as the log's own."""
-    entries = sum(
-        r.head - r.first + 1 for r in results if isinstance(r, Appended) and not r.duplicate
-    )
-    metrics.COMMIT_SECONDS.observe(time.monotonic() - started)
-    metrics.BATCH_SIZE.observe(entries)
-    metrics.APPENDED.inc(entries)
-
-
-_committers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Committer] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-async def append(request: AppendRequest | Post) -> Appended:
-    loop = asyncio.get_running_loop()
-    committer = _committers.get(loop)
-    if committer is None:
-        committer = _committers[loop] = Committer()
-    return await committer.submit(request)
+async def append(post: Post | log.AppendRequest) -> Appended:
+    """Append through the log's group committer, with no window: this door's callers wait
+    for each answer, and a lone sequential writer should not pay for batching it cannot use."""
+    return await log.append(post, window=0)
 
 
 def with_head(stream: Stream, head: int, closed: bool) -> Stream:

@@ -238,10 +238,10 @@ async def test_a_body_that_cannot_be_stored_is_refused_alone_and_the_batch_it_sh
         return_exceptions=True,
     )
     assert [type(r).__name__ for r in results] == [
-        "Appended",
+        "AppendResult",
         "BadRequest",
         "BadRequest",
-        "Appended",
+        "AppendResult",
     ]
     for body in (lone_surrogate, too_deep):
         refused = await client.post(URL + "public/j", data=body, content_type=JSON)
@@ -297,10 +297,10 @@ async def test_a_long_poll_still_delivers_when_the_notification_is_lost(monkeypa
     async def lost(notes):
         return None
 
-    monkeypatch.setattr(log, "_notify", lost)
+    monkeypatch.setattr("sessions_app.log.fanout.notify", lost)
     poll = asyncio.create_task(client.get(URL + "public/lost?offset=now&live=long-poll"))
     await asyncio.sleep(0.2)
-    await store.append(store.AppendRequest(stream.pk, [log.Item(b'{"n":1}')]))
+    await log.append(log.AppendRequest(stream.pk, [log.Item(b'{"n":1}')]))
     response = await poll
     assert response.status_code == 200  # the re-check at the timeout found it
     assert json.loads(response.content) == [{"n": 1}]

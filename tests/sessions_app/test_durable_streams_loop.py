@@ -1,4 +1,4 @@
-"""A lone append on PostgreSQL runs on the event loop's own connection (streams/loopdb.py).
+"""A lone append on PostgreSQL runs on the event loop's own connection (log/lanes.py).
 
 That path keeps each stream's lookup for a moment and prepares its statements on the server;
 these tests change what it kept behind its back, as another worker, an operator or a
@@ -8,7 +8,6 @@ with nothing written twice or lost.
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import pytest
@@ -17,8 +16,8 @@ from django.db import connection
 from django.test import AsyncClient, override_settings
 from django.urls import include, path
 
+from sessions_app.log import lanes
 from sessions_app.models import Entry, Session
-from sessions_app.streams import store
 
 urlpatterns = [path("v1/stream/", include("sessions_app.streams.urls"))]
 
@@ -54,8 +53,7 @@ async def messages() -> list[object]:
 
 def loop_connection():
     """The psycopg connection this event loop's appends use."""
-    committer = store._committers[asyncio.get_running_loop()]
-    return committer._loop_db._conn
+    return lanes.current()
 
 
 async def test_appends_run_on_the_loops_connection_and_prepare_their_statements():
@@ -181,5 +179,5 @@ async def test_the_loops_connection_can_be_turned_off():
         SESSIONS_APP={"ANONYMOUS_STREAM_PREFIX": "public/", "STREAMS_LOOP_CONNECTION": False}
     ):
         assert (await post(client, {"n": 1})).status_code == 204
-        assert store._committers[asyncio.get_running_loop()]._loop_db is None
+        assert loop_connection() is None
     assert await messages() == [{"n": 1}]

@@ -355,7 +355,7 @@ async def test_a_subscriber_catches_up_even_when_every_notification_is_lost(
     async def lost(notes):
         return None
 
-    monkeypatch.setattr("sessions_app.log._notify", lost)
+    monkeypatch.setattr("sessions_app.log.fanout.notify", lost)
     async with connect(alice) as writer, connect(alice) as reader:
         await reader.subscribe("chat-1")
         await writer.publish("chat-1", [text(delta="a"), text(delta="b")])

@@ -1,20 +1,16 @@
-"""A lone plain append on the event loop, over a PostgreSQL connection of the loop's own.
+"""The event loop's own PostgreSQL connection: an executor strategy of the log's writer for
+a lone plain append, open to every door.
 
-The log's writer thread serialises appends so that group commit can batch them. A sequential
+The writer thread serialises appends so that group commit can batch them. A sequential
 writer (one client appending and waiting for each answer) gains nothing from batching, yet
 each of its appends paid for two thread hops, Django's cursor wrapper and the GIL handed
 between the loop and the writer. So when the group committer has exactly one request and it
-is a plain append (a body; no producer, ``Stream-Seq`` or close), this module does it on the
-event loop with psycopg's async connection: the stream's lookup, then the one-statement
-append (``store.append_statement``), committed on its own.
+is a plain append (entries only: no producer, ``Stream-Seq``, close or run events), it runs
+the log's one-statement append (``commit.append_statement``) here, with psycopg's async
+connection, committed on its own. A door that appends by name (Durable Streams) looks the
+session up over the same connection first (``Deferred.resolve_on_loop``).
 
-Anything else goes to the writer thread as before, with the request as it came, so the
-semantics do not change: a batch, a stream whose access needs a membership query or that has
-expired, a body larger than ``INLINE_BODY_MAX`` (parsed off the loop), run events, and an
-append the statement did not write (the stream closed, was deleted or expired since the
-lookup: the writer thread looks it up afresh and says which).
-
-Two things make the statement cheap, each measured in bench/README.md:
+Two things make it cheap, each measured in bench/README.md:
 
 - Its statements are prepared on the server (psycopg's ``prepare_threshold``, 5 uses).
   Django leaves prepared statements off so that transaction-pooling poolers work; this
@@ -22,11 +18,7 @@ Two things make the statement cheap, each measured in bench/README.md:
   prepares, turning it off for good the first time the server says a prepared statement is
   missing or already exists (what a pooler in transaction mode causes). That statement never
   ran, so it is sent again unprepared.
-- A stream's lookup is kept ``LOOKUP_TTL`` seconds, and a kept copy is only trusted to say
-  yes: content type, TTL and owner are fixed when a stream is created (a name created again is
-  a new row), and the statement itself checks that the row is still open, not deleted and not
-  expired. Whatever a kept copy would refuse goes to the writer thread, which looks again. The
-  one exception, an owner changed by hand in the admin, lasts at most ``LOOKUP_TTL``.
+- No thread hop: the statement runs on the loop.
 
 One connection per event loop (per worker process, in practice), opened on the loop's second
 lone append (an event loop made for one request, as an async view under WSGI gets, opens
@@ -34,7 +26,7 @@ none) with the parameters Django's own connection would use. A failed connection
 and the next append reconnects; while connecting fails, appends go to the writer thread
 (which reports the outage), and a new attempt waits ``RETRY_AFTER`` seconds. The connections
 of loops that have closed are closed when another loop connects, and by ``close_all``.
-``SESSIONS_APP["STREAMS_LOOP_CONNECTION"] = False`` turns the whole path off.
+``SESSIONS_APP["STREAMS_LOOP_CONNECTION"] = False`` turns the lane off for every door.
 """
 
 from __future__ import annotations
@@ -48,27 +40,19 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connections
-from django.utils import timezone
 
 from sessions_app.conf import setting
-from sessions_app.domain.errors import NotFound, SessionError, Unavailable
-from sessions_app.domain.kept import Kept
-from sessions_app.streams import store
-from sessions_app.streams.errors import Gone
+from sessions_app.domain.errors import SessionError, Unavailable
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("sessions_app.log")
 
-# Bodies above this are parsed in the writer thread, off the event loop.
-INLINE_BODY_MAX = 64 * 1024
 RETRY_AFTER = 5.0
-LOOKUP_TTL = 1.0
-LOOKUPS_KEPT = 1024
-
-# What the loop did: the request as resolved, and its result or error.
-Outcome = tuple[store.AppendRequest | None, store.Appended | SessionError]
 
 _open: weakref.WeakSet[LoopConnection] = weakref.WeakSet()
 _open_lock = threading.Lock()
+_by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopConnection] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def usable() -> bool:
@@ -81,12 +65,37 @@ def usable() -> bool:
     )
 
 
+def for_this_loop() -> LoopConnection | None:
+    """This event loop's connection, made on first use; None when the site may not use one."""
+    if not usable():
+        return None
+    loop = asyncio.get_running_loop()
+    found = _by_loop.get(loop)
+    if found is None:
+        found = _by_loop[loop] = LoopConnection()
+    return found
+
+
+def current() -> Any:
+    """The psycopg connection this event loop's lone appends use now (None: none open)."""
+    found = _by_loop.get(asyncio.get_running_loop())
+    return None if found is None else found._conn
+
+
+class LaneFailed(Exception):
+    """The statement failed on the loop's connection; ``error`` is what the caller hears."""
+
+    def __init__(self, error: SessionError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
 class _Unprepared(Exception):
     """The server lost (or already had) a prepared statement: nothing was executed."""
 
 
 class LoopConnection:
-    """The event loop's own connection, used by one group committer (one call at a time)."""
+    """The event loop's own connection, used by its group committer (one call at a time)."""
 
     def __init__(self) -> None:
         self._conn: Any = None  # psycopg.AsyncConnection
@@ -94,25 +103,25 @@ class LoopConnection:
         self._lone = 0  # lone appends offered so far
         self._retry_at = 0.0
         self._prepare = True  # until the server shows it cannot keep prepared statements
-        self._streams: Kept[str, store.Stream] = Kept(LOOKUP_TTL, LOOKUPS_KEPT)
         with _open_lock:
             _open.add(self)
 
-    async def append(self, post: store.Post) -> Outcome | None:
-        """Do ``post`` here if it is a lone plain append; None: the writer thread does it."""
-        if not post.plain or len(post.body) > INLINE_BODY_MAX:
-            return None
+    def take(self) -> bool:
+        """Whether to take this lone append; the loop's first is left to the writer thread:
+        a loop that served one request may be the only one it serves (an async view under
+        WSGI gets a loop per request), and it gets no connection."""
         self._lone += 1
-        if self._lone < 2:
-            # A loop that served one request may be the only one it serves (an async view
-            # under WSGI gets a loop per request): no connection for it.
-            return None
+        return self._lone >= 2
+
+    async def fetch(self, sql: str, params: list[Any]) -> list[Any] | None:
+        """Run one statement; its rows, or None when there is no connection (writer thread).
+        Raises ``LaneFailed`` when the statement failed (the connection is dropped)."""
         for _attempt in range(2):
             conn = await self._connection()
             if conn is None:
                 return None
             try:
-                return await self._append(conn, post)
+                return await self._fetch(conn, sql, params)
             except asyncio.CancelledError:  # mid-statement: the connection's state is unknown
                 self._drop()
                 raise
@@ -120,56 +129,8 @@ class LoopConnection:
                 self._prepare = False
                 self._drop()
             except Exception as exc:
-                return None, self._failed(exc)
+                raise LaneFailed(self._failed(exc)) from exc
         return None
-
-    async def _append(self, conn: Any, post: store.Post) -> Outcome | None:
-        now = time.monotonic()
-        kept = self._streams.get(post.name, now)
-        try:
-            found = self._open_stream(post, kept or await self._lookup(conn, post.name, now))
-            if found is None:
-                return None
-            request = post.resolve_in(found)
-        except SessionError as exc:
-            if kept is not None:
-                # Judged on a kept copy: the stream may have changed since (closed, deleted,
-                # created again with another type). The writer thread looks it up afresh.
-                self._streams.forget(post.name)
-                return None
-            return None, exc
-        if not request.plain:  # run events: the writer thread tracks the runs
-            return None
-        sql, params = store.append_statement(request, timezone.now())
-        rows = await self._fetch(conn, sql, params)
-        appended = store.appended_by_statement(request, [row[0] for row in rows])
-        if appended is None:  # closed, deleted or expired since the lookup
-            self._streams.forget(post.name)
-            return None
-        return request, appended
-
-    async def _lookup(self, conn: Any, name: str, now: float) -> store.Stream:
-        rows = await self._fetch(conn, store.load_sql(), [name])
-        if not rows:
-            raise NotFound("no such stream")
-        stream = store.stream_from_row(rows[0])
-        if not stream.deleted and not stream.closed:
-            self._streams.keep(name, stream, now)
-        return stream
-
-    @staticmethod
-    def _open_stream(post: store.Post, stream: store.Stream) -> store.Stream | None:
-        """``store.open_stream`` when it needs no other query; None when it does."""
-        allowed = post.access.decides(stream)
-        if allowed is None:
-            return None  # a membership decides
-        if not allowed:
-            raise NotFound("no such stream")
-        if stream.deleted:
-            raise Gone("the stream was deleted")
-        if stream.expired(timezone.now()):
-            return None  # 404 or 410 depends on its forks
-        return stream
 
     async def _fetch(self, conn: Any, sql: str, params: list[Any]) -> list[Any]:
         from psycopg import errors
@@ -186,7 +147,7 @@ class LoopConnection:
         self._drop()  # whatever state the connection is in, the next append starts afresh
         if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
             return Unavailable(f"the database did not answer: {exc}".strip())
-        logger.exception("stream append failed on the event loop's connection")
+        logger.exception("append failed on the event loop's connection")
         return SessionError(f"append failed: {exc}")
 
     async def _connection(self) -> Any:
@@ -235,7 +196,6 @@ class LoopConnection:
         if loop is not None and loop.is_running() and not _in(loop):
 
             async def close_there() -> None:
-                self._streams.clear()
                 self._drop()
 
             try:
@@ -243,7 +203,6 @@ class LoopConnection:
             except Exception:  # the loop is stuck or stopping: leave it to the process's end
                 logger.warning("could not close an event loop's database connection")
             return
-        self._streams.clear()
         self._drop()
 
 

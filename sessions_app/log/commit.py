@@ -1,0 +1,430 @@
+"""The one commit: the only code that writes a session's entries.
+
+``commit`` writes a batch of appends in one transaction. For each request, under the session
+row's lock and before anything is written, it judges: the session is there, not deleted or
+expired (answered as the door's ``when_gone`` says); a closed session takes nothing (a retry of
+what landed is a duplicate, a lone close is fine); the producer (fenced, duplicate, gap or a
+new epoch); the ``Stream-Seq``; the size limit; and the run lifecycle (``runs.RunTracker``).
+A refused request writes nothing and gets its error; the others still land. Then offsets are
+allocated by advancing ``Session.head`` (once per session and batch), the entries inserted
+(COPY on PostgreSQL), the runs and the producer recorded.
+
+A lone plain append on PostgreSQL outside a transaction skips the lock: ``append_statement``
+advances the head and inserts the entries in one autocommitted statement (the writer thread
+runs it, and so does the event loop's own connection, ``log.lanes``). It writes nothing when
+the session is closed, deleted, expired or full; the full path then says which.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from sessions_app.domain import producers
+from sessions_app.domain.errors import (
+    Conflict,
+    LimitExceeded,
+    NotFound,
+    SessionError,
+    StreamClosed,
+)
+from sessions_app.log.requests import AppendRequest, AppendResult, Item, Locked, Pending
+from sessions_app.models import Entry, Producer, Session
+from sessions_app.runs import RunTracker
+
+logger = logging.getLogger("sessions_app.log")
+
+COPY_COLUMNS = ("session_id", "seq", "type", "run", "body", "created_at")
+# Protocol state the session's columns have no place for (the last Stream-Seq; the door adds
+# its own: the original Stream-Expires-At text, the fork request) lives under this key of
+# ``Session.metadata``.
+STATE_KEY = "durable_streams"
+
+Results = tuple[list[AppendRequest | None], list[AppendResult | SessionError]]
+
+
+def aware(value: datetime | str | None) -> datetime | None:
+    """A datetime column's value as the ORM gives it: aware (UTC) with ``USE_TZ``."""
+    if isinstance(value, str):  # SQLite keeps datetimes as text (in UTC with USE_TZ)
+        value = parse_datetime(value)
+    if value is not None and settings.USE_TZ and timezone.is_naive(value):
+        value = timezone.make_aware(value, UTC)
+    return value
+
+
+@dataclass
+class _Row:
+    """A session locked by this transaction, as the batch has changed it so far."""
+
+    head: int
+    closed: bool
+    deleted: bool
+    expires_at: datetime | None
+    size: int
+    raw_metadata: Any
+    added: int = 0  # bytes this batch appended
+    written: bool = False
+    changes: dict[str, Any] = field(default_factory=dict)
+    _metadata: dict[str, Any] | None = None
+
+    def metadata(self) -> dict[str, Any]:
+        if self._metadata is None:
+            raw = self.raw_metadata
+            self._metadata = dict((json.loads(raw) if isinstance(raw, str) else raw) or {})
+        return self._metadata
+
+    def stream_state(self) -> dict[str, Any]:
+        return dict(self.metadata().get(STATE_KEY) or {})
+
+
+@dataclass
+class _Batch:
+    now: datetime
+    rows: dict[int, _Row] = field(default_factory=dict)
+    entries: list[tuple[int, int, str, str, bytes, datetime]] = field(default_factory=list)
+    producer_rows: dict[tuple[int, str], Producer | None] = field(default_factory=dict)
+    tracker: RunTracker = field(default_factory=RunTracker)
+
+    def lock(self, pk: int) -> _Row:
+        row = self.rows.get(pk)
+        if row is None:
+            with connection.cursor() as cursor:
+                cursor.execute(_lock_sql(connection.features.has_select_for_update), [pk])
+                found = cursor.fetchone()
+            if found is None:
+                raise NotFound("no such session")
+            head, closed, deleted, expires_at, size, metadata = found
+            row = self.rows[pk] = _Row(
+                int(head), bool(closed), bool(deleted), aware(expires_at), int(size), metadata
+            )
+        return row
+
+    def producer(self, pk: int, claim: producers.ProducerClaim) -> Producer | None:
+        key = (pk, claim.id)
+        if key not in self.producer_rows:
+            self.producer_rows[key] = Producer.objects.filter(
+                session_id=pk, producer_id=claim.id
+            ).first()
+        return self.producer_rows[key]
+
+
+@functools.cache
+def _lock_sql(for_update: bool) -> str:
+    table = connection.ops.quote_name(Session._meta.db_table)
+    lock = " FOR UPDATE" if for_update else ""
+    return (
+        "SELECT head, closed, deleted, expires_at, size_bytes, metadata "
+        f"FROM {table} WHERE id = %s{lock}"
+    )
+
+
+def _state(row: Producer | None) -> producers.ProducerState | None:
+    return None if row is None else producers.ProducerState(row.epoch, row.last_seq)
+
+
+def _duplicate(row: _Row, prow: Producer, claim: producers.ProducerClaim) -> AppendResult:
+    if claim.seq == prow.last_seq:  # the retry of the last append: its offsets are kept
+        first, last = prow.last_first, prow.last_first + prow.last_count - 1
+    else:  # an older one: its offsets are not kept
+        first, last = 1, 0
+    return AppendResult(
+        first,
+        last,
+        duplicate=True,
+        head=row.head,
+        closed=row.closed,
+        producer_epoch=prow.epoch,
+        producer_seq=prow.last_seq,
+    )
+
+
+def _on_closed(request: AppendRequest, row: _Row, prow: Producer | None) -> AppendResult:
+    """A closed session takes nothing; retries of what landed, and repeated closes, are fine."""
+    claim = request.producer
+    if claim is not None and prow is not None:
+        try:
+            if producers.judge(_state(prow), claim) is producers.Verdict.DUPLICATE:
+                return _duplicate(row, prow, claim)
+        except SessionError:
+            pass  # a stale or gapped producer on a closed session: the closure is the answer
+    if claim is None and request.close and not request.body_sent:
+        return AppendResult(row.head + 1, row.head, head=row.head, closed=True)
+    raise StreamClosed("the stream is closed; nothing more can be appended", head=row.head)
+
+
+def _apply_one(request: AppendRequest, batch: _Batch) -> AppendResult:
+    pk = request.session_pk
+    row = batch.lock(pk)
+    if row.deleted or (row.expires_at is not None and row.expires_at <= batch.now):
+        if request.when_gone is not None:
+            request.when_gone(Locked(row.head, row.closed, row.deleted, row.expires_at))
+        raise NotFound("no such session")
+    claim = request.producer
+    prow = batch.producer(pk, claim) if claim is not None else None
+    if row.closed:
+        return _on_closed(request, row, prow)
+    if claim is not None and producers.judge(_state(prow), claim) is producers.Verdict.DUPLICATE:
+        assert prow is not None
+        return _duplicate(row, prow, claim)
+    state = row.stream_state() if request.stream_seq is not None else None
+    if state is not None and state.get("seq") is not None and request.stream_seq <= state["seq"]:
+        raise Conflict(
+            f"Stream-Seq {request.stream_seq!r} is not above the last one, {state['seq']!r}"
+        )
+    size = sum(item.size for item in request.items)
+    if request.max_bytes is not None and row.size + size > request.max_bytes:
+        raise LimitExceeded(
+            f"this stream holds at most {request.max_bytes} bytes", limit="stream_bytes"
+        )
+    changes = batch.tracker.plan(request)  # may refuse the append: nothing is written yet
+    # Every check passed: from here on the request is written.
+    count = len(request.items)
+    first = row.head + 1
+    row.head += count
+    row.size += size
+    row.added += size
+    row.written = True
+    now = batch.now
+    if request.items:
+        batch.tracker.apply(request, changes, first, now)
+        for seq, item in enumerate(request.items, start=first):
+            body = item.body.encode() if isinstance(item.body, str) else item.body
+            batch.entries.append((pk, seq, item.type, item.run, body, now))
+    if state is not None:
+        state["seq"] = request.stream_seq
+        metadata = row.metadata()
+        metadata[STATE_KEY] = state
+        row.changes["metadata"] = metadata
+    if request.close:
+        row.closed = True
+        row.changes["closed"] = True
+    if request.ttl is not None:
+        row.changes["expires_at"] = row.expires_at = now + timedelta(seconds=request.ttl)
+    if claim is not None:
+        if prow is None:
+            prow = Producer(session_id=pk, producer_id=claim.id)
+        prow.epoch, prow.last_seq, prow.last_first, prow.last_count = (
+            claim.epoch,
+            claim.seq,
+            first,
+            count,
+        )
+        prow.save()
+        batch.producer_rows[(pk, claim.id)] = prow
+    return AppendResult(
+        first,
+        first + count - 1,
+        head=row.head,
+        closed=row.closed,
+        producer_epoch=claim.epoch if claim else None,
+        producer_seq=claim.seq if claim else None,
+    )
+
+
+def resolve(pending: Pending) -> AppendRequest:
+    return pending if isinstance(pending, AppendRequest) else pending.resolve()
+
+
+def commit(pendings: Sequence[Pending]) -> Results:
+    """Write the appends in one transaction; return each one as resolved (None when it never
+    named a session) and its result or error.
+
+    Every lookup comes before the first write, so no row lock of the batch is held while the
+    others are looked up. Sessions are locked in ascending id order so that two processes
+    committing overlapping batches cannot deadlock.
+    """
+    resolved: list[AppendRequest | None] = []
+    results: list[AppendResult | SessionError | None] = []
+    for pending in pendings:
+        try:
+            resolved.append(resolve(pending))
+            results.append(None)
+        except SessionError as exc:
+            resolved.append(None)
+            results.append(exc)
+    if (
+        len(resolved) == 1
+        and (alone := resolved[0]) is not None
+        and alone.plain
+        and connection.vendor == "postgresql"
+        and not connection.in_atomic_block
+    ):
+        # A lone append (a sequential writer): one statement, committed on its own.
+        done = _append_by_statement(alone)
+        if done is not None:
+            return resolved, [done]
+    batch = _Batch(timezone.now())
+    order = sorted(
+        (i for i, request in enumerate(resolved) if request is not None),
+        key=lambda i: resolved[i].session_pk,  # type: ignore[union-attr]
+    )
+    with transaction.atomic():
+        for index in order:
+            request = resolved[index]
+            assert request is not None
+            try:
+                results[index] = _apply_one(request, batch)
+            except SessionError as exc:
+                results[index] = exc
+        _write_rows(batch)
+        _insert_entries(batch.entries)
+    return resolved, [r for r in results if r is not None]
+
+
+def _write_rows(batch: _Batch) -> None:
+    table = connection.ops.quote_name(Session._meta.db_table)
+    with connection.cursor() as cursor:
+        for pk, row in batch.rows.items():
+            if not row.written:
+                continue
+            cursor.execute(
+                f"UPDATE {table} SET head = %s, size_bytes = size_bytes + %s, "
+                "last_activity = %s WHERE id = %s",
+                [row.head, row.added, batch.now, pk],
+            )
+    for pk, row in batch.rows.items():
+        if row.changes:
+            Session.objects.filter(pk=pk).update(**row.changes)
+
+
+def commit_isolated(pendings: Sequence[Pending]) -> Results:
+    """Commit a batch; if the batch as a whole fails, commit each request alone."""
+    try:
+        return commit(pendings)
+    except IntegrityError:
+        if len(pendings) == 1:
+            raise
+        logger.warning("group commit of %d appends failed; retrying them one by one", len(pendings))
+    resolved: list[AppendRequest | None] = []
+    results: list[AppendResult | SessionError] = []
+    for pending in pendings:
+        try:
+            one, result = commit([pending])
+        except IntegrityError as exc:
+            one, result = [None], [SessionError(f"append refused by the database: {exc}")]
+        resolved.extend(one)
+        results.extend(result)
+    return resolved, results
+
+
+# --- inserting entries -----------------------------------------------------------------------
+
+
+def _insert_entries(rows: list[tuple[int, int, str, str, bytes, datetime]]) -> None:
+    """Insert entries: one INSERT for one, COPY on PostgreSQL for more (several times faster
+    than an INSERT of many rows), one bulk INSERT elsewhere."""
+    if not rows:
+        return
+    table = connection.ops.quote_name(Entry._meta.db_table)
+    if len(rows) == 1:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {table} ({', '.join(COPY_COLUMNS)}) VALUES (%s, %s, %s, %s, %s, %s)",
+                rows[0],
+            )
+        return
+    if connection.vendor != "postgresql":
+        entries = [Entry(**dict(zip(COPY_COLUMNS, row, strict=True))) for row in rows]
+        Entry.objects.bulk_create(entries, batch_size=500)
+        return
+    with (
+        connection.cursor() as cursor,
+        cursor.cursor.copy(f"COPY {table} ({', '.join(COPY_COLUMNS)}) FROM STDIN") as copy,
+    ):
+        for row in rows:
+            copy.write_row(row)
+
+
+def seed(session_pk: int, first: int, items: Sequence[Item], now: datetime) -> None:
+    """Write the entries a session is created with, from offset ``first``; the caller holds
+    the transaction that created the row with its head already past them."""
+    _insert_entries(
+        [
+            (session_pk, seq, item.type, item.run, _bytes(item.body), now)
+            for seq, item in enumerate(items, start=first)
+        ]
+    )
+
+
+def _bytes(body: str | bytes) -> bytes:
+    return body.encode() if isinstance(body, str) else body
+
+
+# --- the one-statement append ----------------------------------------------------------------
+
+
+def _append_by_statement(request: AppendRequest) -> AppendResult | None:
+    sql, params = append_statement(request, timezone.now())
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return statement_result(request, [row[0] for row in cursor.fetchall()])
+
+
+def append_statement(request: AppendRequest, now: datetime) -> tuple[str, list[Any]]:
+    """The one PostgreSQL statement of a plain append, ``RETURNING`` the entries' offsets.
+
+    It advances the head of a live session (not closed, deleted or expired, not past
+    ``max_bytes``) and inserts the entries in one round trip, with no BEGIN and no separate
+    COMMIT: a lone sequential writer pays for one statement instead of five.
+    """
+    items = request.items
+    size = sum(i.size for i in items)
+    params: list[Any] = [len(items), size, now]
+    if request.ttl is not None:
+        params.append(now + timedelta(seconds=request.ttl))
+    params += [request.session_pk, now]
+    if request.max_bytes is not None:
+        params += [size, request.max_bytes]
+    sql = _append_sql(request.ttl is not None, request.max_bytes is not None, len(items) == 1)
+    if len(items) == 1:  # the common append: plain values, which cost less to send than arrays
+        item = items[0]
+        return sql, [*params, request.session_pk, item.type, item.run, _bytes(item.body), now]
+    types, runs, bodies = (
+        [i.type for i in items],
+        [i.run for i in items],
+        [_bytes(i.body) for i in items],
+    )
+    return sql, [*params, request.session_pk, len(items), now, types, runs, bodies]
+
+
+@functools.cache
+def _append_sql(touch: bool, limited: bool, single: bool) -> str:
+    table = connection.ops.quote_name(Session._meta.db_table)
+    expires = ", expires_at = %s" if touch else ""
+    limit = " AND size_bytes + %s <= %s" if limited else ""
+    update = (
+        f"UPDATE {table} SET head = head + %s, size_bytes = size_bytes + %s, "
+        f"last_activity = %s{expires} WHERE id = %s AND NOT closed AND NOT deleted "
+        f"AND (expires_at IS NULL OR expires_at > %s){limit} RETURNING head"
+    )
+    insert = f"INSERT INTO {connection.ops.quote_name(Entry._meta.db_table)}"
+    columns = ", ".join(COPY_COLUMNS)
+    if single:
+        return (
+            f"WITH u AS ({update}) {insert} ({columns}) "
+            "SELECT %s, u.head, %s::text, %s::text, %s::bytea, %s FROM u RETURNING seq"
+        )
+    return (
+        f"WITH u AS ({update}) {insert} ({columns}) "
+        "SELECT %s, u.head - %s + i.k, i.type, i.run, i.body, %s "
+        "FROM u, unnest(%s::text[], %s::text[], %s::bytea[]) "
+        "WITH ORDINALITY AS i(type, run, body, k) RETURNING seq"
+    )
+
+
+def statement_result(request: AppendRequest, seqs: list[int]) -> AppendResult | None:
+    """What ``append_statement`` did: None when it wrote nothing (the full path says why)."""
+    if not seqs:
+        return None
+    head = max(seqs)
+    return AppendResult(head - len(request.items) + 1, head, head=head)

@@ -1,0 +1,115 @@
+"""The log's one notifier: after a commit, a hint to the session's groups.
+
+``log.entries`` (per session and batch, carrying the new entries, or only their range when
+they are large) goes to ``group_name``; ``stream.changed`` (closed or deleted) goes to
+``change_group``, kept apart because WebSocket consumers handle only the types they know. The
+channel layer is at-most-once: subscribers read anything they missed from the database.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from channels.layers import get_channel_layer
+
+from sessions_app.log.requests import AppendRequest, AppendResult
+
+logger = logging.getLogger("sessions_app.log")
+
+# Notifications carry the entries themselves up to this size; above it, only the range.
+NOTIFY_INLINE_BYTES = 256 * 1024
+
+
+def group_name(session_pk: int) -> str:
+    return f"sessions_app.s{session_pk}"
+
+
+def change_group(session_pk: int) -> str:
+    """The group told when a stream closes or is deleted (entries go to ``group_name``)."""
+    return f"sessions_app.ds{session_pk}"
+
+
+@dataclass
+class Notification:
+    session_pk: int
+    first: int
+    last: int
+    bodies: list[str | bytes] = field(default_factory=list)
+
+    def message(self) -> dict[str, Any]:
+        size = sum(len(b) for b in self.bodies)
+        inline = size <= NOTIFY_INLINE_BYTES
+        return {
+            "type": "log.entries",
+            "session": self.session_pk,
+            "first": self.first,
+            "last": self.last,
+            "bodies": self.bodies if inline else None,
+        }
+
+
+@dataclass
+class Notes:
+    """What one commit tells: entries per session, and the sessions it closed."""
+
+    entries: list[Notification] = field(default_factory=list)
+    closed: set[int] = field(default_factory=set)
+
+    def __bool__(self) -> bool:
+        return bool(self.entries or self.closed)
+
+    def extend(self, other: Notes) -> None:
+        self.entries.extend(other.entries)
+        self.closed |= other.closed
+
+
+def notes_for(
+    requests: Sequence[AppendRequest | None], results: Sequence[AppendResult | Exception]
+) -> Notes:
+    by_session: dict[int, Notification] = {}
+    closed: set[int] = set()
+    pairs = [
+        (request, result)
+        for request, result in zip(requests, results, strict=True)
+        if request is not None and isinstance(result, AppendResult) and not result.duplicate
+    ]
+    for request, result in sorted(pairs, key=lambda rr: rr[1].first):
+        if request.close:
+            closed.add(request.session_pk)
+        if not result.wrote:
+            continue
+        note = by_session.get(request.session_pk)
+        if note is None:
+            note = by_session[request.session_pk] = Notification(
+                request.session_pk, result.first, result.last
+            )
+        note.last = result.last
+        note.bodies.extend(item.body for item in request.items)
+    return Notes(list(by_session.values()), closed)
+
+
+async def notify(notes: Notes) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    for note in notes.entries:
+        try:
+            await layer.group_send(group_name(note.session_pk), note.message())
+        except Exception:  # the log is the truth: a lost hint is recovered by readers
+            logger.warning("fan-out to session %s failed", note.session_pk, exc_info=True)
+    await announce_change(notes.closed)
+
+
+async def announce_change(pks: Iterable[int]) -> None:
+    """Wake live readers of streams that closed or were deleted."""
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    for pk in pks:
+        try:
+            await layer.group_send(change_group(pk), {"type": "stream.changed", "session": pk})
+        except Exception:  # a lost hint: readers re-check the database on their timeout
+            logger.warning("could not announce a change of stream %s", pk, exc_info=True)

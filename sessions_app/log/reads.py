@@ -1,0 +1,181 @@
+"""Reading a session's entries, its folded state, and retention (compaction).
+
+``read`` returns entries after an offset; ``fold_session`` the folded state (from a
+checkpoint when one is usable); ``compact`` folds old entries into the stored snapshot and
+deletes them.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import time
+from typing import Any
+
+from django.db import DatabaseError, connection, models, transaction
+
+from sessions_app.domain.errors import NotFound
+from sessions_app.domain.fold import SessionState, fold
+from sessions_app.log.executors import run_read
+from sessions_app.models import Entry, Session
+
+logger = logging.getLogger("sessions_app.log")
+
+try:  # orjson parses the log's JSON about three times faster: it dominates snapshot time
+    from orjson import loads
+except ImportError:  # pragma: no cover
+    loads = json.loads  # type: ignore[assignment]
+
+FOLD_BATCH = 5000
+# A snapshot that folds at least this many entries leaves a checkpoint for the next one.
+CHECKPOINT_ENTRIES = 1000
+
+
+def read(
+    session_pk: int, after: int, limit: int, max_bytes: int | None = None
+) -> list[tuple[int, bytes]]:
+    """Entries with offsets above ``after``, in order: at most ``limit``, and with
+    ``max_bytes`` none after the one that reaches that many bytes (so always at least one)."""
+    # Plain SQL, not the ORM: it skips the per-row compilation (reading 10,000 entries on
+    # PostgreSQL takes 30 ms instead of 50), and the size bound needs a window function.
+    with connection.cursor() as cursor:
+        if max_bytes is None:
+            cursor.execute(_read_sql(bounded=False), [session_pk, after, limit])
+        else:
+            cursor.execute(_read_sql(bounded=True), [session_pk, after, limit, max_bytes])
+        return [(seq, bytes(body)) for seq, body in cursor.fetchall()]
+
+
+@functools.cache
+def _read_sql(bounded: bool) -> str:
+    q = connection.ops.quote_name
+    meta = Entry._meta
+    columns = {f.name: q(str(f.column)) for f in meta.concrete_fields}
+    seq, body, session = columns["seq"], columns["body"], columns["session"]
+    page = (
+        f"SELECT {seq} AS seq, {body} AS body FROM {q(meta.db_table)} "
+        f"WHERE {session} = %s AND {seq} > %s ORDER BY {seq} LIMIT %s"
+    )
+    if not bounded:
+        return page
+    return (
+        "SELECT seq, body FROM (SELECT seq, body, "
+        "SUM(LENGTH(body)) OVER (ORDER BY seq ROWS UNBOUNDED PRECEDING) AS upto "
+        f"FROM ({page}) AS page) AS sized WHERE upto - LENGTH(body) < %s ORDER BY seq"
+    )
+
+
+async def aread(
+    session_pk: int, after: int, limit: int, max_bytes: int | None = None
+) -> list[tuple[int, bytes]]:
+    return await run_read(read, session_pk, after, limit, max_bytes)
+
+
+def head_and_tail(session_pk: int) -> tuple[int, int]:
+    row = Session.objects.filter(pk=session_pk).values_list("head", "tail").first()
+    if row is None:
+        raise NotFound("no such session")
+    return int(row[0]), int(row[1])
+
+
+def fold_session(session_pk: int) -> SessionState:
+    """The folded state of a session: its stored snapshot plus every retained entry.
+
+    It starts from the session's checkpoint when one is usable, and leaves a new checkpoint
+    when it had to fold at least ``CHECKPOINT_ENTRIES`` entries, so that a long session is
+    folded once, not on every snapshot request.
+    """
+    row = (
+        Session.objects.filter(pk=session_pk)
+        .values_list("snapshot", "tail", "checkpoint", "checkpoint_seq")
+        .first()
+    )
+    if row is None:
+        raise NotFound("no such session")
+    snapshot, tail, checkpoint, checkpoint_seq = row
+    if checkpoint is not None and checkpoint_seq >= tail:
+        state = SessionState.from_dict(checkpoint, checkpoint_seq)
+    else:
+        state = SessionState.from_dict(snapshot, tail) if snapshot else SessionState(seq=tail)
+    start = after = state.seq
+    while True:
+        batch = read(session_pk, after, FOLD_BATCH)
+        fold(((seq, loads(body)) for seq, body in batch), state)
+        if len(batch) < FOLD_BATCH:
+            break
+        after = batch[-1][0]
+    if state.seq - start >= CHECKPOINT_ENTRIES:
+        _save_checkpoint(session_pk, state)
+    return state
+
+
+def _save_checkpoint(session_pk: int, state: SessionState) -> None:
+    try:
+        Session.objects.filter(pk=session_pk, checkpoint_seq__lt=state.seq).update(
+            checkpoint=state.as_dict(), checkpoint_seq=state.seq
+        )
+    except DatabaseError:  # only a cache: the next snapshot folds a little more
+        logger.warning("could not save the checkpoint of session %s", session_pk, exc_info=True)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+# --- retention -------------------------------------------------------------------------------
+
+
+def compact(session_pk: int, up_to: int) -> int:
+    """Fold entries ``tail+1 .. up_to`` into the stored snapshot and delete them.
+
+    Readers then see the same fold as before (snapshot + the rest), and a resume below the
+    new tail gets "offset expired". Returns how many entries were removed.
+    """
+    with transaction.atomic():
+        session = Session.objects.select_for_update().filter(pk=session_pk).first()
+        if session is None:
+            raise NotFound("no such session")
+        head = session.head
+        up_to = min(up_to, head)
+        if up_to <= session.tail:
+            return 0
+        snapshot = None
+        if session.is_json:
+            base = (
+                SessionState.from_dict(session.snapshot, session.tail) if session.snapshot else None
+            )
+            rows = Entry.objects.filter(session_id=session_pk, seq__gt=session.tail, seq__lte=up_to)
+            entries = (
+                (seq, loads(bytes(body)))
+                for seq, body in rows.order_by("seq").values_list("seq", "body")
+            )
+            snapshot = fold(entries, base or SessionState(seq=session.tail)).as_dict()
+        removed, _ = Entry.objects.filter(session_id=session_pk, seq__lte=up_to).delete()
+        Session.objects.filter(pk=session_pk).update(tail=up_to, snapshot=snapshot)
+        Session.objects.filter(pk=session_pk, checkpoint_seq__lt=up_to).update(
+            checkpoint=None, checkpoint_seq=0
+        )
+        return removed
+
+
+def finished_sessions(idle_since: Any) -> list[int]:
+    """Sessions with entries to compact, idle since ``idle_since``, and no run still going."""
+    from sessions_app.models import Run
+
+    active = Run.objects.filter(status__in=["running", "cancelling"]).values("session_id")
+    quiet = Session.objects.filter(
+        last_activity__lt=idle_since, head__gt=models.F("tail"), deleted=False
+    )
+    return list(quiet.exclude(pk__in=active).values_list("pk", flat=True))
+
+
+def expired_offset(session_pk: int, before: Any) -> int:
+    """The highest offset of the session's entries written before ``before`` (0: none)."""
+    row = (
+        Entry.objects.filter(session_id=session_pk, created_at__lt=before)
+        .order_by("-seq")
+        .values_list("seq", flat=True)
+        .first()
+    )
+    return int(row or 0)
