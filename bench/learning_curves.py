@@ -155,9 +155,16 @@ def time_diagnosis() -> dict[str, Any]:
 
     data, _ = noisy_digits()
     run_diagnostics(data.subset(np.arange(300)), Plan(diagnostics=("learning_curve",)))  # warm-up
+    load = os.getloadavg()[0]
     started = time.perf_counter()
     report = run_diagnostics(data, Plan(target_error=0.02))
     warm = time.perf_counter() - started
+    load = max(load, os.getloadavg()[0])
+    cpu = report["cpu_timings"]
+    # On two idle cores the wall time is the longer of the two threads plus the rest.
+    critical = max(cpu.get("label_issues", 0), cpu.get("learning_curve", 0)) + sum(
+        v for k, v in cpu.items() if k not in ("label_issues", "learning_curve")
+    )
     code = (
         "import bench.mlexec_label_issues as b; d, _ = b.noisy_digits(); "
         "from mlexec_app.diagnostics.pipeline import Plan, run_diagnostics; "
@@ -166,7 +173,10 @@ def time_diagnosis() -> dict[str, Any]:
     started = time.perf_counter()
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
     cold = time.perf_counter() - started
-    return {"warm": warm, "cold": cold, "timings": report["timings"], "report": report}
+    return {
+        "warm": warm, "cold": cold, "timings": report["timings"], "report": report,
+        "cpu": cpu, "critical": critical, "load": load,
+    }  # fmt: skip
 
 
 def time_search(trials: int = 20) -> dict[str, Any] | None:
@@ -240,6 +250,8 @@ def body(acc: dict | None, diag: dict | None, search: dict | None) -> str:
             "| --- | --- | --- |",
             f"| full diagnosis of the noisy digits, warm | {diag['warm']:.1f} s | ≤ 10 s: {goal} |",
             f"| the same as a cold process (imports included) | {diag['cold']:.1f} s | — |",
+            f"| CPU time of the longer thread plus the rest (the warm wall time on two idle "
+            f"cores) | {diag['critical']:.1f} s | ≤ 10 s: {'met' if diag['critical'] <= 10 else 'not met'} |",
         ]
         if search:
             goal = "met" if search["seconds"] <= 60 else "not met"
@@ -251,6 +263,9 @@ def body(acc: dict | None, diag: dict | None, search: dict | None) -> str:
             "",
             "Per diagnostic (warm): "
             + ", ".join(f"{k} {v:.1f} s" for k, v in diag["timings"].items())
+            + " (label issues and the learning curve side by side, in two threads); CPU time: "
+            + ", ".join(f"{k} {v:.1f} s" for k, v in diag["cpu"].items())
+            + f"; highest 1-minute load average during the warm run {diag['load']:.1f}"
             + f". Learning-curve verdict: {diag['report']['learning_curve']['verdict']} "
             f"({diag['report']['learning_curve']['reason']})",
         ]

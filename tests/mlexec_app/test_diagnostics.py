@@ -253,6 +253,7 @@ def test_the_learning_curve_runs_beside_the_label_search_with_the_same_result(mo
     ))  # fmt: skip
     assert report["learning_curve"] == alone["learning_curve"]
     assert report["timings"]["learning_curve"] > 0
+    assert report["cpu_timings"]["learning_curve"] > 0 and report["cpu_timings"]["label_issues"] > 0
 
 
 def test_a_cancel_stops_the_curve_running_beside():
