@@ -30,7 +30,9 @@ def start_from_post(project: Project, data: Any, user: Any) -> tuple[DiagnosticJ
     """Start the search a posted :class:`SearchForm` asks for: ``(job, "")`` or ``(None, why)``."""
     form = SearchForm(data)
     if not form.is_valid():
-        errors = "; ".join(f"{name}: {' '.join(e)}" for name, e in form.errors.items())
+        errors = "; ".join(
+            f"{name}: {' '.join(str(m) for m in e)}" for name, e in form.errors.items()
+        )
         return None, f"The search was not started: {errors}"
     try:
         job = jobs.start_search(

@@ -230,7 +230,7 @@ def _fit_plateau(
     return out
 
 
-def _curve(shape: str, params: np.ndarray, n: np.ndarray) -> np.ndarray:
+def _curve(shape: str, params: np.ndarray, n: np.ndarray | list[float]) -> np.ndarray:
     """(B, len(n)) errors of each row of ``params`` at sizes ``n``."""
     p = params[:, :, None]
     n = np.asarray(n, float)[None]

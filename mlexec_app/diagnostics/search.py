@@ -92,7 +92,7 @@ def _apply(params: dict[str, Any], spec: ModelSpec, config: TrainConfig) -> tupl
         spec_changes["hidden"] = (int(params["hidden"]),)
     if "dropout" in params and spec.kind == "mlp":
         spec_changes["dropout"] = float(params["dropout"])
-    train_changes = {
+    train_changes: dict[str, Any] = {
         k: (int(v) if k == "epochs" else float(v))
         for k, v in params.items()
         if k in ("lr", "weight_decay", "epochs")
