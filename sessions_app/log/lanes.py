@@ -66,12 +66,13 @@ def usable() -> bool:
 
 
 def for_this_loop() -> LoopConnection | None:
-    """This event loop's connection, made on first use; None when the site may not use one."""
-    if not usable():
-        return None
+    """This event loop's connection, made on first use; None when the site may not use one
+    (asked once per loop: it reads Django's connection settings)."""
     loop = asyncio.get_running_loop()
     found = _by_loop.get(loop)
     if found is None:
+        if not usable():
+            return None
         found = _by_loop[loop] = LoopConnection()
     return found
 
