@@ -47,6 +47,7 @@ from sessions_app.domain.errors import (
 )
 from sessions_app.domain.offsets import format_offset, parse_offset
 from sessions_app.models import ApiKey, Membership, Run, Session
+from sessions_app.refusals import error_response
 from sessions_app.schemas import (
     AckOut,
     CancelIn,
@@ -159,7 +160,7 @@ def _body_too_big(request: HttpRequest) -> HttpResponse | None:
     except RequestDataTooBig:
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         refused = LimitExceeded(f"the body is larger than {limit} bytes", limit="body_bytes")
-        return JsonResponse(refused.as_dict(), status=status_of(refused))
+        return error_response(refused)
     return None
 
 
@@ -172,7 +173,7 @@ def domain_errors(view: Callable[..., Any]) -> Callable[..., Any]:
             try:
                 return await view(request, *args, **kwargs)
             except SessionError as exc:
-                return JsonResponse(exc.as_dict(), status=status_of(exc))
+                return error_response(exc)
 
         return async_wrapper
 
@@ -180,11 +181,11 @@ def domain_errors(view: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
         unstorable = _unstorable(request, kwargs)
         if unstorable:
-            return JsonResponse(BadRequest(unstorable).as_dict(), status=400)
+            return error_response(BadRequest(unstorable))
         try:
             return view(request, *args, **kwargs)
         except SessionError as exc:
-            return JsonResponse(exc.as_dict(), status=status_of(exc))
+            return error_response(exc)
 
     return wrapper
 

@@ -26,7 +26,7 @@ from django.http import HttpRequest, HttpResponseBase, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from pydantic import TypeAdapter, ValidationError
 
-from sessions_app import dbexec, log
+from sessions_app import dbexec, log, refusals
 from sessions_app.conf import setting
 from sessions_app.domain import agui
 from sessions_app.domain.errors import BadRequest, SessionError
@@ -138,7 +138,7 @@ async def run(request: HttpRequest) -> HttpResponseBase:
         mid, text = user_message(run_input)
         after = await common.send_user_message(session, text, mid)
     except SessionError as exc:
-        return common.error_response(exc)
+        return refusals.error_response(exc)
     follower = NewRun(
         run_input.thread_id,
         run_input.protocol_version is None,
@@ -213,7 +213,7 @@ async def connect(request: HttpRequest, thread: str) -> HttpResponseBase:
         raw = request.headers.get("Last-Event-ID") or request.GET.get("after")
         found = await dbexec.run_read(plan, session.pk, parse_offset(raw) if raw else None)
     except SessionError as exc:
-        return common.error_response(exc)
+        return refusals.error_response(exc)
     if found is None:
         return common.no_content()
     state, run_id, at = found
@@ -242,5 +242,5 @@ async def cancel(request: HttpRequest, thread: str) -> HttpResponseBase:
         common.no_nul(run_id, "'runId'")
         done = await common.cancel(session, run_id, "stop")
     except SessionError as exc:
-        return common.error_response(exc)
+        return refusals.error_response(exc)
     return JsonResponse(done)

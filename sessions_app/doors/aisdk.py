@@ -17,6 +17,7 @@ from typing import Any
 from django.http import HttpRequest, HttpResponseBase, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from sessions_app import refusals
 from sessions_app.conf import setting
 from sessions_app.domain import aisdk
 from sessions_app.domain.errors import BadRequest, OffsetExpired, SessionError
@@ -96,7 +97,7 @@ async def chat(request: HttpRequest) -> HttpResponseBase:
         session = await common.find_session(who, name)
         after = await common.send_user_message(session, text, mid)
     except SessionError as exc:
-        return common.error_response(exc)
+        return refusals.error_response(exc)
     follower = NewRun(setting("DOORS_RUN_START_TIMEOUT"))
     watch = common.watch(request, who, name)
     body = common.stream_run(
@@ -133,7 +134,7 @@ async def resume(request: HttpRequest, chat_id: str) -> HttpResponseBase:
         if going and (start is None or start <= session.tail):
             raise OffsetExpired("the start of the going run was removed by retention")
     except SessionError as exc:
-        return common.error_response(exc)
+        return refusals.error_response(exc)
     if not going or start is None:
         return common.no_content()
     replay = Replay(going[-1])
@@ -152,5 +153,5 @@ async def stop(request: HttpRequest, chat_id: str) -> HttpResponseBase:
         session = await common.session_for(request, chat_id)
         done = await common.cancel(session, None, "stop")
     except SessionError as exc:
-        return common.error_response(exc)
+        return refusals.error_response(exc)
     return JsonResponse(done)

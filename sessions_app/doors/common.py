@@ -27,7 +27,6 @@ from sessions_app.domain.errors import (
     LimitExceeded,
     NotFound,
     OffsetExpired,
-    SessionError,
     Unauthenticated,
 )
 from sessions_app.domain.fold import SessionState, fold
@@ -45,10 +44,6 @@ class MessageExists(Conflict):
 
 class NotRunning(Conflict):
     code = "not_running"
-
-
-def error_response(exc: SessionError) -> JsonResponse:
-    return JsonResponse(exc.as_dict(), status=exc.status)
 
 
 def method_not_allowed(allowed: str) -> JsonResponse:
