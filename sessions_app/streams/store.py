@@ -34,7 +34,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from sessions_app import log, services
-from sessions_app.access import Actor, check_creatable_name, check_quota
+from sessions_app.access import Actor, check_creatable_name, check_quota, decides
 from sessions_app.conf import setting
 from sessions_app.domain import producers
 from sessions_app.domain.errors import (
@@ -203,16 +203,7 @@ class Access:
 
     def decides(self, stream: Stream) -> bool | None:
         """``allows`` when it needs no query; None when only a membership can tell."""
-        if stream.owner_id is None:
-            return self.anonymous_name(stream.name)
-        actor = self.actor
-        if not actor.authenticated:
-            return False
-        if actor.sessions is not None and stream.name not in actor.sessions:
-            return False
-        if stream.owner_id == actor.user.pk:
-            return True
-        return None
+        return decides(self.actor, stream.name, stream.owner_id, self.prefix)
 
     def owner_for_new(self, name: str) -> int | None:
         """Who owns a stream created under ``name``; raises when nobody may create it."""
