@@ -13,12 +13,8 @@
 See docs/sessions/sdk.md.
 """
 
-from sessions_app.client.connection import (
-    ConnectionClosed,
-    PublishError,
-    RunCancelled,
-    SessionsClient,
-)
+from sessions_app.client.connection import SessionsClient
+from sessions_app.client.errors import ConnectionClosed, PublishError, RunCancelled
 from sessions_app.client.session import Run, Session
 
 __all__ = ["ConnectionClosed", "PublishError", "Run", "RunCancelled", "Session", "SessionsClient"]

@@ -8,36 +8,17 @@ import json
 import logging
 import random
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlencode
 
 import httpx
 import websockets
 
-if TYPE_CHECKING:
-    from sessions_app.client.session import Session
+from sessions_app.client.errors import ConnectionClosed, PublishError
+from sessions_app.client.session import Session
 
 logger = logging.getLogger("sessions_app.client")
 UNAVAILABLE_RETRIES = 12  # about a minute of backoff for a database restart
-
-
-class PublishError(Exception):
-    """The server refused a frame (a publish, a subscription, a cancel, ...): nothing of it was
-    written. ``code`` is the server's error code (see docs/sessions/websocket.md), ``frame``
-    the whole error frame."""
-
-    def __init__(self, frame: dict[str, Any]) -> None:
-        super().__init__(f"{frame.get('code')}: {frame.get('message')}")
-        self.code = frame.get("code")
-        self.frame = frame
-
-
-class RunCancelled(Exception):
-    """Raised by ``Run`` methods once a user cancelled the run; ``async with run`` absorbs it."""
-
-
-class ConnectionClosed(Exception):
-    """The client was closed while a request was waiting for its answer."""
 
 
 class SessionsClient:
@@ -233,7 +214,6 @@ class SessionsClient:
 
         With ``inbox=True`` every event from ``after`` on is kept for ``session.events()``.
         """
-        from sessions_app.client.session import Session
 
         if name not in self.sessions:
             session = self.sessions[name] = Session(self, name, after, inbox)

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from sessions_app.client.connection import ConnectionClosed, PublishError, RunCancelled
+from sessions_app.client.errors import ConnectionClosed, PublishError, RunCancelled
 from sessions_app.client.text import split_text
 
 if TYPE_CHECKING:
