@@ -14,7 +14,7 @@ from django.http import HttpRequest, HttpResponse
 from ninja import Field, Router, Schema, Status
 
 from mlexec_app import jobs
-from mlexec_app.api import (
+from mlexec_app.api_common import (
     ERRORS,
     ApiKeyAuth,
     CookieAuth,
