@@ -373,9 +373,7 @@ class ErrorReview(models.Model):
     diagnosis and the planner read; this row keeps which example carries which tags.
     """
 
-    job = models.OneToOneField(
-        DiagnosticJob, on_delete=models.CASCADE, related_name="error_review"
-    )
+    job = models.OneToOneField(DiagnosticJob, on_delete=models.CASCADE, related_name="error_review")
     categories = models.JSONField(default=list, help_text="The categories offered, in order.")
     tags = models.JSONField(default=dict, help_text="dev row (as text) -> its categories")
     analysis = models.OneToOneField(

@@ -44,8 +44,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             if "real_engines" in item.keywords:
                 item.add_marker(skip)
         return
-    # Pure logic (tests/unit, no Django) does not depend on the engines: the first pass ran it.
-    pure = [item for item in items if item.nodeid.startswith("tests/unit/")]
-    if pure and len(pure) < len(items):
-        config.hook.pytest_deselected(items=pure)
-        items[:] = [item for item in items if not item.nodeid.startswith("tests/unit/")]
+    # Pure logic (tests/unit, no Django) and tests whose subject does not touch the engines
+    # (training, the tracking client: marked engine_independent) ran in the first pass.
+    once = [item for item in items if _engine_independent(item)]
+    if once and len(once) < len(items):
+        config.hook.pytest_deselected(items=once)
+        items[:] = [item for item in items if not _engine_independent(item)]
+
+
+def _engine_independent(item: pytest.Item) -> bool:
+    return item.nodeid.startswith("tests/unit/") or "engine_independent" in item.keywords

@@ -10,7 +10,8 @@ from mlexec_app import keys, services
 from mlexec_app.client import Tracker
 from mlexec_app.models import Run
 
-pytestmark = pytest.mark.slow
+# Its subject does not touch the engines: the first test pass runs it, the second does not.
+pytestmark = [pytest.mark.slow, pytest.mark.engine_independent]
 
 
 @pytest.fixture

@@ -17,6 +17,9 @@ from mlexec_app.models import Run
 from tests.e2e.browser.proxy import TcpProxy
 from tests.e2e.servers import free_port
 
+# Its subject does not touch the engines: the first test pass runs it, the second does not.
+pytestmark = pytest.mark.engine_independent
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

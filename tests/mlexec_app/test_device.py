@@ -9,6 +9,9 @@ from django.core.checks import run_checks
 from mlexec_app import jobs
 from mlexec_app.models import RunStatus
 
+# Its subject does not touch the engines: the first test pass runs it, the second does not.
+pytestmark = pytest.mark.engine_independent
+
 torch = pytest.importorskip("torch")
 pytest.importorskip("django_tasks")
 

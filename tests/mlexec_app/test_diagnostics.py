@@ -16,6 +16,9 @@ from mlexec_app.diagnostics.progress import Progress
 from mlexec_app.diagnostics.sanity import lr_range_test, overfit_small_batch
 from mlexec_app.diagnostics.training import TrainConfig, fit_predict
 
+# Its subject does not touch the engines: the first test pass runs it, the second does not.
+pytestmark = pytest.mark.engine_independent
+
 torch = pytest.importorskip("torch")
 
 FAST = TrainConfig(epochs=20, min_steps=150)

@@ -15,6 +15,9 @@ import pytest
 
 from mlexec_app.models import DiagnosticJob, RunStatus
 
+# Its subject does not touch the engines: the first test pass runs it, the second does not.
+pytestmark = pytest.mark.engine_independent
+
 pytest.importorskip("torch")
 pytest.importorskip("django_tasks")
 

@@ -11,6 +11,9 @@ import pytest
 from mlexec_app import jobs, services
 from mlexec_app.models import DiagnosticJob, Intervention, Run, RunStatus
 
+# Its subject does not touch the engines: the first test pass runs it, the second does not.
+pytestmark = pytest.mark.engine_independent
+
 pytest.importorskip("torch")
 pytest.importorskip("optuna")
 pytest.importorskip("django_tasks")

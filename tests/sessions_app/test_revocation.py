@@ -19,7 +19,7 @@ from tests.sessions_app.conftest import add_member, connect, text
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.urls(__name__)]
 urlpatterns = [
     path("sessions/", include("sessions_app.doors.urls")),
-    path("", include("config.urls")),
+    path("v1/stream/", include("sessions_app.streams.urls")),
 ]
 
 db = database_sync_to_async
