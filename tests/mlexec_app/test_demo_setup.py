@@ -7,13 +7,17 @@ import io
 
 import numpy as np
 import pytest
+from django.apps import apps
 from django.core.management import call_command
 from django.test import Client
 
 from mlexec_app.diagnostics.data import load_dataset
 from mlexec_app.models import DiagnosticJob, Project, Run
 
-pytestmark = pytest.mark.django_db
+pytestmark = [
+    pytest.mark.django_db,
+    pytest.mark.skipif(not apps.is_installed("config"), reason="demo_setup is the demo site's"),
+]
 
 
 @pytest.fixture

@@ -81,6 +81,7 @@ def test_reap_jobs_fails_stale_running_jobs(project):
 
 
 @pytest.mark.slow
+@pytest.mark.engine_independent  # training; the job rows it writes are tested on both engines
 @pytest.mark.timeout(300)  # about 10 s on an idle 2-core machine, far more when it is busy
 def test_the_full_diagnosis_of_digits_from_the_cli(project, tmp_path):
     out, _ = mlexec(
