@@ -64,6 +64,22 @@ DEFAULTS: dict[str, Any] = {
     # Session names starting with one of these prefixes are kept for the site's own code (the
     # demo site's job bridge uses "mlexec-job-"): no door lets a user or key create one.
     "RESERVED_NAME_PREFIXES": (),
+    # --- Turns (docs/sessions/agents.md) ---
+    # How a session's user messages become turns unless its metadata.turns says otherwise:
+    # the agent that answers (None: no answer is asked), the names a leading @name may
+    # address, and what a message does while a turn is open (queue, steer, interrupt, reject).
+    "TURNS": {"agent": "assistant", "agents": [], "on_busy": "queue"},
+    # A worker's claim on a turn lasts this long unless its heartbeat renews it; a turn whose
+    # lease ran out is offered again, up to TURN_MAX_ATTEMPTS claims, then failed.
+    "TURN_LEASE_SECONDS": 30.0,
+    "TURN_MAX_ATTEMPTS": 3,
+    # The conversation a handler is given holds at most this many characters (newest first).
+    "TURN_CONTEXT_CHARS": 32000,
+    # Seconds a worker's claim request waits at most for a turn (a long-poll).
+    "TURN_CLAIM_WAIT_MAX": 30,
+    # Per agent name, an existing agent endpoint the workers' gateway calls (agents.gateway):
+    # {"assistant": {"protocol": "agui" | "aisdk" | "openai", "url": "...", "headers": {}}}.
+    "AGENT_GATEWAYS": {},
     # --- Durable Streams door (docs/sessions/durable-streams.md) ---
     # Names starting with this prefix are anonymous (public) streams anyone may create, read,
     # append to and delete; "" opens every name not owned by a user; None: no anonymous streams.

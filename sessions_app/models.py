@@ -11,6 +11,7 @@ from django.db.models import Q
 
 from sessions_app.domain.offsets import format_offset
 from sessions_app.domain.runs import RunStatus
+from sessions_app.domain.turns import TurnState
 
 JSON_CONTENT_TYPE = "application/json"
 
@@ -205,6 +206,14 @@ class Run(models.Model):
     heartbeat_at = models.DateTimeField(
         null=True, blank=True, help_text="Last sign of life from the agent."
     )
+    turn = models.ForeignKey(
+        "Turn",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="runs",
+        help_text="The turn this run answers (one run per attempt).",
+    )
 
     class Meta:
         constraints = [
@@ -222,6 +231,59 @@ class Run(models.Model):
     @property
     def duration(self) -> Any:
         return (self.ended_at - self.started_at) if self.ended_at else None
+
+
+class Turn(models.Model):
+    """A user message that asks for an answer: a durable work item for agent workers.
+
+    Created in the transaction that stores the message. Workers claim turns (one at a time
+    per session, oldest first) under a lease their heartbeat renews; see ``domain.turns``.
+    """
+
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="turns")
+    message = models.CharField(max_length=128, help_text="The id of the user message.")
+    message_seq = models.BigIntegerField(help_text="The offset of the message's first event.")
+    agent = models.CharField(max_length=128)
+    state = models.CharField(
+        max_length=16,
+        choices=[(s.value, s.value) for s in TurnState],
+        default=TurnState.QUEUED.value,
+    )
+    attempts = models.PositiveIntegerField(default=0, help_text="Claims so far.")
+    run_id = models.CharField(max_length=128, blank=True, help_text="The current attempt's run.")
+    worker = models.CharField(max_length=200, blank=True, help_text="Who holds the claim.")
+    key = models.ForeignKey(
+        "ApiKey",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="The worker key holding the claim.",
+    )
+    lease_until = models.DateTimeField(null=True, blank=True)
+    input = models.JSONField(
+        default=dict, blank=True, help_text="What the client sent beyond the text (AG-UI)."
+    )
+    reason = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["session", "message"], name="sessions_app_unique_turn")
+        ]
+        indexes = [
+            models.Index(
+                fields=["agent", "id"],
+                condition=Q(state__in=["queued", "claimed"]),
+                name="sessions_app_open_turns",
+            ),
+            models.Index(fields=["session", "state"], name="sessions_app_turns_by_session"),
+        ]
+
+    def __str__(self) -> str:
+        return f"turn {self.pk} ({self.state})"
 
 
 class ApiKey(models.Model):
@@ -248,6 +310,13 @@ class ApiKey(models.Model):
         related_name="api_keys",
         help_text="The sessions a key without all_sessions reaches.",
     )
+    agents = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text="A worker key: the agent names (comma-separated, * for any) whose turns it "
+        "may claim on every session; while it holds a turn it reads and writes that session. "
+        "Empty: not a worker key. Only made in the admin or with make_worker_key.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
     revoked_at = models.DateTimeField(null=True, blank=True)
@@ -261,3 +330,8 @@ class ApiKey(models.Model):
     @property
     def active(self) -> bool:
         return self.revoked_at is None
+
+    @property
+    def serves(self) -> frozenset[str]:
+        """The agent names a worker key claims turns for (empty: not a worker key)."""
+        return frozenset(name.strip() for name in self.agents.split(",") if name.strip())
