@@ -420,3 +420,75 @@ class Run:
             return self._steers.get_nowait()
         except asyncio.QueueEmpty:
             return None
+
+    # --- streamed tool calls, reasoning and steps (what the framework adapters stream) ----
+    # Each is its own append, in call order after the text written before it: a tool call
+    # or a reasoning message first ends the text message in progress.
+
+    _reasoning: str | None = None  # the reasoning message in progress
+
+    async def tool_start(self, name: str, call_id: str | None = None) -> str:
+        """Start a tool call whose arguments follow (``tool_args``); returns its id."""
+        self._check()
+        await self.end_reasoning()
+        await self.end_message()
+        call_id = call_id or f"call-{uuid.uuid4().hex[:8]}"
+        data = {"toolCallId": call_id, "toolCallName": name}
+        await self.session.publish([self._envelope("TOOL_CALL_START", data=data)])
+        return call_id
+
+    async def tool_args(self, call_id: str, delta: str) -> None:
+        """A piece of a started tool call's arguments (JSON text, streamed as the model writes)."""
+        self._check()
+        if delta:
+            data = {"toolCallId": call_id, "delta": delta}
+            await self.session.publish([self._envelope("TOOL_CALL_ARGS", data=data)])
+
+    async def tool_end(self, call_id: str) -> None:
+        """The tool call's arguments are complete (the tool may now run)."""
+        self._check()
+        await self.session.publish([self._envelope("TOOL_CALL_END", data={"toolCallId": call_id})])
+
+    async def tool_result(self, call_id: str, content: str) -> None:
+        """What the tool returned (text; JSON for anything else)."""
+        self._check()
+        data = {"toolCallId": call_id, "content": content}
+        await self.session.publish([self._envelope("TOOL_CALL_RESULT", data=data)])
+
+    async def reasoning(self, delta: str) -> None:
+        """Stream the model's visible reasoning (a reasoning message, started on first use)."""
+        self._check()
+        if not delta:
+            return
+        events = []
+        if self._reasoning is None:
+            await self.end_message()
+            self._reasoning = f"r-{uuid.uuid4().hex[:10]}"
+            events += [
+                self._envelope("REASONING_START", message=self._reasoning),
+                self._envelope("REASONING_MESSAGE_START", message=self._reasoning),
+            ]
+        events.append(
+            self._envelope(
+                "REASONING_MESSAGE_CONTENT", message=self._reasoning, data={"delta": delta}
+            )
+        )
+        await self.session.publish(events)
+
+    async def end_reasoning(self) -> None:
+        """End the reasoning message in progress, if any."""
+        message = self._reasoning
+        if message is not None:
+            self._reasoning = None
+            await self.session.publish(
+                [
+                    self._envelope("REASONING_MESSAGE_END", message=message),
+                    self._envelope("REASONING_END", message=message),
+                ]
+            )
+
+    async def step(self, name: str, *, finished: bool = False) -> None:
+        """A named step of the agent (e.g. a graph node) starts, or with ``finished`` ends."""
+        self._check()
+        kind = "STEP_FINISHED" if finished else "STEP_STARTED"
+        await self.session.publish([self._envelope(kind, data={"stepName": name})])

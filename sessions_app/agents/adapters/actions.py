@@ -1,0 +1,272 @@
+"""What every framework adapter does to a run, as plain data, and the one place that does it.
+
+Each adapter turns its framework's stream events into *actions* with a pure function (tested
+from recorded events, no I/O); ``Driver`` applies them to the SDK's ``Run``. ``key`` names the
+run an action is for: ``""`` is the turn's own run, any other key a child run opened by
+``Enter`` (a handoff's or a sub-agent's) and closed by ``Leave``.
+
+Importable without Django and without any agent framework.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sessions_app.client.errors import RunCancelled
+
+if TYPE_CHECKING:
+    from sessions_app.client import Run
+
+
+@dataclass(frozen=True)
+class Text:
+    delta: str
+    key: str = ""
+
+
+@dataclass(frozen=True)
+class TextEnd:
+    key: str = ""
+
+
+@dataclass(frozen=True)
+class Reasoning:
+    delta: str
+    key: str = ""
+
+
+@dataclass(frozen=True)
+class ReasoningEnd:
+    key: str = ""
+
+
+@dataclass(frozen=True)
+class ToolStart:
+    call_id: str
+    name: str
+    key: str = ""
+
+
+@dataclass(frozen=True)
+class ToolArgs:
+    call_id: str
+    delta: str
+    key: str = ""
+
+
+@dataclass(frozen=True)
+class ToolEnd:
+    call_id: str
+    key: str = ""
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    call_id: str
+    content: str
+    key: str = ""
+
+
+@dataclass(frozen=True)
+class State:
+    snapshot: Any
+    key: str = ""
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    finished: bool = False
+    key: str = ""
+
+
+@dataclass(frozen=True)
+class Custom:
+    name: str
+    value: Any
+    key: str = ""
+
+
+@dataclass(frozen=True)
+class Enter:
+    """Open a child run for ``agent`` under the run named by ``parent``."""
+
+    key: str
+    agent: str
+    parent: str = ""
+
+
+@dataclass(frozen=True)
+class Leave:
+    key: str
+
+
+Action = (
+    Text | TextEnd | Reasoning | ReasoningEnd | ToolStart | ToolArgs | ToolEnd | ToolResult
+    | State | Step | Custom | Enter | Leave
+)  # fmt: skip
+
+
+def as_text(value: Any) -> str:
+    """A tool's result or arguments as the text an event carries (JSON unless already text)."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(jsonable(value), ensure_ascii=False)
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` with what JSON cannot hold (models, dataclasses, dates) turned into JSON."""
+    return json.loads(json.dumps(value, default=_fallback, allow_nan=False))
+
+
+def _fallback(value: Any) -> Any:
+    dump = getattr(value, "model_dump", None)  # pydantic models (langchain messages too)
+    if callable(dump):
+        return dump(mode="json")
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    return str(value)
+
+
+def coalesce(actions: Iterable[Action]) -> list[Action]:
+    """Join consecutive deltas of the same stream (fewer appends; the same text when folded)."""
+    out: list[Action] = []
+    for action in actions:
+        last = out[-1] if out else None
+        if isinstance(action, Reasoning) and isinstance(last, Reasoning) and last.key == action.key:
+            out[-1] = Reasoning(last.delta + action.delta, action.key)
+        elif (
+            isinstance(action, ToolArgs)
+            and isinstance(last, ToolArgs)
+            and (last.key, last.call_id) == (action.key, action.call_id)
+        ):
+            out[-1] = ToolArgs(action.call_id, last.delta + action.delta, action.key)
+        else:
+            out.append(action)
+    return out
+
+
+class Driver:
+    """Applies actions to the turn's run and the child runs they open."""
+
+    def __init__(self, run: Run) -> None:
+        self.runs: dict[str, Run] = {"": run}
+
+    async def apply(self, actions: Iterable[Action]) -> None:
+        for action in coalesce(actions):
+            await self._apply(action)
+
+    async def _apply(self, action: Action) -> None:
+        if isinstance(action, Enter):
+            await self._enter(action)
+            return
+        if isinstance(action, Leave):
+            await self._leave(action.key, None)
+            return
+        run = self.runs.get(action.key) or self.runs[""]
+        match action:
+            case Text(delta=delta):
+                await run.end_reasoning()
+                await run.text(delta)
+            case TextEnd():
+                await run.end_message()
+            case Reasoning(delta=delta):
+                await run.reasoning(delta)
+            case ReasoningEnd():
+                await run.end_reasoning()
+            case ToolStart(call_id=call_id, name=name):
+                await run.tool_start(name, call_id)
+            case ToolArgs(call_id=call_id, delta=delta):
+                await run.tool_args(call_id, delta)
+            case ToolEnd(call_id=call_id):
+                await run.tool_end(call_id)
+            case ToolResult(call_id=call_id, content=content):
+                await run.tool_result(call_id, content)
+            case State(snapshot=snapshot):
+                await run.state(snapshot)
+            case Step(name=name, finished=finished):
+                await run.step(name, finished=finished)
+            case Custom(name=name, value=value):
+                await run.custom(name, value)
+
+    async def _enter(self, action: Enter) -> None:
+        if action.key in self.runs:
+            return
+        parent = self.runs.get(action.parent) or self.runs[""]
+        await parent.end_reasoning()
+        await parent.end_message()
+        child = parent.session.run(agent=action.agent, parent=parent)
+        await child.__aenter__()
+        self.runs[action.key] = child
+
+    async def _leave(self, key: str, exc: BaseException | None) -> None:
+        child = self.runs.pop(key, None) if key else None
+        if child is None:
+            return
+        await child.end_reasoning()
+        if exc is None:
+            await child.__aexit__(None, None, None)
+        else:
+            await child.__aexit__(type(exc), exc, exc.__traceback__)
+
+    async def close(self, exc: BaseException | None = None) -> None:
+        """End the child runs still open (newest first) and the turn run's open streams.
+
+        ``exc``: why the turn stops early; a cancel ends the children as cancelled.
+        """
+        if isinstance(exc, asyncio.CancelledError):
+            exc = RunCancelled(self.runs[""].id)
+        for key in reversed([key for key in self.runs if key]):
+            await self._leave(key, exc)
+        if exc is None:
+            await self.runs[""].end_reasoning()
+
+
+async def until_cancelled(run: Run, work: Coroutine[Any, Any, None]) -> None:
+    """Run ``work`` until it ends or a user cancels ``run``: then ``work``'s task is cancelled,
+    which stops the framework's run inside it (its stream is closed, its tools stop)."""
+    task = asyncio.ensure_future(work)
+    waiter = asyncio.ensure_future(run.cancelled.wait())
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, RunCancelled):
+                await task
+    if task.cancelled():
+        return
+    failure = task.exception()
+    if isinstance(failure, RunCancelled) and run.cancelled.is_set():
+        return  # our write noticed the cancel before the waiter did
+    task.result()
+
+
+async def drive(run: Run, stream: Callable[[Driver], Awaitable[None]]) -> None:
+    """Call ``stream(driver)`` under ``until_cancelled``; close what it left open."""
+    driver = Driver(run)
+
+    async def work() -> None:
+        try:
+            await stream(driver)
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                await driver.close(exc)
+            raise
+        await driver.close()
+
+    await until_cancelled(run, work())
+
+
+async def pump_steers(run: Run, deliver: Callable[[str], Any]) -> None:
+    """Hand each steering instruction to ``deliver`` as it arrives (run as a task; cancel it)."""
+    async for text in run.steers():
+        outcome = deliver(text)
+        if asyncio.iscoroutine(outcome):
+            await outcome

@@ -1,0 +1,264 @@
+"""The framework adapters against a live server: each framework's own offline test model
+answers a turn through a real SDK run, and a user sees the text, the tool calls, the child
+runs and a cancel that stops the framework's run (the tool after it never runs).
+
+One server for the module; each test has its own session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+import httpx
+import pytest
+
+from sessions_app.agents.base import Turn
+from sessions_app.client import SessionsClient
+from tests.e2e.servers import api_key_for, daphne_server, site_database
+
+# The adapters are clients of the doors; the engines behind them are not their subject.
+pytestmark = [pytest.mark.e2e, pytest.mark.engine_independent]
+names = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    with site_database(tmp_path_factory.mktemp("adapters"), "adapters") as env:
+        key = api_key_for(env, user="agent")
+        with daphne_server(env) as base:
+            yield {"base": base, "key": key}
+
+
+def new_session(site) -> str:
+    name = f"adapters-{next(names)}"
+    reply = httpx.post(f"{site['base']}/api/sessions/", json={"name": name},
+                       headers={"Authorization": f"Bearer {site['key']}"})  # fmt: skip
+    assert reply.status_code == 201, reply.text
+    return name
+
+
+def history(site, session):
+    reply = httpx.get(f"{site['base']}/api/sessions/{session}/events?limit=1000",
+                      headers={"Authorization": f"Bearer {site['key']}"})  # fmt: skip
+    reply.raise_for_status()
+    return reply.json()["events"]
+
+
+def turn_for(session: str, text: str, run_id: str, earlier=()) -> Turn:
+    messages = [*earlier, {"role": "user", "content": text}]
+    return Turn(id=1, session=session, message="u-1", text=text, agent="assistant", attempt=1,
+                run_id=run_id, messages=messages)  # fmt: skip
+
+
+async def answer(site, session, handler, text, *, during=None, earlier=()):
+    """Open a run as the worker does, call ``handler`` in it; ``during(client, run)`` runs
+    beside it (a user's device). Returns the run's id."""
+    async with SessionsClient(site["base"], api_key=site["key"]) as client:
+        live = await client.session(session)
+        async with live.run(agent="assistant") as run:
+            work = handler(turn_for(session, text, run.id, earlier), run)
+            if during is None:
+                await asyncio.wait_for(work, 30)
+            else:
+                await asyncio.wait_for(asyncio.gather(work, during(client, run)), 30)
+        return run.id
+
+
+def of_run(events, run_id):
+    return [e for e in events if e.get("run") == run_id]
+
+
+def text_of(events):
+    return "".join(e["data"]["delta"] for e in events if e["type"] == "TEXT_MESSAGE_CONTENT")
+
+
+def tool_calls(events):
+    """{toolCallId: {"name", "args", "result", "ended"}} as a user's screen folds them."""
+    calls = {}
+    for e in events:
+        data = e.get("data", {})
+        if e["type"] == "TOOL_CALL_START":
+            calls[data["toolCallId"]] = {"name": data["toolCallName"], "args": "", "ended": False}
+        elif e["type"] == "TOOL_CALL_ARGS":
+            calls[data["toolCallId"]]["args"] += data["delta"]
+        elif e["type"] == "TOOL_CALL_END":
+            calls[data["toolCallId"]]["ended"] = True
+        elif e["type"] == "TOOL_CALL_RESULT":
+            calls[data["toolCallId"]]["result"] = data["content"]
+    return calls
+
+
+def outcome(events, run_id):
+    ends = [e for e in of_run(events, run_id) if e["type"] in ("RUN_FINISHED", "RUN_ERROR")]
+    assert len(ends) == 1, ends
+    return ends[0]["type"], ends[0].get("data", {}).get("outcome")
+
+
+def children(events, run_id):
+    return {
+        e["run"]: e.get("agent")
+        for e in events
+        if e["type"] == "RUN_STARTED" and e.get("data", {}).get("parentRunId") == run_id
+    }
+
+
+async def until(predicate):
+    for _ in range(3000):
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+    raise TimeoutError("the condition never held")
+
+
+async def cancel_when(client, run, predicate):
+    """A user's device: wait until ``predicate()`` holds, then press stop."""
+    await until(predicate)
+    await client.sessions[run.session.name].cancel(run.id)
+
+
+# --- pydantic-ai ---------------------------------------------------------------------------
+
+
+def test_pydantic_ai_streams_text_reasoning_tool_calls_and_a_sub_agent(site):
+    from pydantic_ai import Agent
+    from pydantic_ai.messages import ToolReturnPart
+    from pydantic_ai.models.function import DeltaThinkingPart, DeltaToolCall, FunctionModel
+    from pydantic_ai.models.test import TestModel
+
+    from sessions_app.agents.adapters.pydantic_ai import delegate, handler
+
+    async def model(messages, info):
+        returned = [p for m in messages for p in m.parts if isinstance(p, ToolReturnPart)]
+        if not returned:
+            yield {0: DeltaThinkingPart(content="Paris, ")}
+            yield {0: DeltaThinkingPart(content="so ask the weather")}
+            yield {1: DeltaToolCall(name="weather", json_args='{"city":', tool_call_id="w1")}
+            yield {1: DeltaToolCall(json_args=' "Paris"}')}
+            yield {2: DeltaToolCall(name="research", json_args='{"topic": "Paris"}',
+                                    tool_call_id="r1")}  # fmt: skip
+        else:
+            for token in ["It is ", "sunny ", "in Paris."]:
+                yield token
+
+    researcher = Agent(TestModel(custom_output_text="Three good museums."), name="researcher")
+    assistant = Agent(FunctionModel(stream_function=model))
+
+    @assistant.tool_plain
+    def weather(city: str) -> str:
+        return f"sunny in {city}"
+
+    @assistant.tool_plain
+    async def research(topic: str) -> str:
+        return await delegate(researcher, f"find out about {topic}")
+
+    session = new_session(site)
+    run_id = asyncio.run(answer(site, session, handler(assistant), "Weather in Paris?"))
+    events = history(site, session)
+    mine = of_run(events, run_id)
+    assert text_of(mine) == "It is sunny in Paris."
+    reasoning = [e["data"]["delta"] for e in mine if e["type"] == "REASONING_MESSAGE_CONTENT"]
+    assert "".join(reasoning) == "Paris, so ask the weather"
+    calls = tool_calls(mine)
+    assert calls["w1"] == {"name": "weather", "args": '{"city": "Paris"}', "ended": True,
+                           "result": "sunny in Paris"}  # fmt: skip
+    assert calls["r1"]["result"] == "Three good museums."
+    [(child, agent)] = children(events, run_id).items()
+    assert agent == "researcher"
+    assert text_of(of_run(events, child)) == "Three good museums."
+    assert outcome(events, child) == ("RUN_FINISHED", "success")
+    assert outcome(events, run_id) == ("RUN_FINISHED", "success")
+
+
+def test_pydantic_ai_cancel_stops_the_agent_before_its_next_tool(site):
+    from pydantic_ai import Agent
+    from pydantic_ai.models.function import DeltaToolCall, FunctionModel
+
+    from sessions_app.agents.adapters.pydantic_ai import handler
+
+    seen = {"launched": 0, "stream_closed": False, "text_out": False}
+
+    async def model(messages, info):
+        try:
+            yield "Counting down "
+            seen["text_out"] = True
+            await asyncio.sleep(20)  # the user presses stop while the model still streams
+            yield {1: DeltaToolCall(name="launch", json_args="{}", tool_call_id="l1")}
+        finally:
+            seen["stream_closed"] = True
+
+    assistant = Agent(FunctionModel(stream_function=model))
+
+    @assistant.tool_plain
+    def launch() -> str:
+        seen["launched"] += 1
+        return "launched"
+
+    async def device(client, run):
+        await cancel_when(client, run, lambda: seen["text_out"])
+
+    session = new_session(site)
+    run_id = asyncio.run(answer(site, session, handler(assistant), "Launch", during=device))
+    events = history(site, session)
+    assert seen == {"launched": 0, "stream_closed": True, "text_out": True}
+    assert text_of(of_run(events, run_id)) == "Counting down "
+    assert outcome(events, run_id) == ("RUN_FINISHED", "cancelled")
+
+
+def test_pydantic_ai_takes_a_steer_at_its_next_model_request(site):
+    from pydantic_ai import Agent
+    from pydantic_ai.messages import ToolReturnPart, UserPromptPart
+    from pydantic_ai.models.function import DeltaToolCall, FunctionModel
+
+    from sessions_app.agents.adapters.pydantic_ai import handler
+
+    steered = asyncio.Event()
+    prompts = []
+
+    async def model(messages, info):
+        prompts.append([p.content for m in messages for p in m.parts
+                        if isinstance(p, UserPromptPart)])  # fmt: skip
+        if not any(isinstance(p, ToolReturnPart) for m in messages for p in m.parts):
+            yield {0: DeltaToolCall(name="look", json_args="{}", tool_call_id="k1")}
+        else:
+            yield "Bonjour."
+
+    assistant = Agent(FunctionModel(stream_function=model))
+
+    @assistant.tool_plain
+    async def look() -> str:
+        await asyncio.wait_for(steered.wait(), 10)  # the steer arrives while the tool runs
+        return "looked"
+
+    session = new_session(site)
+    session_events = []
+
+    async def device(client, run):
+        live = client.sessions[session]
+        await until(lambda: tool_calls(session_events))
+        await live.steer(run.id, "answer in French")
+        # The run has the steer once its STEER event arrived, and the adapter has handed it
+        # to the agent once the run's queue of steers is empty again.
+        await until(lambda: any(e["type"] == "STEER" for e in session_events))
+        await until(lambda: run._steers.empty())
+        steered.set()
+
+    async def scenario():
+        async with SessionsClient(site["base"], api_key=site["key"]) as client:
+            live = await client.session(session)
+            listener = asyncio.create_task(collect(live, session_events))
+            async with live.run(agent="assistant") as run:
+                work = handler(assistant)(turn_for(session, "Hi", run.id), run)
+                await asyncio.wait_for(asyncio.gather(work, device(client, run)), 30)
+            listener.cancel()
+            return run.id
+
+    run_id = asyncio.run(scenario())
+    assert prompts[0] == ["Hi"]
+    assert prompts[-1] == ["Hi", "answer in French"]
+    assert text_of(of_run(history(site, session), run_id)) == "Bonjour."
+
+
+async def collect(session, into):
+    async for event in session.events():
+        into.append(event)
