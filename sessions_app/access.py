@@ -22,6 +22,10 @@ class Actor:
 
     user: Any
     sessions: frozenset[str] | None = None  # None: every session the user may see
+    # A worker key (``ApiKey.agents``): the agent names it answers for, and the key's id. It
+    # reaches a session while it holds one of the session's turns (see ``get_session``).
+    agents: frozenset[str] = frozenset()
+    key: int | None = None
 
     @property
     def authenticated(self) -> bool:
@@ -98,12 +102,20 @@ def decides(actor: Actor, name: str, owner_id: Any, anonymous_prefix: str | None
 def get_session(actor: Actor, name: object) -> Session:
     """The session ``name`` if ``actor`` may read and publish to it; NotFound otherwise."""
     name = check_name(name)
-    if not in_scope(actor, name):
-        raise NotFound("no such session")
-    session = visible_to(actor.user).filter(name=name).first()
+    session = visible_to(actor.user).filter(name=name).first() if in_scope(actor, name) else None
+    if session is None and actor.key is not None and actor.agents and actor.authenticated:
+        session = holding_turn(actor.key).filter(name=name).first()
     if session is None:
         raise NotFound("no such session")
     return session
+
+
+def holding_turn(key: int) -> QuerySet[Session]:
+    """Sessions in which worker key ``key`` holds a claimed turn: it answers there, and only
+    while the claim lasts (a lost lease or the turn's end takes the session away)."""
+    return Session.objects.filter(
+        deleted=False, turns__state="claimed", turns__key_id=key
+    ).distinct()
 
 
 # --- short-lived signed tokens for browsers ----------------------------------------------

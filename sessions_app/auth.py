@@ -45,5 +45,10 @@ class TokenAuthMiddleware:
             actor = await dbexec.run_read(_token_actor, token)
         else:
             return await self.cookie_auth(scope, receive, send)
-        scope = {**scope, "user": actor.user, "session_scope": actor.sessions}
+        scope = {
+            **scope,
+            "user": actor.user,
+            "session_scope": actor.sessions,
+            "session_actor": actor,
+        }
         return await self.inner(scope, receive, send)

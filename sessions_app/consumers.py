@@ -55,7 +55,9 @@ class SessionConsumer(AsyncWebsocketConsumer):
     presence: Presence | None = None
 
     async def connect(self) -> None:
-        self.actor = Actor(self.scope.get("user"), self.scope.get("session_scope"))
+        self.actor = self.scope.get("session_actor") or Actor(
+            self.scope.get("user"), self.scope.get("session_scope")
+        )
         self.subscriptions = Subscriptions(self)
         self.authorized: dict[str, tuple[int, float]] = {}
         self.bucket = TokenBucket(setting("MAX_FRAMES_PER_SECOND"), setting("FRAME_BURST"))

@@ -76,9 +76,43 @@ if REGISTRY is not None:
     SLOW_CONSUMERS = _make(
         Counter, "sessions_slow_consumers_closed", "Sockets closed for not reading."
     )
+    TURNS = _make(
+        Counter,
+        "sessions_turns",
+        "Turns by what happened to them: queued, claimed, retried, done, failed, abandoned.",
+        labelnames=["event"],
+    )
+    CLAIM_LATENCY = _make(
+        Histogram,
+        "sessions_turn_claim_seconds",
+        "From a turn's creation (or its re-offer) to its claim by a worker.",
+        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    )
+    LEASE_EXPIRIES = _make(
+        Counter, "sessions_turn_lease_expiries", "Claims whose worker let the lease run out."
+    )
 else:  # pragma: no cover
     APPENDED = BATCH_SIZE = COMMIT_SECONDS = DELIVERED = REPLAYED = RESUMES = GAP_FILLS = _Noop()
     SOCKETS = SUBSCRIPTIONS = CONTROL_ACKS = CANCEL_LATENCY = SLOW_CONSUMERS = _Noop()
+    TURNS = CLAIM_LATENCY = LEASE_EXPIRIES = _Noop()
+
+
+class TurnsByState:
+    """``sessions_turns_open{state=…}``: queued and claimed turns, read when scraped."""
+
+    def describe(self) -> Iterator[Any]:
+        yield GaugeMetricFamily("sessions_turns_open", "Open turns by state.", labels=["state"])
+
+    def collect(self) -> Iterator[Any]:
+        from django.db.models import Count
+
+        from sessions_app.models import Turn
+
+        family = GaugeMetricFamily("sessions_turns_open", "Open turns by state.", labels=["state"])
+        rows = Turn.objects.filter(state__in=["queued", "claimed"]).values_list("state")
+        for state, count in rows.annotate(n=Count("pk")).order_by():
+            family.add_metric([state], count)
+        yield family
 
 
 class RunsByStatus:
@@ -105,4 +139,5 @@ def register_collectors() -> None:
     global _registered
     if REGISTRY is not None and not _registered:
         REGISTRY.register(RunsByStatus())
+        REGISTRY.register(TurnsByState())
         _registered = True

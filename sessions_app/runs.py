@@ -69,9 +69,11 @@ class RunTracker:
 
     def apply(
         self, request: AppendRequest, changes: list[_Change], first_seq: int, now: Any
-    ) -> None:
+    ) -> list[tuple[Run, _Change]]:
+        """Record the changes; return the runs they ended, each with its final change."""
         pk = request.session_pk
         saved = set()
+        ended = []
         for change in changes:
             row = self.runs.get((pk, change.run_id))
             if row is None:
@@ -81,10 +83,13 @@ class RunTracker:
             row.save()
             self.runs[(pk, change.run_id)] = row
             saved.add(change.run_id)
+            if change.status.is_final:
+                ended.append((row, change))
         self._beat(pk, {item.run for item in request.items if item.run} - saved, now)
         for item in request.items:
             if item.type == "CONTROL_ACK":
                 _observe_ack(pk, item.data or {}, now)
+        return ended
 
     def _beat(self, pk: int, run_ids: set[str], now: Any) -> None:
         """Every append to a run is a sign of life of its agent (written at most once a second)."""
@@ -136,8 +141,14 @@ class RunTracker:
     def _start(self, pk: int, change: _Change, seq: int) -> Run:
         parent_id = change.data.get("parentRunId")
         parent = self.runs.get((pk, parent_id)) if isinstance(parent_id, str) else None
+        turn = change.data.get("turn")  # checked by the turn tracker: the turn is this run's
         return Run(
-            session_id=pk, run_id=change.run_id, parent=parent, agent=change.agent, started_seq=seq
+            session_id=pk,
+            run_id=change.run_id,
+            parent=parent,
+            agent=change.agent,
+            started_seq=seq,
+            turn_id=turn if isinstance(turn, int) else None,
         )
 
     def _move(self, row: Run, change: _Change, now: Any) -> None:
@@ -156,7 +167,7 @@ class RunTracker:
 
 def needs_data(event_type: str) -> bool:
     """Whether the tracker reads this event type's ``data``."""
-    return event_type in RUN_EVENTS
+    return event_type in RUN_EVENTS or event_type == "TEXT_MESSAGE_START"
 
 
 def heartbeat(session_pk: int, run_id: object) -> bool:

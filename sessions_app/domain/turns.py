@@ -60,6 +60,12 @@ class Busy(Conflict):
     code = "busy"
 
 
+class TurnFenced(Conflict):
+    """A run names a turn whose current attempt is another one (its worker lost the claim)."""
+
+    code = "turn_fenced"
+
+
 def run_id(turn: int, attempt: int) -> str:
     """The run an attempt answers in."""
     return f"turn-{turn}-{attempt}"
@@ -162,9 +168,7 @@ def after_run(outcome: str, code: str | None, attempts: int, max_attempts: int) 
     return TurnState.DONE
 
 
-def conversation(
-    messages: list[Mapping[str, Any]], max_chars: int
-) -> list[dict[str, Any]]:
+def conversation(messages: list[Mapping[str, Any]], max_chars: int) -> list[dict[str, Any]]:
     """The newest messages whose text fits in ``max_chars`` (the last one always kept)."""
     kept: list[dict[str, Any]] = []
     size = 0

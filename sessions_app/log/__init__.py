@@ -35,6 +35,7 @@ from sessions_app.log.fanout import (
     change_group,
     group_name,
     notify,
+    wake_workers,
 )
 from sessions_app.log.reads import (
     CHECKPOINT_ENTRIES,
@@ -86,6 +87,7 @@ __all__ = [
     "head_and_tail",
     "loads",
     "notify",
+    "wake_workers",
     "now_ms",
     "read",
     "seed",

@@ -41,6 +41,7 @@ from sessions_app.domain.errors import (
 from sessions_app.log.requests import AppendRequest, AppendResult, Item, Locked, Pending
 from sessions_app.models import Entry, Producer, Session
 from sessions_app.runs import RunTracker
+from sessions_app.turns import TurnTracker
 
 logger = logging.getLogger("sessions_app.log")
 
@@ -94,6 +95,7 @@ class _Batch:
     entries: list[tuple[int, int, str, str, bytes, datetime]] = field(default_factory=list)
     producer_rows: dict[tuple[int, str], Producer | None] = field(default_factory=dict)
     tracker: RunTracker = field(default_factory=RunTracker)
+    turns: TurnTracker = field(default_factory=TurnTracker)
 
     def lock(self, pk: int) -> _Row:
         row = self.rows.get(pk)
@@ -162,7 +164,9 @@ def _on_closed(request: AppendRequest, row: _Row, prow: Producer | None) -> Appe
     raise StreamClosed("the stream is closed; nothing more can be appended", head=row.head)
 
 
-def _apply_one(request: AppendRequest, batch: _Batch) -> AppendResult:
+def _apply_one(request: AppendRequest, batch: _Batch) -> tuple[AppendRequest, AppendResult]:
+    """Judge and write one request; return it as written (the session's turn policy may add a
+    steer or a cancel to a user message) and what it did."""
     pk = request.session_pk
     row = batch.lock(pk)
     if row.deleted or (row.expires_at is not None and row.expires_at <= batch.now):
@@ -172,10 +176,10 @@ def _apply_one(request: AppendRequest, batch: _Batch) -> AppendResult:
     claim = request.producer
     prow = batch.producer(pk, claim) if claim is not None else None
     if row.closed:
-        return _on_closed(request, row, prow)
+        return request, _on_closed(request, row, prow)
     if claim is not None and producers.judge(_state(prow), claim) is producers.Verdict.DUPLICATE:
         assert prow is not None
-        return _duplicate(row, prow, claim)
+        return request, _duplicate(row, prow, claim)
     state = row.stream_state() if request.stream_seq is not None else None
     if state is not None and state.get("seq") is not None and request.stream_seq <= state["seq"]:
         raise Conflict(
@@ -186,6 +190,9 @@ def _apply_one(request: AppendRequest, batch: _Batch) -> AppendResult:
         raise LimitExceeded(
             f"this stream holds at most {request.max_bytes} bytes", limit="stream_bytes"
         )
+    if any(item.tracked for item in request.items):  # may refuse, or add a steer or a cancel
+        request = batch.turns.plan(request, row.metadata(), _control_item)
+        size = sum(item.size for item in request.items)
     changes = batch.tracker.plan(request)  # may refuse the append: nothing is written yet
     # Every check passed: from here on the request is written.
     count = len(request.items)
@@ -196,7 +203,8 @@ def _apply_one(request: AppendRequest, batch: _Batch) -> AppendResult:
     row.written = True
     now = batch.now
     if request.items:
-        batch.tracker.apply(request, changes, first, now)
+        ended = batch.tracker.apply(request, changes, first, now)
+        request.turn_wake = batch.turns.apply(request, first, now, ended)
         for seq, item in enumerate(request.items, start=first):
             body = item.body.encode() if isinstance(item.body, str) else item.body
             batch.entries.append((pk, seq, item.type, item.run, body, now))
@@ -221,7 +229,7 @@ def _apply_one(request: AppendRequest, batch: _Batch) -> AppendResult:
         )
         prow.save()
         batch.producer_rows[(pk, claim.id)] = prow
-    return AppendResult(
+    return request, AppendResult(
         first,
         first + count - 1,
         head=row.head,
@@ -229,6 +237,14 @@ def _apply_one(request: AppendRequest, batch: _Batch) -> AppendResult:
         producer_epoch=claim.epoch if claim else None,
         producer_seq=claim.seq if claim else None,
     )
+
+
+def _control_item(event: dict[str, Any]) -> Item:
+    """An event the server adds to an append (a session's turn policy: a steer, a cancel)."""
+    from sessions_app.domain.events import encode_event
+    from sessions_app.log.reads import now_ms
+
+    return Item(encode_event(event, now_ms()), event["type"], event["run"], data=event["data"])
 
 
 def resolve(pending: Pending) -> AppendRequest:
@@ -273,7 +289,7 @@ def commit(pendings: Sequence[Pending]) -> Results:
             request = resolved[index]
             assert request is not None
             try:
-                results[index] = _apply_one(request, batch)
+                resolved[index], results[index] = _apply_one(request, batch)
             except SessionError as exc:
                 results[index] = exc
         _write_rows(batch)

@@ -57,13 +57,15 @@ class Notes:
 
     entries: list[Notification] = field(default_factory=list)
     closed: set[int] = field(default_factory=set)
+    wake: set[str] = field(default_factory=set)  # agent names with new turns for workers
 
     def __bool__(self) -> bool:
-        return bool(self.entries or self.closed)
+        return bool(self.entries or self.closed or self.wake)
 
     def extend(self, other: Notes) -> None:
         self.entries.extend(other.entries)
         self.closed |= other.closed
+        self.wake |= other.wake
 
 
 def notes_for(
@@ -71,6 +73,7 @@ def notes_for(
 ) -> Notes:
     by_session: dict[int, Notification] = {}
     closed: set[int] = set()
+    wake: set[str] = set()
     pairs = [
         (request, result)
         for request, result in zip(requests, results, strict=True)
@@ -79,6 +82,7 @@ def notes_for(
     for request, result in sorted(pairs, key=lambda rr: rr[1].first):
         if request.close:
             closed.add(request.session_pk)
+        wake |= request.turn_wake
         if not result.wrote:
             continue
         note = by_session.get(request.session_pk)
@@ -88,7 +92,7 @@ def notes_for(
             )
         note.last = result.last
         note.bodies.extend(item.body for item in request.items)
-    return Notes(list(by_session.values()), closed)
+    return Notes(list(by_session.values()), closed, wake)
 
 
 async def notify(notes: Notes) -> None:
@@ -101,6 +105,24 @@ async def notify(notes: Notes) -> None:
         except Exception:  # the log is the truth: a lost hint is recovered by readers
             logger.warning("fan-out to session %s failed", note.session_pk, exc_info=True)
     await announce_change(notes.closed)
+    if notes.wake:
+        await wake_workers(notes.wake)
+
+
+# Agent workers waiting for turns (``turns.claim`` long-polls) listen on this group.
+TURNS_GROUP = "sessions_app.turns"
+
+
+async def wake_workers(agents: Iterable[str]) -> None:
+    """Tell waiting workers that turns for ``agents`` may be claimed (a hint: a claim reads
+    the database, and waiting claims look again every few seconds anyway)."""
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        await layer.group_send(TURNS_GROUP, {"type": "turns.available", "agents": sorted(agents)})
+    except Exception:
+        logger.warning("could not wake the agent workers", exc_info=True)
 
 
 async def announce_change(pks: Iterable[int]) -> None:

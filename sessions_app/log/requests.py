@@ -9,7 +9,7 @@ same commit (``log.commit``) under the session row's lock.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from sessions_app.domain import producers
@@ -36,7 +36,12 @@ class Item:
 
     @property
     def tracked(self) -> bool:
-        return bool(self.run) or self.type in TRACKED_TYPES
+        return bool(self.run) or self.type in TRACKED_TYPES or self.asks
+
+    @property
+    def asks(self) -> bool:
+        """A user message's start: the message may ask for an answer (a turn, ``turns``)."""
+        return self.type == "TEXT_MESSAGE_START" and (self.data or {}).get("role") == "user"
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,11 @@ class AppendRequest:
     max_bytes   the most the session may hold; an append past it is refused
     when_gone   a door's own answer (it raises) for a session deleted or expired since the
                 door looked it up; without it, NotFound
+    turn_input  what the client sent with a user message beyond its text (the AG-UI door's
+                tools, context, state): kept on the turn the message makes
+
+    ``turn_plans``, ``turn_abandon`` and ``turn_wake`` (agent names that have new work) are
+    filled by the commit (``turns.TurnTracker``).
     """
 
     session_pk: int
@@ -72,6 +82,10 @@ class AppendRequest:
     ttl: int | None = None
     max_bytes: int | None = None
     when_gone: Callable[[Locked], None] | None = None
+    turn_input: dict[str, Any] | None = None
+    turn_plans: list[tuple[int, str, str]] = field(default_factory=list)
+    turn_abandon: list[int] = field(default_factory=list)
+    turn_wake: set[str] = field(default_factory=set)
 
     @property
     def body_sent(self) -> bool:

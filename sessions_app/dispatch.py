@@ -1,0 +1,213 @@
+"""Agent workers' side of turns: claim, renew the lease, hand back. The REST door for
+workers (``api_turns``) calls these; see ``domain.turns`` for the rules.
+
+Claims take the oldest open turn of each session, one per session at a time, with
+``SELECT ... FOR UPDATE SKIP LOCKED`` on PostgreSQL (workers in many processes never wait on
+each other's rows) and under a process lock with SQLite (the embedded default: one process).
+A claim of a turn whose lease ran out first ends the lost attempt's run (``agent_lost``), so
+the lost worker's later appends are refused: one turn gets one answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from asgiref.sync import async_to_sync
+from django.db import connection, transaction
+from django.db.models import Exists, OuterRef, Q
+from django.utils import timezone
+
+from sessions_app import log, metrics, services
+from sessions_app.access import visible_to
+from sessions_app.conf import setting
+from sessions_app.domain import turns as rules
+from sessions_app.domain.errors import SessionError
+from sessions_app.domain.offsets import format_offset
+from sessions_app.domain.turns import TurnState
+from sessions_app.models import Session, Turn
+from sessions_app.turns import OPEN
+
+if TYPE_CHECKING:
+    from sessions_app.access import Actor
+
+logger = logging.getLogger("sessions_app.dispatch")
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A claimed turn, as the worker is told it."""
+
+    turn: Turn
+    session: str
+    text: str
+    messages: list[dict[str, Any]]
+
+    def as_dict(self) -> dict[str, Any]:
+        turn = self.turn
+        return {
+            "id": turn.pk,
+            "session": self.session,
+            "message": turn.message,
+            "message_offset": format_offset(turn.message_seq),
+            "text": self.text,
+            "agent": turn.agent,
+            "attempt": turn.attempts,
+            "run_id": turn.run_id,
+            "lease_seconds": setting("TURN_LEASE_SECONDS"),
+            "messages": self.messages,
+            "input": turn.input or {},
+        }
+
+
+def claimable_agents(actor: Actor, agents: list[str]) -> list[str]:
+    """The asked agent names this actor may claim for: any for a user's own sessions; those
+    a worker key serves (``*``: any) on every session."""
+    if actor.key is not None and actor.agents and "*" not in actor.agents:
+        return [a for a in agents if a in actor.agents]
+    return agents
+
+
+_sqlite_claims = threading.Lock()  # SQLite has no SKIP LOCKED: claims in one process in turn
+
+
+def claim(actor: Actor, agents: list[str], worker: str, limit: int) -> list[Claimed]:
+    """Claim up to ``limit`` turns for ``agents``; empty when none is waiting."""
+    agents = claimable_agents(actor, agents)
+    if not agents or limit < 1:
+        return []
+    if connection.vendor == "postgresql":
+        taken, fenced = _claim(actor, agents, worker, limit)
+    else:
+        with _sqlite_claims:
+            taken, fenced = _claim(actor, agents, worker, limit)
+    for session_pk, run_id, message in fenced:
+        _end_lost_run(session_pk, run_id, message)
+    return [_describe(turn) for turn in taken]
+
+
+def _candidates(actor: Actor, agents: list[str], now: Any) -> Any:
+    earlier = Turn.objects.filter(
+        session_id=OuterRef("session_id"), state__in=OPEN, id__lt=OuterRef("id")
+    )
+    held = Turn.objects.filter(
+        session_id=OuterRef("session_id"), state=TurnState.CLAIMED.value, lease_until__gt=now
+    ).exclude(id=OuterRef("id"))
+    rows = Turn.objects.filter(
+        Q(state=TurnState.QUEUED.value) | Q(state=TurnState.CLAIMED.value, lease_until__lte=now),
+        agent__in=agents,
+    ).filter(~Exists(earlier), ~Exists(held))
+    if not (actor.key is not None and actor.agents):  # a user's own key: their sessions only
+        visible = visible_to(actor.user)
+        if actor.sessions is not None:
+            visible = visible.filter(name__in=actor.sessions)
+        rows = rows.filter(session__in=visible.values("pk"))
+    return rows.order_by("id")
+
+
+def _claim(
+    actor: Actor, agents: list[str], worker: str, limit: int
+) -> tuple[list[Turn], list[tuple[int, str, str]]]:
+    now = timezone.now()
+    lease = timedelta(seconds=setting("TURN_LEASE_SECONDS"))
+    most = setting("TURN_MAX_ATTEMPTS")
+    taken: list[Turn] = []
+    fenced: list[tuple[int, str, str]] = []
+    with transaction.atomic():
+        rows = _candidates(actor, agents, now)
+        if connection.features.has_select_for_update_skip_locked:
+            rows = rows.select_for_update(skip_locked=True, of=("self",))
+        for turn in list(rows[:limit]):
+            if turn.state == TurnState.CLAIMED.value:  # its worker let the lease run out
+                metrics.LEASE_EXPIRIES.inc()
+                if turn.run_id:
+                    gave_up = turn.attempts >= most
+                    fenced.append((turn.session_id, turn.run_id, _lost(turn, most, gave_up)))
+                if turn.attempts >= most:
+                    turn.state, turn.reason, turn.ended_at = "failed", "agent lost", now
+                    turn.lease_until, turn.worker, turn.key_id = None, "", None
+                    turn.save()
+                    metrics.TURNS.labels("failed").inc()
+                    continue
+            waited = now - (turn.lease_until or turn.created_at)
+            turn.attempts += 1
+            turn.state = TurnState.CLAIMED.value
+            turn.run_id = rules.run_id(turn.pk, turn.attempts)
+            turn.worker = worker[:200]
+            turn.key_id = actor.key
+            turn.lease_until = now + lease
+            turn.claimed_at = now
+            turn.save()
+            metrics.TURNS.labels("claimed").inc()
+            metrics.CLAIM_LATENCY.observe(max(waited.total_seconds(), 0.0))
+            taken.append(turn)
+    return taken, fenced
+
+
+def _lost(turn: Turn, most: int, gave_up: bool) -> str:
+    tail = "no attempts left" if gave_up else "another worker takes the turn"
+    return f"the agent worker was lost (attempt {turn.attempts} of {most}); {tail}"
+
+
+def _end_lost_run(session_pk: int, run_id: str, message: str) -> None:
+    """End a lost attempt's run before the next attempt starts: its worker is fenced."""
+    from sessions_app import log
+    from sessions_app.domain.errors import RunEnded
+
+    events = [
+        {"type": "RUN_ERROR", "run": run_id, "data": {"code": rules.LOST, "message": message}}
+    ]
+    try:
+        log.append_sync(services.request(session_pk, events))
+    except (RunEnded, SessionError) as exc:  # never started, or ended meanwhile: fenced too
+        logger.info("lost run %s was not ended by the claim: %s", run_id, exc)
+
+
+def _describe(turn: Turn) -> Claimed:
+    name = Session.objects.filter(pk=turn.session_id).values_list("name", flat=True).first()
+    state = log.fold_session(turn.session_id)
+    history: list[dict[str, Any]] = []
+    text = ""
+    for message in state.messages.values():
+        if message.role in ("user", "assistant") and message.text:
+            history.append({"role": message.role, "content": message.text})
+        if message.id == turn.message:
+            text = message.text
+            break
+    return Claimed(
+        turn, name or "", text, rules.conversation(history, setting("TURN_CONTEXT_CHARS"))
+    )
+
+
+def renew(actor: Actor, worker: str, ids: list[int]) -> list[int]:
+    """Push the lease of the worker's claimed turns ahead; the ids it still holds."""
+    now = timezone.now()
+    held = Turn.objects.filter(
+        pk__in=ids, state=TurnState.CLAIMED.value, worker=worker[:200], lease_until__gt=now
+    ).filter(key_id=actor.key)
+    held.update(lease_until=now + timedelta(seconds=setting("TURN_LEASE_SECONDS")))
+    return sorted(held.values_list("pk", flat=True))
+
+
+def release(actor: Actor, worker: str, turn_id: int) -> bool:
+    """Hand a claimed turn back (a worker shutting down): its run, if any, ends
+    ``agent_lost`` and the turn is offered again. False if the worker no longer holds it."""
+    with transaction.atomic():
+        turn = (
+            Turn.objects.select_for_update()
+            .filter(pk=turn_id, state=TurnState.CLAIMED.value, worker=worker[:200])
+            .filter(key_id=actor.key)
+            .first()
+        )
+        if turn is None:
+            return False
+        run_id, session_pk = turn.run_id, turn.session_id
+        turn.state, turn.worker, turn.key_id, turn.lease_until = "queued", "", None, None
+        turn.save()
+    _end_lost_run(session_pk, run_id, "the agent worker shut down; another worker takes the turn")
+    metrics.TURNS.labels("retried").inc()
+    async_to_sync(log.wake_workers)([turn.agent])
+    return True
