@@ -262,3 +262,144 @@ def test_pydantic_ai_takes_a_steer_at_its_next_model_request(site):
 async def collect(session, into):
     async for event in session.events():
         into.append(event)
+
+
+# --- LangGraph -----------------------------------------------------------------------------
+
+
+def scripted_chat_model(script):
+    """A LangChain chat model that streams the next scripted list of chunks at each call."""
+    from langchain_core.language_models.chat_models import BaseChatModel
+    from langchain_core.outputs import ChatGenerationChunk
+
+    class Scripted(BaseChatModel):
+        script: list
+
+        @property
+        def _llm_type(self):
+            return "scripted"
+
+        def _generate(self, messages, stop=None, run_manager=None, **kwargs):
+            raise NotImplementedError("streams only")
+
+        async def _astream(self, messages, stop=None, run_manager=None, **kwargs):
+            for chunk in self.script.pop(0):
+                yield ChatGenerationChunk(message=chunk)
+
+    return Scripted(script=script)
+
+
+def test_langgraph_streams_text_tool_calls_state_steps_and_a_subgraph(site):
+    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+    from langchain_core.messages import AIMessage, AIMessageChunk
+    from langchain_core.tools import tool
+    from langgraph.graph import START, MessagesState, StateGraph
+    from langgraph.prebuilt import ToolNode, tools_condition
+
+    from sessions_app.agents.adapters.langgraph import handler
+
+    @tool
+    def weather(city: str) -> str:
+        """The weather in a city."""
+        return f"sunny in {city}"
+
+    model = scripted_chat_model([
+        [AIMessageChunk(content=[{"type": "reasoning", "reasoning": "Paris, so ask"}]),
+         AIMessageChunk(content="", tool_call_chunks=[
+             {"name": "weather", "args": '{"city":', "id": "w1", "index": 0}]),
+         AIMessageChunk(content="", chunk_position="last", tool_call_chunks=[
+             {"name": None, "args": ' "Paris"}', "id": None, "index": 0}])],
+        [AIMessageChunk(content="It is "), AIMessageChunk(content="sunny.", chunk_position="last")],
+    ])  # fmt: skip
+
+    class Conversation(MessagesState):
+        checked: int
+
+    async def assistant(state):
+        reply = await model.ainvoke(state["messages"])
+        return {"messages": [reply], "checked": state.get("checked", 0) + 1}
+
+    research = StateGraph(MessagesState)
+    museums = GenericFakeChatModel(messages=iter([AIMessage(content="Three good museums.")]))
+
+    async def researcher(state):
+        return {"messages": [await museums.ainvoke(state["messages"])]}
+
+    research.add_node("researcher", researcher)
+    research.add_edge(START, "researcher")
+
+    graph = StateGraph(Conversation)
+    graph.add_node("assistant", assistant)
+    graph.add_node("tools", ToolNode([weather]))
+    graph.add_node("research", research.compile())
+    graph.add_edge(START, "assistant")
+    graph.add_conditional_edges(
+        "assistant", tools_condition, {"tools": "tools", "__end__": "research"}
+    )
+    graph.add_edge("tools", "assistant")
+
+    session = new_session(site)
+    run_id = asyncio.run(answer(site, session, handler(graph.compile()), "Weather in Paris?"))
+    events = history(site, session)
+    mine = of_run(events, run_id)
+    assert text_of(mine) == "It is sunny."
+    reasoning = [e["data"]["delta"] for e in mine if e["type"] == "REASONING_MESSAGE_CONTENT"]
+    assert reasoning == ["Paris, so ask"]
+    assert tool_calls(mine) == {"w1": {"name": "weather", "args": '{"city": "Paris"}',
+                                       "ended": True, "result": "sunny in Paris"}}  # fmt: skip
+    states = [e["data"]["snapshot"] for e in mine if e["type"] == "STATE_SNAPSHOT"]
+    assert states == [{"checked": 1}, {"checked": 2}]
+    steps = [(e["type"], e["data"]["stepName"]) for e in mine if e["type"].startswith("STEP_")]
+    assert steps[:2] == [("STEP_STARTED", "assistant"), ("STEP_FINISHED", "assistant")]
+    assert ("STEP_FINISHED", "research") in steps
+    [(child, agent)] = children(events, run_id).items()
+    assert agent == "research"
+    assert text_of(of_run(events, child)) == "Three good museums."
+    assert outcome(events, child) == ("RUN_FINISHED", "success")
+    assert outcome(events, run_id) == ("RUN_FINISHED", "success")
+
+
+def test_langgraph_cancel_stops_the_graph_before_its_next_node(site):
+    from langgraph.config import get_stream_writer
+    from langgraph.graph import START, MessagesState, StateGraph
+
+    from sessions_app.agents.adapters.langgraph import handler
+
+    seen = {"launched": 0, "node_stopped": False, "progress": False}
+
+    async def count_down(state):
+        get_stream_writer()({"name": "progress", "value": 3})
+        try:
+            await asyncio.sleep(20)  # the user presses stop while this node works
+        except asyncio.CancelledError:
+            seen["node_stopped"] = True
+            raise
+        return {}
+
+    async def launch(state):
+        seen["launched"] += 1
+        return {}
+
+    graph = StateGraph(MessagesState)
+    graph.add_node("count_down", count_down)
+    graph.add_node("launch", launch)
+    graph.add_edge(START, "count_down")
+    graph.add_edge("count_down", "launch")
+
+    session = new_session(site)
+    events_seen = []
+
+    async def device(client, run):
+        live = client.sessions[session]
+        listener = asyncio.create_task(collect(live, events_seen))
+        await until(lambda: any(e["type"] == "CUSTOM" for e in events_seen))
+        seen["progress"] = True
+        await live.cancel(run.id)
+        listener.cancel()
+
+    run_id = asyncio.run(answer(site, session, handler(graph.compile()), "Launch", during=device))
+    events = history(site, session)
+    assert seen == {"launched": 0, "node_stopped": True, "progress": True}
+    custom = [e["data"] for e in of_run(events, run_id) if e["type"] == "CUSTOM"]
+    assert custom == [{"name": "progress", "value": 3}]
+    assert outcome(events, run_id) == ("RUN_FINISHED", "cancelled")
