@@ -163,11 +163,18 @@ class Session:
         return await self._produce(frame)
 
     def run(
-        self, agent: str = "", parent: Run | str | None = None, run_id: str | None = None
+        self,
+        agent: str = "",
+        parent: Run | str | None = None,
+        run_id: str | None = None,
+        turn: int | None = None,
     ) -> Run:
-        """A run to use as ``async with session.run(...) as run``."""
+        """A run to use as ``async with session.run(...) as run``; ``turn`` names the claimed
+        turn it answers (its RUN_STARTED is refused if the claim was lost)."""
         parent_id = parent.id if isinstance(parent, Run) else parent
-        return Run(self, run_id or f"run-{uuid.uuid4().hex[:10]}", agent, parent_id)
+        run = Run(self, run_id or f"run-{uuid.uuid4().hex[:10]}", agent, parent_id)
+        run.turn = turn
+        return run
 
     async def flush_all(self) -> None:
         for run in list(self.runs.values()):
@@ -188,6 +195,7 @@ class Run:
         self.id = run_id
         self.agent = agent
         self.parent = parent
+        self.turn: int | None = None
         self.cancelled = asyncio.Event()
         self.error: PublishError | None = None
         self._steers: asyncio.Queue[str] = asyncio.Queue()
@@ -207,7 +215,9 @@ class Run:
 
     async def __aenter__(self) -> Run:
         self.session.runs[self.id] = self
-        data = {"parentRunId": self.parent} if self.parent else None
+        data: dict[str, Any] = {"parentRunId": self.parent} if self.parent else {}
+        if self.turn is not None:
+            data["turn"] = self.turn
         await self.session.publish(
             [self._envelope("RUN_STARTED", **({"data": data} if data else {}))]
         )
