@@ -16,6 +16,7 @@ import pytest
 from sessions_app.agents.base import Turn
 from sessions_app.client import SessionsClient
 from tests.e2e.servers import api_key_for, daphne_server, site_database
+from tests.unit.sessions.adapter_models import scripted_agents_model, scripted_chat_model
 
 # The adapters are clients of the doors; the engines behind them are not their subject.
 pytestmark = [pytest.mark.e2e, pytest.mark.engine_independent]
@@ -267,28 +268,6 @@ async def collect(session, into):
 # --- LangGraph -----------------------------------------------------------------------------
 
 
-def scripted_chat_model(script):
-    """A LangChain chat model that streams the next scripted list of chunks at each call."""
-    from langchain_core.language_models.chat_models import BaseChatModel
-    from langchain_core.outputs import ChatGenerationChunk
-
-    class Scripted(BaseChatModel):
-        script: list
-
-        @property
-        def _llm_type(self):
-            return "scripted"
-
-        def _generate(self, messages, stop=None, run_manager=None, **kwargs):
-            raise NotImplementedError("streams only")
-
-        async def _astream(self, messages, stop=None, run_manager=None, **kwargs):
-            for chunk in self.script.pop(0):
-                yield ChatGenerationChunk(message=chunk)
-
-    return Scripted(script=script)
-
-
 def test_langgraph_streams_text_tool_calls_state_steps_and_a_subgraph(site):
     from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
     from langchain_core.messages import AIMessage, AIMessageChunk
@@ -403,3 +382,122 @@ def test_langgraph_cancel_stops_the_graph_before_its_next_node(site):
     custom = [e["data"] for e in of_run(events, run_id) if e["type"] == "CUSTOM"]
     assert custom == [{"name": "progress", "value": 3}]
     assert outcome(events, run_id) == ("RUN_FINISHED", "cancelled")
+
+
+# --- OpenAI Agents SDK ---------------------------------------------------------------------
+
+
+def untraced():
+    from agents import RunConfig
+
+    return RunConfig(tracing_disabled=True)  # nothing leaves the machine
+
+
+def test_openai_agents_stream_text_reasoning_tool_calls_and_a_handoff(site):
+    from agents import Agent, function_tool
+
+    from sessions_app.agents.adapters.openai_agents import handler
+
+    @function_tool
+    def weather(city: str) -> str:
+        """The weather in a city."""
+        return f"sunny in {city}"
+
+    billing = Agent(
+        name="billing", model=scripted_agents_model([[("text", ["Your bill ", "is paid."])]])
+    )
+    triage = Agent(name="triage", tools=[weather], handoffs=[billing], model=scripted_agents_model([
+        [("reasoning", ["Paris, ", "so ask"]), ("call", "weather", "w1", ['{"city":', ' "Paris"}'])],
+        [("text", ["Sunny. "]), ("call", "transfer_to_billing", "h1", ["{}"])],
+    ]))  # fmt: skip
+
+    session = new_session(site)
+    run_id = asyncio.run(answer(site, session, handler(triage, run_config=untraced()), "Hi"))
+    events = history(site, session)
+    mine = of_run(events, run_id)
+    assert text_of(mine) == "Sunny. "
+    reasoning = [e["data"]["delta"] for e in mine if e["type"] == "REASONING_MESSAGE_CONTENT"]
+    assert "".join(reasoning) == "Paris, so ask"
+    calls = tool_calls(mine)
+    assert calls["w1"] == {"name": "weather", "args": '{"city": "Paris"}', "ended": True,
+                           "result": "sunny in Paris"}  # fmt: skip
+    assert calls["h1"]["name"] == "transfer_to_billing" and "billing" in calls["h1"]["result"]
+    [(child, agent)] = children(events, run_id).items()
+    assert agent == "billing"
+    assert text_of(of_run(events, child)) == "Your bill is paid."
+    assert outcome(events, child) == ("RUN_FINISHED", "success")
+    assert outcome(events, run_id) == ("RUN_FINISHED", "success")
+
+
+def test_openai_agents_cancel_stops_the_run_before_its_next_tool(site):
+    from agents import Agent, function_tool
+
+    from sessions_app.agents.adapters.openai_agents import handler
+
+    seen = {"launched": 0, "model_stopped": False}
+
+    async def the_user_presses_stop():
+        try:
+            await asyncio.sleep(20)
+        except asyncio.CancelledError:
+            seen["model_stopped"] = True
+            raise
+
+    @function_tool
+    def launch() -> str:
+        """Launch."""
+        seen["launched"] += 1
+        return "launched"
+
+    model = scripted_agents_model([
+        [("text", ["Counting down "]), the_user_presses_stop, ("call", "launch", "l1", ["{}"])],
+    ])  # fmt: skip
+    assistant = Agent(name="assistant", tools=[launch], model=model)
+    session = new_session(site)
+
+    async def device(client, run):
+        await cancel_when(client, run, lambda: run._message is not None)
+
+    run_id = asyncio.run(
+        answer(site, session, handler(assistant, run_config=untraced()), "Go", during=device)
+    )
+    events = history(site, session)
+    assert seen == {"launched": 0, "model_stopped": True}
+    assert text_of(of_run(events, run_id)) == "Counting down "
+    assert outcome(events, run_id) == ("RUN_FINISHED", "cancelled")
+
+
+def test_openai_agents_take_a_steer_at_the_next_model_call(site):
+    from agents import Agent, function_tool
+
+    from sessions_app.agents.adapters.openai_agents import handler
+
+    steered = asyncio.Event()
+
+    @function_tool
+    async def look() -> str:
+        """Look around."""
+        await asyncio.wait_for(steered.wait(), 10)  # the steer arrives while the tool runs
+        return "looked"
+
+    model = scripted_agents_model([[("call", "look", "k1", ["{}"])], [("text", ["Bonjour."])]])
+    assistant = Agent(name="assistant", tools=[look], model=model)
+    session = new_session(site)
+    session_events = []
+
+    async def device(client, run):
+        live = client.sessions[session]
+        listener = asyncio.create_task(collect(live, session_events))
+        await until(lambda: tool_calls(session_events))
+        await live.steer(run.id, "answer in French")
+        await until(lambda: any(e["type"] == "STEER" for e in session_events))
+        steered.set()
+        listener.cancel()
+
+    run_id = asyncio.run(
+        answer(site, session, handler(assistant, run_config=untraced()), "Hi", during=device)
+    )
+    first, second = model.inputs
+    assert {"role": "user", "content": "answer in French"} not in first
+    assert second[-1] == {"role": "user", "content": "answer in French"}
+    assert text_of(of_run(history(site, session), run_id)) == "Bonjour."

@@ -1,0 +1,202 @@
+"""Answer turns with an OpenAI Agents SDK ``Agent`` (the ``openai-agents`` extra).
+
+    from agents import Agent
+    from sessions_app.agents import agent
+    from sessions_app.agents.adapters.openai_agents import handler
+
+    triage = Agent(name="triage", instructions="...", handoffs=[billing, support])
+    agent("assistant")(handler(triage))
+
+The agent runs with ``Runner.run_streamed(agent, turn.messages)`` and ``stream_events()`` is
+mapped: the raw Responses events give text, reasoning (its summary or text deltas) and tool
+calls with their arguments as the model writes them; ``tool_output`` items give the tools'
+results; a handoff (``AgentUpdatedStreamEvent``) moves the rest of the answer into a child run
+of the agent handed to. A steer is added as a user input item to every model call after it
+arrives (``RunConfig.call_model_input_filter``). A cancel cancels the task that consumes the
+stream and the SDK's run (``RunResultStreaming.cancel()``): no further model call or tool
+runs. Importable without Django.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from sessions_app.agents.adapters.actions import (
+    Action,
+    Driver,
+    Enter,
+    Leave,
+    Reasoning,
+    ReasoningEnd,
+    Text,
+    TextEnd,
+    ToolArgs,
+    ToolEnd,
+    ToolResult,
+    ToolStart,
+    as_text,
+    drive,
+)
+
+if TYPE_CHECKING:
+    from sessions_app.agents.base import Handler, Turn
+    from sessions_app.client import Run
+
+EXTRA = "openai-agents"
+REASONING_DELTAS = ("response.reasoning_summary_text.delta", "response.reasoning_text.delta")
+
+
+def _agents() -> Any:
+    try:
+        import agents
+    except ImportError as exc:
+        raise ImportError(
+            "the OpenAI Agents SDK adapter needs openai-agents: "
+            f"pip install 'django-ai-stack[{EXTRA}]'"
+        ) from exc
+    return agents
+
+
+def _field(value: Any, name: str) -> Any:
+    """A field of an SDK object or of the plain dict the SDK sometimes keeps instead."""
+    if isinstance(value, dict):
+        return value.get(name)
+    return getattr(value, name, None)
+
+
+class StreamMapping:
+    """``stream_events()`` of a streamed run -> actions. Pure.
+
+    Remembers which output item is which tool call (argument deltas name the item), and the
+    agent answering now: after a handoff, its own child run.
+    """
+
+    def __init__(self) -> None:
+        self.calls: dict[str, str] = {}  # output item id -> call id
+        self.agent: str | None = None
+        self.key = ""
+        self.handoffs = 0
+
+    def actions(self, event: Any) -> list[Action]:
+        kind = getattr(event, "type", None)
+        if kind == "raw_response_event":
+            return self._raw(event.data)
+        if kind == "run_item_stream_event":
+            return self._item(event.name, event.item)
+        if kind == "agent_updated_stream_event":
+            return self._agent(getattr(event.new_agent, "name", None) or "agent")
+        return []
+
+    def _raw(self, data: Any) -> list[Action]:
+        kind, key = getattr(data, "type", None), self.key
+        if kind == "response.output_text.delta":
+            return [Text(data.delta, key)] if data.delta else []
+        if kind in REASONING_DELTAS:
+            return [Reasoning(data.delta, key)] if data.delta else []
+        if kind == "response.function_call_arguments.delta":
+            call = self.calls.get(data.item_id)
+            return [ToolArgs(call, data.delta, key)] if call and data.delta else []
+        if kind == "response.output_item.added":
+            return self._item_added(data.item)
+        if kind == "response.output_item.done":
+            return self._item_done(data.item)
+        return []
+
+    def _item_added(self, item: Any) -> list[Action]:
+        if _field(item, "type") != "function_call":
+            return []
+        call = str(_field(item, "call_id") or _field(item, "id"))
+        self.calls[str(_field(item, "id") or call)] = call
+        out: list[Action] = [ToolStart(call, str(_field(item, "name") or ""), self.key)]
+        if _field(item, "arguments"):
+            out.append(ToolArgs(call, str(_field(item, "arguments")), self.key))
+        return out
+
+    def _item_done(self, item: Any) -> list[Action]:
+        kind = _field(item, "type")
+        if kind == "function_call":
+            call = self.calls.pop(str(_field(item, "id") or _field(item, "call_id")), None)
+            return [ToolEnd(call, self.key)] if call else []
+        if kind == "message":
+            return [TextEnd(self.key)]
+        if kind == "reasoning":
+            return [ReasoningEnd(self.key)]
+        return []
+
+    def _item(self, name: str, item: Any) -> list[Action]:
+        if name not in ("tool_output", "handoff_occured"):
+            return []
+        raw = getattr(item, "raw_item", None)
+        call = _field(raw, "call_id")
+        if not call:
+            return []
+        output = getattr(item, "output", None)
+        if output is None:
+            output = _field(raw, "output")
+        if name == "handoff_occured":
+            target = getattr(getattr(item, "target_agent", None), "name", None)
+            output = output if output is not None else {"assistant": target}
+        return [ToolResult(str(call), as_text(output if output is not None else ""), self.key)]
+
+    def _agent(self, name: str) -> list[Action]:
+        if self.agent is None:  # the agent the run starts with answers in the turn's run
+            self.agent = name
+            return []
+        if name == self.agent:
+            return []
+        out: list[Action] = [Leave(self.key)] if self.key else []
+        self.handoffs += 1
+        self.agent, self.key = name, f"handoff-{self.handoffs}"
+        return [*out, Enter(self.key, name)]
+
+
+def handler(
+    agent: Any,
+    *,
+    run_config: Any = None,
+    options: Callable[[Turn], dict[str, Any]] | None = None,
+) -> Handler:
+    """A turn handler that answers with ``agent`` (an ``agents.Agent``).
+
+    ``run_config`` is the SDK's ``RunConfig`` to start from (its own
+    ``call_model_input_filter`` still runs, before the steers are added); ``options(turn)``
+    gives more keyword arguments of ``Runner.run_streamed`` (e.g. ``context``, ``max_turns``).
+    """
+    sdk = _agents()
+
+    async def answer(turn: Turn, run: Run) -> None:
+        steers: list[str] = []
+        given = run_config if run_config is not None else sdk.RunConfig()
+        earlier = given.call_model_input_filter
+
+        async def with_steers(data: Any) -> Any:
+            model_data = data.model_data
+            if earlier is not None:
+                model_data = earlier(data)
+                if hasattr(model_data, "__await__"):
+                    model_data = await model_data
+            while (text := run.next_steer()) is not None:
+                steers.append(text)
+            model_data.input.extend({"role": "user", "content": text} for text in steers)
+            return model_data
+
+        config = dataclasses.replace(given, call_model_input_filter=with_steers)
+        extra = options(turn) if options is not None else {}
+
+        async def stream(driver: Driver) -> None:
+            result = sdk.Runner.run_streamed(
+                agent, [dict(m) for m in turn.messages], run_config=config, **extra
+            )
+            mapping = StreamMapping()
+            try:
+                async for event in result.stream_events():
+                    await driver.apply(mapping.actions(event))
+            finally:
+                if not result.is_complete:
+                    result.cancel()
+
+        await drive(run, stream)
+
+    return answer
