@@ -1,0 +1,53 @@
+"""The delivery audit: probe an existing AI chat endpoint, print its gap map and migration plan.
+
+``python manage.py sessions audit URL --protocol ...`` or, from Python (no Django needed)::
+
+    from sessions_app.audit import run_audit
+    report = run_audit("https://chat.example.org/api/chat", protocol="aisdk",
+                       headers={"Authorization": "Bearer ..."})
+    report.gap_map()   # {"delivery": "red", "continuity": "green", ...}
+
+See docs/sessions/audit.md for each probe, each verdict and the JSON format.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+
+from sessions_app.audit.probes import AuditInputError, Target, observe
+from sessions_app.domain import audit as verdicts
+from sessions_app.domain.audit import Report
+
+__all__ = ["AuditInputError", "Target", "audit", "run_audit"]
+
+
+async def audit(
+    url: str,
+    protocol: str = "sse",
+    *,
+    headers: Mapping[str, str] | None = None,
+    prompt: str | None = None,
+    thread: str = "",
+    timeout: float = 60.0,  # noqa: ASYNC109 (each stream's bound, not the whole audit's)
+    settle: float | None = None,
+    verify: bool = True,
+) -> Report:
+    """Run the audit on the running event loop; bad input is a report, never an exception."""
+    target = Target(
+        url, protocol, dict(headers or {}), thread=thread, timeout=timeout, settle=settle
+    )
+    if prompt:
+        target = Target(
+            url, protocol, dict(headers or {}), prompt, thread, timeout=timeout, settle=settle
+        )
+    try:
+        target = target.checked()
+    except AuditInputError as error:
+        return verdicts.blocked(url, protocol, str(error))
+    return verdicts.report(await observe(target, verify=verify))
+
+
+def run_audit(url: str, protocol: str = "sse", **options: object) -> Report:
+    """:func:`audit` from synchronous code (its own event loop)."""
+    return asyncio.run(audit(url, protocol, **options))  # type: ignore[arg-type]

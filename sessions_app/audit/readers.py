@@ -1,0 +1,324 @@
+"""Protocol readers of the delivery audit: an SSE byte stream -> what the protocol's client holds.
+
+Pure (standard library only), so the probes stay thin and each reader is unit-tested on bytes
+written by hand (tests/unit/sessions/test_audit.py). Everything here comes from the endpoint
+under audit and is hostile: lines, events and the text kept are bounded, bad JSON is text,
+nothing is evaluated.
+
+A reader folds events into :class:`Held`, the state a real client of that protocol would hold:
+the AI SDK client replaces a message that a resumed stream starts again under the same id, an
+AG-UI client merges a ``MESSAGES_SNAPSHOT`` by message id, a plain SSE client just appends.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+MAX_LINE = 1 << 20  # one SSE line (bytes): beyond it the stream is refused
+MAX_TEXT = 1 << 20  # characters of answer text kept
+MAX_PROGRESS = 64  # distinct progress kinds kept
+
+
+class StreamTooLarge(Exception):
+    """A line or the stream went past the audit's bounds."""
+
+
+@dataclass
+class Event:
+    """One SSE event: its ``id:`` (None when it had none), ``event:`` name, ``data:`` lines."""
+
+    id: str | None
+    name: str
+    data: str
+    size: int
+
+
+class SSEDecoder:
+    """Incremental ``text/event-stream`` framing (the WHATWG rules: LF, CR or CRLF line ends,
+    comments, multi-line data, ``id`` kept across events)."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._data: list[str] = []
+        self._name = ""
+        self._id: str | None = None
+        self._size = 0
+        self._pending_cr = False
+
+    def feed(self, chunk: bytes) -> list[Event]:
+        buffer = self._buffer + chunk
+        events: list[Event] = []
+        for line, rest in _lines(buffer):
+            buffer = rest
+            event = self._line(line)
+            if event is not None:
+                events.append(event)
+        if len(buffer) > MAX_LINE:
+            raise StreamTooLarge(f"an SSE line longer than {MAX_LINE} bytes")
+        self._buffer = buffer
+        return events
+
+    def _line(self, raw: bytes) -> Event | None:
+        self._size += len(raw) + 1
+        line = raw.decode("utf-8", errors="replace")
+        if not line:
+            return self._dispatch()
+        if line.startswith(":"):
+            return None
+        name, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if name == "data":
+            self._data.append(value)
+        elif name == "event":
+            self._name = value
+        elif name == "id" and "\0" not in value:
+            self._id = value
+        return None
+
+    def _dispatch(self) -> Event | None:
+        size, self._size = self._size, 0
+        if not self._data:
+            self._name = ""
+            return None
+        event = Event(self._id, self._name, "\n".join(self._data), size)
+        self._data, self._name = [], ""
+        return event
+
+
+def _lines(buffer: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """Complete lines of ``buffer`` with what follows each (CRLF, LF or CR)."""
+    while True:
+        cut = min((i for i in (buffer.find(b"\n"), buffer.find(b"\r")) if i >= 0), default=-1)
+        if cut < 0:
+            return
+        end = cut + 1
+        if buffer[cut : cut + 1] == b"\r":
+            if end == len(buffer):
+                return  # a CR at the end may be the first half of CRLF: wait for more
+            if buffer[end : end + 1] == b"\n":
+                end += 1
+        line, buffer = buffer[:cut], buffer[end:]
+        yield line, buffer
+
+
+@dataclass
+class Held:
+    """What the protocol's client holds: assistant messages by id (in order), and the stream's
+    end. ``mine`` is the user message id the audit sent (AG-UI snapshots: what follows it is
+    this answer's)."""
+
+    messages: dict[str, str] = field(default_factory=dict)
+    ended: bool = False
+    outcome: str = ""
+    run_id: str = ""
+    message_id: str = ""
+    progress: list[str] = field(default_factory=list)
+    text_events: int = 0
+    mine: str = ""
+    steps: int = 0
+
+    @property
+    def text(self) -> str:
+        return "".join(self.messages.values())
+
+    @property
+    def answers(self) -> int:
+        return len(self.messages)
+
+    def append(self, message: str, delta: str) -> None:
+        if not isinstance(delta, str) or not delta:
+            return
+        current = self.messages.get(message, "")
+        if len(self.text) + len(delta) > MAX_TEXT:
+            delta = delta[: max(0, MAX_TEXT - len(self.text))]
+        self.messages[message] = current + delta
+        self.text_events += 1
+
+    def saw(self, kind: str) -> None:
+        kind = kind[:60]
+        if kind not in self.progress and len(self.progress) < MAX_PROGRESS:
+            self.progress.append(kind)
+
+    def copy(self) -> Held:
+        return Held(
+            dict(self.messages), mine=self.mine, run_id=self.run_id, message_id=self.message_id
+        )
+
+
+def _json(data: str) -> Any:
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _str(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+# --- plain SSE chat -------------------------------------------------------------------------
+
+TEXT_KEYS = ("delta", "text", "content", "token", "message")
+END_NAMES = {"done", "end", "finish", "finished", "complete", "completed", "[done]"}
+PROGRESS_WORDS = ("tool", "step", "agent", "progress", "status", "reasoning", "thinking")
+
+
+def _openai_delta(obj: dict[str, Any]) -> tuple[str, list[str], str]:
+    """(text, progress kinds, finish reason) of one chat.completion.chunk."""
+    choices = obj.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        return "", [], ""
+    choice = choices[0]
+    delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
+    kinds = ["tool_calls"] if delta.get("tool_calls") else []
+    if delta.get("reasoning_content") or delta.get("reasoning"):
+        kinds.append("reasoning")
+    return _str(delta.get("content")), kinds, _str(choice.get("finish_reason"))
+
+
+def read_sse(held: Held, event: Event) -> None:
+    """A chat that streams text over SSE in whatever shape: JSON with a text field, an
+    OpenAI chunk, or plain text."""
+    if event.data.strip() == "[DONE]" or event.name.lower() in END_NAMES:
+        held.ended = True
+        held.outcome = held.outcome or "finished"
+        return
+    if event.name.lower() == "error":
+        held.ended, held.outcome = True, "error"
+        return
+    obj = _json(event.data)
+    if not isinstance(obj, dict):
+        held.append("answer", event.data if obj is None else str(obj))
+        return
+    if "choices" in obj:
+        text, kinds, finish = _openai_delta(obj)
+        held.append("answer", text)
+        for kind in kinds:
+            held.saw(kind)
+        return
+    kind = _str(obj.get("type") or obj.get("event")).lower()
+    if kind in END_NAMES:
+        held.ended, held.outcome = True, "finished"
+        return
+    if any(word in kind for word in PROGRESS_WORDS):
+        held.saw(kind)
+    for key in TEXT_KEYS:
+        if isinstance(obj.get(key), str):
+            held.append("answer", obj[key])
+            return
+
+
+def read_openai(held: Held, event: Event) -> None:
+    """OpenAI-compatible chat completions (``stream: true``)."""
+    if event.data.strip() == "[DONE]":
+        held.ended = True
+        held.outcome = held.outcome or "finished"
+        return
+    obj = _json(event.data)
+    if not isinstance(obj, dict):
+        return
+    if isinstance(obj.get("error"), dict):
+        held.ended, held.outcome = True, "error"
+        return
+    text, kinds, finish = _openai_delta(obj)
+    held.append("answer", text)
+    for kind in kinds:
+        held.saw(kind)
+    if finish:
+        held.outcome = "finished" if finish in ("stop", "length", "tool_calls") else finish
+
+
+# --- the Vercel AI SDK UI message stream ----------------------------------------------------
+
+AISDK_PROGRESS = ("tool-", "reasoning-", "data-", "source-", "file")
+
+
+def read_aisdk(held: Held, event: Event) -> None:
+    if event.data.strip() == "[DONE]":
+        held.ended = True
+        return
+    obj = _json(event.data)
+    if not isinstance(obj, dict):
+        return
+    kind = _str(obj.get("type"))
+    if kind == "start":
+        message = _str(obj.get("messageId")) or held.message_id or "answer"
+        held.message_id = message
+        held.messages[message] = ""  # the client replaces a message started again
+    elif kind == "text-delta":
+        held.append(held.message_id or "answer", _str(obj.get("delta")))
+    elif kind == "finish":
+        held.ended, held.outcome = True, "finished"
+    elif kind == "abort":
+        held.ended, held.outcome = True, "cancelled"
+    elif kind == "error":
+        held.ended, held.outcome = True, "error"
+    elif kind == "start-step":
+        held.steps += 1
+        if held.steps > 1:
+            held.saw("step")
+    elif kind.startswith(AISDK_PROGRESS) and kind != "data-control":
+        held.saw(kind)
+
+
+# --- AG-UI ----------------------------------------------------------------------------------
+
+AGUI_PROGRESS = ("TOOL_CALL_", "STEP_", "SUBAGENT_", "REASONING", "STATE_", "ACTIVITY")
+
+
+def read_agui(held: Held, event: Event) -> None:
+    obj = _json(event.data)
+    if not isinstance(obj, dict):
+        return
+    kind = _str(obj.get("type"))
+    if kind == "RUN_STARTED":
+        held.run_id = held.run_id or _str(obj.get("runId"))
+    elif kind in ("TEXT_MESSAGE_START", "TEXT_MESSAGE_CHUNK", "TEXT_MESSAGE_CONTENT"):
+        _agui_text(held, obj)
+    elif kind == "MESSAGES_SNAPSHOT":
+        _agui_snapshot(held, obj.get("messages"))
+    elif kind == "RUN_FINISHED":
+        held.ended = True
+        outcome = obj.get("outcome")
+        cancelled = isinstance(outcome, dict) and outcome.get("type") == "cancelled"
+        held.outcome = "cancelled" if cancelled else "finished"
+    elif kind == "RUN_ERROR":
+        held.ended = True
+        held.outcome = "cancelled" if obj.get("code") == "cancelled" else "error"
+    elif kind.startswith(AGUI_PROGRESS):
+        held.saw(kind)
+
+
+def _agui_text(held: Held, obj: dict[str, Any]) -> None:
+    message = _str(obj.get("messageId"))
+    if not message or obj.get("role") not in (None, "assistant"):
+        return
+    if "subagentRunId" in obj:
+        held.saw("SUBAGENT_MESSAGE")
+    held.messages.setdefault(message, "")
+    held.append(message, _str(obj.get("delta")))
+
+
+def _agui_snapshot(held: Held, messages: Any) -> None:
+    """Merge by id the assistant messages after the audit's own user message (earlier history
+    is another answer's)."""
+    if not isinstance(messages, list):
+        return
+    ours = not held.mine or not any(
+        isinstance(m, dict) and m.get("id") == held.mine for m in messages
+    )
+    for message in messages:
+        if not isinstance(message, dict):
+            continue
+        if message.get("id") == held.mine:
+            ours = True
+            continue
+        mid, content = _str(message.get("id")), message.get("content")
+        if ours and message.get("role") == "assistant" and mid and isinstance(content, str):
+            held.messages[mid] = content[:MAX_TEXT]
+
+
+READERS = {"sse": read_sse, "openai": read_openai, "aisdk": read_aisdk, "agui": read_agui}

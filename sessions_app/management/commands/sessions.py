@@ -1,0 +1,116 @@
+"""``python manage.py sessions <subcommand>``: the sessions_app tools that take subcommands.
+
+Each subcommand is one entry of ``SUBCOMMANDS``: a function that adds its arguments to its own
+parser and a function that runs it (add one for a new tool, nothing else changes).
+
+- ``audit URL``: the delivery audit (docs/sessions/audit.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+
+@dataclass(frozen=True)
+class Subcommand:
+    help: str
+    arguments: Callable[[CommandParser], None]
+    run: Callable[[BaseCommand, dict[str, Any]], None]
+
+
+def audit_arguments(parser: CommandParser) -> None:
+    parser.add_argument("url", help="the chat endpoint to audit (http or https)")
+    parser.add_argument(
+        "--protocol",
+        default="sse",
+        help="sse (default), aisdk, agui, openai or ws: what the endpoint speaks",
+    )
+    parser.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar='"NAME: VALUE"',
+        help='sent with every request, e.g. "Authorization: Bearer ..." (repeatable)',
+    )
+    parser.add_argument("--prompt", help="the user message each chat request sends")
+    parser.add_argument(
+        "--thread",
+        default="",
+        help="the conversation (thread or chat id) to use; a new one by default"
+        " (this project's doors need an existing session's name)",
+    )
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per stream (60)")
+    parser.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+    parser.add_argument("--html", metavar="FILE", help="also write the report as one HTML page")
+    parser.add_argument(
+        "--save", action="store_true", help="store the report (browse and compare in the admin)"
+    )
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit with status 1 unless every capability is green (for CI)",
+    )
+
+
+def audit_run(command: BaseCommand, options: dict[str, Any]) -> None:
+    from sessions_app.audit import run_audit
+    from sessions_app.audit.probes import AuditInputError, parse_header
+    from sessions_app.audit.report import to_html, to_json, to_text
+
+    try:
+        headers = dict(parse_header(h) for h in options["header"])
+    except AuditInputError as error:
+        raise CommandError(str(error)) from error
+    report = run_audit(
+        options["url"],
+        options["protocol"],
+        headers=headers,
+        prompt=options["prompt"],
+        thread=options["thread"],
+        timeout=options["timeout"],
+    )
+    command.stdout.write(to_text(report), ending="")
+    if options["json"]:
+        Path(options["json"]).write_text(to_json(report), encoding="utf-8")
+    if options["html"]:
+        Path(options["html"]).write_text(to_html(report), encoding="utf-8")
+    if options["save"]:
+        _save(command, report)
+    if options["strict"] and not report.green:
+        raise CommandError("the gap map is not all green", returncode=1)
+
+
+def _save(command: BaseCommand, report: Any) -> None:
+    try:
+        from sessions_app.audit.store import save
+    except ImportError as error:  # the model is not installed in this version
+        raise CommandError(f"--save is not available: {error}") from error
+    saved = save(report)
+    command.stdout.write(f"saved as audit #{saved.pk}")
+
+
+SUBCOMMANDS: dict[str, Subcommand] = {
+    "audit": Subcommand(
+        "probe an existing AI chat endpoint: gap map, session-layer design, migration plan",
+        audit_arguments,
+        audit_run,
+    ),
+}
+
+
+class Command(BaseCommand):
+    help = "sessions_app tools: " + ", ".join(SUBCOMMANDS)
+    requires_system_checks: list[str] = []  # the audit talks to another site, not this one
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        subparsers = parser.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
+        for name, sub in SUBCOMMANDS.items():
+            sub.arguments(subparsers.add_parser(name, help=sub.help, description=sub.help))
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        SUBCOMMANDS[options["subcommand"]].run(self, options)
