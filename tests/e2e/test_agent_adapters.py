@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
@@ -501,3 +504,53 @@ def test_openai_agents_take_a_steer_at_the_next_model_call(site):
     assert {"role": "user", "content": "answer in French"} not in first
     assert second[-1] == {"role": "user", "content": "answer in French"}
     assert text_of(of_run(history(site, session), run_id)) == "Bonjour."
+
+
+# --- any OpenAI-compatible endpoint --------------------------------------------------------
+
+
+class Completions(BaseHTTPRequestHandler):
+    """A Chat Completions endpoint streaming scripted chunks (reasoning, text, a tool call)."""
+
+    seen: list = []
+    deltas = [
+        {"reasoning_content": "Greet "}, {"reasoning_content": "back."},
+        {"content": "Hello "}, {"content": "there."},
+        {"tool_calls": [{"index": 0, "id": "t1", "function": {"name": "wave", "arguments": '{"hand":'}}]},
+        {"tool_calls": [{"index": 0, "function": {"arguments": ' "left"}'}}]},
+    ]  # fmt: skip
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        Completions.seen.append(body)
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        for delta in self.deltas:
+            chunk = {"choices": [{"index": 0, "delta": delta}]}
+            self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+        self.wfile.write(b"data: [DONE]\n\n")
+
+    def log_message(self, *args):
+        pass
+
+
+def test_an_openai_compatible_endpoint_streams_reasoning_text_and_tool_calls(site):
+    from sessions_app.agents.adapters.openai_compat import LLMSettings, handler
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Completions)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    settings = LLMSettings(f"http://127.0.0.1:{server.server_address[1]}/v1", "tiny")
+    session = new_session(site)
+    earlier = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hi!"}]
+    try:
+        run_id = asyncio.run(answer(site, session, handler(settings), "Wave", earlier=earlier))
+    finally:
+        server.shutdown()
+    mine = of_run(history(site, session), run_id)
+    assert Completions.seen[-1]["messages"] == [*earlier, {"role": "user", "content": "Wave"}]
+    assert text_of(mine) == "Hello there."
+    reasoning = [e["data"]["delta"] for e in mine if e["type"] == "REASONING_MESSAGE_CONTENT"]
+    assert "".join(reasoning) == "Greet back."
+    assert tool_calls(mine) == {"t1": {"name": "wave", "args": '{"hand": "left"}', "ended": True}}
+    assert outcome(history(site, session), run_id) == ("RUN_FINISHED", "success")
