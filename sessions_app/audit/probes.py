@@ -26,7 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from sessions_app.audit.readers import READERS, Event, Held, SSEDecoder, StreamTooLarge
+from sessions_app.audit.readers import READERS, Held, SSEDecoder, SSEEvent, UpstreamError, size
 from sessions_app.domain.audit import PROTOCOLS, Exchange, Observations, Stop, Stream
 from sessions_app.tcp_proxy import TcpProxy
 
@@ -36,6 +36,10 @@ MAX_SIZES = 5_000
 EXCERPT = 300
 CUT_SHARE = 0.4
 SECRET_HEADERS = {"authorization", "cookie", "x-api-key", "api-key", "proxy-authorization"}
+
+
+class StreamTooLarge(Exception):
+    """An answer went past the audit's bounds (bytes or events)."""
 
 
 class AuditInputError(ValueError):
@@ -334,7 +338,7 @@ class Session:
             reading.error = f"no end within {self.target.timeout:.0f} s (the audit's bound)"
         except httpx.HTTPError as error:
             reading.error = _transport_error(error)
-        except StreamTooLarge as error:
+        except (StreamTooLarge, UpstreamError) as error:
             reading.error = str(error)
         reading.finished = time.monotonic()
         reading.cut = trap is not None and trap.fired.is_set()
@@ -366,7 +370,7 @@ class Session:
                 if reading.events >= MAX_EVENTS:
                     raise StreamTooLarge(f"more than {MAX_EVENTS} events in one answer")
 
-    def _event(self, reading: Reading, reader: Any, event: Event, seen: frozenset[str]) -> None:
+    def _event(self, reading: Reading, reader: Any, event: SSEEvent, seen: frozenset[str]) -> None:
         now = time.monotonic()
         if reading.last_event is not None:
             reading.max_gap = max(reading.max_gap, now - reading.last_event)
@@ -374,7 +378,7 @@ class Session:
         reading.first_event = reading.first_event or now
         reading.events += 1
         if len(reading.sizes) < MAX_SIZES:
-            reading.sizes.append(event.size)
+            reading.sizes.append(size(event))
         if event.id is not None and (not reading.ids or reading.ids[-1] != event.id):
             if event.id[:200] in seen:  # the way back sent again what had arrived
                 reading.repeated += 1

@@ -1,4 +1,4 @@
-"""Protocol readers of the delivery audit: an SSE byte stream -> what the protocol's client holds.
+"""Protocol readers of the delivery audit: SSE events -> what the protocol's client holds.
 
 Pure (standard library only), so the probes stay thin and each reader is unit-tested on bytes
 written by hand (tests/unit/sessions/test_audit.py). Everything here comes from the endpoint
@@ -13,95 +13,22 @@ AG-UI client merges a ``MESSAGES_SNAPSHOT`` by message id, a plain SSE client ju
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-MAX_LINE = 1 << 20  # one SSE line (bytes): beyond it the stream is refused
+from sessions_app.domain.upstream import SSEDecoder, SSEEvent, UpstreamError
+
 MAX_TEXT = 1 << 20  # characters of answer text kept
 MAX_PROGRESS = 64  # distinct progress kinds kept
 
-
-class StreamTooLarge(Exception):
-    """A line or the stream went past the audit's bounds."""
-
-
-@dataclass
-class Event:
-    """One SSE event: its ``id:`` (None when it had none), ``event:`` name, ``data:`` lines."""
-
-    id: str | None
-    name: str
-    data: str
-    size: int
+# The SSE framing is the gateway's decoder (one parser of text/event-stream in the project);
+# its bound on one event's size raises UpstreamError, which the probes report.
+__all__ = ["READERS", "Held", "SSEDecoder", "SSEEvent", "UpstreamError", "size"]
 
 
-class SSEDecoder:
-    """Incremental ``text/event-stream`` framing (the WHATWG rules: LF, CR or CRLF line ends,
-    comments, multi-line data, ``id`` kept across events)."""
-
-    def __init__(self) -> None:
-        self._buffer = b""
-        self._data: list[str] = []
-        self._name = ""
-        self._id: str | None = None
-        self._size = 0
-        self._pending_cr = False
-
-    def feed(self, chunk: bytes) -> list[Event]:
-        buffer = self._buffer + chunk
-        events: list[Event] = []
-        for line, rest in _lines(buffer):
-            buffer = rest
-            event = self._line(line)
-            if event is not None:
-                events.append(event)
-        if len(buffer) > MAX_LINE:
-            raise StreamTooLarge(f"an SSE line longer than {MAX_LINE} bytes")
-        self._buffer = buffer
-        return events
-
-    def _line(self, raw: bytes) -> Event | None:
-        self._size += len(raw) + 1
-        line = raw.decode("utf-8", errors="replace")
-        if not line:
-            return self._dispatch()
-        if line.startswith(":"):
-            return None
-        name, _, value = line.partition(":")
-        value = value[1:] if value.startswith(" ") else value
-        if name == "data":
-            self._data.append(value)
-        elif name == "event":
-            self._name = value
-        elif name == "id" and "\0" not in value:
-            self._id = value
-        return None
-
-    def _dispatch(self) -> Event | None:
-        size, self._size = self._size, 0
-        if not self._data:
-            self._name = ""
-            return None
-        event = Event(self._id, self._name, "\n".join(self._data), size)
-        self._data, self._name = [], ""
-        return event
-
-
-def _lines(buffer: bytes) -> Iterator[tuple[bytes, bytes]]:
-    """Complete lines of ``buffer`` with what follows each (CRLF, LF or CR)."""
-    while True:
-        cut = min((i for i in (buffer.find(b"\n"), buffer.find(b"\r")) if i >= 0), default=-1)
-        if cut < 0:
-            return
-        end = cut + 1
-        if buffer[cut : cut + 1] == b"\r":
-            if end == len(buffer):
-                return  # a CR at the end may be the first half of CRLF: wait for more
-            if buffer[end : end + 1] == b"\n":
-                end += 1
-        line, buffer = buffer[:cut], buffer[end:]
-        yield line, buffer
+def size(event: SSEEvent) -> int:
+    """Bytes the event took on the wire, near enough (its data and name)."""
+    return len(event.data.encode("utf-8", errors="replace")) + len(event.event) + 8
 
 
 @dataclass
@@ -179,14 +106,14 @@ def _openai_delta(obj: dict[str, Any]) -> tuple[str, list[str], str]:
     return _str(delta.get("content")), kinds, _str(choice.get("finish_reason"))
 
 
-def read_sse(held: Held, event: Event) -> None:
+def read_sse(held: Held, event: SSEEvent) -> None:
     """A chat that streams text over SSE in whatever shape: JSON with a text field, an
     OpenAI chunk, or plain text."""
-    if event.data.strip() == "[DONE]" or event.name.lower() in END_NAMES:
+    if event.data.strip() == "[DONE]" or event.event.lower() in END_NAMES:
         held.ended = True
         held.outcome = held.outcome or "finished"
         return
-    if event.name.lower() == "error":
+    if event.event.lower() == "error":
         held.ended, held.outcome = True, "error"
         return
     obj = _json(event.data)
@@ -211,7 +138,7 @@ def read_sse(held: Held, event: Event) -> None:
             return
 
 
-def read_openai(held: Held, event: Event) -> None:
+def read_openai(held: Held, event: SSEEvent) -> None:
     """OpenAI-compatible chat completions (``stream: true``)."""
     if event.data.strip() == "[DONE]":
         held.ended = True
@@ -236,7 +163,7 @@ def read_openai(held: Held, event: Event) -> None:
 AISDK_PROGRESS = ("tool-", "reasoning-", "data-", "source-", "file")
 
 
-def read_aisdk(held: Held, event: Event) -> None:
+def read_aisdk(held: Held, event: SSEEvent) -> None:
     if event.data.strip() == "[DONE]":
         held.ended = True
         return
@@ -269,7 +196,7 @@ def read_aisdk(held: Held, event: Event) -> None:
 AGUI_PROGRESS = ("TOOL_CALL_", "STEP_", "SUBAGENT_", "REASONING", "STATE_", "ACTIVITY")
 
 
-def read_agui(held: Held, event: Event) -> None:
+def read_agui(held: Held, event: SSEEvent) -> None:
     obj = _json(event.data)
     if not isinstance(obj, dict):
         return

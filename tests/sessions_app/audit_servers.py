@@ -130,6 +130,33 @@ def agui_app() -> Starlette:
     return Starlette(routes=[Route("/agent", run, methods=["POST"])])
 
 
+def misfits() -> Starlette:
+    """What an audit must survive: JSON instead of a stream, a 401, hostile text."""
+    from starlette.responses import JSONResponse, PlainTextResponse
+
+    async def json_chat(request: Request) -> Response:
+        return JSONResponse({"answer": "not streamed"})
+
+    async def guarded(request: Request) -> Response:
+        return PlainTextResponse("login first", status_code=401)
+
+    async def hostile(request: Request) -> Response:
+        async def body() -> AsyncIterator[str]:
+            for token in ["<script>alert(1)</script> ", "\x1b[2J&amp; ", "</pre><img src=x> "] * 8:
+                yield f"data: {json.dumps({'delta': token})}\n\n"
+                await asyncio.sleep(PACE)
+
+        return StreamingResponse(body(), media_type="text/event-stream")
+
+    return Starlette(
+        routes=[
+            Route("/json", json_chat, methods=["POST"]),
+            Route("/guarded", guarded, methods=["POST"]),
+            Route("/hostile", hostile, methods=["POST"]),
+        ]
+    )
+
+
 @contextmanager
 def serve(app: Any) -> Iterator[str]:
     """Serve ``app`` with uvicorn in a thread on a free loopback port; yield its base URL."""
