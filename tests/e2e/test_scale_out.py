@@ -7,8 +7,8 @@ import asyncio
 import httpx
 import pytest
 
-from deploy.tcp_proxy import RoundRobinProxy
 from sessions_app.client import SessionsClient
+from sessions_app.tcp_proxy import TcpProxy
 from tests.e2e.servers import DaphneProcess, api_key_for, session_with_token, site_database
 from tests.e2e.wsclient import WsClient
 
@@ -24,8 +24,8 @@ def cluster(tmp_path_factory):
         workers = [DaphneProcess(env) for _ in range(3)]
         for worker in workers:
             worker.start()
-        proxy = RoundRobinProxy([("127.0.0.1", w.port) for w in workers])
-        base = proxy.start_in_thread()
+        proxy = TcpProxy([w.port for w in workers]).start()
+        base = proxy.url
         try:
             yield {"base": base, "token": token, "key": key, "proxy": proxy}
         finally:
@@ -69,7 +69,7 @@ def test_subscribers_publishers_and_cancels_work_across_three_workers(cluster):
             await subscriber.close()
 
     asyncio.run(scenario())
-    assert cluster["proxy"].connections >= 7
+    assert cluster["proxy"].accepted >= 7
 
 
 def test_rest_and_readiness_through_the_proxy(cluster):

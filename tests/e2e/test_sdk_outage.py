@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from sessions_app.client import PublishError, SessionsClient
-from tests.e2e.browser.proxy import TcpProxy
+from sessions_app.tcp_proxy import TcpProxy
 from tests.e2e.servers import DaphneProcess, api_key_for, manage_output, site_database
 
 pytestmark = [pytest.mark.e2e, pytest.mark.real_engines]

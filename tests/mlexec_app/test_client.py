@@ -14,7 +14,7 @@ from django.contrib.auth import get_user_model
 from mlexec_app import keys, services
 from mlexec_app.client import Tracker, TrackingRejected
 from mlexec_app.models import Run
-from tests.e2e.browser.proxy import TcpProxy
+from sessions_app.tcp_proxy import TcpProxy
 from tests.e2e.servers import free_port
 
 # Its subject does not touch the engines: the first test pass runs it, the second does not.
@@ -119,7 +119,7 @@ def test_a_run_started_while_the_server_is_down_is_sent_later(
         waiting = list((tmp_path / "buffer").glob("*.jsonl"))
         assert len(waiting) == 1
         assert api_key not in waiting[0].read_text()  # no credential on disk
-        while proxy.server is None:  # the proxy listens again after its 3 s cut
+        while not proxy.listening:  # the proxy listens again after its 3 s cut
             time.sleep(0.05)
         with tracker(url, api_key, tmp_path) as later:
             assert later.sync() == 1

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 import websockets
 
+from sessions_app.tcp_proxy import TcpProxy
 from tests import engines
-from tests.e2e.browser.proxy import TcpProxy
 from tests.e2e.browser.site import DemoSite, Process, in_thread
 from tests.e2e.servers import session_with_token
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from sessions_app.tcp_proxy import TcpProxy
 from tests.e2e.chaos.engines import PostgresServer, RedisServer
-from tests.e2e.chaos.proxy import BalancingProxy
 from tests.e2e.servers import DaphneProcess, manage_output, run_manage
 
 SETUP = """
@@ -31,7 +31,7 @@ class Cluster:
     pg: PostgresServer = field(default_factory=PostgresServer)
     redis: RedisServer = field(default_factory=RedisServer)
     workers: list[DaphneProcess] = field(default_factory=list)
-    proxy: BalancingProxy | None = None
+    proxy: TcpProxy | None = None
     token: str = ""
     key: str = ""
 
@@ -64,7 +64,7 @@ class Cluster:
         self.workers = [DaphneProcess(self.env) for _ in range(self.workers_count)]
         for worker in self.workers:
             worker.start()
-        self.proxy = BalancingProxy([w.port for w in self.workers]).start()
+        self.proxy = TcpProxy([w.port for w in self.workers]).start()
         return self
 
     def stop(self) -> None:
