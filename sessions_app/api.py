@@ -25,7 +25,7 @@ from ninja import Query, Router, Status
 from ninja.security import HttpBearer
 from ninja.security import SessionAuth as NinjaSessionAuth
 
-from sessions_app import credentials, dbexec, keys, log, runs, services
+from sessions_app import credentials, dbexec, keys, log, runs, services, turns
 from sessions_app.access import (
     Actor,
     check_can_create,
@@ -33,6 +33,7 @@ from sessions_app.access import (
     get_session,
     visible_to,
 )
+from sessions_app.api_turns import router as turns_router
 from sessions_app.conf import setting
 from sessions_app.domain import control
 from sessions_app.domain.errors import (
@@ -229,6 +230,7 @@ def coded_errors(view: Callable[..., Any]) -> Callable[..., Any]:
 router = Router(tags=["sessions"], auth=[ApiKeyAuth(), SessionAuth()])
 router.add_decorator(coded_errors, mode="view")
 router.add_decorator(domain_errors, mode="operation")
+router.add_router("/turns/", turns_router)  # agent workers: claim, renew, release
 
 
 # --- sessions ------------------------------------------------------------------------------
@@ -274,6 +276,7 @@ def create_session(request: HttpRequest, payload: SessionIn) -> Any:
     check_can_create(who)
     if payload.name:
         check_creatable_name(payload.name)
+    turns.check_policy(payload.metadata)
     if payload.name and Session.objects.filter(name=payload.name).exists():
         raise Conflict("a session with this name exists", name=payload.name)
     members = _users(payload.members)
@@ -318,6 +321,8 @@ def update_session(request: HttpRequest, name: str, payload: SessionPatch) -> An
     session = _owned(request, name)
     if payload.closed is False and session.closed:
         raise Conflict("a closed session stays closed")
+    if payload.metadata is not None:
+        turns.check_policy(payload.metadata)
     for field in ("title", "metadata", "closed"):
         value = getattr(payload, field)
         if value is not None:

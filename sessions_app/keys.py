@@ -27,26 +27,43 @@ def _digest(secret: str) -> str:
 
 
 def create_key(
-    user: Any, name: str, sessions: Iterable[Session] = (), *, all_sessions: bool = False
+    user: Any,
+    name: str,
+    sessions: Iterable[Session] = (),
+    *,
+    all_sessions: bool = False,
+    agents: str = "",
 ) -> tuple[ApiKey, str]:
     """Make a key; return it and its full text, which is shown once and never stored.
 
     A key reaches either every session of its user (``all_sessions=True``) or only the
     ``sessions`` listed; it is never both, and never neither: asking for a key that would reach
     nothing is refused, so that no caller gets an all-sessions key by forgetting its scope.
+    A worker key (``agents``: the agent names it answers for, comma-separated, ``*`` for any)
+    has neither: it reaches a session only while it holds one of its turns. The REST door
+    never makes one (site code, the admin and ``make_worker_key`` do).
     """
     sessions = list(sessions)
+    if agents:
+        if all_sessions or sessions:
+            raise BadRequest("a worker key reaches sessions through their turns only")
+        return _make(user, name, agents=agents)
     if all_sessions == bool(sessions):
         raise BadRequest(
             "a key reaches either all_sessions or the sessions listed: give exactly one",
             field="sessions",
         )
-    prefix, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
-    key = ApiKey.objects.create(
-        user=user, name=name, prefix=prefix, hashed=_digest(secret), all_sessions=all_sessions
-    )
+    key, secret = _make(user, name, all_sessions=all_sessions)
     if sessions:
         key.sessions.set(sessions)
+    return key, secret
+
+
+def _make(user: Any, name: str, **fields: Any) -> tuple[ApiKey, str]:
+    prefix, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
+    key = ApiKey.objects.create(
+        user=user, name=name, prefix=prefix, hashed=_digest(secret), **fields
+    )
     return key, f"{PREFIX}_{prefix}_{secret}"
 
 

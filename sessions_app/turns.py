@@ -50,6 +50,11 @@ def session_policy(metadata: dict[str, Any]) -> rules.Policy:
         return default
 
 
+def check_policy(metadata: dict[str, Any]) -> None:
+    """Refuse (BadRequest) session metadata whose ``turns`` policy does not parse."""
+    rules.Policy.parse(metadata.get("turns"), default_policy())
+
+
 @dataclass
 class _Asked:
     """A user message in the request: where it starts, its id, its text."""

@@ -42,6 +42,8 @@ class Turn:
               ``[{"role": "user" | "assistant", "content": "..."}]``, bounded in size
     input     what the client sent with the message beyond its text (the AG-UI door's
               ``tools``, ``context``, ``state`` and ``forwardedProps``); empty otherwise
+    message_offset  the offset of the message: the worker follows the session from there,
+              so a cancel or a steer sent meanwhile reaches the run
     """
 
     id: int
@@ -53,6 +55,7 @@ class Turn:
     run_id: str
     messages: list[dict[str, Any]] = field(default_factory=list)
     input: dict[str, Any] = field(default_factory=dict)
+    message_offset: str = "-1"
 
 
 Handler = Callable[["Turn", "Run"], Awaitable[None]]

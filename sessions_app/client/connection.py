@@ -229,6 +229,14 @@ class SessionsClient:
             raise PublishError(session.error)
         return session
 
+    async def leave(self, name: str) -> None:
+        """Stop following a session (frees one of the connection's subscriptions)."""
+        session = self.sessions.pop(name, None)
+        if session is None:
+            return
+        with contextlib.suppress(PublishError, ConnectionClosed):
+            await self.request({"op": "unsubscribe", "session": name}, retries=0)
+
     # --- REST helpers ---------------------------------------------------------------------
 
     async def rest(self, method: str, path: str, **kwargs: Any) -> Any:

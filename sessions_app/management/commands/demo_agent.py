@@ -1,4 +1,5 @@
-"""Run the demo agent against a running site (``make run`` starts it beside the server)."""
+"""Run the demo agent's worker against a running site (``make run`` starts it beside the
+server): ``run_agents`` with the demo's handlers and a worker key made for it."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from sessions_app.agents.demo import run_agent
+from sessions_app.agents.demo import handlers
 from sessions_app.agents.openai_compat import LLMSettings
+from sessions_app.agents.serve import run
 from sessions_app.keys import create_key
 from sessions_app.models import ApiKey
 
@@ -21,9 +23,10 @@ KEY_NAME = "demo agent"
 
 class Command(BaseCommand):
     help = (
-        "Answer user messages in every session of a user, over the site's WebSocket, with "
-        "scripted answers or an OpenAI-compatible model (SESSIONS_DEMO_LLM or the LLM_BASE_URL, "
-        "LLM_API_KEY, LLM_MODEL environment variables)."
+        "Answer the turns of the 'assistant' agent on every session of the site (a worker key "
+        "owned by --user is made unless --api-key is given), with scripted answers or an "
+        "OpenAI-compatible model (SESSIONS_DEMO_LLM or the LLM_BASE_URL, LLM_API_KEY, "
+        "LLM_MODEL environment variables)."
     )
 
     def add_arguments(self, parser: Any) -> None:
@@ -33,9 +36,17 @@ class Command(BaseCommand):
         parser.add_argument(
             "--pace", type=float, default=0.03, help="Seconds per token (scripted)."
         )
+        parser.add_argument("--concurrency", type=int, default=16)
 
     def handle(
-        self, *args: Any, url: str, user: str, api_key: str | None, pace: float, **options: Any
+        self,
+        *args: Any,
+        url: str,
+        user: str,
+        api_key: str | None,
+        pace: float,
+        concurrency: int,
+        **options: Any,
     ) -> None:
         if not api_key:
             owner = get_user_model()._default_manager.filter(username=user).first()
@@ -45,13 +56,13 @@ class Command(BaseCommand):
             ApiKey.objects.filter(user=owner, name=KEY_NAME, revoked_at__isnull=True).update(
                 revoked_at=timezone.now()
             )
-            _, api_key = create_key(owner, KEY_NAME, all_sessions=True)
+            _, api_key = create_key(owner, KEY_NAME, agents="assistant")
         llm = llm_settings()
         self.stdout.write(
             f"Demo agent for {user!r} on {url} ({'model ' + llm.model if llm else 'scripted'})"
         )
         try:
-            asyncio.run(run_agent(url, api_key, llm, pace))
+            asyncio.run(run(url, api_key, handlers(llm, pace), concurrency=concurrency))
         except KeyboardInterrupt:
             pass
 

@@ -1,0 +1,219 @@
+"""An agent worker: claims turns, answers each with its handler, keeps its claims alive.
+
+Importable without Django: a worker is an ordinary client of the site (the SDK over WebSocket
+for the answer, the REST door ``/api/sessions/turns/`` for claims), so it runs on any machine
+with an API key::
+
+    async with SessionsClient(url, api_key=key) as client:
+        await Worker(client, registry.handlers, concurrency=8).serve()
+
+Several workers (processes, machines) share the turns: each turn is claimed by one of them.
+A claim holds a lease that ``renew`` pushes ahead every quarter of its length; a worker that
+dies stops renewing, and after the lease the turn is offered again (its run is ended
+``agent_lost`` first). On ``stop`` the worker claims nothing more, lets its running turns
+finish for ``drain_seconds``, then hands the rest back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+from sessions_app.agents.base import Handler, Turn
+from sessions_app.client import PublishError, RunCancelled, SessionsClient
+
+logger = logging.getLogger("sessions_app.agents.worker")
+TURNS_PATH = "/api/sessions/turns"
+
+
+class Worker:
+    """Serves the turns of ``handlers`` (agent name -> handler) on ``client``'s site."""
+
+    def __init__(
+        self,
+        client: SessionsClient,
+        handlers: Mapping[str, Handler],
+        *,
+        concurrency: int = 4,
+        name: str | None = None,
+        wait: float = 20.0,
+        drain_seconds: float = 30.0,
+        max_backoff: float = 5.0,
+    ) -> None:
+        if not handlers:
+            raise ValueError("a worker needs at least one handler (see sessions_app.agents)")
+        self.client = client
+        self.handlers = dict(handlers)
+        self.concurrency = max(1, concurrency)
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.wait = wait
+        self.drain_seconds = drain_seconds
+        self.max_backoff = max_backoff
+        self.active: dict[int, asyncio.Task[None]] = {}
+        self.turns: dict[int, Turn] = {}  # the claimed turns being answered, by id
+        self.answered = 0  # turns this worker's handlers finished (for tests and logs)
+        self.lease = 30.0
+        self._http: httpx.AsyncClient | None = None
+
+    # --- the loop ------------------------------------------------------------------------
+
+    async def serve(self, stop: asyncio.Event | None = None) -> None:
+        """Claim and answer turns until ``stop`` is set, then drain."""
+        stop = stop or asyncio.Event()
+        self._http = httpx.AsyncClient(
+            base_url=self.client.base_url,
+            headers=self.client._headers(),
+            timeout=self.wait + 15,
+        )
+        renewer = asyncio.create_task(self._renew_forever())
+        try:
+            await self._claim_until(stop)
+        finally:
+            await self._drain()
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+            await self._http.aclose()
+
+    async def _claim_until(self, stop: asyncio.Event) -> None:
+        failures = 0
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            while not stop.is_set():
+                if len(self.active) >= self.concurrency:
+                    await asyncio.wait(
+                        [stopping, *self.active.values()], return_when=asyncio.FIRST_COMPLETED
+                    )
+                    continue
+                claim = asyncio.create_task(self._claim(self.concurrency - len(self.active)))
+                await asyncio.wait([claim, stopping], return_when=asyncio.FIRST_COMPLETED)
+                if not claim.done():  # stopping: a turn claimed now would be handed back
+                    claim.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await claim
+                    break
+                try:
+                    turns = claim.result()
+                    failures = 0
+                except (httpx.HTTPError, ValueError) as exc:
+                    failures += 1
+                    delay = min(self.max_backoff, 0.2 * 2**failures)
+                    logger.warning("claiming turns failed (%s); again in %.1f s", exc, delay)
+                    await asyncio.sleep(delay)
+                    continue
+                for turn in turns:
+                    self.turns[turn.id] = turn
+                    self.active[turn.id] = asyncio.create_task(self._answer(turn))
+        finally:
+            stopping.cancel()
+
+    async def _claim(self, limit: int) -> list[Turn]:
+        assert self._http is not None
+        body = {
+            "agents": sorted(self.handlers),
+            "worker": self.name,
+            "limit": limit,
+            "wait": self.wait,
+        }
+        reply = await self._http.post(f"{TURNS_PATH}/claim", json=body)
+        reply.raise_for_status()
+        turns = []
+        for raw in reply.json()["turns"]:
+            self.lease = float(raw.get("lease_seconds") or self.lease)
+            turns.append(_turn(raw))
+        return turns
+
+    # --- one turn ------------------------------------------------------------------------
+
+    async def _answer(self, turn: Turn) -> None:
+        handler = self.handlers[turn.agent]
+        try:
+            session = await self.client.session(turn.session, after=turn.message_offset)
+            async with session.run(agent=turn.agent, run_id=turn.run_id, turn=turn.id) as run:
+                await handler(turn, run)
+            self.answered += 1
+        except RunCancelled:
+            self.answered += 1
+        except PublishError as exc:  # e.g. turn_fenced: another worker has the turn now
+            logger.warning("turn %s: the answer was refused: %s", turn.id, exc)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # The run ended with RUN_ERROR (async with run did it): the turn is failed, and
+            # the user sees why. The worker goes on with other turns.
+            logger.exception("turn %s: the handler of %r failed", turn.id, turn.agent)
+        finally:
+            self.active.pop(turn.id, None)
+            self.turns.pop(turn.id, None)
+            if not any(t.session == turn.session for t in self.turns.values()):
+                with contextlib.suppress(Exception):
+                    await self.client.leave(turn.session)
+
+    # --- leases --------------------------------------------------------------------------
+
+    async def _renew_forever(self) -> None:
+        last = asyncio.get_running_loop().time()
+        while True:
+            # Short naps: the lease's length is learnt from the first claim.
+            await asyncio.sleep(min(0.25, self.lease / 4))
+            now = asyncio.get_running_loop().time()
+            if now - last < self.lease / 4:
+                continue
+            last = now
+            if self.active:
+                try:
+                    await self._renew()
+                except (httpx.HTTPError, ValueError) as exc:
+                    logger.warning("renewing the leases failed: %s", exc)
+
+    async def _renew(self) -> None:
+        assert self._http is not None
+        ids = sorted(self.active)
+        reply = await self._http.post(
+            f"{TURNS_PATH}/renew", json={"worker": self.name, "turns": ids}
+        )
+        reply.raise_for_status()
+        held = set(reply.json()["held"])
+        for lost in set(ids) - held:  # the lease ran out: another worker may have it
+            task = self.active.get(lost)
+            if task is not None:
+                logger.warning("turn %s: the claim was lost; stopping its handler", lost)
+                task.cancel()
+
+    async def _drain(self) -> None:
+        if not self.active:
+            return
+        logger.info("draining %d turn(s) for up to %.0f s", len(self.active), self.drain_seconds)
+        _, pending = await asyncio.wait(list(self.active.values()), timeout=self.drain_seconds)
+        # Handed back first: the server ends each run (agent_lost) and offers the turn again;
+        # then the handlers stop (what they still write is refused: their run has ended).
+        for turn_id in [t for t, task in self.active.items() if task in pending]:
+            with contextlib.suppress(httpx.HTTPError):
+                assert self._http is not None
+                await self._http.post(f"{TURNS_PATH}/{turn_id}/release", json={"worker": self.name})
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+
+def _turn(raw: dict[str, Any]) -> Turn:
+    return Turn(
+        id=int(raw["id"]),
+        session=str(raw["session"]),
+        message=str(raw["message"]),
+        text=str(raw["text"]),
+        agent=str(raw["agent"]),
+        attempt=int(raw["attempt"]),
+        run_id=str(raw["run_id"]),
+        messages=list(raw.get("messages") or []),
+        input=dict(raw.get("input") or {}),
+        message_offset=str(raw.get("message_offset") or "now"),
+    )

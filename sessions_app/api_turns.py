@@ -1,0 +1,173 @@
+"""The REST door for agent workers: claim turns, renew their lease, hand them back.
+
+Mounted by ``sessions_app.api`` under its router (``/api/sessions/turns/...`` on the demo
+site), with API keys only: a worker is an agent, never a browser. A worker key
+(``ApiKey.agents``) claims turns of every session for the agents it serves; any other key
+claims turns of its own user's sessions. ``python manage.py run_agents`` and the SDK's
+``Worker`` (``sessions_app.agents.worker``) speak it; see docs/sessions/agents.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections.abc import Callable
+from typing import Any
+
+from channels.layers import get_channel_layer
+from django.db import connection
+from django.http import HttpRequest
+from ninja import Field, Router, Schema
+
+from sessions_app import credentials, dbexec, dispatch, log
+from sessions_app.access import Actor
+from sessions_app.conf import setting
+from sessions_app.domain.errors import SessionError, Unauthenticated
+from sessions_app.refusals import error_response
+from sessions_app.schemas import ErrorOut
+
+ERRORS: dict[Any, Any] = {frozenset({400, 401, 403, 404, 409, 413, 422, 503}): ErrorOut}
+POLL_SECONDS = 2.0  # a waiting claim looks again this often: a lost wake-up costs no more
+
+
+class ClaimIn(Schema):
+    agents: list[str] = Field(min_length=1, max_length=50)
+    worker: str = Field(min_length=1, max_length=200)
+    limit: int = Field(1, ge=1, le=50)
+    wait: float = Field(0, ge=0, le=60)
+
+
+class TurnOut(Schema):
+    id: int
+    session: str
+    message: str
+    message_offset: str
+    text: str
+    agent: str
+    attempt: int
+    run_id: str
+    lease_seconds: float
+    messages: list[dict[str, Any]]
+    input: dict[str, Any]
+
+
+class ClaimOut(Schema):
+    turns: list[TurnOut]
+
+
+class RenewIn(Schema):
+    worker: str = Field(min_length=1, max_length=200)
+    turns: list[int] = Field(max_length=500)
+
+
+class RenewOut(Schema):
+    held: list[int]
+
+
+class ReleaseIn(Schema):
+    worker: str = Field(min_length=1, max_length=200)
+
+
+class ReleaseOut(Schema):
+    released: bool
+
+
+def _refusals(view: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(view)
+    async def answer(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await view(request, *args, **kwargs)
+        except SessionError as exc:
+            return error_response(exc)
+
+    return answer
+
+
+router = Router(tags=["turns"], auth=None)
+router.add_decorator(_refusals, mode="operation")
+
+
+def _worker_actor(request: HttpRequest) -> Actor:
+    raw = credentials.request_bearer(request)
+    found = credentials.actor_for_key(raw) if raw else None
+    if found is None:
+        raise Unauthenticated("send an API key as Authorization: Bearer")
+    return found
+
+
+def _executor() -> Any:
+    # SQLite takes one writer at a time: claims go through the log's writer thread there.
+    return dbexec.run_write if connection.vendor == "sqlite" else dbexec.run_read
+
+
+@router.post(
+    "/claim",
+    response={200: ClaimOut, **ERRORS},
+    summary="Claim turns (waits up to `wait` seconds for one)",
+    openapi_extra={"security": [{"ApiKeyAuth": []}]},
+)
+async def claim(request: HttpRequest, payload: ClaimIn) -> Any:
+    who = await dbexec.run_read(_worker_actor, request)
+    agents = [a for a in payload.agents if _valid_agent(a)]
+    run = _executor()
+    wait = min(payload.wait, setting("TURN_CLAIM_WAIT_MAX"))
+    deadline = time.monotonic() + wait
+    layer = get_channel_layer()
+    channel = await layer.new_channel() if layer is not None and wait > 0 else None
+    if channel is not None:
+        await layer.group_add(log.TURNS_GROUP, channel)  # before looking: no wake-up is missed
+    try:
+        while True:
+            taken = await run(dispatch.claim, who, agents, payload.worker, payload.limit)
+            left = deadline - time.monotonic()
+            if taken or left <= 0:
+                return {"turns": [t.as_dict() for t in taken]}
+            await _wait_for_work(layer, channel, min(left, POLL_SECONDS), set(agents))
+    finally:
+        if channel is not None:
+            await layer.group_discard(log.TURNS_GROUP, channel)
+
+
+def _valid_agent(name: str) -> bool:
+    return (
+        0 < len(name) <= 128
+        and name.replace("_", "").replace(".", "").replace("-", "").replace("*", "").isalnum()
+    )
+
+
+async def _wait_for_work(layer: Any, channel: str | None, seconds: float, agents: set[str]) -> None:
+    if channel is None:
+        await asyncio.sleep(seconds)
+        return
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        try:
+            message = await asyncio.wait_for(layer.receive(channel), left)
+        except TimeoutError:
+            return
+        if "*" in agents or agents & set(message.get("agents", ())):
+            return
+
+
+@router.post(
+    "/renew",
+    response={200: RenewOut, **ERRORS},
+    summary="Renew the lease of claimed turns; answers the ones still held",
+    openapi_extra={"security": [{"ApiKeyAuth": []}]},
+)
+async def renew(request: HttpRequest, payload: RenewIn) -> Any:
+    who = await dbexec.run_read(_worker_actor, request)
+    return {"held": await _executor()(dispatch.renew, who, payload.worker, payload.turns)}
+
+
+@router.post(
+    "/{turn_id}/release",
+    response={200: ReleaseOut, **ERRORS},
+    summary="Hand a claimed turn back (a worker shutting down)",
+    openapi_extra={"security": [{"ApiKeyAuth": []}]},
+)
+async def release(request: HttpRequest, turn_id: int, payload: ReleaseIn) -> Any:
+    who = await dbexec.run_read(_worker_actor, request)
+    done = await _executor()(dispatch.release, who, payload.worker, turn_id)
+    return {"released": done}
