@@ -131,20 +131,22 @@ class ChunkMapping:
         if isinstance(content, str) and content:
             out += self._end_reasoning()
             out.append(Text(content))
-        for call in delta.get("tool_calls") or []:
+        calls = delta.get("tool_calls")
+        for call in calls if isinstance(calls, list) else []:
             out += self._call(call)
         return out
 
     def _call(self, call: Any) -> list[Action]:
         if not isinstance(call, dict) or not isinstance(call.get("index", 0), int):
             return []
-        index, function = call.get("index", 0), call.get("function") or {}
+        index, function = call.get("index", 0), call.get("function")
+        function = function if isinstance(function, dict) else {}
         out: list[Action] = []
         if index not in self.calls:
             out += self._end_reasoning()
             self.calls[index] = str(call.get("id") or f"call-{index}")
             out.append(ToolStart(self.calls[index], str(function.get("name") or "")))
-        arguments = function.get("arguments") if isinstance(function, dict) else None
+        arguments = function.get("arguments")
         if isinstance(arguments, str) and arguments:
             out.append(ToolArgs(self.calls[index], arguments))
         return out
