@@ -35,6 +35,10 @@ MAX_EVENTS = 20_000
 MAX_SIZES = 5_000
 EXCERPT = 300
 CUT_SHARE = 0.4
+# Protocols whose way back follows the answer live (AI SDK resume GET, AG-UI connect): the audit
+# takes it at once, as their clients do. A plain SSE replay may only send what was stored, so
+# the audit waits first for a generation that survived the cut to finish.
+FOLLOWS_LIVE = {"aisdk", "agui"}
 SECRET_HEADERS = {"authorization", "cookie", "x-api-key", "api-key", "proxy-authorization"}
 
 
@@ -518,6 +522,8 @@ class Probes:
         """Long enough for a generation that survived the cut to finish (bounded)."""
         if self.s.target.settle is not None:
             return self.s.target.settle
+        if self.s.target.protocol in FOLLOWS_LIVE:
+            return 0.0  # come back at once, as the client would; the stream follows the run
         took = obs.baseline.duration_s or 1.0
         return min(max(0.5, took * 0.8), 15.0)
 

@@ -288,7 +288,10 @@ def _resumed(obs: Observations, cut: Stream, resumed: Stream, seen: str) -> tupl
         f" ({share:.0%} of the uninterrupted answer), in {max(1, resumed.answers)} message(s)",
     )
     extra_answers = resumed.answers > max(1, obs.baseline.answers)
-    if extra_answers or resumed.repeated_ids or _restarted(cut.text, resumed):
+    # A plain SSE client appends whatever comes: an event id it already had is a duplicate.
+    # AG-UI and AI SDK clients merge by message id, so their replays are judged by the text.
+    repeated = obs.protocol == "sse" and resumed.repeated_ids > 0
+    if extra_answers or repeated or _restarted(cut.text, resumed):
         findings.append(
             Finding(
                 "delivery",
