@@ -1,0 +1,145 @@
+"""The delivery audit's pure half: verdicts from observations, and the protocol readers."""
+
+from __future__ import annotations
+
+import json
+
+from sessions_app.audit.readers import READERS, Held, SSEDecoder
+from sessions_app.domain.audit import (
+    Observations,
+    Stop,
+    Stream,
+    Verdict,
+    compare,
+    design,
+    figures,
+    report,
+    worst,
+)
+
+FULL = "one two three four five six seven eight nine ten " * 4
+
+
+def answer(text: str = FULL, **extra) -> Stream:
+    fields = dict(status=200, content_type="text/event-stream", streaming=True, events=40,
+                  text=text, answers=1, ended=True, outcome="finished", duration_s=2.0,
+                  first_text_s=0.5, first_event_s=0.4, event_sizes=(30, 40, 50))  # fmt: skip
+    return Stream(**{**fields, **extra})
+
+
+def observed(**extra) -> Observations:
+    return Observations(
+        **{"url": "http://x/chat", "protocol": "agui", "baseline": answer(), **extra}
+    )
+
+
+def verdicts(obs: Observations) -> dict[str, str]:
+    return report(obs).gap_map()
+
+
+def test_an_exact_resume_a_live_second_device_and_an_acknowledged_stop_are_all_green():
+    obs = observed(
+        cut=answer(FULL[:80], ended=False, cut=True), resume=answer(), resume_offered=True,
+        watch=answer(), watch_offered=True, fresh=answer(), fresh_offered=True,
+        stop=Stop(True, 200, "", answer(FULL[:30], outcome="cancelled"), 0.2),
+        baseline=answer(progress=("SUBAGENT_STARTED",)),
+    )  # fmt: skip
+    result = report(obs)
+    assert result.green and result.figures.stop_to_end_s == 0.2
+
+
+def test_a_replay_from_the_start_appended_by_a_plain_client_is_duplicates():
+    cut = answer(FULL[:80], ended=False, cut=True)
+    obs = observed(protocol="sse", cut=cut, resume=answer(FULL[:80] + FULL), resume_offered=True)
+    delivery = report(obs).capabilities[0]
+    assert delivery.verdict is Verdict.AMBER
+    assert delivery.findings[0].summary.startswith("restarts from the beginning")
+
+
+def test_a_way_back_that_ends_short_is_loss_and_shows_the_generation_died():
+    cut = answer(FULL[:80], ended=False, cut=True)
+    short = answer(FULL[:90], ended=False, outcome="")
+    obs = observed(protocol="sse", cut=cut, resume=short, resume_offered=True)
+    summaries = [f.summary for f in report(obs).capabilities[0].findings]
+    assert summaries[0] == "resumes, but the answer stays incomplete (loss)"
+    assert summaries[1].startswith("the cut killed the generation on the server")
+    control = report(obs).capabilities[2]
+    assert (
+        control.verdict is Verdict.RED and "resume-cancel conflict" in control.findings[0].summary
+    )
+
+
+def test_no_answer_blocks_every_capability_with_the_reason():
+    result = report(observed(baseline=Stream(status=401)))
+    assert result.problem.startswith("HTTP 401") and not result.green
+    assert set(result.gap_map().values()) == {"unknown"} and result.plan == ()
+
+
+def test_worst_leaves_not_applicable_out():
+    assert worst([Verdict.GREEN, Verdict.NA]) is Verdict.GREEN
+    assert worst([Verdict.NA]) is Verdict.NA
+    assert worst([Verdict.AMBER, Verdict.RED, Verdict.GREEN]) is Verdict.RED
+
+
+def test_design_follows_the_measured_stream():
+    fast = figures(observed(baseline=answer(events=200, event_sizes=(20_000,))))
+    topics = {s.topic: s.text for s in design(fast)}
+    assert topics["coalescing"].startswith("100 events/s: coalesce")
+    assert "raise MAX_EVENT_BYTES to 131072" in topics["limits"]
+
+
+def test_the_plan_puts_the_gateway_in_front_of_an_agent_server_and_names_the_door():
+    steps = report(observed(protocol="openai", cut=None)).plan
+    gateway = next(s for s in steps if "gateway" in s.title)
+    assert '"protocol": "openai", "url": "http://x/chat"' in gateway.snippet
+    assert any("durable-sessions.js" in s.snippet for s in steps)
+    sse_steps = report(observed(protocol="sse")).plan
+    assert any("sessions_app.agents.adapters.pydantic_ai" in s.text for s in sse_steps)
+
+
+def test_compare_lists_what_changed():
+    before = {"delivery": "red", "continuity": "red", "control": "red", "visibility": "amber"}
+    after = {"delivery": "green", "continuity": "red", "control": "red", "visibility": "amber"}
+    assert compare(before, after) == [("delivery", "red", "green")]
+
+
+def frames(protocol: str, lines: list[str], held: Held | None = None) -> Held:
+    held = held or Held()
+    decoder = SSEDecoder()
+    for event in decoder.feed("".join(lines).encode()):
+        READERS[protocol](held, event)
+    return held
+
+
+def data(obj) -> str:
+    return f"data: {json.dumps(obj)}\n\n"
+
+
+def test_the_ai_sdk_reader_replaces_a_message_started_again_under_its_id():
+    first = [
+        data({"type": "start", "messageId": "m1"}),
+        data({"type": "text-delta", "delta": "Hel"}),
+    ]
+    held = frames("aisdk", first)
+    again = first + [data({"type": "text-delta", "delta": "lo"}), data({"type": "finish"})]
+    held = frames("aisdk", [*again, "data: [DONE]\n\n"], held)
+    assert (held.text, held.answers, held.outcome) == ("Hello", 1, "finished")
+
+
+def test_the_ag_ui_reader_merges_the_snapshot_after_the_audits_own_message():
+    held = Held(mine="u2")
+    snapshot = {"type": "MESSAGES_SNAPSHOT", "messages": [
+        {"id": "u1", "role": "user", "content": "earlier"},
+        {"id": "a1", "role": "assistant", "content": "an earlier answer"},
+        {"id": "u2", "role": "user", "content": "mine"},
+        {"id": "a2", "role": "assistant", "content": "Hel"},
+    ]}  # fmt: skip
+    frames("agui", [data(snapshot), data({"type": "TEXT_MESSAGE_CONTENT", "messageId": "a2",
+           "delta": "lo"}), data({"type": "RUN_FINISHED", "outcome": {"type": "cancelled"}})], held)  # fmt: skip
+    assert (held.text, held.outcome) == ("Hello", "cancelled")
+
+
+def test_the_plain_reader_takes_text_fields_openai_chunks_and_raw_text():
+    held = frames("sse", [data({"delta": "a"}), data({"choices": [{"delta": {"content": "b"}}]}),
+                          "data: c\n\n", "event: done\ndata: x\n\n"])  # fmt: skip
+    assert (held.text, held.ended) == ("abc", True)
