@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import math
 import re
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
@@ -36,7 +37,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from sessions_app.agents import openai_compat
+from sessions_app.agents.adapters import actions as adapter
+from sessions_app.agents.adapters.openai_compat import ChunkMapping
 from sessions_app.agents.base import Handler, Turn
 from sessions_app.client.errors import RunCancelled
 from sessions_app.domain.upstream import (
@@ -51,6 +53,7 @@ from sessions_app.domain.upstream import (
     agui_body,
     aisdk_body,
     conversation,
+    json_object,
 )
 
 if TYPE_CHECKING:
@@ -278,15 +281,64 @@ async def _check(upstream: Upstream, reply: httpx.Response) -> None:
 
 @dataclass
 class OpenAIReader(Reader):
-    """Chat Completions chunks: the text deltas, read by ``openai_compat``'s own parser."""
+    """Chat Completions chunks, mapped by the OpenAI-compatible adapter's ``ChunkMapping``
+    (text, reasoning, proposed tool calls). A chunk with an ``error`` raises. The stream ends
+    with ``data: [DONE]`` (or, for servers that never send it, after a ``finish_reason``)."""
 
     terminal: str = "'data: [DONE]'"
+    mapping: ChunkMapping = field(default_factory=ChunkMapping)
+    finished: bool = False  # a choice had its finish_reason
+    thought: str | None = None  # the reasoning message in progress
 
     def on_event(self, event: SSEEvent) -> list[Action]:
-        delta = openai_compat._delta(f"data: {event.data}")
-        if delta is openai_compat._DONE:
-            return self._finish()
-        return self._text("-", delta) if isinstance(delta, str) else []
+        if event.data.strip() == "[DONE]":
+            return self._close()
+        chunk = json_object(event.data)
+        error = chunk.get("error")
+        if error is not None:
+            detail = error.get("message") if isinstance(error, dict) else error
+            raise UpstreamError(f"the upstream failed: {detail}")
+        choices = chunk.get("choices")
+        if isinstance(choices, list) and any(
+            isinstance(c, dict) and c.get("finish_reason") for c in choices
+        ):
+            self.finished = True
+        return self._convert(self.mapping.actions(chunk))
+
+    def end(self) -> list[Action]:
+        if not self.done and self.finished:
+            return self._close()
+        return super().end()
+
+    def _close(self) -> list[Action]:
+        return self._convert(self.mapping.finish()) + self._finish()
+
+    def _convert(self, actions: list[adapter.Action]) -> list[Action]:
+        out: list[Action] = []
+        for action in actions:
+            match action:
+                case adapter.Text(delta=delta):
+                    out += self._end_thought() + self._text("-", delta)
+                case adapter.TextEnd():
+                    out += self._end_text()
+                case adapter.Reasoning(delta=delta):
+                    if self.thought is None:
+                        self.thought = f"r-{uuid.uuid4().hex[:10]}"
+                        out += self._reasoning("start", self.thought)
+                    out += self._reasoning("delta", self.thought, delta)
+                case adapter.ReasoningEnd():
+                    out += self._end_thought()
+                case adapter.ToolStart(call_id=call, name=name):
+                    out += self._tool_start(call, name)
+                case adapter.ToolArgs(call_id=call, delta=delta):
+                    out += self._tool_args(call, delta)
+                case adapter.ToolEnd(call_id=call):
+                    out += self._tool_end(call)
+        return out
+
+    def _end_thought(self) -> list[Action]:
+        thought, self.thought = self.thought, None
+        return self._reasoning("end", thought) if thought is not None else []
 
 
 # --- writing into the run --------------------------------------------------------------------

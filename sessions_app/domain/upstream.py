@@ -66,11 +66,12 @@ class SSEDecoder:
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         text = self._decoder.decode(chunk)
-        if not self._started and text:
+        if not text:
+            return []  # nothing, or the first bytes of a character
+        if not self._started:
             self._started = True
             text = text.removeprefix("\ufeff")
-        if self._after_cr and text:  # a CR ended the last line: a LF right after it is its pair
-            self._after_cr = False
+        if self._after_cr:  # a CR ended the last line: a LF right after it is its pair
             text = text.removeprefix("\n")
         buffer = self._buffer + text
         lines = LINE_BREAK.split(buffer)
@@ -128,7 +129,8 @@ class Emit:
 Action = Text | EndText | Emit
 
 
-def _json_object(payload: str) -> dict[str, Any]:
+def json_object(payload: str) -> dict[str, Any]:
+    """The JSON object an event carries, or ``UpstreamError`` quoting what came instead."""
     try:
         value = json.loads(payload)
     except ValueError:
@@ -280,7 +282,7 @@ class AguiReader(Reader):
     text_roles: set[str] = field(default_factory=set)  # messages of other roles: skipped
 
     def on_event(self, event: SSEEvent) -> list[Action]:
-        body = _json_object(event.data)
+        body = json_object(event.data)
         kind = body.get("type")
         if body.get("subagentRunId") is not None or kind in SUBAGENT_EVENTS:
             return []
@@ -425,7 +427,7 @@ class AisdkReader(Reader):
     def on_event(self, event: SSEEvent) -> list[Action]:
         if event.data.strip() == "[DONE]":
             return self._finish()
-        chunk = _json_object(event.data)
+        chunk = json_object(event.data)
         kind = chunk.get("type")
         if not isinstance(kind, str):
             raise UpstreamError(f"the upstream sent a chunk without a type: {event.data[:200]!r}")

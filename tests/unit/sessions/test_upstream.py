@@ -373,3 +373,98 @@ def test_a_steer_restart_sends_the_answer_so_far_and_the_steer():
     assert body["messages"] == [
         {"id": "u-1", "role": "user", "parts": [{"type": "text", "text": "tell a story"}]}
     ]
+
+
+# --- OpenAI-compatible Chat Completions (the adapter's ChunkMapping under the gateway) --------
+
+
+def openai_chunk(**delta) -> dict:
+    return {"choices": [{"index": 0, "delta": delta}]}
+
+
+def test_an_openai_stream_becomes_reasoning_text_and_tool_calls():
+    from sessions_app.agents.gateway import OpenAIReader
+
+    chunks = [
+        openai_chunk(role="assistant", reasoning_content="Let me "),
+        openai_chunk(reasoning_content="think."),
+        openai_chunk(content="Looking "),
+        openai_chunk(content="it up."),
+        openai_chunk(tool_calls=[{"index": 0, "id": "c1", "function": {"name": "search",
+                                                                         "arguments": '{"q"'}}]),
+        openai_chunk(tool_calls=[{"index": 0, "function": {"arguments": ': "x"}'}}]),
+    ]  # fmt: skip
+    actions = read(OpenAIReader(), sse(chunks) + b"data: [DONE]\n\n")
+    mid = actions[0].message
+    assert actions[:4] == [
+        Emit("REASONING_MESSAGE_START", {}, mid),
+        Emit("REASONING_MESSAGE_CONTENT", {"delta": "Let me "}, mid),
+        Emit("REASONING_MESSAGE_CONTENT", {"delta": "think."}, mid),
+        Emit("REASONING_MESSAGE_END", {}, mid),
+    ]
+    assert actions[4:] == [
+        Text("Looking "),
+        Text("it up."),
+        EndText(),
+        Emit("TOOL_CALL_START", {"toolCallId": "c1", "toolCallName": "search"}),
+        Emit("TOOL_CALL_ARGS", {"toolCallId": "c1", "delta": '{"q"'}),
+        Emit("TOOL_CALL_ARGS", {"toolCallId": "c1", "delta": ': "x"}'}),
+        Emit("TOOL_CALL_END", {"toolCallId": "c1"}),
+    ]
+
+
+def test_an_openai_stream_ends_at_done_or_after_a_finish_reason_and_raises_errors():
+    from sessions_app.agents.gateway import OpenAIReader
+
+    finished = {"choices": [{"index": 0, "delta": {"content": "ok"}, "finish_reason": "stop"}]}
+    assert text_of(read(OpenAIReader(), sse([finished]))) == "ok"
+    with pytest.raises(UpstreamError, match="before 'data: \\[DONE\\]'"):
+        read(OpenAIReader(), sse([openai_chunk(content="cut")]))
+    with pytest.raises(UpstreamError, match="the upstream failed: quota exceeded"):
+        read(OpenAIReader(), sse([{"error": {"message": "quota exceeded"}}]))
+
+
+# --- the setting -----------------------------------------------------------------------------
+
+
+def test_a_gateway_setting_becomes_upstreams_and_handlers():
+    from sessions_app.agents import gateway
+
+    setting = {
+        "assistant": {"protocol": "agui", "url": "http://127.0.0.1:9000/agent",
+                      "headers": {"Authorization": "Bearer x"}, "timeout": 5},
+        "writer": {"protocol": "openai", "url": "https://api.example.com/v1", "model": "m"},
+    }  # fmt: skip
+    assert gateway.from_setting("assistant", setting["assistant"]) == gateway.Upstream(
+        "agui", "http://127.0.0.1:9000/agent", {"Authorization": "Bearer x"}, 5.0, "", "assistant"
+    )
+    assert sorted(gateway.handlers(setting)) == ["assistant", "writer"]
+    assert gateway.handlers(None) == {}
+
+
+@pytest.mark.parametrize(
+    ("value", "hint"),
+    [
+        ("http://x", "expected a dict such as"),
+        ({"protocol": "grpc", "url": "http://x"}, "'protocol' must be one of"),
+        ({"protocol": "agui", "url": "ftp://x"}, "'url' must be an http:// or https:// URL"),
+        ({"protocol": "agui"}, "'url' must be"),
+        ({"protocol": "agui", "url": "http://x", "retries": 3}, "unknown keys ['retries']"),
+        ({"protocol": "agui", "url": "http://x", "headers": {"X": "a\r\nInjected: 1"}},
+         "without line breaks"),
+        ({"protocol": "agui", "url": "http://x", "headers": {"Bad Name": "v"}},
+         "not a valid header name"),
+        ({"protocol": "agui", "url": "http://x", "timeout": 0}, "positive number of seconds"),
+        ({"protocol": "agui", "url": "http://x", "timeout": True}, "positive number of seconds"),
+        ({"protocol": "openai", "url": "http://x"}, "needs 'model'"),
+        ({"protocol": "aisdk", "url": "http://x", "model": "m"}, "'model' is for the openai"),
+    ],
+)  # fmt: skip
+def test_a_bad_gateway_setting_says_how_to_fix_it(value, hint):
+    from sessions_app.agents import gateway
+
+    with pytest.raises(ValueError, match=r"AGENT_GATEWAYS\"\]\['assistant'\]") as bad:
+        gateway.from_setting("assistant", value)
+    assert hint in str(bad.value)
+    with pytest.raises(ValueError, match="agent names are strings"):
+        gateway.from_setting("", {"protocol": "agui", "url": "http://x"})
