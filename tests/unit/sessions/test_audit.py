@@ -21,9 +21,11 @@ FULL = "one two three four five six seven eight nine ten " * 4
 
 
 def answer(text: str = FULL, **extra) -> Stream:
-    fields = dict(status=200, content_type="text/event-stream", streaming=True, events=40,
-                  text=text, answers=1, ended=True, outcome="finished", duration_s=2.0,
-                  first_text_s=0.5, first_event_s=0.4, event_sizes=(30, 40, 50))  # fmt: skip
+    fields = {
+        "status": 200, "content_type": "text/event-stream", "streaming": True, "events": 40,
+        "text": text, "answers": 1, "ended": True, "outcome": "finished", "duration_s": 2.0,
+        "first_text_s": 0.5, "first_event_s": 0.4, "event_sizes": (30, 40, 50),
+    }  # fmt: skip
     return Stream(**{**fields, **extra})
 
 
