@@ -694,8 +694,8 @@ def plan(obs: Observations, capabilities: Sequence[Capability]) -> tuple[Step, .
             "Audit again",
             "python manage.py sessions audit"
             f" {_door_url(obs.protocol)} --protocol {_door_protocol(obs.protocol)}"
-            " --header 'Authorization: Bearer dsk_...' --thread <a session name> --save:"
-            " every row of the gap map should read green.",
+            " --header 'Authorization: Bearer dsk_...' --thread <a session name>"
+            " --json after.json: every row of the gap map should read green.",
         )
     )
     return tuple(steps)

@@ -48,9 +48,6 @@ def audit_arguments(parser: CommandParser) -> None:
     parser.add_argument("--json", metavar="FILE", help="also write the report as JSON")
     parser.add_argument("--html", metavar="FILE", help="also write the report as one HTML page")
     parser.add_argument(
-        "--save", action="store_true", help="store the report (browse and compare in the admin)"
-    )
-    parser.add_argument(
         "--strict",
         action="store_true",
         help="exit with status 1 unless every capability is green (for CI)",
@@ -79,19 +76,8 @@ def audit_run(command: BaseCommand, options: dict[str, Any]) -> None:
         Path(options["json"]).write_text(to_json(report), encoding="utf-8")
     if options["html"]:
         Path(options["html"]).write_text(to_html(report), encoding="utf-8")
-    if options["save"]:
-        _save(command, report)
     if options["strict"] and not report.green:
         raise CommandError("the gap map is not all green", returncode=1)
-
-
-def _save(command: BaseCommand, report: Any) -> None:
-    try:
-        from sessions_app.audit.store import save
-    except ImportError as error:  # the model is not installed in this version
-        raise CommandError(f"--save is not available: {error}") from error
-    saved = save(report)
-    command.stdout.write(f"saved as audit #{saved.pk}")
 
 
 SUBCOMMANDS: dict[str, Subcommand] = {
