@@ -99,7 +99,7 @@ def _openai_delta(obj: dict[str, Any]) -> tuple[str, list[str], str]:
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         return "", [], ""
     choice = choices[0]
-    delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
+    delta: dict[str, Any] = choice["delta"] if isinstance(choice.get("delta"), dict) else {}
     kinds = ["tool_calls"] if delta.get("tool_calls") else []
     if delta.get("reasoning_content") or delta.get("reasoning"):
         kinds.append("reasoning")

@@ -521,7 +521,9 @@ def figures(obs: Observations) -> Figures:
         event_bytes_median=int(statistics.median(sizes)) if sizes else None,
         event_bytes_max=max(sizes) if sizes else None,
         longest_gap_s=_round(base.max_gap_s),
-        stop_to_end_s=_round(obs.stop.stop_to_end_s) if _acknowledged(obs.stop) else None,
+        stop_to_end_s=_round(obs.stop.stop_to_end_s)
+        if obs.stop and _acknowledged(obs.stop)
+        else None,
     )
 
 
