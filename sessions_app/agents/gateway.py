@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import re
 import uuid
@@ -41,6 +42,7 @@ from sessions_app.agents.adapters import actions as adapter
 from sessions_app.agents.adapters.openai_compat import ChunkMapping
 from sessions_app.agents.base import Handler, Turn
 from sessions_app.client.errors import RunCancelled
+from sessions_app.client.text import split_text
 from sessions_app.domain.upstream import (
     READERS,
     Action,
@@ -67,6 +69,10 @@ DEFAULT_TIMEOUT: Final = 60.0
 HEADER_NAME: Final = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 ERROR_BODY_CHARS: Final = 300
 SETTING: Final = 'SESSIONS_APP["AGENT_GATEWAYS"]'
+# One append stays well inside the server's MAX_EVENTS_PER_PUBLISH and MAX_FRAME_BYTES.
+BATCH_EVENTS: Final = 100
+BATCH_BYTES: Final = 128 * 1024
+SPLIT: Final = frozenset({"TOOL_CALL_ARGS", "REASONING_MESSAGE_CONTENT"})  # deltas: cut freely
 
 
 @dataclass(frozen=True)
@@ -345,22 +351,39 @@ class OpenAIReader(Reader):
 
 
 async def _write(run: Run, actions: list[Action]) -> None:
-    """Text through ``run.text`` (coalesced); other events in one append per batch, after
-    the text written before them."""
+    """Text through ``run.text`` (coalesced); other events in few appends, after the text
+    written before them, each append within the server's limits."""
     batch: list[dict[str, Any]] = []
+    size = 0
     for action in actions:
         if run.cancelled.is_set():
             raise RunCancelled(run.id)
         if isinstance(action, Emit):
-            batch.append(_envelope(run, action))
+            for event in _events(run, action):
+                if len(batch) >= BATCH_EVENTS or size >= BATCH_BYTES:
+                    await _publish(run, batch)
+                    batch, size = [], 0
+                batch.append(event)
+                size += len(json.dumps(event, ensure_ascii=False))
             continue
         await _publish(run, batch)
-        batch = []
+        batch, size = [], 0
         if isinstance(action, Text):
             await run.text(action.delta)
         elif isinstance(action, EndText):
             await run.end_message()
     await _publish(run, batch)
+
+
+def _events(run: Run, action: Emit) -> list[dict[str, Any]]:
+    """The action's event, or several when a long delta would pass the event size limit."""
+    delta = action.data.get("delta")
+    if action.type not in SPLIT or not isinstance(delta, str):
+        return [_envelope(run, action)]
+    return [
+        _envelope(run, Emit(action.type, {**action.data, "delta": piece}, action.message))
+        for piece in split_text(delta, run.session.client.max_event_bytes)
+    ]
 
 
 async def _publish(run: Run, events: list[dict[str, Any]]) -> None:

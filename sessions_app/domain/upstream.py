@@ -133,7 +133,7 @@ def json_object(payload: str) -> dict[str, Any]:
     """The JSON object an event carries, or ``UpstreamError`` quoting what came instead."""
     try:
         value = json.loads(payload)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than json can read
         raise UpstreamError(
             f"the upstream sent an event that is not JSON: {payload[:200]!r}"
         ) from None

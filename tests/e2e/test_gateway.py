@@ -250,6 +250,10 @@ def python_upstreams(seen):
         prompt = body["messages"][-1]["content"]
 
         async def chunks():
+            if "big" in prompt:  # one chunk over the log's event size limit, twice
+                call = {"index": 0, "id": "c-big", "function": {"name": "store", "arguments": BIG}}
+                delta = {"reasoning_content": "why " * 20_000, "tool_calls": [call]}
+                yield f"data: {json.dumps({'choices': [{'index': 0, 'delta': delta}]})}\n\n"
             words = slow(prompt) if "slow" in prompt else iter_async(["You ", "said: ", prompt])
             async for word in words:
                 chunk = {"choices": [{"index": 0, "delta": {"content": word}}]}
@@ -379,6 +383,9 @@ def test_connection_refused_ends_the_run_with_an_error(site):
 # --- OpenAI-compatible Chat Completions ------------------------------------------------------
 
 
+BIG = json.dumps({"rows": ["é" * 50 + str(i) for i in range(2_000)]})
+
+
 def openai(python_upstream):
     return gateway.from_setting("assistant", {
         "protocol": "openai", "url": python_upstream["base"] + "/v1", "model": "tiny",
@@ -447,3 +454,12 @@ def test_aisdk_cancel_aborts_the_upstream_request(site, aisdk_upstream):
     assert outcome(events) == ("RUN_FINISHED", {"outcome": "cancelled"})
     assert text_of(events).startswith("word ")
     until_sync(lambda: "slow poem" in httpx.get(aisdk_upstream + "/log").json()["aborted"])
+
+
+def test_openai_deltas_over_the_event_size_limit_are_cut_not_refused(site, python_upstream):
+    events = run_turn(site, openai(python_upstream), "big one")
+    assert outcome(events) == ("RUN_FINISHED", {"outcome": "success"})
+    assert tool_calls(events)["c-big"]["args"] == BIG
+    reasoning = [e["data"]["delta"] for e in events if e["type"] == "REASONING_MESSAGE_CONTENT"]
+    assert len(reasoning) > 1 and "".join(reasoning) == "why " * 20_000
+    assert text_of(events) == "You said: big one"

@@ -214,6 +214,7 @@ def test_nothing_after_run_finished_is_read():
          "the upstream agent failed: model overloaded (code busy)"),
         (b"data: <html>\n\n", "not JSON: '<html>'"),
         (b"data: [1, 2]\n\n", "not an object"),
+        (b"data: " + b"[" * 100_000 + b"\n\n", "not JSON"),
         (sse([{"type": "TOOL_CALL_START", "toolCallName": "f"}]), "without 'toolCallId'"),
         (sse([{"type": "STATE_DELTA", "delta": {"op": "add"}}]), "JSON Patch"),
         (sse([{"type": "TEXT_MESSAGE_CHUNK", "messageId": "m", "delta": "cut"}]),
