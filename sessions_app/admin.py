@@ -262,3 +262,6 @@ def _human_bytes(size: int) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{size} B"
+
+
+from sessions_app.audit import admin as _audit_admin  # noqa: E402, F401  (saved delivery audits)

@@ -335,3 +335,35 @@ class ApiKey(models.Model):
     def serves(self) -> frozenset[str]:
         """The agent names a worker key claims turns for (empty: not a worker key)."""
         return frozenset(name.strip() for name in self.agents.split(",") if name.strip())
+
+
+class Audit(models.Model):
+    """One run of the delivery audit (``manage.py sessions audit URL --save``): the report as
+    JSON (docs/sessions/audit.md) and its gap map in a line, to browse and compare in the admin."""
+
+    url = models.URLField(max_length=2000)
+    protocol = models.CharField(max_length=20)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    report = models.JSONField(help_text="The report's JSON (format sessions-audit/1).")
+    summary = models.CharField(
+        max_length=200, help_text="The gap map: capability=verdict, in order; or the problem."
+    )
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["url", "protocol", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.url} ({self.protocol}) {self.created_at:%Y-%m-%d %H:%M}"
+
+    def previous(self) -> Audit | None:
+        """The audit of the same URL and protocol just before this one."""
+        return (
+            Audit.objects.filter(
+                url=self.url, protocol=self.protocol, created_at__lte=self.created_at
+            )
+            .exclude(pk=self.pk)
+            .filter(models.Q(created_at__lt=self.created_at) | models.Q(pk__lt=self.pk))
+            .order_by("-created_at", "-id")
+            .first()
+        )

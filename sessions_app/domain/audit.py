@@ -697,7 +697,8 @@ def plan(obs: Observations, capabilities: Sequence[Capability]) -> tuple[Step, .
             "python manage.py sessions audit"
             f" {_door_url(obs.protocol)} --protocol {_door_protocol(obs.protocol)}"
             " --header 'Authorization: Bearer dsk_...' --thread <a session name>"
-            " --json after.json: every row of the gap map should read green.",
+            " --save: every row of the gap map should read green (the admin shows the"
+            " previous run's verdicts beside).",
         )
     )
     return tuple(steps)

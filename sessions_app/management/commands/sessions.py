@@ -48,6 +48,11 @@ def audit_arguments(parser: CommandParser) -> None:
     parser.add_argument("--json", metavar="FILE", help="also write the report as JSON")
     parser.add_argument("--html", metavar="FILE", help="also write the report as one HTML page")
     parser.add_argument(
+        "--save",
+        action="store_true",
+        help="store the report: browse it in the admin beside the previous run's verdicts",
+    )
+    parser.add_argument(
         "--strict",
         action="store_true",
         help="exit with status 1 unless every capability is green (for CI)",
@@ -76,6 +81,11 @@ def audit_run(command: BaseCommand, options: dict[str, Any]) -> None:
         Path(options["json"]).write_text(to_json(report), encoding="utf-8")
     if options["html"]:
         Path(options["html"]).write_text(to_html(report), encoding="utf-8")
+    if options["save"]:
+        from sessions_app.audit.store import save
+
+        saved = save(report)
+        command.stdout.write(f"saved as audit #{saved.pk} (admin: Sessions app > Audits)")
     if options["strict"] and not report.green:
         raise CommandError("the gap map is not all green", returncode=1)
 
