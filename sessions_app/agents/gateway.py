@@ -15,7 +15,10 @@ loses nothing, a cancel closes the upstream request, a crashed worker's turn run
 
 Protocols: ``agui`` (AG-UI 1.0, e.g. pydantic-ai's AG-UI app, ag-ui-langgraph), ``aisdk``
 (the Vercel AI SDK UI message stream) and ``openai`` (Chat Completions, streamed). The
-parsers are pure, in ``sessions_app/domain/upstream.py``. Importable without Django.
+parsers are pure: the event-stream decoder and the AG-UI and AI SDK readers in
+``sessions_app/domain/upstream.py``; Chat Completions chunks go through the OpenAI-compatible
+adapter's ``ChunkMapping`` (``OpenAIReader`` below). Importable without Django. See
+docs/sessions/agents.md, "Gateway: in front of an existing agent server".
 
 Steers: none of the three protocols can take a new instruction in the middle of an answer,
 so a steer *restarts* the upstream call: the request in flight is closed, what it wrote stays
