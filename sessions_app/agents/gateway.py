@@ -99,7 +99,12 @@ class Upstream:
     name: str = ""
 
     def label(self) -> str:
-        return f"upstream {self.name!r} ({self.url})" if self.name else f"upstream {self.url}"
+        """How errors name it: users see them, so no credentials or query string."""
+        parts = urlsplit(self.url)
+        port = f":{parts.port}" if parts.port else ""
+        host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname
+        where = f"{parts.scheme}://{host}{port}{parts.path}"
+        return f"upstream {self.name!r} ({where})" if self.name else f"upstream {where}"
 
 
 def _bad(name: str, problem: str) -> ValueError:

@@ -440,6 +440,8 @@ def test_a_gateway_setting_becomes_upstreams_and_handlers():
         "agui", "http://127.0.0.1:9000/agent", {"Authorization": "Bearer x"}, 5.0, "", "assistant"
     )
     assert sorted(gateway.handlers(setting)) == ["assistant", "writer"]
+    secret = gateway.from_setting("a", {"protocol": "aisdk", "url": "https://u:pw@h:8443/p?key=k"})
+    assert secret.label() == "upstream 'a' (https://h:8443/p)"  # errors reach users
     assert gateway.handlers(None) == {}
 
 
