@@ -186,7 +186,8 @@ def test_pydantic_ai_cancel_stops_the_agent_before_its_next_tool(site):
         try:
             yield "Counting down "
             seen["text_out"] = True
-            await asyncio.sleep(20)  # the user presses stop while the model still streams
+            # The user presses stop while the model still streams; longer than the test waits.
+            await asyncio.sleep(60)
             yield {1: DeltaToolCall(name="launch", json_args="{}", tool_call_id="l1")}
         finally:
             seen["stream_closed"] = True
@@ -352,7 +353,8 @@ def test_langgraph_cancel_stops_the_graph_before_its_next_node(site):
     async def count_down(state):
         get_stream_writer()({"name": "progress", "value": 3})
         try:
-            await asyncio.sleep(20)  # the user presses stop while this node works
+            # The user presses stop while this node works; longer than the test waits.
+            await asyncio.sleep(60)
         except asyncio.CancelledError:
             seen["node_stopped"] = True
             raise
@@ -441,7 +443,7 @@ def test_openai_agents_cancel_stops_the_run_before_its_next_tool(site):
 
     async def the_user_presses_stop():
         try:
-            await asyncio.sleep(20)
+            await asyncio.sleep(60)  # longer than the test waits: only a cancel ends it
         except asyncio.CancelledError:
             seen["model_stopped"] = True
             raise

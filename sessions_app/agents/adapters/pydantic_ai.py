@@ -39,6 +39,7 @@ from sessions_app.agents.adapters.actions import (
     ToolStart,
     as_text,
     drive,
+    jsonable,
     pump_steers,
 )
 from sessions_app.client.errors import RunCancelled
@@ -87,10 +88,11 @@ class EventMapping:
         if kind in ("function_tool_result", "output_tool_result"):
             return [ToolResult(event.part.tool_call_id, _content(event.part), self.key)]
         if kind == "custom":
-            value = dataclasses.asdict(event) if dataclasses.is_dataclass(event) else {}
+            is_data = dataclasses.is_dataclass(event) and not isinstance(event, type)
+            value = dataclasses.asdict(event) if is_data else {}
             for own in ("event_kind", "name", "tool_call_id", "tool_name"):
                 value.pop(own, None)
-            return [Custom(event.name or type(event).__name__, value, self.key)]
+            return [Custom(event.name or type(event).__name__, jsonable(value), self.key)]
         return []
 
     def _start(self, index: int, part: Any) -> list[Action]:

@@ -20,11 +20,11 @@ from sessions_app.agents.adapters.actions import (
     coalesce,
 )
 
-pytest.importorskip("pydantic_ai")
+pydantic_ai = pytest.importorskip("pydantic_ai")
 pytestmark = pytest.mark.engine_independent
 
 
-def recorded(stream_function, tools=()):
+def recorded(stream_function, tools=(), context_tools=()):
     """The actions of a whole run of an agent on ``stream_function``, as the adapter maps them."""
     from pydantic_ai import Agent
     from pydantic_ai.models.function import FunctionModel
@@ -34,6 +34,8 @@ def recorded(stream_function, tools=()):
     agent = Agent(FunctionModel(stream_function=stream_function))
     for tool in tools:
         agent.tool_plain(tool)
+    for tool in context_tools:
+        agent.tool(tool)
 
     async def run():
         actions = []
@@ -102,3 +104,31 @@ def test_text_streamed_in_any_chunks_arrives_whole_in_one_message(chunks):
     assert "".join(a.delta for a in actions if isinstance(a, Text)) == "".join(chunks)
     assert actions[-1] == TextEnd()
     assert all(isinstance(a, Text | TextEnd) for a in actions)
+
+
+def test_a_custom_event_a_tool_emits_keeps_its_name_and_fields():
+    from dataclasses import dataclass
+
+    from pydantic_ai import CustomEvent
+    from pydantic_ai.messages import ToolReturnPart
+    from pydantic_ai.models.function import DeltaToolCall
+
+    @dataclass(kw_only=True)
+    class DownloadProgress(CustomEvent):
+        done: int
+        total: int
+
+    async def model(messages, info):
+        if not any(isinstance(p, ToolReturnPart) for m in messages for p in m.parts):
+            yield {0: DeltaToolCall(name="download", json_args="{}", tool_call_id="d1")}
+        else:
+            yield "Done."
+
+    async def download(ctx: pydantic_ai.RunContext) -> str:
+        await ctx.emit(DownloadProgress(done=1, total=2))
+        return "ok"
+
+    from sessions_app.agents.adapters.actions import Custom
+
+    customs = [a for a in recorded(model, context_tools=[download]) if isinstance(a, Custom)]
+    assert customs == [Custom("download_progress", {"done": 1, "total": 2})]
