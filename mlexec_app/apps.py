@@ -1,3 +1,5 @@
+from importlib.util import find_spec
+
 from django.apps import AppConfig
 
 
@@ -10,3 +12,5 @@ class MlexecAppConfig(AppConfig):
         from mlexec_app import checks, conf, metrics  # noqa: F401  (registers checks and signals)
 
         metrics.register()
+        if find_spec("django_tasks") is not None:  # the mlexec extra: jobs go to its queue
+            from mlexec_app import tasks  # noqa: F401  (installs jobs' enqueuer)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from django.core.checks import run_checks
 
-from mlexec_app import jobs
+from mlexec_app import job_runner, jobs
 from mlexec_app.models import RunStatus
 
 # Its subject does not touch the engines: the first test pass runs it, the second does not.
@@ -89,7 +89,7 @@ def test_a_device_the_worker_lacks_fails_the_job_with_the_reason(project, settin
     job = jobs.create_job(project, "digits", diagnostics=["baseline"], params=FAST,
                           trusted=True)  # fmt: skip
     with pytest.raises(Exception, match="no CUDA GPU"):
-        jobs.execute(job.pk)
+        job_runner.execute(job.pk)
     job.refresh_from_db()
     assert job.status == RunStatus.FAILED and "no CUDA GPU" in job.error
 

@@ -9,10 +9,11 @@ from datetime import timedelta
 
 import numpy as np
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
 from django.utils import timezone
 
-from mlexec_app import jobs, services
+from mlexec_app import job_runner, jobs, services
 from mlexec_app.exceptions import InvalidInput, InvalidTransition
 from mlexec_app.models import DataAssessment, DiagnosticJob, ErrorAnalysis, Run, RunStatus
 
@@ -153,7 +154,7 @@ def test_cancel_stops_a_running_job_within_seconds(project, csv_dataset):
 
     def work() -> None:
         try:
-            jobs.execute(job.pk)
+            job_runner.execute(job.pk)
         finally:
             connection.close()  # a thread's connection would keep the test database busy
 
@@ -182,7 +183,7 @@ def test_cancel_stops_a_running_job_within_seconds(project, csv_dataset):
 def test_cancelling_a_queued_job_is_immediate_and_the_worker_skips_it(project):
     job = jobs.create_job(project, "digits")
     assert jobs.request_cancel(job).status == RunStatus.CANCELLED
-    assert jobs.execute(job.pk) == {"job": job.pk, "status": "skipped"}
+    assert job_runner.execute(job.pk) == {"job": job.pk, "status": "skipped"}
     with pytest.raises(InvalidTransition):
         jobs.request_cancel(job)
 
@@ -208,6 +209,16 @@ def test_a_broken_dataset_fails_the_job_with_the_reason(project, tmp_path):
     job.refresh_from_db()
     assert job.status == RunStatus.FAILED
     assert "missing.csv" in job.error and job.finished_at is not None
+
+
+def test_a_site_without_a_job_queue_is_told_how_to_get_one(project):
+    removed = jobs.set_enqueuer(None)
+    try:
+        with pytest.raises(ImproperlyConfigured, match="django-tasks"):
+            jobs.start_job(project, "digits", diagnostics=["baseline"], params=FAST)
+    finally:
+        jobs.set_enqueuer(removed)
+    assert DiagnosticJob.objects.get().task_id == ""  # left queued, never marked handed over
 
 
 def test_unknown_diagnostics_are_refused_before_queueing(project):

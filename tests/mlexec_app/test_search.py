@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from mlexec_app import jobs, services
+from mlexec_app import job_runner, jobs, services
 from mlexec_app.models import DiagnosticJob, Intervention, Run, RunStatus
 
 # Its subject does not touch the engines: the first test pass runs it, the second does not.
@@ -77,21 +77,17 @@ def test_the_search_is_refused_when_the_plan_does_not_ask_for_it(api, sized_proj
     assert not DiagnosticJob.objects.exists()
 
 
-def test_a_cancelled_search_resumes_from_the_trials_it_finished(api, biased):
+def two_trials_recorded(job: DiagnosticJob) -> bool:
+    """A CANCEL_CHECKER: stop the search once two of its trials are recorded."""
+    return len(DiagnosticJob.objects.get(pk=job.pk).result.get("trials", [])) >= 2
+
+
+def test_a_cancelled_search_resumes_from_the_trials_it_finished(api, biased, settings):
     job = small_search(biased, trials=6)
-    # Cancel as soon as the second trial is recorded, through the job's own cancel flag.
-    original = jobs.record_trial
-
-    def record_then_cancel(j, trial):
-        original(j, trial)
-        if len(DiagnosticJob.objects.get(pk=j.pk).result.get("trials", [])) >= 2:
-            DiagnosticJob.objects.filter(pk=j.pk).update(cancel_requested=True)
-
-    jobs.record_trial = record_then_cancel
-    try:
-        jobs.execute(job.pk)
-    finally:
-        jobs.record_trial = original
+    kept = getattr(settings, "MLEXEC_APP", {})
+    settings.MLEXEC_APP = {**kept, "CANCEL_CHECKER": f"{__name__}.two_trials_recorded"}
+    job_runner.execute(job.pk)
+    settings.MLEXEC_APP = kept  # the resumed search runs to its end
     job.refresh_from_db()
     assert job.status == RunStatus.CANCELLED
     done = job.result["trials"]

@@ -16,7 +16,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from mlexec_app import jobs, services
+from mlexec_app import job_runner, jobs, services
 from mlexec_app.exceptions import MlexecError
 from mlexec_app.management.subcommands import Subcommand
 from mlexec_app.models import DiagnosticJob, RunStatus
@@ -102,7 +102,7 @@ def _params(options: dict[str, Any]) -> dict[str, Any]:
 def _run_here(command: BaseCommand, job: DiagnosticJob) -> DiagnosticJob:
     bar = ProgressBar(command.stderr)
     try:
-        jobs.execute(job.pk, listener=bar.update)
+        job_runner.execute(job.pk, listener=bar.update)
     except KeyboardInterrupt:
         # Ctrl-C lands inside a training step, not at a cancel check: record the cancel here.
         DiagnosticJob.objects.filter(pk=job.pk).update(
