@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -498,12 +500,23 @@ class Probes:
         return replace(obs, fresh=reading.frozen(), fresh_offered=True)
 
     async def cut_and_resume(self, obs: Observations, base: Reading) -> Observations:
-        """Cut the next answer at ~40% of the first one's bytes; wait; take the way back."""
-        share = base.header_bytes + int(base.body_bytes * CUT_SHARE)
+        """Cut the next answer at ~40% of the first one; wait; take the way back.
+
+        Over plain HTTP the proxy passes 40% of the first answer's bytes and closes the
+        connection right there (often inside an event). Over TLS the bytes on the wire are not
+        the answer's (handshake, records), so the proxy resets the connection once the client
+        has read 40% of the first answer's events.
+        """
         mine = _new_id()
+        chat = self.protocol.chat(mine)
         async with self.s.proxy() as proxy:
-            trap = proxy.cut_after_bytes(max(1, share))
-            cut = await self.s.read(self.protocol.chat(mine), proxy, Held(mine=mine), trap=trap)
+            if urlsplit(self.s.target.url).scheme == "https":
+                trap: Any = EventCut(proxy, math.ceil(base.events * CUT_SHARE))
+                cut = await self.s.read(chat, proxy, Held(mine=mine), on_event=trap, trap=trap)
+            else:
+                share = base.header_bytes + int(base.body_bytes * CUT_SHARE)
+                trap = proxy.cut_after_bytes(max(1, share))
+                cut = await self.s.read(chat, proxy, Held(mine=mine), trap=trap)
         obs = replace(obs, cut=cut.frozen(), cut_at=CUT_SHARE)
         if not cut.cut:
             self.notes.append("the second answer ended before the cut: delivery not judged")
@@ -568,6 +581,20 @@ class Probes:
             (sent, Exchange(request.shown(), f"HTTP {response.status_code}", body))
         )
         return response.status_code, ""
+
+
+class EventCut:
+    """Reset the proxy's connections once a reading has ``after`` events (the TLS cut)."""
+
+    def __init__(self, proxy: TcpProxy, after: int) -> None:
+        self.proxy = proxy
+        self.after = max(1, after)
+        self.fired = threading.Event()
+
+    def __call__(self, reading: Reading) -> None:
+        if reading.events >= self.after and not self.fired.is_set():
+            self.fired.set()
+            self.proxy.cut(0.0)
 
 
 async def _until(task: asyncio.Future[Reading], ready: Any) -> bool:

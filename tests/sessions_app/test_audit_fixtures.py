@@ -82,6 +82,21 @@ def test_pydantic_ai_ag_ui_shows_tool_calls_but_has_no_way_back_no_second_device
     assert '"protocol": "agui"' in gateway.snippet and "run_agents" in gateway.snippet
 
 
+def test_over_tls_the_proxy_keeps_the_host_name_and_cuts_at_40_percent_of_the_events(tmp_path):
+    pytest.importorskip("cryptography")
+    import ssl
+
+    cert, key = fixtures.self_signed(tmp_path)
+    trusted = ssl.create_default_context(cafile=str(cert))
+    with fixtures.serve(fixtures.sse_with_ids(), tls=(cert, key)) as base:
+        report = run_audit(base + "/chat", "sse", timeout=20, verify=trusted)
+    assert report.problem == "" and report.gap_map()["delivery"] == "red"
+    cut = next(e for e in report.exchanges if "cut by the audit" in e.answer)
+    first = len(fixtures.tokens()) + 1  # the tokens and [DONE]
+    seen = int(cut.answer.split("; ")[2].split(" events")[0])
+    assert -(-first * 2 // 5) <= seen <= -(-first * 2 // 5) + 2  # ~40% of the first's events
+
+
 def test_the_json_report_is_the_documented_shape(plain):
     data = json.loads(json.dumps(to_dict(plain)))
     assert data["format"] == "sessions-audit/1" and data["green"] is False
