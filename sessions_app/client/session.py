@@ -450,8 +450,8 @@ class Run:
     async def tool_args(self, call_id: str, delta: str) -> None:
         """A piece of a started tool call's arguments (JSON text, streamed as the model writes)."""
         self._check()
-        if delta:
-            data = {"toolCallId": call_id, "delta": delta}
+        for piece in self._pieces(delta):  # each in its own append, as text is
+            data = {"toolCallId": call_id, "delta": piece}
             await self.session.publish([self._envelope("TOOL_CALL_ARGS", data=data)])
 
     async def tool_end(self, call_id: str) -> None:
@@ -460,8 +460,18 @@ class Run:
         await self.session.publish([self._envelope("TOOL_CALL_END", data={"toolCallId": call_id})])
 
     async def tool_result(self, call_id: str, content: str) -> None:
-        """What the tool returned (text; JSON for anything else)."""
+        """What the tool returned (text; JSON for anything else).
+
+        A result longer than one event holds is shown cut, with how much was left out (the
+        model got all of it; the log keeps what users are shown).
+        """
+        from sessions_app.client.text import json_size
+
         self._check()
+        limit = self.session.client.max_event_bytes
+        if json_size(content) > limit:
+            shown = split_text(content, max(limit - 64, 12))[0]
+            content = f"{shown}\n[… {len(content) - len(shown)} more characters not shown]"
         data = {"toolCallId": call_id, "content": content}
         await self.session.publish([self._envelope("TOOL_CALL_RESULT", data=data)])
 
@@ -478,12 +488,14 @@ class Run:
                 self._envelope("REASONING_START", message=self._reasoning),
                 self._envelope("REASONING_MESSAGE_START", message=self._reasoning),
             ]
-        events.append(
-            self._envelope(
-                "REASONING_MESSAGE_CONTENT", message=self._reasoning, data={"delta": delta}
+        for piece in self._pieces(delta):  # the first with the start, each in its own append
+            events.append(
+                self._envelope(
+                    "REASONING_MESSAGE_CONTENT", message=self._reasoning, data={"delta": piece}
+                )
             )
-        )
-        await self.session.publish(events)
+            await self.session.publish(events)
+            events = []
 
     async def end_reasoning(self) -> None:
         """End the reasoning message in progress, if any."""
@@ -496,6 +508,10 @@ class Run:
                     self._envelope("REASONING_END", message=message),
                 ]
             )
+
+    def _pieces(self, delta: str) -> list[str]:
+        """``delta`` cut to the size of an event (none if empty)."""
+        return split_text(delta, self.session.client.max_event_bytes) if delta else []
 
     async def step(self, name: str, *, finished: bool = False) -> None:
         """A named step of the agent (e.g. a graph node) starts, or with ``finished`` ends."""

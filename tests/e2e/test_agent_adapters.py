@@ -264,6 +264,50 @@ def test_pydantic_ai_takes_a_steer_at_its_next_model_request(site):
     assert text_of(of_run(history(site, session), run_id)) == "Bonjour."
 
 
+def test_long_reasoning_and_tool_calls_land_whole_in_few_appends_and_a_huge_result_is_cut(site):
+    from pydantic_ai import Agent
+    from pydantic_ai.messages import ToolReturnPart
+    from pydantic_ai.models.function import DeltaThinkingPart, DeltaToolCall, FunctionModel
+
+    from sessions_app.agents.adapters.pydantic_ai import handler
+
+    thoughts = [f"thought {i}; " for i in range(400)]
+    note = "é" * 30_000  # 60 kB as UTF-8: more than one event holds
+
+    async def model(messages, info):
+        if not any(isinstance(p, ToolReturnPart) for m in messages for p in m.parts):
+            for thought in thoughts:
+                yield {0: DeltaThinkingPart(content=thought)}
+            yield {1: DeltaToolCall(name="save", json_args='{"note": "', tool_call_id="s1")}
+            for i in range(0, len(note), 100):
+                yield {1: DeltaToolCall(json_args=note[i : i + 100])}
+            yield {1: DeltaToolCall(json_args='"}')}
+        else:
+            yield "Saved."
+
+    assistant = Agent(FunctionModel(stream_function=model))
+
+    @assistant.tool_plain
+    def save(note: str) -> str:
+        return note * 2  # 120 kB: shown cut, the model gets it all
+
+    session = new_session(site)
+    run_id = asyncio.run(answer(site, session, handler(assistant), "Save it"))
+    mine = of_run(history(site, session), run_id)
+    reasoning = [e["data"]["delta"] for e in mine if e["type"] == "REASONING_MESSAGE_CONTENT"]
+    assert "".join(reasoning) == "".join(thoughts)
+    assert len(reasoning) < 40, f"{len(reasoning)} appends for 400 thinking tokens"
+    call = tool_calls(mine)["s1"]
+    assert json.loads(call["args"]) == {"note": note}
+    args = [e for e in mine if e["type"] == "TOOL_CALL_ARGS"]
+    assert 2 <= len(args) < 40, f"{len(args)} appends for 300 argument chunks"
+    shown, left_out = call["result"].rsplit("\n[… ", 1)
+    assert shown and (note * 2).startswith(shown)
+    assert left_out == f"{len(note) * 2 - len(shown)} more characters not shown]"
+    assert text_of(mine) == "Saved."
+    assert outcome(history(site, session), run_id) == ("RUN_FINISHED", "success")
+
+
 async def collect(session, into):
     async for event in session.events():
         into.append(event)

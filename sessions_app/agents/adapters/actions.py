@@ -15,7 +15,7 @@ import contextlib
 import json
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from sessions_app.client.errors import RunCancelled
 
@@ -152,14 +152,51 @@ def coalesce(actions: Iterable[Action]) -> list[Action]:
 
 
 class Driver:
-    """Applies actions to the turn's run and the child runs they open."""
+    """Applies actions to the turn's run and the child runs they open.
+
+    Reasoning and tool argument deltas are held for up to the client's ``coalesce_seconds``
+    (as ``run.text`` holds text) and joined: a model streaming thousands of thinking tokens
+    makes a few appends, not one per token. Anything else sends what is held first.
+    """
 
     def __init__(self, run: Run) -> None:
         self.runs: dict[str, Run] = {"": run}
+        self.held: Reasoning | ToolArgs | None = None
+        self._lock = asyncio.Lock()
+        self._timer: asyncio.Task[None] | None = None
+        self._failed: BaseException | None = None  # a held delta's publish that failed
 
     async def apply(self, actions: Iterable[Action]) -> None:
         for action in coalesce(actions):
-            await self._apply(action)
+            async with self._lock:
+                if self._failed is not None:
+                    raise self._failed
+                if isinstance(action, Reasoning | ToolArgs):
+                    await self._hold(action)
+                    continue
+                await self._release()
+                await self._apply(action)
+
+    async def _hold(self, action: Reasoning | ToolArgs) -> None:
+        joined = coalesce([self.held, action]) if self.held is not None else [action]
+        if len(joined) > 1:  # another stream: what is held goes first
+            await self._release()
+        self.held = cast("Reasoning | ToolArgs", joined[-1])
+        if self._timer is None or self._timer.done():
+            self._timer = asyncio.create_task(self._release_later())
+
+    async def _release_later(self) -> None:
+        await asyncio.sleep(self.runs[""].session.client.coalesce_seconds)
+        async with self._lock:
+            try:
+                await self._release()
+            except Exception as exc:  # raised by the next apply() or by close()
+                self._failed = exc
+
+    async def _release(self) -> None:
+        held, self.held = self.held, None
+        if held is not None:
+            await self._apply(held)
 
     async def _apply(self, action: Action) -> None:
         if isinstance(action, Enter):
@@ -219,6 +256,17 @@ class Driver:
 
         ``exc``: why the turn stops early; a cancel ends the children as cancelled.
         """
+        async with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+            if exc is None:
+                await self._release()
+                if self._failed is not None:
+                    raise self._failed
+            elif not isinstance(exc, asyncio.CancelledError | RunCancelled):
+                with contextlib.suppress(Exception):  # what the model said before it failed
+                    await self._release()
+            self.held = None
         if isinstance(exc, asyncio.CancelledError):
             exc = RunCancelled(self.runs[""].id)
         for key in reversed([key for key in self.runs if key]):
