@@ -9,8 +9,8 @@ can end the connection after a set number of bytes, as a network drop would.
 What is sent, per protocol (and nothing else): three chat requests (the uninterrupted answer,
 the answer that is cut, the answer that is stopped), the protocol's way back after the cut, a
 second connection while the first answer streams, a fresh read after it, and the stop. Each
-stream is bounded in time (``timeout``), bytes (``MAX_STREAM_BYTES``) and events
-(``MAX_EVENTS``); what the endpoint sends is parsed, never run, and kept trimmed.
+stream is bounded in time (``timeout``), bytes (``MAX_STREAM_BYTES``, ``MAX_EVENT_BYTES``)
+and events (``MAX_EVENTS``); what the endpoint sends is parsed, never run, and kept trimmed.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from sessions_app.tcp_proxy import TcpProxy
 
 MAX_STREAM_BYTES = 8 << 20
 MAX_EVENTS = 20_000
+MAX_EVENT_BYTES = 1 << 20
 MAX_SIZES = 5_000
 EXCERPT = 300
 CUT_SHARE = 0.4
@@ -378,6 +379,8 @@ class Session:
 
     def _event(self, reading: Reading, reader: Any, event: SSEEvent, seen: frozenset[str]) -> None:
         now = time.monotonic()
+        if size(event) > MAX_EVENT_BYTES:
+            raise StreamTooLarge(f"an event of more than {MAX_EVENT_BYTES} bytes")
         if reading.last_event is not None:
             reading.max_gap = max(reading.max_gap, now - reading.last_event)
         reading.last_event = now
@@ -521,10 +524,10 @@ class Probes:
         if not cut.cut:
             self.notes.append("the second answer ended before the cut: delivery not judged")
             return replace(obs, cut=None)
-        await asyncio.sleep(self._settle(obs))
         request = self.protocol.resume(cut.ids[-1] if cut.ids else "", _new_id())
         if request is None:
             return obs
+        await asyncio.sleep(self._settle(obs))
         held = cut.held.copy()
         held.ended, held.outcome = False, ""
         async with self.s.proxy() as proxy:

@@ -775,7 +775,7 @@ def report(obs: Observations) -> Report:
     """The gap map, the design and the plan for what the probes saw."""
     problem = obs.baseline.problem() if not obs.baseline.ok else ""
     if not problem and not obs.baseline.text:
-        problem = "the stream carried no text this audit could read"
+        problem = obs.baseline.error or "the stream carried no text this audit could read"
     if problem:
         return _blocked(obs, problem)
     delivered = delivery(obs)

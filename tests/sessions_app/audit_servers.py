@@ -31,7 +31,7 @@ WORDS = (
     " which loses its connection can come back and continue where it stopped, and a second"
     " device can follow the same answer while it is written."
 ).split(" ")
-PACE = 0.03
+PACE = 0.015
 
 
 def tokens() -> list[str]:
@@ -149,8 +149,24 @@ def misfits() -> Starlette:
 
         return StreamingResponse(body(), media_type="text/event-stream")
 
+    async def huge(request: Request) -> Response:
+        async def body() -> AsyncIterator[str]:
+            yield "data: " + "x" * (3 << 20) + "\n\n"
+
+        return StreamingResponse(body(), media_type="text/event-stream")
+
+    async def endless(request: Request) -> Response:
+        async def body() -> AsyncIterator[str]:
+            while True:
+                yield f"data: {json.dumps({'delta': 'more '})}\n\n"
+                await asyncio.sleep(PACE)
+
+        return StreamingResponse(body(), media_type="text/event-stream")
+
     return Starlette(
         routes=[
+            Route("/huge", huge, methods=["POST"]),
+            Route("/endless", endless, methods=["POST"]),
             Route("/json", json_chat, methods=["POST"]),
             Route("/guarded", guarded, methods=["POST"]),
             Route("/hostile", hostile, methods=["POST"]),
@@ -193,6 +209,32 @@ def self_signed(folder: Path) -> tuple[Path, Path]:
         )
     )
     return cert_path, key_path
+
+
+def openai_chat() -> Starlette:
+    """An OpenAI-compatible chat completions endpoint (``stream: true``)."""
+
+    async def completions(request: Request) -> Response:
+        body = await request.json()
+        assert body["stream"] is True
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
+            choice = {"index": 0, "delta": delta, "finish_reason": finish}
+            return (
+                f"data: {json.dumps({'object': 'chat.completion.chunk', 'choices': [choice]})}\n\n"
+            )
+
+        async def stream() -> AsyncIterator[str]:
+            yield chunk({"role": "assistant", "content": ""})
+            for token in tokens():
+                yield chunk({"content": token})
+                await asyncio.sleep(PACE)
+            yield chunk({}, "stop")
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(stream(), media_type="text/event-stream")
+
+    return Starlette(routes=[Route("/v1/chat/completions", completions, methods=["POST"])])
 
 
 @contextmanager

@@ -82,6 +82,20 @@ def test_pydantic_ai_ag_ui_shows_tool_calls_but_has_no_way_back_no_second_device
     assert '"protocol": "agui"' in gateway.snippet and "run_agents" in gateway.snippet
 
 
+def test_an_openai_compatible_stream_has_no_way_back_no_second_device_and_no_stop():
+    with fixtures.serve(fixtures.openai_chat()) as base:
+        report = run_audit(base + "/v1/chat/completions", "openai", timeout=20)
+    assert report.gap_map() == {
+        "delivery": "red", "continuity": "red", "control": "red", "visibility": "amber",
+    }  # fmt: skip
+    assert findings(report, "delivery")[0] == (
+        "red: cannot resume: OpenAI-compatible streams have no resume; the rest is lost"
+    )
+    assert report.figures.answer_chars == len("".join(fixtures.tokens()))
+    gateway = next(s for s in report.plan if "gateway" in s.title)
+    assert '"protocol": "openai"' in gateway.snippet
+
+
 def test_over_tls_the_proxy_keeps_the_host_name_and_cuts_at_40_percent_of_the_events(tmp_path):
     pytest.importorskip("cryptography")
     import ssl
@@ -120,6 +134,15 @@ def test_bad_input_is_a_clear_finding_not_a_traceback(path, protocol, problem):
     assert report.problem.startswith(problem)
     assert set(report.gap_map().values()) == {"unknown"}
     assert problem[:20] in to_text(report)
+
+
+def test_an_oversized_event_and_an_endless_stream_stay_within_the_bounds():
+    with fixtures.serve(fixtures.misfits()) as base:
+        huge = run_audit(base + "/huge", "sse", timeout=10)
+        endless = run_audit(base + "/endless", "sse", timeout=2)
+    assert huge.problem == "an event of more than 1048576 bytes"
+    assert "no end within 2 s (the audit's bound)" in endless.exchanges[0].answer
+    assert endless.figures is not None and endless.figures.answer_chars > 0
 
 
 def test_an_unreachable_endpoint_is_a_finding():
