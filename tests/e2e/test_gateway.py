@@ -13,6 +13,7 @@ import asyncio
 import itertools
 import json
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -28,9 +29,11 @@ from sessions_app.client import SessionsClient
 from sessions_app.domain.upstream import UpstreamError
 from tests.e2e.node import ensure_node_modules
 from tests.e2e.servers import (
+    ROOT,
     api_key_for,
     daphne_server,
     free_port,
+    manage_output,
     site_database,
     wait_until_serving,
 )
@@ -41,12 +44,46 @@ names = itertools.count()
 NODE = Path(__file__).parent / "agui"
 
 
+SETUP = """
+from django.contrib.auth import get_user_model
+from sessions_app.access import mint_token
+from sessions_app.keys import create_key
+from sessions_app.models import Session
+alice, _ = get_user_model().objects.get_or_create(username="alice")
+robot, _ = get_user_model().objects.get_or_create(username="robot")
+for i in range(2):
+    Session.objects.get_or_create(name=f"chat-{i}", defaults={"owner": alice})
+print(mint_token(alice))
+print(create_key(robot, "gateway workers", agents="assistant")[1])
+print(create_key(alice, "alice's own", all_sessions=True)[1])
+"""
+
+
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
+def site(tmp_path_factory, python_upstream):
+    """The demo site; every user message asks agent "assistant", which the site's
+    AGENT_GATEWAYS puts in front of the pydantic-ai AG-UI app (for ``run_agents``)."""
+    settings = {
+        "TURNS": {"agent": "assistant"},
+        "AGENT_GATEWAYS": {"assistant": {"protocol": "agui",
+                                         "url": python_upstream["base"] + "/agui"}},
+    }  # fmt: skip
     with site_database(tmp_path_factory.mktemp("gateway"), "gateway") as env:
+        env = {**env, "SESSIONS_APP_JSON": json.dumps(settings)}
         key = api_key_for(env, user="agent")
+        token, worker, own = manage_output("shell", "-c", SETUP, env=env).split()[-3:]
         with daphne_server(env) as base:
-            yield {"base": base, "key": key}
+            # A worker as an operator starts it (no module of ours: the setting alone), started
+            # now so that it boots while the tests before its own run.
+            args = [sys.executable, "manage.py", "run_agents", "--url", base, "--api-key", worker,
+                    "--concurrency", "2", "--drain", "2"]  # fmt: skip
+            proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.PIPE)  # fmt: skip
+            try:
+                yield {"base": base, "key": key, "token": token, "own": own, "worker": proc}
+            finally:
+                proc.terminate()
+                proc.communicate(timeout=30)
 
 
 def new_session(site) -> str:
@@ -229,6 +266,10 @@ def python_upstreams(seen):
                                         tool_call_id="call-w")}  # fmt: skip
             else:
                 yield "Clear skies in Paris."
+        elif "medium" in prompt:
+            for _ in range(20):
+                yield "word "
+                await asyncio.sleep(0.05)
         elif "shorter" in prompt:
             yield "Short answer."
         else:
@@ -463,3 +504,57 @@ def test_openai_deltas_over_the_event_size_limit_are_cut_not_refused(site, pytho
     reasoning = [e["data"]["delta"] for e in events if e["type"] == "REASONING_MESSAGE_CONTENT"]
     assert len(reasoning) > 1 and "".join(reasoning) == "why " * 20_000
     assert text_of(events) == "You said: big one"
+
+
+# --- the whole path: run_agents serves the gateway of the site's setting --------------------
+
+
+def test_run_agents_answers_through_the_gateway_a_user_who_left(site, python_upstream):
+    """The one-setting migration: the site names the upstream in AGENT_GATEWAYS; the worker
+    started with ``run_agents`` (no module of ours) answers a user's message through it. The
+    user's device goes away after sending; the answer is written all the same, a second device
+    sees all of it, and a cancel from a device aborts the upstream request."""
+    own = {"Authorization": f"Bearer {site['own']}"}
+
+    def log(name):
+        reply = httpx.get(f"{site['base']}/api/sessions/{name}/events?limit=1000", headers=own)
+        return reply.json()["events"]
+
+    def turn_run(name):
+        started = [
+            e for e in log(name) if e["type"] == "RUN_STARTED" and e.get("data", {}).get("turn")
+        ]
+        return started[0]["run"] if started else None
+
+    def ended(name):
+        run = turn_run(name)
+        return run is not None and any(
+            e["type"] in ("RUN_FINISHED", "RUN_ERROR") for e in of_run(log(name), run)
+        )
+
+    async def send(name, text):
+        async with SessionsClient(site["base"], token=site["token"]) as device:
+            await (await device.session(name)).send_message(text)
+        # the device is gone: nothing holds the upstream request but the worker
+
+    async def scenario():
+        await send("chat-0", "medium story")
+        await until(lambda: ended("chat-0"), 30)
+        async with SessionsClient(site["base"], token=site["token"]) as device:
+            await (await device.session("chat-1")).send_message("slow saga")
+            await until(lambda: text_of(of_run(log("chat-1"), turn_run("chat-1") or "-")), 30)
+            await device.sessions["chat-1"].cancel(turn_run("chat-1"))
+            await until(lambda: ended("chat-1"), 30)
+
+    asyncio.run(scenario())
+    assert site["worker"].poll() is None  # it served both turns and still runs
+    run = turn_run("chat-0")
+    assert outcome(of_run(log("chat-0"), run)) == ("RUN_FINISHED", {"outcome": "success"})
+    sent = next(b for b in python_upstream["seen"]["agui"] if b["threadId"] == "chat-0")
+    assert sent["runId"] == run and sent["messages"][-1]["content"] == "medium story"
+    second_device = httpx.get(f"{site['base']}/api/sessions/chat-0/snapshot", headers=own)
+    [answer] = [m for m in second_device.json()["state"]["messages"] if m["run"] == run]
+    assert answer["text"] == "word " * 20
+    cancelled = of_run(log("chat-1"), turn_run("chat-1"))
+    assert outcome(cancelled) == ("RUN_FINISHED", {"outcome": "cancelled"})
+    until_sync(lambda: "slow saga" in python_upstream["seen"]["aborted"])
