@@ -123,6 +123,16 @@ async def cancel_when(client, run, predicate):
 
 # --- pydantic-ai ---------------------------------------------------------------------------
 
+try:
+    from pydantic import BaseModel
+    from pydantic_ai import RunContext
+    from pydantic_ai.ui import StateDeps
+
+    class Trip(BaseModel):
+        city: str | None = None
+except ImportError:  # without the extra, the pydantic-ai tests fail on their own imports
+    pass
+
 
 def test_pydantic_ai_streams_text_reasoning_tool_calls_and_a_sub_agent(site):
     from pydantic_ai import Agent
@@ -146,10 +156,11 @@ def test_pydantic_ai_streams_text_reasoning_tool_calls_and_a_sub_agent(site):
                 yield token
 
     researcher = Agent(TestModel(custom_output_text="Three good museums."), name="researcher")
-    assistant = Agent(FunctionModel(stream_function=model))
+    assistant = Agent(FunctionModel(stream_function=model), deps_type=StateDeps[Trip])
 
-    @assistant.tool_plain
-    def weather(city: str) -> str:
+    @assistant.tool
+    def weather(ctx: RunContext[StateDeps[Trip]], city: str) -> str:
+        ctx.deps.state.city = city
         return f"sunny in {city}"
 
     @assistant.tool_plain
@@ -157,10 +168,13 @@ def test_pydantic_ai_streams_text_reasoning_tool_calls_and_a_sub_agent(site):
         return await delegate(researcher, f"find out about {topic}")
 
     session = new_session(site)
-    run_id = asyncio.run(answer(site, session, handler(assistant), "Weather in Paris?"))
+    options = lambda turn: {"deps": StateDeps(Trip())}  # noqa: E731
+    run_id = asyncio.run(answer(site, session, handler(assistant, options=options), "Paris?"))
     events = history(site, session)
     mine = of_run(events, run_id)
     assert text_of(mine) == "It is sunny in Paris."
+    states = [e["data"]["snapshot"] for e in mine if e["type"] == "STATE_SNAPSHOT"]
+    assert states == [{"city": None}, {"city": "Paris"}]
     reasoning = [e["data"]["delta"] for e in mine if e["type"] == "REASONING_MESSAGE_CONTENT"]
     assert "".join(reasoning) == "Paris, so ask the weather"
     calls = tool_calls(mine)

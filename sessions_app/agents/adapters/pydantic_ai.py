@@ -9,11 +9,12 @@
 
 The agent runs with ``Agent.iter`` and each model request's and tool call's events are streamed
 (``node.stream``) into the turn's run: text, thinking as reasoning, tool calls with their
-arguments as the model writes them and the tool's result, and ``CustomEvent``s. A tool that
-calls another agent through ``delegate(...)`` streams that agent into a child run. A steer is
-enqueued into the running agent (``AgentRun.enqueue``): the next model request sees it. A
-cancel cancels the task that runs the agent: the model stream is closed and no further tool
-runs. Importable without Django.
+arguments as the model writes them and the tool's result, ``CustomEvent``s, and the state of a
+``StateDeps`` (any ``StateHandler`` deps) whenever it changed. A tool that calls another agent
+through ``delegate(...)`` streams that agent into a child run. A steer is enqueued into the
+running agent (``AgentRun.enqueue``): the next model request sees it. A cancel cancels the
+task that runs the agent: the model stream is closed and no further tool runs. Importable
+without Django.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from sessions_app.agents.adapters.actions import (
     Driver,
     Reasoning,
     ReasoningEnd,
+    State,
     Text,
     TextEnd,
     ToolArgs,
@@ -137,6 +139,16 @@ def _content(part: Any) -> str:
     return as_text(content if content is not None else "")
 
 
+def state_of(deps: Any) -> Any:
+    """The run's state as JSON, if its deps hold one (pydantic-ai's ``StateDeps``, or any
+    dataclass with a ``state`` field, the ``StateHandler`` protocol); None otherwise."""
+    if not dataclasses.is_dataclass(deps) or "state" not in getattr(
+        deps, "__dataclass_fields__", {}
+    ):
+        return None
+    return jsonable(deps.state)
+
+
 def conversation(turn: Turn) -> tuple[str, list[Any]]:
     """The turn's user prompt and the pydantic-ai message history before it."""
     messages = _pydantic_ai().messages
@@ -160,12 +172,17 @@ async def stream_agent(agent: Any, run: Run, driver: Driver, key: str, **options
         async with agent.iter(**options) as agent_run:
             steers = asyncio.create_task(pump_steers(run, agent_run.enqueue))
             try:
+                shown = None
                 async for node in agent_run:
                     if Agent.is_model_request_node(node) or Agent.is_call_tools_node(node):
                         mapping = EventMapping(key)
                         async with node.stream(agent_run.ctx) as events:
                             async for event in events:
                                 await driver.apply(mapping.actions(event))
+                    state = state_of(getattr(agent_run.ctx.deps, "user_deps", None))
+                    if state is not None and state != shown:  # e.g. a tool changed it
+                        shown = state
+                        await driver.apply([State(state, key)])
             finally:
                 steers.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
