@@ -447,6 +447,49 @@ def test_langgraph_cancel_stops_the_graph_before_its_next_node(site):
     assert outcome(events, run_id) == ("RUN_FINISHED", "cancelled")
 
 
+def test_langgraph_a_node_takes_the_steers_sent_while_the_graph_ran(site):
+    from langchain_core.messages import AIMessageChunk
+    from langgraph.graph import START, MessagesState, StateGraph
+
+    from sessions_app.agents.adapters.langgraph import handler, take_steers
+
+    steered = asyncio.Event()
+    model = scripted_chat_model([[AIMessageChunk(content="Bonjour.", chunk_position="last")]])
+    given = []
+
+    async def look(state):
+        await asyncio.wait_for(steered.wait(), 10)  # the steer arrives while this node runs
+        return {}
+
+    async def assistant(state):
+        messages = state["messages"] + take_steers()
+        given.append(messages)
+        return {"messages": [await model.ainvoke(messages)]}
+
+    graph = StateGraph(MessagesState)
+    graph.add_node("look", look)
+    graph.add_node("assistant", assistant)
+    graph.add_edge(START, "look")
+    graph.add_edge("look", "assistant")
+    session = new_session(site)
+    session_events = []
+
+    async def device(client, run):
+        live = client.sessions[session]
+        listener = asyncio.create_task(collect(live, session_events))
+        await until(lambda: any(e["type"] == "STEP_STARTED" for e in session_events))
+        await live.steer(run.id, "answer in French")
+        await until(lambda: any(e["type"] == "STEER" for e in session_events))
+        steered.set()
+        listener.cancel()
+
+    run_id = asyncio.run(answer(site, session, handler(graph.compile()), "Hi", during=device))
+    [messages] = given
+    assert messages[-1] == {"role": "user", "content": "answer in French"}
+    assert messages[0].content == "Hi"
+    assert text_of(of_run(history(site, session), run_id)) == "Bonjour."
+
+
 # --- OpenAI Agents SDK ---------------------------------------------------------------------
 
 
