@@ -142,11 +142,10 @@ def _content(part: Any) -> str:
 def state_of(deps: Any) -> Any:
     """The run's state as JSON, if its deps hold one (pydantic-ai's ``StateDeps``, or any
     dataclass with a ``state`` field, the ``StateHandler`` protocol); None otherwise."""
-    if not dataclasses.is_dataclass(deps) or "state" not in getattr(
-        deps, "__dataclass_fields__", {}
-    ):
+    fields = getattr(deps, "__dataclass_fields__", None)
+    if isinstance(deps, type) or not isinstance(fields, dict) or "state" not in fields:
         return None
-    return jsonable(deps.state)
+    return jsonable(getattr(deps, "state", None))
 
 
 def conversation(turn: Turn) -> tuple[str, list[Any]]:
