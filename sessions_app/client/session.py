@@ -24,6 +24,11 @@ CAUGHT_UP = "_CAUGHT_UP"  # marker in a session's inbox: the replay ends here
 UNSETTLED = frozenset({"unavailable", "internal", "producer_seq_gap", "producer_stale_epoch"})
 
 
+def _settled(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # read, so that a caller cancelled meanwhile leaves no warning
+
+
 class Session:
     """Events of one session as they arrive, and publishing with an idempotent producer."""
 
@@ -107,7 +112,9 @@ class Session:
 
     async def _produce(self, frame: dict[str, Any]) -> dict[str, Any]:
         # Shielded: a caller that is cancelled does not leave its sequence number unsettled.
-        return await asyncio.shield(self._produce_in_order(frame))
+        task = asyncio.ensure_future(self._produce_in_order(frame))
+        task.add_done_callback(_settled)  # its refusal is its caller's; none left unread
+        return await asyncio.shield(task)
 
     async def _produce_in_order(self, frame: dict[str, Any]) -> dict[str, Any]:
         """Send a writing frame with the next producer seq (one at a time, in call order)."""
