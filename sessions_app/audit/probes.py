@@ -29,24 +29,26 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from sessions_app.audit.readers import READERS, Held, SSEDecoder, SSEEvent, UpstreamError, size
+from sessions_app.audit.reading import (
+    EXCERPT,
+    MAX_EVENTS,
+    MAX_STREAM_BYTES,
+    Reading,
+    StreamTooLarge,
+    record,
+)
+from sessions_app.audit.wsprobe import cancel as ws_cancel
+from sessions_app.audit.wsprobe import read as ws_read
 from sessions_app.domain.audit import PROTOCOLS, Exchange, Observations, Stop, Stream
 from sessions_app.tcp_proxy import TcpProxy
 
-MAX_STREAM_BYTES = 8 << 20
-MAX_EVENTS = 20_000
-MAX_EVENT_BYTES = 1 << 20
-MAX_SIZES = 5_000
-EXCERPT = 300
 CUT_SHARE = 0.4
 # Protocols whose way back follows the answer live (AI SDK resume GET, AG-UI connect): the audit
 # takes it at once, as their clients do. A plain SSE replay may only send what was stored, so
 # the audit waits first for a generation that survived the cut to finish.
-FOLLOWS_LIVE = {"aisdk", "agui"}
+FOLLOWS_LIVE = {"aisdk", "agui", "ws"}
+WS_SCHEMES = {"ws": "ws", "wss": "wss", "http": "ws", "https": "wss"}
 SECRET_HEADERS = {"authorization", "cookie", "x-api-key", "api-key", "proxy-authorization"}
-
-
-class StreamTooLarge(Exception):
-    """An answer went past the audit's bounds (bytes or events)."""
 
 
 class AuditInputError(ValueError):
@@ -72,16 +74,17 @@ class Target:
             raise AuditInputError(
                 f"unknown protocol {self.protocol!r}: use one of {', '.join(PROTOCOLS)}"
             )
-        parts = urlsplit(self.url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise AuditInputError(f"not an http(s) URL: {self.url!r}")
-        if self.protocol == "ws":
-            raise AuditInputError(
-                "--protocol ws is not probed yet: audit this project's WebSocket door through"
-                " its AG-UI or AI SDK door instead (same log, same guarantees)"
-            )
+        url = self.url
+        if self.protocol == "ws":  # this project's WebSocket door: ws(s), or http(s) for it
+            url = WS_SCHEMES.get(url.split(":", 1)[0].lower(), "") + url[url.find(":") :]
+        parts = urlsplit(url)
+        allowed = ("ws", "wss") if self.protocol == "ws" else ("http", "https")
+        if parts.scheme not in allowed or not parts.hostname:
+            raise AuditInputError(f"not a {' or '.join(allowed)} URL: {self.url!r}")
+        if self.protocol == "ws" and not self.thread:
+            raise AuditInputError("--protocol ws needs --thread: the name of an existing session")
         thread = self.thread or f"audit-{uuid.uuid4().hex[:12]}"
-        return replace(self, thread=thread, timeout=max(1.0, min(self.timeout, 600.0)))
+        return replace(self, url=url, thread=thread, timeout=max(1.0, min(self.timeout, 600.0)))
 
 
 def parse_header(text: str) -> tuple[str, str]:
@@ -138,6 +141,8 @@ class Protocol:
     def chat(self, message_id: str) -> Request:
         t = self.t
         sse = {"Accept": "text/event-stream"}
+        if t.protocol == "ws":
+            return Request("WS", t.url, {"after": "now", "text": t.prompt, "message": message_id})
         if t.protocol == "aisdk":
             body: Any = {
                 "id": t.thread,
@@ -177,6 +182,8 @@ class Protocol:
     def resume(self, last_id: str, message_id: str) -> Request | None:
         """The protocol's own way back to an answer in progress, or None."""
         t = self.t
+        if t.protocol == "ws":
+            return Request("WS", t.url, {"after": last_id}) if last_id else None
         if t.protocol == "aisdk":
             return Request("GET", _beside(t.url, t.thread, "stream"))
         if t.protocol == "agui":
@@ -190,6 +197,8 @@ class Protocol:
     def watch(self) -> Request | None:
         """A second connection to the same conversation while an answer streams, or None."""
         t = self.t
+        if t.protocol == "ws":
+            return Request("WS", t.url, {"after": "snapshot"})
         if t.protocol == "aisdk":
             return Request("GET", _beside(t.url, t.thread, "stream"))
         if t.protocol == "agui":
@@ -199,6 +208,8 @@ class Protocol:
     def fresh(self, first_id: str) -> Request | None:
         """A fresh client reading the finished answer, or None."""
         t = self.t
+        if t.protocol == "ws":
+            return Request("WS", t.url, {"after": "snapshot", "until": "caught_up"})
         if t.protocol == "agui":
             headers = {"Last-Event-ID": first_id} if first_id else {}
             return Request("GET", _beside(t.url, t.thread, "connect"), None, headers)
@@ -206,6 +217,8 @@ class Protocol:
 
     def stop(self, run_id: str) -> Request | None:
         t = self.t
+        if t.protocol == "ws":
+            return Request("WS", t.url, {"cancel": run_id})
         if t.protocol == "aisdk":
             return Request("POST", _beside(t.url, t.thread, "stop"), {})
         if t.protocol == "agui":
@@ -218,59 +231,6 @@ class Protocol:
 # --- reading one stream ---------------------------------------------------------------------
 
 
-@dataclass
-class Reading:
-    """One stream as it is read (mutable), then frozen into a :class:`Stream`."""
-
-    held: Held
-    status: int | None = None
-    content_type: str = ""
-    error: str = ""
-    events: int = 0
-    ids: list[str] = field(default_factory=list)
-    repeated: int = 0
-    sizes: list[int] = field(default_factory=list)
-    started: float = field(default_factory=time.monotonic)
-    first_event: float | None = None
-    first_text: float | None = None
-    last_event: float | None = None
-    max_gap: float = 0.0
-    finished: float | None = None
-    body_bytes: int = 0
-    header_bytes: int = 0
-    excerpt: bytes = b""
-    cut: bool = False
-    text_seen: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def frozen(self) -> Stream:
-        at = self.started
-        streaming = self.content_type.split(";")[0].strip().lower() == "text/event-stream"
-        return Stream(
-            status=self.status,
-            error=self.error,
-            content_type=self.content_type[:100],
-            streaming=streaming and self.events > 0,
-            events=self.events,
-            text=self.held.text,
-            answers=self.held.answers,
-            event_ids=bool(self.ids),
-            first_id=self.ids[0] if self.ids else "",
-            last_id=self.ids[-1] if self.ids else "",
-            repeated_ids=self.repeated,
-            ended=self.held.ended,
-            outcome=self.held.outcome,
-            progress=tuple(self.held.progress),
-            first_event_s=None if self.first_event is None else self.first_event - at,
-            first_text_s=None if self.first_text is None else self.first_text - at,
-            duration_s=None if self.finished is None else self.finished - at,
-            event_sizes=tuple(self.sizes),
-            max_gap_s=self.max_gap if self.events > 1 else None,
-            cut=self.cut,
-            run_id=self.held.run_id[:200],
-            message_id=self.held.message_id[:200],
-        )
-
-
 class Session:
     """An audit's HTTP client, routed through its proxy, with the evidence it collects."""
 
@@ -281,7 +241,7 @@ class Session:
         self.exchanges: list[tuple[float, Exchange]] = []
         parts = urlsplit(target.url)
         self.host = parts.hostname or ""
-        self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        self.port = parts.port or (443 if parts.scheme in ("https", "wss") else 80)
 
     @contextlib.asynccontextmanager
     async def proxy(self) -> AsyncIterator[TcpProxy]:
@@ -328,19 +288,12 @@ class Session:
         from another task while it fills."""
         reading = reading or Reading(held)
         reading.started = time.monotonic()
-        reader = READERS[self.target.protocol]
-        url, headers, extensions = self._routed(request, proxy)
         try:
             async with asyncio.timeout(self.target.timeout):
-                async with self.client.stream(
-                    request.method, url, json=request.json, headers=headers, extensions=extensions
-                ) as response:
-                    reading.status = response.status_code
-                    reading.content_type = response.headers.get("content-type", "")
-                    reading.header_bytes = 16 + sum(
-                        len(k) + len(v) + 4 for k, v in response.headers.raw
-                    )
-                    await self._body(response, reading, reader, on_event, seen)
+                if request.method == "WS":
+                    await ws_read(self, request, proxy, reading, seen, on_event)
+                else:
+                    await self._http(request, proxy, reading, on_event, seen)
         except TimeoutError:
             reading.error = f"no end within {self.target.timeout:.0f} s (the audit's bound)"
         except httpx.HTTPError as error:
@@ -351,6 +304,19 @@ class Session:
         reading.cut = trap is not None and trap.fired.is_set()
         self.exchanges.append((reading.started, _exchange(request, reading)))
         return reading
+
+    async def _http(
+        self, request: Request, proxy: TcpProxy, reading: Reading, on_event: Any, seen: Any
+    ) -> None:
+        reader = READERS[self.target.protocol]
+        url, headers, extensions = self._routed(request, proxy)
+        async with self.client.stream(
+            request.method, url, json=request.json, headers=headers, extensions=extensions
+        ) as response:
+            reading.status = response.status_code
+            reading.content_type = response.headers.get("content-type", "")
+            reading.header_bytes = 16 + sum(len(k) + len(v) + 4 for k, v in response.headers.raw)
+            await self._body(response, reading, reader, on_event, seen)
 
     async def _body(
         self,
@@ -378,25 +344,7 @@ class Session:
                     raise StreamTooLarge(f"more than {MAX_EVENTS} events in one answer")
 
     def _event(self, reading: Reading, reader: Any, event: SSEEvent, seen: frozenset[str]) -> None:
-        now = time.monotonic()
-        if size(event) > MAX_EVENT_BYTES:
-            raise StreamTooLarge(f"an event of more than {MAX_EVENT_BYTES} bytes")
-        if reading.last_event is not None:
-            reading.max_gap = max(reading.max_gap, now - reading.last_event)
-        reading.last_event = now
-        reading.first_event = reading.first_event or now
-        reading.events += 1
-        if len(reading.sizes) < MAX_SIZES:
-            reading.sizes.append(size(event))
-        if event.id is not None and (not reading.ids or reading.ids[-1] != event.id):
-            if event.id[:200] in seen:  # the way back sent again what had arrived
-                reading.repeated += 1
-            reading.ids.append(event.id[:200])
-        before = reading.held.text_events
-        reader(reading.held, event)
-        if reading.held.text_events > before and reading.first_text is None:
-            reading.first_text = now
-            reading.text_seen.set()
+        record(reading, size(event), event.id, lambda: reader(reading.held, event), seen)
 
 
 def _transport_error(error: httpx.HTTPError) -> str:
@@ -513,7 +461,7 @@ class Probes:
         mine = _new_id()
         chat = self.protocol.chat(mine)
         async with self.s.proxy() as proxy:
-            if urlsplit(self.s.target.url).scheme == "https":
+            if urlsplit(self.s.target.url).scheme in ("https", "wss"):
                 trap: Any = EventCut(proxy, math.ceil(base.events * CUT_SHARE))
                 cut = await self.s.read(chat, proxy, Held(mine=mine), on_event=trap, trap=trap)
             else:
@@ -567,6 +515,12 @@ class Probes:
 
     async def _send(self, request: Request, proxy: TcpProxy) -> tuple[int | None, str]:
         sent = time.monotonic()
+        if request.method == "WS":
+            async with asyncio.timeout(min(self.s.target.timeout, 30.0)):
+                status, error, body = await ws_cancel(self.s, request, proxy)
+            answer = ("ack" if status == 200 else f"refused ({status})") if status else error
+            self.s.exchanges.append((sent, Exchange(request.shown(), answer, body)))
+            return status, error
         url, headers, extensions = self.s._routed(request, proxy)
         try:
             async with asyncio.timeout(min(self.s.target.timeout, 30.0)):

@@ -46,6 +46,9 @@ class Held:
     text_events: int = 0
     mine: str = ""
     steps: int = 0
+    runs: set[str] = field(default_factory=set)  # ws: the followed run and its sub-runs
+    asked: bool = False  # ws: the audit's own user message has been seen
+    last_offset: str = ""  # ws: the browser client drops what it already folded
 
     @property
     def text(self) -> str:
@@ -71,7 +74,13 @@ class Held:
 
     def copy(self) -> Held:
         return Held(
-            dict(self.messages), mine=self.mine, run_id=self.run_id, message_id=self.message_id
+            dict(self.messages),
+            mine=self.mine,
+            run_id=self.run_id,
+            message_id=self.message_id,
+            runs=set(self.runs),
+            asked=self.asked,
+            last_offset=self.last_offset,
         )
 
 
@@ -246,6 +255,97 @@ def _agui_snapshot(held: Held, messages: Any) -> None:
         mid, content = _str(message.get("id")), message.get("content")
         if ours and message.get("role") == "assistant" and mid and isinstance(content, str):
             held.messages[mid] = content[:MAX_TEXT]
+
+
+# --- this project's WebSocket door (our event vocabulary) -----------------------------------
+
+LOG_PROGRESS = ("TOOL_CALL_", "STEP_", "REASONING", "STATE_")
+RUN_ENDS = {"finished", "cancelled", "failed"}
+
+
+def read_log(held: Held, event: Any) -> None:
+    """One event of a session log, as the browser client folds it: duplicates dropped by
+    offset; the first top-level run after the audit's own message is the answer; its
+    sub-runs' messages are part of it."""
+    if not isinstance(event, dict):
+        return
+    offset = _str(event.get("offset"))
+    if offset and held.last_offset and offset <= held.last_offset:
+        return
+    held.last_offset = offset or held.last_offset
+    kind, run = _str(event.get("type")), _str(event.get("run"))
+    data: dict[str, Any] = event["data"] if isinstance(event.get("data"), dict) else {}
+    if kind == "TEXT_MESSAGE_START" and data.get("role") == "user":
+        held.asked = held.asked or event.get("message") == held.mine
+    elif kind == "RUN_STARTED":
+        _log_run(held, run, _str(data.get("parentRunId")))
+    elif run not in held.runs:
+        return
+    elif kind in ("TEXT_MESSAGE_START", "TEXT_MESSAGE_CONTENT", "TEXT_MESSAGE_CHUNK"):
+        message = _str(event.get("message"))
+        if message and data.get("role") in (None, "assistant"):
+            held.messages.setdefault(message, "")
+            held.append(message, _str(data.get("delta")))
+    elif kind in ("RUN_FINISHED", "RUN_ERROR") and run == held.run_id:
+        held.ended = True
+        cancelled = data.get("outcome") == "cancelled" or data.get("code") == "cancelled"
+        held.outcome = (
+            "cancelled" if cancelled else "finished" if kind == "RUN_FINISHED" else "error"
+        )
+    elif kind.startswith(LOG_PROGRESS):
+        held.saw(kind)
+
+
+def _log_run(held: Held, run: str, parent: str) -> None:
+    if parent and parent in held.runs:
+        held.runs.add(run)
+        held.saw("SUB_AGENT_RUN")
+    elif not parent and not held.run_id and (held.asked or not held.mine):
+        held.run_id = run
+        held.runs.add(run)
+
+
+def read_snapshot(held: Held, state: Any) -> None:
+    """A ``snapshot`` frame's folded state: the answer after the audit's own message."""
+    if not isinstance(state, dict):
+        return
+    messages = [m for m in state.get("messages") or [] if isinstance(m, dict)]
+    runs = [r for r in state.get("runs") or [] if isinstance(r, dict)]
+    parents = {_str(r.get("id")): _str(r.get("parent")) for r in runs}
+    after = _after_mine(held, messages)
+    if not held.run_id:
+        top = [_str(m.get("run")) for m in after if m.get("run") and not parents.get(m["run"])]
+        if not top:
+            return
+        held.run_id = top[0]
+    held.runs.add(held.run_id)
+    for run, parent in parents.items():  # sub-runs, whatever their depth
+        chain, seen = parent, set()
+        while chain and chain not in held.runs and chain not in seen:
+            seen.add(chain)
+            chain = parents.get(chain, "")
+        if chain in held.runs:
+            held.runs.add(run)
+    for m in after:
+        if m.get("run") in held.runs and m.get("role") == "assistant":
+            held.messages[_str(m.get("id"))] = _str(m.get("text"))[:MAX_TEXT]
+    status = next((_str(r.get("status")) for r in runs if r.get("id") == held.run_id), "")
+    if status in RUN_ENDS:
+        held.ended = True
+        held.outcome = {"finished": "finished", "cancelled": "cancelled"}.get(status, "error")
+
+
+def _after_mine(held: Held, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The messages after the audit's own (all of them when the audit sent none)."""
+    if not held.mine:
+        return messages
+    after = []
+    for message in messages:
+        if held.asked:
+            after.append(message)
+        elif message.get("id") == held.mine:
+            held.asked = True
+    return after
 
 
 READERS = {"sse": read_sse, "openai": read_openai, "aisdk": read_aisdk, "agui": read_agui}

@@ -102,7 +102,7 @@ class Stream:
     @property
     def ok(self) -> bool:
         """An answer that streamed (2xx, an event stream, at least one event)."""
-        return self.status is not None and 200 <= self.status < 300 and self.streaming
+        return _success(self.status) and self.streaming
 
     def problem(self) -> str:
         """Why this attempt is not a streamed answer, in words; empty when it is."""
@@ -112,13 +112,18 @@ class Stream:
             return "no answer"
         if self.status in (401, 403):
             return f"HTTP {self.status}: the endpoint refused the credentials (pass --header)"
-        if not 200 <= self.status < 300:
+        if not _success(self.status):
             return f"HTTP {self.status}"
         if self.status == 204:
             return "HTTP 204: nothing to stream"
         if not self.streaming:
             return f"not a stream (Content-Type {self.content_type or 'missing'})"
         return ""
+
+
+def _success(status: int | None) -> bool:
+    """2xx, or 101 (a WebSocket opened)."""
+    return status is not None and (200 <= status < 300 or status == 101)
 
 
 @dataclass(frozen=True)
@@ -758,14 +763,16 @@ def _door_text(protocol: str) -> str:
 
 
 def _door_protocol(protocol: str) -> str:
-    """The door to audit after the move (the browser client's WebSocket door shares the log
-    with the AG-UI door, which the audit probes)."""
-    return "aisdk" if protocol == "aisdk" else "agui"
+    """The door to audit after the move: the one the frontend moves to."""
+    return protocol if protocol in ("aisdk", "agui") else "ws"
 
 
 def _door_url(protocol: str) -> str:
-    path = "/sessions/aisdk/chat" if protocol == "aisdk" else "/sessions/agui/"
-    return f"https://<your site>{path}"
+    paths = {
+        "aisdk": "https://<your site>/sessions/aisdk/chat",
+        "agui": "https://<your site>/sessions/agui/",
+    }
+    return paths.get(protocol, "wss://<your site>/ws/sessions/")
 
 
 # --- the report -----------------------------------------------------------------------------

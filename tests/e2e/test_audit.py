@@ -1,5 +1,6 @@
 """The delivery audit end to end: an AI SDK endpoint built with the `ai` package's own server
-helpers (without and with resume), and this project's own doors, which come out all green.
+helpers (without and with resume), and this project's own doors (AG-UI, AI SDK, WebSocket),
+which come out all green.
 
 The Python fixtures (plain SSE, SSE with ids, pydantic-ai's AG-UI server) are in
 tests/sessions_app/test_audit_fixtures.py.
@@ -70,16 +71,23 @@ def test_an_ai_sdk_endpoint_with_resume_delivers_but_nothing_stops_the_generatio
     assert summaries(report, "control")[0].startswith("red: the stop request was not acknowledged")
 
 
+THREADS = ["audit-agui", "audit-aisdk", "audit-ws"]
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    with agent_site(tmp_path_factory.mktemp("audit"), "audit", ["audit-agui", "audit-aisdk"]) as s:
+    with agent_site(tmp_path_factory.mktemp("audit"), "audit", THREADS) as s:
         yield s
 
 
 @pytest.mark.real_engines
 @pytest.mark.parametrize(
     ("protocol", "path", "thread"),
-    [("agui", "/sessions/agui/", "audit-agui"), ("aisdk", "/sessions/aisdk/chat", "audit-aisdk")],
+    [
+        ("agui", "/sessions/agui/", "audit-agui"),
+        ("aisdk", "/sessions/aisdk/chat", "audit-aisdk"),
+        ("ws", "/ws/sessions/", "audit-ws"),
+    ],
 )
 def test_this_projects_doors_come_out_all_green(site, protocol, path, thread):
     report = run_audit(

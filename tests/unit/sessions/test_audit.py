@@ -145,3 +145,50 @@ def test_the_plain_reader_takes_text_fields_openai_chunks_and_raw_text():
     held = frames("sse", [data({"delta": "a"}), data({"choices": [{"delta": {"content": "b"}}]}),
                           "data: c\n\n", "event: done\ndata: x\n\n"])  # fmt: skip
     assert (held.text, held.ended) == ("abc", True)
+
+
+def log_event(offset: int, kind: str, run: str = "", message: str = "", **data) -> dict:
+    event = {"offset": f"{offset:016d}", "type": kind, "data": data}
+    return {**event, **({"run": run} if run else {}), **({"message": message} if message else {})}
+
+
+def test_the_log_reader_follows_the_run_after_the_audits_message_and_its_sub_runs():
+    from sessions_app.audit.readers import read_log
+
+    held = Held(mine="u1")
+    events = [
+        log_event(1, "RUN_STARTED", "r0"),  # someone else's run, before the audit's message
+        log_event(2, "TEXT_MESSAGE_START", message="u1", role="user"),
+        log_event(3, "RUN_STARTED", "r1"),
+        log_event(4, "TEXT_MESSAGE_CONTENT", "r1", "a1", delta="Hel"),
+        log_event(5, "RUN_STARTED", "r2", parentRunId="r1"),
+        log_event(6, "TEXT_MESSAGE_CONTENT", "r2", "a2", delta="[sub]"),
+        log_event(4, "TEXT_MESSAGE_CONTENT", "r1", "a1", delta="Hel"),  # a duplicate offset
+        log_event(7, "TEXT_MESSAGE_CONTENT", "r1", "a1", delta="lo"),
+        log_event(8, "RUN_FINISHED", "r1", outcome="cancelled"),
+    ]
+    for event in events:
+        read_log(held, event)
+    assert (held.run_id, held.text, held.outcome) == ("r1", "Hello[sub]", "cancelled")
+    assert held.progress == ["SUB_AGENT_RUN"]
+
+
+def test_the_snapshot_reader_takes_the_answer_after_the_audits_message():
+    from sessions_app.audit.readers import read_snapshot
+
+    held = Held(mine="u2")
+    state = {
+        "messages": [
+            {"id": "a0", "role": "assistant", "run": "r0", "text": "older"},
+            {"id": "u2", "role": "user", "run": None, "text": "mine"},
+            {"id": "a1", "role": "assistant", "run": "r1", "text": "Hello"},
+            {"id": "a2", "role": "assistant", "run": "r2", "text": " and more"},
+        ],
+        "runs": [
+            {"id": "r0", "status": "finished", "parent": None},
+            {"id": "r1", "status": "finished", "parent": None},
+            {"id": "r2", "status": "finished", "parent": "r1"},
+        ],
+    }
+    read_snapshot(held, state)
+    assert (held.run_id, held.text, held.ended) == ("r1", "Hello and more", True)
