@@ -6,6 +6,7 @@ import json
 from datetime import timedelta
 from typing import Any
 
+from asgiref.sync import async_to_sync
 from django import forms
 from django.contrib import admin, messages
 from django.http import HttpRequest
@@ -17,7 +18,7 @@ from sessions_app import keys, log, services
 from sessions_app.conf import setting
 from sessions_app.domain import control
 from sessions_app.domain.errors import SessionError
-from sessions_app.models import ApiKey, Entry, Membership, Run, Session
+from sessions_app.models import ApiKey, Entry, Membership, Run, Session, Turn
 
 PREVIEW_CHARS = 120
 
@@ -196,13 +197,107 @@ class RunAdmin(admin.ModelAdmin):
         self.message_user(request, f"Asked {asked} run(s) to stop.")
 
 
+class TurnHealth(admin.SimpleListFilter):
+    title = "health"
+    parameter_name = "health"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [
+            ("stuck", "claimed, lease run out"),
+            ("waiting", "queued for over a minute"),
+            ("retried", "tried more than once"),
+        ]
+
+    def queryset(self, request: HttpRequest, queryset: Any) -> Any:
+        now = timezone.now()
+        if self.value() == "stuck":
+            return queryset.filter(state="claimed", lease_until__lt=now)
+        if self.value() == "waiting":
+            return queryset.filter(state="queued", created_at__lt=now - timedelta(minutes=1))
+        if self.value() == "retried":
+            return queryset.filter(attempts__gt=1)
+        return queryset
+
+
+@admin.register(Turn)
+class TurnAdmin(admin.ModelAdmin):
+    """Turns: the user messages waiting for, or answered by, agent workers."""
+
+    list_display = (
+        "pk",
+        "session",
+        "agent",
+        "state",
+        "attempts",
+        "worker",
+        "age",
+        "lease_until",
+        "reason",
+    )
+    list_filter = ("state", TurnHealth, "agent")
+    search_fields = ("session__name", "message", "agent", "worker", "run_id")
+    raw_id_fields = ("session", "key")
+    list_select_related = ("session",)
+    ordering = ("-pk",)
+    actions = ("requeue", "abandon")
+    readonly_fields = (
+        "message",
+        "message_seq",
+        "run_id",
+        "attempts",
+        "worker",
+        "key",
+        "lease_until",
+        "created_at",
+        "claimed_at",
+        "ended_at",
+    )
+
+    @admin.display(description="age", ordering="created_at")
+    def age(self, obj: Turn) -> str:
+        end = obj.ended_at or timezone.now()
+        return f"{(end - obj.created_at).total_seconds():.1f} s"
+
+    @admin.action(description="Offer again (a failed or stuck turn gets a new attempt)")
+    def requeue(self, request: HttpRequest, queryset: Any) -> None:
+        done = 0
+        for turn in queryset.exclude(state="queued"):
+            if turn.state == "claimed":
+                self.message_user(
+                    request,
+                    f"turn {turn.pk} is claimed: cancel its run, or wait for its lease",
+                    messages.WARNING,
+                )
+                continue
+            turn.state, turn.ended_at, turn.reason = "queued", None, "re-queued in the admin"
+            turn.save(update_fields=["state", "ended_at", "reason"])
+            done += 1
+        if done:
+            async_to_sync(log.wake_workers)(set(queryset.values_list("agent", flat=True)))
+        self.message_user(request, f"Offered {done} turn(s) again.")
+
+    @admin.action(description="Abandon (no agent will answer them)")
+    def abandon(self, request: HttpRequest, queryset: Any) -> None:
+        count = queryset.filter(state="queued").update(
+            state="abandoned", reason="abandoned in the admin", ended_at=timezone.now()
+        )
+        self.message_user(request, f"Abandoned {count} queued turn(s).")
+
+
 class ApiKeyForm(forms.ModelForm):
     class Meta:
         model = ApiKey
-        fields = ("user", "name", "all_sessions", "sessions", "revoked_at")
+        fields = ("user", "name", "all_sessions", "sessions", "agents", "revoked_at")
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
+        if data.get("agents"):  # a worker key reaches sessions through the turns it holds
+            if data.get("all_sessions") or data.get("sessions"):
+                raise forms.ValidationError(
+                    "A worker key (agents) reaches sessions through their turns only: leave "
+                    "'all sessions' and the sessions empty."
+                )
+            return data
         # The scope is always explicit: a key with neither would reach nothing, one with both
         # would read ambiguously.
         if bool(data.get("all_sessions")) == bool(data.get("sessions")):
@@ -220,6 +315,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
         "user",
         "prefix",
         "all_sessions",
+        "agents",
         "created_at",
         "last_used_at",
         "revoked_at",
@@ -236,7 +332,11 @@ class ApiKeyAdmin(admin.ModelAdmin):
             super().save_model(request, obj, form, change)
             return
         made, secret = keys.create_key(
-            obj.user, obj.name, form.cleaned_data["sessions"], all_sessions=obj.all_sessions
+            obj.user,
+            obj.name,
+            form.cleaned_data["sessions"],
+            all_sessions=obj.all_sessions,
+            agents=obj.agents,
         )
         obj.pk, obj.prefix, obj.hashed, obj.created_at = (
             made.pk,

@@ -86,17 +86,27 @@ def user_message(run_input: RunAgentInput) -> tuple[str | None, str]:
     return mid, text
 
 
+def forwarded(run_input: RunAgentInput) -> dict[str, Any]:
+    """What the frontend sent beyond the message, kept on the turn for the agent: its tools,
+    context, state and forwardedProps (the gateway passes them on to an AG-UI upstream)."""
+    dumped = run_input.model_dump(mode="json", by_alias=True)
+    kept = {key: dumped.get(key) for key in ("tools", "context", "state", "forwardedProps")}
+    return {key: value for key, value in kept.items() if value not in (None, [], {})}
+
+
 class NewRun:
     """The stream of a POST: waits for the agent's run after the user's message, then maps it."""
 
-    def __init__(self, thread: str, legacy: bool, timeout: float, client_run: str = "") -> None:
-        self.thread, self.legacy, self.client_run = thread, legacy, client_run
+    def __init__(
+        self, thread: str, legacy: bool, timeout: float, sent: common.Sent, client_run: str = ""
+    ) -> None:
+        self.thread, self.legacy, self.client_run, self.sent = thread, legacy, client_run, sent
         self.deadline = time.monotonic() + timeout
         self.stream: agui.RunStream | None = None
 
     def on_event(self, seq: int, event: dict[str, Any]) -> tuple[list[str], bool]:
         if self.stream is None:
-            if not common.is_top_run_start(event):
+            if not self.sent.answered_by(event):
                 return self.on_idle(keepalive=False)
             self.stream = agui.RunStream(self.thread, event["run"], legacy=self.legacy)
             return [encode([self.stream.run_started(event.get("time"))], seq)], False
@@ -136,18 +146,25 @@ async def run(request: HttpRequest) -> HttpResponseBase:
         run_input = parse_input(request)
         session = await common.find_session(who, run_input.thread_id)
         mid, text = user_message(run_input)
-        after = await common.send_user_message(session, text, mid)
+        sent = await common.send_user_message(session, text, mid, forwarded(run_input))
     except SessionError as exc:
         return refusals.error_response(exc)
     follower = NewRun(
         run_input.thread_id,
         run_input.protocol_version is None,
         setting("DOORS_RUN_START_TIMEOUT"),
+        sent,
         run_input.run_id,
     )
     watch = common.watch(request, who, run_input.thread_id)
     body = common.stream_run(
-        session.pk, after, follower.on_event, follower.on_idle, _tick(), watch, follower.on_revoked
+        session.pk,
+        sent.last,
+        follower.on_event,
+        follower.on_idle,
+        _tick(),
+        watch,
+        follower.on_revoked,
     )
     return common.sse_response(common.opened(body))
 

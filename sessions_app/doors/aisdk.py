@@ -60,13 +60,14 @@ def sse(chunks: list[dict[str, Any]]) -> list[str]:
 class NewRun:
     """The stream of a POST: waits for the agent's run after the user's message, then maps it."""
 
-    def __init__(self, timeout: float) -> None:
+    def __init__(self, timeout: float, sent: common.Sent) -> None:
+        self.sent = sent
         self.deadline = time.monotonic() + timeout
         self.stream: aisdk.UIStream | None = None
 
     def on_event(self, seq: int, event: dict[str, Any]) -> tuple[list[str], bool]:
         if self.stream is None:
-            if not common.is_top_run_start(event):
+            if not self.sent.answered_by(event):
                 return self.on_idle(keepalive=False)
             self.stream = aisdk.UIStream(event["run"])
             return sse(self.stream.start()), False
@@ -95,13 +96,13 @@ async def chat(request: HttpRequest) -> HttpResponseBase:
         who = await common.actor(request)
         name, mid, text = parse_chat(common.json_body(request))
         session = await common.find_session(who, name)
-        after = await common.send_user_message(session, text, mid)
+        sent = await common.send_user_message(session, text, mid)
     except SessionError as exc:
         return refusals.error_response(exc)
-    follower = NewRun(setting("DOORS_RUN_START_TIMEOUT"))
+    follower = NewRun(setting("DOORS_RUN_START_TIMEOUT"), sent)
     watch = common.watch(request, who, name)
     body = common.stream_run(
-        session.pk, after, follower.on_event, follower.on_idle, _tick(), watch, revoked
+        session.pk, sent.last, follower.on_event, follower.on_idle, _tick(), watch, revoked
     )
     return common.sse_response(common.opened(body), **aisdk.HEADERS)
 

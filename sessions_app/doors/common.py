@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.auth.models import AnonymousUser
@@ -32,7 +33,7 @@ from sessions_app.domain.errors import (
 from sessions_app.domain.fold import SessionState, fold
 from sessions_app.domain.offsets import format_offset
 from sessions_app.domain.runs import RunStatus
-from sessions_app.models import Run, Session
+from sessions_app.models import Run, Session, Turn
 
 FOLD_BATCH = 5000
 ACTIVE = (RunStatus.RUNNING.value, RunStatus.CANCELLING.value)
@@ -143,8 +144,38 @@ def _message_exists(session_pk: int, message_id: str) -> bool:
     return message_id in log.fold_session(session_pk).messages
 
 
-async def send_user_message(session: Session, text: object, message_id: str | None) -> int:
-    """Append a complete user message; return its last offset. Refuses an id already used."""
+@dataclass(frozen=True)
+class Sent:
+    """A user message a door appended: its last offset, and the turn it made (None when the
+    session's policy made none, e.g. it steered the running answer instead)."""
+
+    last: int
+    turn: int | None
+
+    def answered_by(self, event: dict[str, Any]) -> bool:
+        """Whether ``event`` starts the run answering this message: the run that names its
+        turn (two messages in flight never cross), else the next top-level run."""
+        if not is_top_run_start(event):
+            return False
+        return self.turn is None or event.get("data", {}).get("turn") == self.turn
+
+
+def _turn_of(session_pk: int, message_id: str) -> int | None:
+    return (
+        Turn.objects.filter(session_id=session_pk, message=message_id)
+        .values_list("pk", flat=True)
+        .first()
+    )
+
+
+async def send_user_message(
+    session: Session,
+    text: object,
+    message_id: str | None,
+    turn_input: dict[str, Any] | None = None,
+) -> Sent:
+    """Append a complete user message (``turn_input``: what the client sent beyond its text,
+    kept on its turn for the agent). Refuses an id already used."""
     mid, events = control.user_message(text, message_id)
     exists = bool(message_id) and await dbexec.run_read(_message_exists, session.pk, mid)
     if exists:
@@ -152,8 +183,10 @@ async def send_user_message(session: Session, text: object, message_id: str | No
             f"message {message_id!r} is already in this session; send a new message id",
             message_id=message_id,
         )
-    result = await log.append(services.request(session.pk, events))
-    return result.last
+    request = services.request(session.pk, events)
+    request.turn_input = turn_input
+    result = await log.append(request)
+    return Sent(result.last, await dbexec.run_read(_turn_of, session.pk, mid))
 
 
 def _active_runs(session_pk: int) -> list[str]:
