@@ -535,6 +535,34 @@ def test_openai_agents_stream_text_reasoning_tool_calls_and_a_handoff(site):
     assert outcome(events, run_id) == ("RUN_FINISHED", "success")
 
 
+def test_openai_agents_an_agent_used_as_a_tool_streams_into_a_child_run(site):
+    from agents import Agent
+
+    from sessions_app.agents.adapters.openai_agents import child_runs, handler
+
+    researcher = Agent(
+        name="researcher", model=scripted_agents_model([[("text", ["Three ", "museums."])]])
+    )
+    research = researcher.as_tool(tool_name="research", tool_description="Research a topic.",
+                                  on_stream=child_runs)  # fmt: skip
+    manager = Agent(name="manager", tools=[research], model=scripted_agents_model([
+        [("call", "research", "r1", ['{"input": "Paris"}'])],
+        [("text", ["See the museums."])],
+    ]))  # fmt: skip
+    session = new_session(site)
+    run_id = asyncio.run(answer(site, session, handler(manager, run_config=untraced()), "Paris?"))
+    events = history(site, session)
+    assert text_of(of_run(events, run_id)) == "See the museums."
+    assert tool_calls(of_run(events, run_id))["r1"]["result"] == "Three museums."
+    [(child, agent)] = children(events, run_id).items()
+    assert agent == "researcher"
+    assert text_of(of_run(events, child)) == "Three museums."
+    assert outcome(events, child) == ("RUN_FINISHED", "success")
+    finished = [e["offset"] for e in events if e["type"] == "RUN_FINISHED" and e["run"] == child]
+    result = [e["offset"] for e in events if e["type"] == "TOOL_CALL_RESULT"]
+    assert finished < result  # the sub-agent's run ends before its answer is the tool's result
+
+
 def test_openai_agents_cancel_stops_the_run_before_its_next_tool(site):
     from agents import Agent, function_tool
 

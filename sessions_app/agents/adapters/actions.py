@@ -177,6 +177,10 @@ class Driver:
                 await self._release()
                 await self._apply(action)
 
+    def fail(self, exc: BaseException) -> None:
+        """A write made for this driver elsewhere failed: the next ``apply`` raises it."""
+        self._failed = self._failed or exc
+
     async def _hold(self, action: Reasoning | ToolArgs) -> None:
         joined = coalesce([self.held, action]) if self.held is not None else [action]
         if len(joined) > 1:  # another stream: what is held goes first

@@ -19,6 +19,7 @@ runs. Importable without Django.
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -45,6 +46,10 @@ if TYPE_CHECKING:
     from sessions_app.client import Run
 
 EXTRA = "openai-agents"
+# The turn's driver, its stream's mapping and the mappings of agents used as tools, for the
+# ``on_stream`` callback of ``agent.as_tool`` (it runs in the SDK's tasks, copied from ours).
+_current: contextvars.ContextVar[tuple[Driver, StreamMapping, dict[str, StreamMapping]] | None]
+_current = contextvars.ContextVar("sessions_app_openai_agents_run", default=None)
 REASONING_DELTAS = ("response.reasoning_summary_text.delta", "response.reasoning_text.delta")
 
 
@@ -73,10 +78,12 @@ class StreamMapping:
     agent answering now: after a handoff, its own child run.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, key: str = "", agent: str | None = None) -> None:
         self.calls: dict[str, str] = {}  # output item id -> call id
-        self.agent: str | None = None
-        self.key = ""
+        self.call_keys: dict[str, str] = {}  # call id -> the key of the run that made it
+        self.agent = agent
+        self.base = key
+        self.key = key
         self.handoffs = 0
 
     def actions(self, event: Any) -> list[Action]:
@@ -109,6 +116,7 @@ class StreamMapping:
             return []
         call = str(_field(item, "call_id") or _field(item, "id"))
         self.calls[str(_field(item, "id") or call)] = call
+        self.call_keys[call] = self.key
         out: list[Action] = [ToolStart(call, str(_field(item, "name") or ""), self.key)]
         if _field(item, "arguments"):
             out.append(ToolArgs(call, str(_field(item, "arguments")), self.key))
@@ -138,7 +146,9 @@ class StreamMapping:
         if name == "handoff_occured":
             target = getattr(getattr(item, "target_agent", None), "name", None)
             output = output if output is not None else {"assistant": target}
-        return [ToolResult(str(call), as_text(output if output is not None else ""), self.key)]
+        content = as_text(output if output is not None else "")
+        # An agent used as a tool streamed into its own child run (``child_runs``): done.
+        return [Leave(tool_key(str(call))), ToolResult(str(call), content, self.key)]
 
     def _agent(self, name: str) -> list[Action]:
         if self.agent is None:  # the agent the run starts with answers in the turn's run
@@ -148,8 +158,39 @@ class StreamMapping:
             return []
         out: list[Action] = [Leave(self.key)] if self.key else []
         self.handoffs += 1
-        self.agent, self.key = name, f"handoff-{self.handoffs}"
+        self.agent = name
+        self.key = (
+            f"{self.base}/handoff-{self.handoffs}" if self.base else f"handoff-{self.handoffs}"
+        )
         return [*out, Enter(self.key, name)]
+
+
+def tool_key(call_id: str) -> str:
+    """The key of the child run of an agent that answers the tool call ``call_id``."""
+    return f"tool-{call_id}"
+
+
+async def child_runs(payload: Any) -> None:
+    """Pass as ``on_stream=`` to ``agent.as_tool(...)``: the agent used as a tool streams its
+    answer into a child run of the run that called it (outside a turn it does nothing)."""
+    current = _current.get()
+    if current is None:
+        return
+    driver, outer, nested = current
+    call = payload.get("tool_call")
+    call_id = str(getattr(call, "call_id", None) or "agent")
+    key = tool_key(call_id)
+    out: list[Action] = []
+    if key not in nested:
+        agent = getattr(payload.get("agent"), "name", None) or "agent"
+        nested[key] = StreamMapping(key, agent)
+        out.append(Enter(key, agent, outer.call_keys.get(call_id, "")))
+    out += nested[key].actions(payload.get("event"))
+    try:
+        await driver.apply(out)
+    except Exception as exc:  # the SDK only logs what its callback raises: the turn fails
+        driver.fail(exc)
+        raise
 
 
 def handler(
@@ -186,15 +227,19 @@ def handler(
         extra = options(turn) if options is not None else {}
 
         async def stream(driver: Driver) -> None:
-            result = sdk.Runner.run_streamed(
-                agent, [dict(m) for m in turn.messages], run_config=config, **extra
-            )
             mapping = StreamMapping()
+            # Set before the SDK starts its run task, which copies this context.
+            token = _current.set((driver, mapping, {}))
+            result = None
             try:
+                result = sdk.Runner.run_streamed(
+                    agent, [dict(m) for m in turn.messages], run_config=config, **extra
+                )
                 async for event in result.stream_events():
                     await driver.apply(mapping.actions(event))
             finally:
-                if not result.is_complete:
+                _current.reset(token)
+                if result is not None and not result.is_complete:
                     result.cancel()
 
         await drive(run, stream)

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from sessions_app.agents.adapters.actions import (
     Enter,
+    Leave,
     Reasoning,
     ReasoningEnd,
     Text,
@@ -58,10 +59,10 @@ def test_reasoning_a_tool_call_and_a_handoff_into_a_child_run():
     assert actions[:handoff] == [
         Reasoning("Paris, "), Reasoning("so ask"), ReasoningEnd(),
         ToolStart("w1", "weather"), ToolArgs("w1", '{"city":'), ToolArgs("w1", ' "Paris"}'),
-        ToolEnd("w1"), ToolResult("w1", "sunny in Paris"),
+        ToolEnd("w1"), Leave("tool-w1"), ToolResult("w1", "sunny in Paris"),
         Text("Sunny. "), TextEnd(),
         ToolStart("h1", "transfer_to_billing"), ToolArgs("h1", "{}"), ToolEnd("h1"),
-        actions[handoff - 1],
+        Leave("tool-h1"), actions[handoff - 1],
     ]  # fmt: skip
     assert (
         isinstance(actions[handoff - 1], ToolResult) and "billing" in actions[handoff - 1].content
