@@ -282,6 +282,7 @@ class Session:
         seen: frozenset[str] = frozenset(),
         reading: Reading | None = None,
         trap: Any = None,
+        probe: str = "",
     ) -> Reading:
         """Send ``request`` and read its answer as SSE, bounded; never raises for the
         endpoint's behaviour (the error is in the reading). Pass ``reading`` to watch it
@@ -302,7 +303,7 @@ class Session:
             reading.error = str(error)
         reading.finished = time.monotonic()
         reading.cut = trap is not None and trap.fired.is_set()
-        self.exchanges.append((reading.started, _exchange(request, reading)))
+        self.exchanges.append((reading.started, _exchange(request, reading, probe)))
         return reading
 
     async def _http(
@@ -353,7 +354,7 @@ def _transport_error(error: httpx.HTTPError) -> str:
     return _trim(f"{name}: {text}", 300)
 
 
-def _exchange(request: Request, reading: Reading) -> Exchange:
+def _exchange(request: Request, reading: Reading, probe: str) -> Exchange:
     if reading.status is None:
         answer = reading.error or "no answer"
     else:
@@ -368,7 +369,7 @@ def _exchange(request: Request, reading: Reading) -> Exchange:
             parts.append(reading.error)
         answer = "; ".join(parts)
     excerpt = reading.excerpt.decode("utf-8", errors="replace")
-    return Exchange(request.shown(), _trim(answer, 400), _trim(excerpt, EXCERPT))
+    return Exchange(request.shown(), _trim(answer, 400), _trim(excerpt, EXCERPT), probe)
 
 
 # --- the probes -----------------------------------------------------------------------------
@@ -431,13 +432,15 @@ class Probes:
         mine = _new_id()
         reading = Reading(Held(mine=mine))
         chat = asyncio.ensure_future(
-            self.s.read(self.protocol.chat(mine), proxy, reading.held, reading=reading)
+            self.s.read(
+                self.protocol.chat(mine), proxy, reading.held, reading=reading, probe="answer"
+            )
         )
         watch_request = self.protocol.watch()
         watcher: Reading | None = None
         if watch_request is not None:
             if await _until(chat, lambda: reading.text_seen.is_set()):
-                watcher = await self.s.read(watch_request, proxy, Held(mine=mine))
+                watcher = await self.s.read(watch_request, proxy, Held(mine=mine), probe="watch")
             else:
                 self.notes.append("the answer ended before a second connection could join it")
         return await chat, watcher, watch_request is not None
@@ -447,7 +450,7 @@ class Probes:
         if request is None:
             return obs
         async with self.s.proxy() as proxy:
-            reading = await self.s.read(request, proxy, Held())
+            reading = await self.s.read(request, proxy, Held(), probe="fresh")
         return replace(obs, fresh=reading.frozen(), fresh_offered=True)
 
     async def cut_and_resume(self, obs: Observations, base: Reading) -> Observations:
@@ -463,11 +466,13 @@ class Probes:
         async with self.s.proxy() as proxy:
             if urlsplit(self.s.target.url).scheme in ("https", "wss"):
                 trap: Any = EventCut(proxy, math.ceil(base.events * CUT_SHARE))
-                cut = await self.s.read(chat, proxy, Held(mine=mine), on_event=trap, trap=trap)
+                cut = await self.s.read(
+                    chat, proxy, Held(mine=mine), on_event=trap, trap=trap, probe="cut"
+                )
             else:
                 share = base.header_bytes + int(base.body_bytes * CUT_SHARE)
                 trap = proxy.cut_after_bytes(max(1, share))
-                cut = await self.s.read(chat, proxy, Held(mine=mine), trap=trap)
+                cut = await self.s.read(chat, proxy, Held(mine=mine), trap=trap, probe="cut")
         obs = replace(obs, cut=cut.frozen(), cut_at=CUT_SHARE)
         if not cut.cut:
             self.notes.append("the second answer ended before the cut: delivery not judged")
@@ -479,7 +484,9 @@ class Probes:
         held = cut.held.copy()
         held.ended, held.outcome = False, ""
         async with self.s.proxy() as proxy:
-            resumed = await self.s.read(request, proxy, held, seen=frozenset(cut.ids))
+            resumed = await self.s.read(
+                request, proxy, held, seen=frozenset(cut.ids), probe="resume"
+            )
         return replace(obs, resume=resumed.frozen(), resume_offered=True)
 
     def _settle(self, obs: Observations) -> float:
@@ -499,7 +506,9 @@ class Probes:
         reading = Reading(Held(mine=mine))
         async with self.s.proxy() as proxy:
             chat = asyncio.ensure_future(
-                self.s.read(self.protocol.chat(mine), proxy, reading.held, reading=reading)
+                self.s.read(
+                    self.protocol.chat(mine), proxy, reading.held, reading=reading, probe="stop"
+                )
             )
             if not await _until(chat, lambda: reading.held.text_events >= 3):
                 self.notes.append("the answer ended before the stop could be sent")
@@ -519,7 +528,7 @@ class Probes:
             async with asyncio.timeout(min(self.s.target.timeout, 30.0)):
                 status, error, body = await ws_cancel(self.s, request, proxy)
             answer = ("ack" if status == 200 else f"refused ({status})") if status else error
-            self.s.exchanges.append((sent, Exchange(request.shown(), answer, body)))
+            self.s.exchanges.append((sent, Exchange(request.shown(), answer, body, "stop")))
             return status, error
         url, headers, extensions = self.s._routed(request, proxy)
         try:
@@ -528,14 +537,18 @@ class Probes:
                     request.method, url, json=request.json, headers=headers, extensions=extensions
                 )
         except TimeoutError:
-            self.s.exchanges.append((sent, Exchange(request.shown(), "no answer within the bound")))
+            self.s.exchanges.append(
+                (sent, Exchange(request.shown(), "no answer within the bound", "", "stop"))
+            )
             return None, "no answer within the bound"
         except httpx.HTTPError as error:
-            self.s.exchanges.append((sent, Exchange(request.shown(), _transport_error(error))))
+            self.s.exchanges.append(
+                (sent, Exchange(request.shown(), _transport_error(error), "", "stop"))
+            )
             return None, _transport_error(error)
         body = response.content[:EXCERPT].decode("utf-8", errors="replace")
         self.s.exchanges.append(
-            (sent, Exchange(request.shown(), f"HTTP {response.status_code}", body))
+            (sent, Exchange(request.shown(), f"HTTP {response.status_code}", body, "stop"))
         )
         return response.status_code, ""
 

@@ -39,6 +39,7 @@ def to_dict(report: Report, created: datetime | None = None) -> dict[str, Any]:
                     {"verdict": f.verdict.value, "summary": f.summary, "details": list(f.details)}
                     for f in c.findings
                 ],
+                "evidence": [dataclasses.asdict(e) for e in c.evidence],
             }
             for c in report.capabilities
         ],
@@ -62,7 +63,13 @@ def _safe(text: str) -> str:
     return "".join(c if c.isprintable() or c in "\n" else repr(c)[1:-1] for c in text)
 
 
-def to_text(report: Report, *, evidence: bool = True) -> str:
+def _short(request: str, limit: int = 110) -> str:
+    return request if len(request) <= limit else request[: limit - 1] + "…"
+
+
+def to_text(report: Report, *, evidence: bool = False) -> str:
+    """The terminal report: each capability's findings with its own requests under them
+    (``evidence=True`` adds every request in full at the end)."""
     lines = [f"Delivery audit of {_safe(report.url)} ({report.protocol})", ""]
     if report.problem:
         lines += [f"No answer to probe: {_safe(report.problem)}", ""]
@@ -72,6 +79,8 @@ def to_text(report: Report, *, evidence: bool = True) -> str:
         for f in c.findings:
             lines.append(f"      [{f.verdict.value}] {_safe(f.summary)}")
             lines += [f"          {_safe(d)}" for d in f.details]
+        for e in c.evidence:
+            lines += [f"        > {_safe(_short(e.request))}", f"        < {_safe(e.answer)}"]
     if report.figures:
         lines += ["", "Stream character"]
         for key, value in dataclasses.asdict(report.figures).items():
@@ -90,7 +99,7 @@ def to_text(report: Report, *, evidence: bool = True) -> str:
     if evidence and report.exchanges:
         lines += ["", "Evidence (requests sent, what came back)"]
         for e in report.exchanges:
-            lines += [f"  > {_safe(e.request)}", f"    < {_safe(e.answer)}"]
+            lines += [f"  [{e.probe}] > {_safe(e.request)}", f"    < {_safe(e.answer)}"]
     return "\n".join(lines) + "\n"
 
 
@@ -148,6 +157,9 @@ def to_html(report: Report, created: datetime | None = None) -> str:
             + "".join(f"<br><small>{e(d)}</small>" for d in f.details)
             + "</li>"
             for f in c.findings
+        ) + "".join(
+            f"<li><small><code>{e(_short(x.request))}</code> → {e(x.answer)}</small></li>"
+            for x in c.evidence
         )
         out.append(
             f"<tr><td>{e(c.title)}</td><td>{_badge(c.verdict)}</td><td><ul>{items}</ul></td></tr>"
@@ -175,11 +187,15 @@ def to_html(report: Report, created: datetime | None = None) -> str:
     if report.notes:
         out += ["<h2>Notes</h2>", "<ul>"] + [f"<li>{e(n)}</li>" for n in report.notes] + ["</ul>"]
     if report.exchanges:
-        out += ["<h2>Evidence</h2>", "<table><tr><th>request</th><th>answer</th></tr>"]
+        out += [
+            "<h2>Evidence</h2>",
+            "<table><tr><th>probe</th><th>request</th><th>answer</th></tr>",
+        ]
         for x in report.exchanges:
             excerpt = f"<pre>{e(x.excerpt)}</pre>" if x.excerpt else ""
             out.append(
-                f"<tr><td><code>{e(x.request)}</code></td><td>{e(x.answer)}{excerpt}</td></tr>"
+                f"<tr><td>{e(x.probe)}</td><td><code>{e(x.request)}</code></td>"
+                f"<td>{e(x.answer)}{excerpt}</td></tr>"
             )
         out.append("</table>")
     out.append("</body></html>")

@@ -65,6 +65,7 @@ class Exchange:
     request: str
     answer: str
     excerpt: str = ""
+    probe: str = ""  # answer, watch, fresh, cut, resume, stop
 
 
 @dataclass(frozen=True)
@@ -171,6 +172,16 @@ class Capability:
     title: str
     verdict: Verdict
     findings: tuple[Finding, ...]
+    evidence: tuple[Exchange, ...] = ()
+
+
+# The probes whose requests are each capability's evidence.
+EVIDENCE = {
+    "delivery": ("cut", "resume"),
+    "continuity": ("answer", "watch", "fresh"),
+    "control": ("stop",),
+    "visibility": ("answer",),
+}
 
 
 @dataclass(frozen=True)
@@ -793,7 +804,13 @@ def report(obs: Observations) -> Report:
         "visibility": visibility(obs),
     }
     capabilities = tuple(
-        Capability(name, TITLES[name], worst(f.verdict for f in groups[name]), groups[name])
+        Capability(
+            name,
+            TITLES[name],
+            worst(f.verdict for f in groups[name]),
+            groups[name],
+            tuple(x for x in obs.exchanges if x.probe in EVIDENCE[name]),
+        )
         for name in CAPABILITIES
     )
     fig = figures(obs)

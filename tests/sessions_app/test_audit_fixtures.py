@@ -116,7 +116,9 @@ def test_the_json_report_is_the_documented_shape(plain):
     assert data["format"] == "sessions-audit/1" and data["green"] is False
     assert [c["name"] for c in data["capabilities"]] == list(data["gap_map"])
     assert set(data["figures"]) >= {"time_to_first_token_s", "tokens_per_second", "events"}
-    assert {"request", "answer", "excerpt"} == set(data["evidence"][0])
+    assert {"request", "answer", "excerpt", "probe"} == set(data["evidence"][0])
+    delivery = data["capabilities"][0]
+    assert [e["probe"] for e in delivery["evidence"]] == ["cut"]  # no way back without ids
     assert data["plan"][0]["title"] == "Install and mount sessions_app"
 
 

@@ -76,7 +76,7 @@ def audit_run(command: BaseCommand, options: dict[str, Any]) -> None:
         thread=options["thread"],
         timeout=options["timeout"],
     )
-    command.stdout.write(to_text(report), ending="")
+    command.stdout.write(to_text(report, evidence=options["verbosity"] > 1), ending="")
     if options["json"]:
         Path(options["json"]).write_text(to_json(report), encoding="utf-8")
     if options["html"]:
