@@ -247,4 +247,5 @@ class ApiKeyAdmin(admin.ModelAdmin):
         messages.success(request, f"Revoked {count} key(s).")
 
 
-from mlexec_app import admin_jobs  # noqa: E402, F401  (issue 9: registers the diagnostic jobs)
+# The admin autodiscovers admin.py only: loading admin_jobs here registers the jobs' pages.
+from mlexec_app import admin_jobs  # noqa: E402, F401

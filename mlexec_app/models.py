@@ -286,8 +286,8 @@ class ApiKey(models.Model):
         return f"{self.name} ({self.prefix}…)"
 
 
-# --- Diagnostic jobs (issue 9) ---
-# Owned by the diagnostics work (mlexec_app/jobs.py, mlexec_app/tasks.py): one row per
+# --- Diagnostic jobs ---
+# Created and cancelled by mlexec_app/jobs.py, run by mlexec_app/job_runner.py: one row per
 # background job that trains models to produce evidence. Progress and cancellation live here so
 # any process (web, worker, CLI) sees them; ``heartbeat_at`` lets a dead worker's job be failed.
 
@@ -334,9 +334,6 @@ class DiagnosticJob(models.Model):
 
     def __str__(self) -> str:
         return f"Diagnostics #{self.pk} of {self.project} ({self.status})"
-
-
-# --- end of diagnostic jobs (issue 9) ---
 
 
 class LabelDecision(models.Model):

@@ -103,7 +103,6 @@ DEFAULTS: dict[str, Any] = {
     "DOORS_RUN_START_TIMEOUT": 30.0,
     # Seconds between SSE keep-alive comments while a door's stream has nothing to send.
     "DOORS_KEEPALIVE_SECONDS": 15.0,
-    # --- end of the AG-UI and AI SDK doors block ---
 }
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from mlexec_app.diagnostics.data import Dataset
 from mlexec_app.diagnostics.folds import repeated_folds
-from mlexec_app.diagnostics.models import ModelSpec
+from mlexec_app.diagnostics.networks import ModelSpec
 from mlexec_app.diagnostics.progress import Progress
 from mlexec_app.diagnostics.runtime import require
 from mlexec_app.diagnostics.training import TrainConfig, fit_predict

@@ -31,7 +31,7 @@ import numpy as np
 
 from mlexec_app.diagnostics.data import Dataset
 from mlexec_app.diagnostics.folds import stratified_folds
-from mlexec_app.diagnostics.models import ModelSpec
+from mlexec_app.diagnostics.networks import ModelSpec
 from mlexec_app.diagnostics.progress import Progress
 from mlexec_app.diagnostics.training import TrainConfig, fit_predict
 from mlexec_app.methodology.more_data import (  # noqa: F401  (re-exported for callers)

@@ -21,7 +21,7 @@ from mlexec_app.diagnostics import learning_curve as curve_mod
 from mlexec_app.diagnostics import sanity, slices
 from mlexec_app.diagnostics.data import Dataset
 from mlexec_app.diagnostics.exceptions import DiagnosticsError
-from mlexec_app.diagnostics.models import ModelSpec
+from mlexec_app.diagnostics.networks import ModelSpec
 from mlexec_app.diagnostics.progress import Progress
 from mlexec_app.diagnostics.training import TrainConfig
 

@@ -255,7 +255,7 @@ def _run_search(
     from dataclasses import replace
 
     from mlexec_app.diagnostics.data import load_dataset
-    from mlexec_app.diagnostics.models import ModelSpec
+    from mlexec_app.diagnostics.networks import ModelSpec
     from mlexec_app.diagnostics.progress import Progress
     from mlexec_app.diagnostics.search import SearchOptions, run_search
     from mlexec_app.diagnostics.training import TrainConfig

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from mlexec_app.diagnostics.data import Dataset
-from mlexec_app.diagnostics.models import ModelSpec, build_model
+from mlexec_app.diagnostics.networks import ModelSpec, build_model
 from mlexec_app.diagnostics.progress import Progress
 from mlexec_app.diagnostics.runtime import device, torch_module
 from mlexec_app.diagnostics.training import standardize_stats

@@ -23,7 +23,7 @@ import numpy as np
 
 from mlexec_app.diagnostics import baseline as baseline_mod
 from mlexec_app.diagnostics.data import Dataset
-from mlexec_app.diagnostics.models import ModelSpec, build_model
+from mlexec_app.diagnostics.networks import ModelSpec, build_model
 from mlexec_app.diagnostics.progress import Progress
 from mlexec_app.diagnostics.runtime import device, require, torch_module
 from mlexec_app.diagnostics.training import TrainConfig, standardize_stats, train_epochs

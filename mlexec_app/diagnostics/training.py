@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from mlexec_app.diagnostics.models import ModelSpec, build_model
+from mlexec_app.diagnostics.networks import ModelSpec, build_model
 from mlexec_app.diagnostics.runtime import device, torch_module
 
 #: Rows predicted at once by every member of an ensemble (bounds memory at M x rows x width).

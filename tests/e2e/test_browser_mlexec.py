@@ -19,16 +19,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 expect = pytest.importorskip("playwright.sync_api").expect
 
 
-def screenshot_folder() -> Path:
-    folder = (
-        Path(fixtures.SCREENSHOTS_DIR)
-        if fixtures.SCREENSHOTS_DIR
-        else fixtures._scratch_screenshots()
-    )
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
 @pytest.fixture(scope="module", autouse=True)
 def orm_beside_playwright():
     # Playwright's sync API keeps an event loop running in this thread; the test's own ORM
@@ -94,7 +84,9 @@ def test_accepting_and_keeping_labels_in_the_browser(browser, labelled, live_ser
     assert page.locator("#row-10").get_attribute("data-verdict") == "accept"
     assert page.locator("#row-12").get_attribute("data-verdict") == "accept"
     assert "3 of 4 decided, 2 accepted" in page.content()
-    page.screenshot(path=str(screenshot_folder() / "mlexec-label-review.png"), full_page=True)
+    page.screenshot(
+        path=str(fixtures.screenshot_folder() / "mlexec-label-review.png"), full_page=True
+    )
 
     with page.expect_download() as download:
         page.get_by_role("link", name="Export the corrected labels (CSV)").click()
@@ -166,7 +158,9 @@ def test_tagging_errors_by_click_and_keyboard_in_the_browser(browser, misclassif
     page.keyboard.press("2")
     expect(page.locator("#ceilings caption")).to_contain_text("3 examples tagged")
     expect(page.locator('#ceilings tr[data-category="ambiguous"] .count')).to_have_text("2")
-    page.screenshot(path=str(screenshot_folder() / "mlexec-error-analysis.png"), full_page=True)
+    page.screenshot(
+        path=str(fixtures.screenshot_folder() / "mlexec-error-analysis.png"), full_page=True
+    )
 
     page.keyboard.press("2")  # off again
     expect(page.locator('#ceilings tr[data-category="ambiguous"] .count')).to_have_text("1")

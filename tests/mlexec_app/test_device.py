@@ -28,7 +28,7 @@ def _blobs(n: int = 120):
 
 
 def _probabilities(device: str) -> np.ndarray:
-    from mlexec_app.diagnostics.models import ModelSpec
+    from mlexec_app.diagnostics.networks import ModelSpec
     from mlexec_app.diagnostics.runtime import use_device
     from mlexec_app.diagnostics.training import TrainConfig, fit_predict
 

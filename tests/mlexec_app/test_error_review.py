@@ -160,7 +160,7 @@ def test_the_baseline_keeps_its_misclassified_dev_examples_bounded_and_readable(
 
 def test_a_diagnostic_job_stores_its_misclassified_dev_examples_with_images():
     from mlexec_app.diagnostics.data import load_demo
-    from mlexec_app.diagnostics.models import ModelSpec
+    from mlexec_app.diagnostics.networks import ModelSpec
     from mlexec_app.diagnostics.training import TrainConfig
 
     data = load_demo("digits").subset(np.arange(400))

@@ -237,19 +237,22 @@ class ChatPage:
         return json.loads(raw)["offset"] if raw else "-1"
 
     def screenshot(self, name: str) -> Path:
-        folder = Path(SCREENSHOTS_DIR) if SCREENSHOTS_DIR else _scratch_screenshots()
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / name
+        path = screenshot_folder() / name
         self.page.screenshot(path=str(path), full_page=True)
         return path
 
 
-def _scratch_screenshots() -> Path:
+def screenshot_folder() -> Path:
+    """Where screenshots go: SCREENSHOTS_DIR when set, else one scratch folder per run (the
+    tracked docs/screenshots/ are written only on request)."""
     import tempfile
 
     global SCREENSHOTS_DIR
-    SCREENSHOTS_DIR = tempfile.mkdtemp(prefix="screenshots-")
-    return Path(SCREENSHOTS_DIR)
+    if not SCREENSHOTS_DIR:
+        SCREENSHOTS_DIR = tempfile.mkdtemp(prefix="screenshots-")
+    folder = Path(SCREENSHOTS_DIR)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def _json(payload: Any) -> dict[str, Any]:

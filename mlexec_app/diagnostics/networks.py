@@ -1,4 +1,4 @@
-"""Model specs: the built-in logistic regression, MLP and small CNN, or a user's factory.
+"""The torch networks of the diagnostics: logistic regression, MLP, small CNN, or a factory.
 
 A :class:`ModelSpec` is plain data (it travels in a job's JSON parameters); :func:`build_model`
 turns it into a fresh ``torch.nn.Module`` for a given input and class count. A user's factory
