@@ -107,7 +107,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             )
         )
     errors.extend(_check_streams(config))
-    errors.extend(_check_doors(config))
+    errors.extend(_check_doors(config) + _check_turns(config))
     if not getattr(settings, "CHANNEL_LAYERS", None):
         errors.append(
             Error(
@@ -206,4 +206,53 @@ def _check_doors(config: dict[str, Any]) -> list[Any]:
     ]
 
 
-# --- end of the AG-UI and AI SDK doors block --------------------------------------------------
+# --- turns and agent workers ---------------------------------------------------------------
+
+
+def _check_turns(config: dict[str, Any]) -> list[Any]:
+    from sessions_app.domain.errors import BadRequest
+    from sessions_app.domain.turns import Policy
+
+    errors: list[Any] = []
+    try:
+        Policy.parse(config["TURNS"], Policy())
+    except BadRequest as exc:
+        errors.append(
+            Error(
+                f"SESSIONS_APP['TURNS'] is not a turn policy: {exc.message}.",
+                hint='e.g. {"agent": "assistant", "agents": [], "on_busy": "queue"}; '
+                '"agent": None asks no answer of user messages.',
+                id="sessions_app.E030",
+            )
+        )
+    for key in ("TURN_LEASE_SECONDS", "TURN_CLAIM_WAIT_MAX"):
+        if not _seconds(config[key]):
+            errors.append(_not_positive(key, "sessions_app.E031"))
+    for key in ("TURN_MAX_ATTEMPTS", "TURN_CONTEXT_CHARS"):
+        value = config[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            errors.append(_not_positive(key, "sessions_app.E031"))
+    gateways = config["AGENT_GATEWAYS"]
+    if gateways:
+        from sessions_app.agents import gateway
+
+        try:
+            gateway.handlers(gateways)
+        except (ValueError, TypeError) as exc:
+            errors.append(
+                Error(
+                    f"SESSIONS_APP['AGENT_GATEWAYS']: {exc}",
+                    hint='{"assistant": {"protocol": "agui", "url": "http://agents:9000/"}}; '
+                    "see docs/sessions/agents.md.",
+                    id="sessions_app.E032",
+                )
+            )
+    return errors
+
+
+def _not_positive(key: str, check_id: str) -> Any:
+    return Error(
+        f"SESSIONS_APP[{key!r}] must be a positive number.",
+        hint=f"The default is {DEFAULTS[key]!r}.",
+        id=check_id,
+    )

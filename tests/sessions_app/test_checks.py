@@ -30,6 +30,14 @@ def test_the_defaults_pass(settings):
         ({"MAX_SESSIONS_PER_USER": 0}, "sessions_app.E006"),
         ({"METRICS_ALLOWED_IPS": ["10.0.0.0/8", "intranet"]}, "sessions_app.E007"),
         ({"METRICS_ALLOWED_IPS": "127.0.0.1"}, "sessions_app.E007"),
+        ({"TURNS": {"on_busy": "later"}}, "sessions_app.E030"),
+        ({"TURNS": {"agent": "../x"}}, "sessions_app.E030"),
+        ({"TURN_LEASE_SECONDS": 0}, "sessions_app.E031"),
+        ({"TURN_MAX_ATTEMPTS": 1.5}, "sessions_app.E031"),
+        (
+            {"AGENT_GATEWAYS": {"assistant": {"protocol": "smoke", "url": "http://x/"}}},
+            "sessions_app.E032",
+        ),
     ],
 )
 def test_each_bad_setting_has_its_check(value, expected, settings):
