@@ -224,6 +224,43 @@ def test_pydantic_ai_cancel_stops_the_agent_before_its_next_tool(site):
     assert outcome(events, run_id) == ("RUN_FINISHED", "cancelled")
 
 
+def test_pydantic_ai_cancelling_the_turn_ends_its_sub_agents_run_cancelled(site):
+    from pydantic_ai import Agent
+    from pydantic_ai.models.function import DeltaToolCall, FunctionModel
+
+    from sessions_app.agents.adapters.pydantic_ai import delegate, handler
+
+    seen = {"researching": False}
+
+    async def slow_research(messages, info):
+        yield "Looking "
+        seen["researching"] = True
+        await asyncio.sleep(60)  # longer than the test waits: only a cancel ends it
+        yield "further."
+
+    async def model(messages, info):
+        yield {0: DeltaToolCall(name="research", json_args="{}", tool_call_id="r1")}
+
+    researcher = Agent(FunctionModel(stream_function=slow_research), name="researcher")
+    assistant = Agent(FunctionModel(stream_function=model))
+
+    @assistant.tool_plain
+    async def research() -> str:
+        return await delegate(researcher, "dig")
+
+    async def device(client, run):
+        await cancel_when(client, run, lambda: seen["researching"])
+
+    session = new_session(site)
+    run_id = asyncio.run(answer(site, session, handler(assistant), "Dig", during=device))
+    events = history(site, session)
+    [(child, _agent)] = children(events, run_id).items()
+    assert outcome(events, run_id) == ("RUN_FINISHED", "cancelled")
+    assert outcome(events, child) == ("RUN_FINISHED", "cancelled")
+    assert text_of(of_run(events, child)) == "Looking "
+    assert "result" not in tool_calls(of_run(events, run_id))["r1"]
+
+
 def test_pydantic_ai_takes_a_steer_at_its_next_model_request(site):
     from pydantic_ai import Agent
     from pydantic_ai.messages import ToolReturnPart, UserPromptPart
