@@ -149,6 +149,11 @@ def _need_str(event: Mapping[str, Any], key: str) -> str:
     return value
 
 
+def _optional_str(event: Mapping[str, Any], key: str) -> str | None:
+    value = event.get(key)
+    return value if isinstance(value, str) and value else None
+
+
 def _ident(value: str) -> str:
     """An upstream id usable as our envelope id (too long or with NUL: a stable digest)."""
     if len(value) <= MAX_ID_LENGTH and "\x00" not in value:
@@ -284,9 +289,9 @@ class AguiReader(Reader):
     def on_event(self, event: SSEEvent) -> list[Action]:
         body = json_object(event.data)
         kind = body.get("type")
-        if body.get("subagentRunId") is not None or kind in SUBAGENT_EVENTS:
+        if not isinstance(kind, str) or body.get("subagentRunId") is not None:
             return []
-        handler = AGUI_HANDLERS.get(kind) if isinstance(kind, str) else None
+        handler = AGUI_HANDLERS.get(kind)
         return handler(self, body) if handler is not None else []
 
     def _run_finished(self, body: dict[str, Any]) -> list[Action]:
@@ -308,17 +313,17 @@ class AguiReader(Reader):
         return self._text(mid, None)
 
     def _message_content(self, body: dict[str, Any]) -> list[Action]:
-        mid = body.get("messageId")
+        mid = _optional_str(body, "messageId")
         if body["type"] == "TEXT_MESSAGE_CONTENT":
             mid = _need_str(body, "messageId")
         elif body.get("role", "assistant") != "assistant":
             return []
         if mid in self.text_roles:
             return []
-        return self._text(mid if isinstance(mid, str) and mid else None, body.get("delta"))
+        return self._text(mid, body.get("delta"))
 
     def _message_end(self, body: dict[str, Any]) -> list[Action]:
-        mid = body.get("messageId")
+        mid = _optional_str(body, "messageId")
         if mid in self.text_roles:
             self.text_roles.discard(mid)
             return []
@@ -380,7 +385,6 @@ class AguiReader(Reader):
         return [Emit("RAW", data)]
 
 
-SUBAGENT_EVENTS: Final = frozenset({"SUBAGENT_STARTED", "SUBAGENT_FINISHED", "SUBAGENT_ERROR"})
 AGUI_HANDLERS: Final = {
     "RUN_FINISHED": AguiReader._run_finished,
     "RUN_ERROR": AguiReader._run_error,

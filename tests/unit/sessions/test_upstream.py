@@ -471,3 +471,48 @@ def test_a_bad_gateway_setting_says_how_to_fix_it(value, hint):
     assert hint in str(bad.value)
     with pytest.raises(ValueError, match="agent names are strings"):
         gateway.from_setting("", {"protocol": "agui", "url": "http://x"})
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+AGUI_KEYS = ["messageId", "role", "delta", "toolCallId", "toolCallName", "content", "snapshot",
+             "stepName", "name", "value", "event", "message", "code", "subagentRunId"]  # fmt: skip
+AISDK_KEYS = ["id", "delta", "toolCallId", "toolName", "input", "inputTextDelta", "output",
+              "errorText", "data"]  # fmt: skip
+
+
+def hostile(types, keys):
+    values = st.one_of(JSON, st.sampled_from(["m", "c", "assistant", "user"]))
+    return st.lists(
+        st.builds(lambda kind, fields: {"type": kind, **fields}, st.sampled_from(types) | JSON,
+                  st.dictionaries(st.sampled_from(keys), values, max_size=5)),
+        max_size=12,
+    )  # fmt: skip
+
+
+@settings(max_examples=120, deadline=None)
+@given(events=hostile([*upstream.AGUI_HANDLERS, "SUBAGENT_STARTED"], AGUI_KEYS))
+def test_whatever_an_agui_upstream_sends_only_upstream_errors_come_out(events):
+    try:
+        actions = read(AguiReader(), sse(events))
+    except UpstreamError:
+        return
+    for action in actions:  # what reaches the log has the types the log checks for
+        if isinstance(action, Text):
+            assert isinstance(action.delta, str)
+        elif isinstance(action, Emit) and "toolCallId" in action.data:
+            assert isinstance(action.data["toolCallId"], str)
+
+
+@settings(max_examples=120, deadline=None)
+@given(events=hostile([*upstream.AISDK_HANDLERS, "data-x"], AISDK_KEYS))
+def test_whatever_an_ai_sdk_upstream_sends_only_upstream_errors_come_out(events):
+    try:
+        read(AisdkReader(), sse(events))
+    except UpstreamError:
+        pass
