@@ -203,7 +203,7 @@ def handler(upstream: Upstream) -> Handler:
 
 async def relay(upstream: Upstream, turn: Turn, run: Run) -> None:
     """Call the upstream and write its answer into ``run``; a steer restarts the call."""
-    messages = conversation(turn.messages)
+    messages = conversation(turn.messages) or [{"role": "user", "content": turn.text}]
     attempt = 0
     while True:
         reader = READERS[upstream.protocol]() if upstream.protocol != "openai" else OpenAIReader()
