@@ -40,17 +40,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     if not engines.real_pass():
         skip = pytest.mark.skip(reason=f"needs PostgreSQL + Redis. {engines.HOW_TO_ENABLE}")
+        missing = engines.missing_server_binaries()
+        skip_own = pytest.mark.skip(reason=f"needs {', '.join(missing)} to start its own servers")
         for item in items:
             if "real_engines" in item.keywords:
                 item.add_marker(skip)
+            elif "own_engines" in item.keywords and missing and not engines.in_ci():
+                item.add_marker(skip_own)  # in CI it runs, and fails saying what is missing
         return
-    # Pure logic (tests/unit, no Django) and tests whose subject does not touch the engines
-    # (training, the tracking client: marked engine_independent) ran in the first pass.
-    once = [item for item in items if _engine_independent(item)]
+    # Pure logic (tests/unit, no Django), tests whose subject does not touch the engines
+    # (training, the tracking client: marked engine_independent) and tests that start
+    # engines of their own (chaos: own_engines) ran in the first pass.
+    once = [item for item in items if _first_pass_only(item)]
     if once and len(once) < len(items):
         config.hook.pytest_deselected(items=once)
-        items[:] = [item for item in items if not _engine_independent(item)]
+        items[:] = [item for item in items if not _first_pass_only(item)]
 
 
-def _engine_independent(item: pytest.Item) -> bool:
-    return item.nodeid.startswith("tests/unit/") or "engine_independent" in item.keywords
+def _first_pass_only(item: pytest.Item) -> bool:
+    return (
+        item.nodeid.startswith("tests/unit/")
+        or "engine_independent" in item.keywords
+        or "own_engines" in item.keywords
+    )

@@ -6,7 +6,9 @@ sets ``TEST_ENGINES=real`` with ``DATABASE_URL`` and ``REDIS_URL`` (``make test-
 
 from __future__ import annotations
 
+import glob
 import os
+import shutil
 import socket
 from urllib.parse import urlsplit
 
@@ -47,4 +49,14 @@ def unreachable_engines() -> list[str]:
         missing.append("Redis (REDIS_URL is not a redis:// URL)")
     elif not _answers(redis_url, 6379):
         missing.append(f"Redis at {redis_url}")
+    return missing
+
+
+def missing_server_binaries() -> list[str]:
+    """The servers a test that starts PostgreSQL and Redis of its own (own_engines) lacks."""
+    missing = []
+    if not (glob.glob("/usr/lib/postgresql/*/bin/initdb") or shutil.which("initdb")):
+        missing.append("PostgreSQL's server binaries (initdb)")
+    if not shutil.which("redis-server"):
+        missing.append("redis-server")
     return missing

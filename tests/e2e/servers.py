@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import socket
 import subprocess
@@ -27,6 +28,75 @@ def run_manage(*args: str, env: dict[str, str]) -> None:
     subprocess.run(
         [sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True, capture_output=True
     )
+
+
+# A migrated database per settings module and database server, which later sites copy.
+_migrated: dict[tuple[str, str], str] = {}
+
+
+def migrate(env: dict[str, str]) -> None:
+    """``manage.py migrate`` on ``env``'s database, which is new (a SQLite path not yet
+    written, or an empty PostgreSQL database).
+
+    The first database of a test process (per settings module and server) is migrated for
+    real and kept as a template; later ones start as copies of it (the SQLite backup API,
+    PostgreSQL's ``CREATE DATABASE ... TEMPLATE``): the same tables and rows as migrating
+    them, in a fraction of a second instead of a Django process running every migration.
+    Every site still gets a database of its own.
+    """
+    url = env["DATABASE_URL"]
+    if url.startswith("postgres"):
+        server, _, name = url.rpartition("/")
+        key = (env.get("DJANGO_SETTINGS_MODULE", ""), server)
+        if key in _migrated:
+            _clone_postgres(server, _migrated[key], name)
+            return
+        run_manage("migrate", "--no-input", env=env)
+        template = f"test_template_{os.getpid()}_{len(_migrated)}"
+        _clone_postgres(server, name, template, replace=False)
+        atexit.register(_drop_postgres, server, template)
+    elif url.startswith("sqlite:///"):
+        path = url.removeprefix("sqlite:///")
+        key = (env.get("DJANGO_SETTINGS_MODULE", ""), "sqlite")
+        if key in _migrated:
+            _copy_sqlite(_migrated[key], path)
+            return
+        run_manage("migrate", "--no-input", env=env)
+        template = tempfile.mkstemp(prefix="migrated-", suffix=".sqlite3")[1]
+        _copy_sqlite(path, template)
+        atexit.register(os.unlink, template)
+    else:
+        run_manage("migrate", "--no-input", env=env)
+        return
+    _migrated[key] = template
+
+
+def _copy_sqlite(source: str, target: str) -> None:
+    import sqlite3
+
+    with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
+        src.backup(dst)
+    src.close()
+    dst.close()
+
+
+def _maintenance(server: str):  # psycopg is imported here: the first pass may lack it
+    import psycopg
+
+    return psycopg.connect(f"{server}/postgres".replace("postgres://", "postgresql://", 1),
+                           autocommit=True)  # fmt: skip
+
+
+def _clone_postgres(server: str, template: str, name: str, *, replace: bool = True) -> None:
+    with _maintenance(server) as conn:
+        if replace:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+
+
+def _drop_postgres(server: str, name: str) -> None:
+    with _maintenance(server) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def wait_until_serving(
@@ -181,7 +251,7 @@ def site_database(tmp_path: Path, label: str) -> Iterator[dict[str, str]]:
     if base.startswith("postgres"):
         with postgres_database(base, f"test_{label}_{os.getpid()}") as url:
             env = {**os.environ, **extra, "DATABASE_URL": url}
-            run_manage("migrate", "--no-input", env=env)
+            migrate(env)
             yield env
     else:
         env = {
@@ -189,7 +259,7 @@ def site_database(tmp_path: Path, label: str) -> Iterator[dict[str, str]]:
             **extra,
             "DATABASE_URL": f"sqlite:///{tmp_path / (label + '.sqlite3')}",
         }
-        run_manage("migrate", "--no-input", env=env)
+        migrate(env)
         yield env
 
 

@@ -6,7 +6,11 @@ from __future__ import annotations
 import ast
 import re
 
+import pytest
+
 from tests.e2e.servers import ROOT
+
+pytestmark = pytest.mark.engine_independent  # reads docs and test sources only
 
 REFERENCE = re.compile(r"`(tests/[\w/]+\.py)::(\w+)`")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.e2e.servers import DaphneProcess, daphne_server, run_manage, site_env
+from tests.e2e.servers import DaphneProcess, daphne_server, migrate, run_manage, site_env
 
 pytestmark = pytest.mark.e2e
 
@@ -16,7 +16,7 @@ def demo_site(tmp_path_factory):
     env = site_env(tmp, DEBUG="1")  # as `make run` does
     if env["DATABASE_URL"].startswith("postgres"):
         pytest.skip("the demo site runs on the embedded default; this pass is PostgreSQL")
-    run_manage("migrate", "--no-input", env=env)
+    migrate(env)
     run_manage("demo_setup", env=env)
     with daphne_server(env) as base:
         yield base
@@ -63,7 +63,7 @@ def test_signed_tokens_in_query_strings_stay_out_of_the_request_log(tmp_path):
     env = site_env(tmp_path)
     if env["DATABASE_URL"].startswith("postgres"):
         pytest.skip("the first pass covers it: logging does not depend on the engines")
-    run_manage("migrate", "--no-input", env=env)
+    migrate(env)
     secret = "s3cretTOKENvalue"
     with DaphneProcess(env, server="uvicorn") as server:  # uvicorn logs every request line
         for path in (f"/v1/stream/x?offset=-1&token={secret}", f"/api/docs?token={secret}&a=1"):

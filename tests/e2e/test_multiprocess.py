@@ -8,7 +8,7 @@ from collections import defaultdict
 
 import pytest
 
-from tests.e2e.servers import daphne_server, postgres_database, run_manage, session_with_token
+from tests.e2e.servers import daphne_server, migrate, postgres_database, session_with_token
 from tests.e2e.wsclient import WsClient
 
 pytestmark = [pytest.mark.e2e, pytest.mark.real_engines]
@@ -28,7 +28,7 @@ def two_servers(tmp_path_factory):
             "CHANNEL_LAYER_PREFIX": f"mp{os.getpid()}",
             "DJANGO_SETTINGS_MODULE": "config.settings",
         }
-        run_manage("migrate", "--no-input", env=env)
+        migrate(env)
         token = session_with_token(env, "shared")
         with daphne_server(env) as first, daphne_server(env) as second:
             yield first, second, token

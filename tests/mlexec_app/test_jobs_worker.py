@@ -106,6 +106,7 @@ def alive(pids: set[int]) -> set[int]:
 
 
 @pytest.mark.slow
+@pytest.mark.engine_independent  # its worker's SQLite file is its own whatever the pass's engines
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
 @pytest.mark.timeout(300)  # three subprocesses and two workers; slower on a busy machine
 def test_the_db_worker_runs_jobs_and_a_killed_worker_leaves_its_job_failed(tmp_path):

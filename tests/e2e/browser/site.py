@@ -14,7 +14,7 @@ from pathlib import Path
 
 import websockets
 
-from tests.e2e.servers import ROOT, free_port, run_manage, site_env, wait_until_serving
+from tests.e2e.servers import ROOT, free_port, migrate, run_manage, site_env, wait_until_serving
 
 
 class Process:
@@ -57,7 +57,7 @@ class DemoSite:
         self.server = Process("daphne", [*args, "config.asgi:application"], self.env)
 
     def setup(self) -> DemoSite:
-        run_manage("migrate", "--no-input", env=self.env)
+        migrate(self.env)
         run_manage("demo_setup", env=self.env)
         return self
 

@@ -14,7 +14,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from tests.e2e import node
-from tests.e2e.servers import daphne_server, run_manage
+from tests.e2e.servers import daphne_server, migrate
 
 HERE = Path(__file__).resolve().parent
 # The server's long-poll timeout in these runs: the suite's own timeouts are 5 s.
@@ -66,7 +66,7 @@ def ds_server(tmp_path: Path, **extra: str) -> Iterator[tuple[str, dict[str, str
     """A migrated daphne serving the demo site; yields (base URL, its environment)."""
     with _database(tmp_path) as database_url:
         env = server_env(database_url, **extra)
-        run_manage("migrate", "--no-input", env=env)
+        migrate(env)
         with daphne_server(env) as base:
             yield base, env
 
@@ -76,6 +76,6 @@ def ds_servers(tmp_path: Path, count: int, **extra: str) -> Iterator[list[str]]:
     """``count`` daphne processes sharing one database and one channel layer."""
     with _database(tmp_path) as database_url:
         env = server_env(database_url, **extra)
-        run_manage("migrate", "--no-input", env=env)
+        migrate(env)
         with ExitStack() as stack:
             yield [stack.enter_context(daphne_server(env)) for _ in range(count)]
