@@ -8,6 +8,7 @@ tests/sessions_app/test_audit_fixtures.py.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from sessions_app.audit import run_audit
+from sessions_app.audit import audit, run_audit
 from tests.e2e.agui.site import agent_site
 from tests.e2e.node import ensure_node_modules
 
@@ -80,28 +81,37 @@ def site(tmp_path_factory):
         yield s
 
 
+DOORS = [
+    ("agui", "/sessions/agui/", "audit-agui"),
+    ("aisdk", "/sessions/aisdk/chat", "audit-aisdk"),
+    ("ws", "/ws/sessions/", "audit-ws"),
+]
+
+
 @pytest.mark.real_engines
-@pytest.mark.parametrize(
-    ("protocol", "path", "thread"),
-    [
-        ("agui", "/sessions/agui/", "audit-agui"),
-        ("aisdk", "/sessions/aisdk/chat", "audit-aisdk"),
-        ("ws", "/ws/sessions/", "audit-ws"),
-    ],
-)
-def test_this_projects_doors_come_out_all_green(site, protocol, path, thread):
-    report = run_audit(
-        site["base"] + path,
-        protocol,
-        headers={"Authorization": f"Bearer {site['key']}"},
-        thread=thread,
-        prompt="/team plan the launch",  # the demo agent's sub-agents: progress to see
-        timeout=30,
-    )
-    assert report.green, report.gap_map()
-    assert summaries(report, "delivery") == [
-        "green: resumes exactly: nothing lost, nothing repeated",
-        "green: the cut did not stop the generation: the answer went on",
-    ]
-    assert summaries(report, "control")[0].startswith("green: an explicit stop")
-    assert report.figures.stop_to_end_s is not None
+def test_this_projects_doors_come_out_all_green(site):
+    """The three doors audited at once (each in its own session, through its own proxy)."""
+
+    async def all_doors():
+        return await asyncio.gather(
+            *(
+                audit(
+                    site["base"] + path,
+                    protocol,
+                    headers={"Authorization": f"Bearer {site['key']}"},
+                    thread=thread,
+                    prompt="/team plan the launch",  # the demo agent's sub-agents: progress
+                    timeout=30,
+                )
+                for protocol, path, thread in DOORS
+            )
+        )
+
+    for (protocol, _, _), report in zip(DOORS, asyncio.run(all_doors()), strict=True):
+        assert report.green, (protocol, report.gap_map(), report.notes)
+        assert summaries(report, "delivery") == [
+            "green: resumes exactly: nothing lost, nothing repeated",
+            "green: the cut did not stop the generation: the answer went on",
+        ]
+        assert summaries(report, "control")[0].startswith("green: an explicit stop")
+        assert report.figures.stop_to_end_s is not None
