@@ -29,6 +29,7 @@ from sessions_app.log.committer import (
 )
 from sessions_app.log.fanout import (
     NOTIFY_INLINE_BYTES,
+    TURNS_GROUP,
     Notes,
     Notification,
     announce_change,
@@ -60,6 +61,7 @@ __all__ = [
     "NOTIFY_INLINE_BYTES",
     "PRESENCE_QUIET",
     "STATE_KEY",
+    "TURNS_GROUP",
     "AppendRequest",
     "AppendResult",
     "Deferred",
