@@ -398,7 +398,8 @@ class TcpProxy:
         connection: _Connection,
         downstream: bool,
     ) -> None:
-        """Copy one direction; pass an end on (half-close), an error kills both directions."""
+        """Copy one direction. The client's end is passed on (half-close: the worker may still
+        answer); the worker's end ends the connection; an error kills both directions."""
         try:
             while data := await reader.read(CHUNK):
                 trap = None
@@ -407,15 +408,21 @@ class TcpProxy:
                 writer.write(data)
                 await writer.drain()
                 if trap is not None:
-                    self._connections.discard(connection)
-                    connection.close_after_delivery()
                     trap.upstream = connection.upstream
+                    self._end(connection)
                     trap.fired.set()
                     return
-            if writer.can_write_eof() and not writer.transport.is_closing():
+            if downstream:
+                self._end(connection)
+            elif writer.can_write_eof() and not writer.transport.is_closing():
                 writer.write_eof()
         except (ConnectionError, OSError):
+            self._connections.discard(connection)
             connection.reset()
+
+    def _end(self, connection: _Connection) -> None:
+        self._connections.discard(connection)
+        connection.close_after_delivery()
 
     def _count_down(self, connection: _Connection, data: bytes) -> tuple[bytes, ByteCut | None]:
         """The part of ``data`` to send to the client, and the byte cut it fires, if any."""

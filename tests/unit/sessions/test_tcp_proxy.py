@@ -112,6 +112,28 @@ async def test_a_dead_worker_is_skipped_and_used_again_once_back(workers):
         await proxy.aclose()
 
 
+async def test_a_worker_that_ends_the_connection_ends_it_for_the_client():
+    async def say_bye(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"bye")
+        await writer.drain()
+        writer.close()
+
+    worker = await asyncio.start_server(say_bye, "127.0.0.1", 0)
+    proxy = await TcpProxy(port_of(worker)).start_async()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        assert await reader.read(-1) == b"bye"  # then the end, the client still open
+
+        async def gone() -> bool:
+            return proxy.open_connections == 0
+
+        await until(gone)
+        writer.close()
+    finally:
+        await proxy.aclose()
+        worker.close()
+
+
 async def test_with_every_worker_down_the_client_connection_is_closed():
     proxy = await TcpProxy([closed_port(), closed_port()]).start_async()
     try:
