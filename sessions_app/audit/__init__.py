@@ -13,7 +13,9 @@ See docs/sessions/audit.md for each probe, each verdict and the JSON format.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Mapping
+from dataclasses import replace
 
 from sessions_app.audit.probes import AuditInputError, Target, observe
 from sessions_app.domain import audit as verdicts
@@ -29,18 +31,18 @@ async def audit(
     headers: Mapping[str, str] | None = None,
     prompt: str | None = None,
     thread: str = "",
+    model: str = "gpt-4o-mini",
     timeout: float = 60.0,  # noqa: ASYNC109 (each stream's bound, not the whole audit's)
     settle: float | None = None,
-    verify: bool = True,
+    verify: bool | ssl.SSLContext = True,
 ) -> Report:
-    """Run the audit on the running event loop; bad input is a report, never an exception."""
-    target = Target(
-        url, protocol, dict(headers or {}), thread=thread, timeout=timeout, settle=settle
-    )
-    if prompt:
-        target = Target(
-            url, protocol, dict(headers or {}), prompt, thread, timeout=timeout, settle=settle
-        )
+    """Run the audit on the running event loop; bad input is a report, never an exception.
+
+    ``timeout`` bounds each stream (seconds); ``settle`` overrides the pause before a plain
+    SSE way back; ``verify`` is httpx's (False, or an ``ssl.SSLContext`` for a private CA).
+    """
+    target = Target(url, protocol, dict(headers or {}), thread=thread, model=model)
+    target = replace(target, timeout=timeout, settle=settle, prompt=prompt or target.prompt)
     try:
         target = target.checked()
     except AuditInputError as error:

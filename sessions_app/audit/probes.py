@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
+import ssl
 import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
 
@@ -116,8 +118,6 @@ class Request:
 
 
 def _compact(value: Any) -> str:
-    import json
-
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -128,7 +128,7 @@ def _trim(text: str, limit: int) -> str:
 def _beside(url: str, *segments: str) -> str:
     """``url`` with path segments added (the conventions of the AI SDK and AG-UI doors)."""
     parts = urlsplit(url)
-    path = parts.path.rstrip("/") + "/" + "/".join(s.strip("/") for s in segments)
+    path = parts.path.rstrip("/") + "/" + "/".join(quote(s, safe="") for s in segments)
     return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
 
 
@@ -234,7 +234,7 @@ class Protocol:
 class Session:
     """An audit's HTTP client, routed through its proxy, with the evidence it collects."""
 
-    def __init__(self, target: Target, verify: bool = True) -> None:
+    def __init__(self, target: Target, verify: bool | ssl.SSLContext = True) -> None:
         self.target = target
         self.verify = verify
         self.client = httpx.AsyncClient()  # replaced by each proxy() block's own
@@ -392,7 +392,7 @@ async def reachable(host: str, port: int, within: float = 5.0) -> str:
     return ""
 
 
-async def observe(target: Target, *, verify: bool = True) -> Observations:
+async def observe(target: Target, *, verify: bool | ssl.SSLContext = True) -> Observations:
     """Run every probe against ``target`` (already :meth:`Target.checked`); return what was seen."""
     session = Session(target, verify)
     problem = await reachable(session.host, session.port)

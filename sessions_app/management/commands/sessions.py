@@ -44,6 +44,9 @@ def audit_arguments(parser: CommandParser) -> None:
         help="the conversation (thread or chat id) to use; a new one by default"
         " (this project's doors need an existing session's name)",
     )
+    parser.add_argument(
+        "--model", default="gpt-4o-mini", help="the model named in OpenAI-compatible requests"
+    )
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per stream (60)")
     parser.add_argument("--json", metavar="FILE", help="also write the report as JSON")
     parser.add_argument("--html", metavar="FILE", help="also write the report as one HTML page")
@@ -74,6 +77,7 @@ def audit_run(command: BaseCommand, options: dict[str, Any]) -> None:
         headers=headers,
         prompt=options["prompt"],
         thread=options["thread"],
+        model=options["model"],
         timeout=options["timeout"],
     )
     command.stdout.write(to_text(report, evidence=options["verbosity"] > 1), ending="")
