@@ -41,7 +41,14 @@ from sessions_app.audit.reading import (
 )
 from sessions_app.audit.wsprobe import cancel as ws_cancel
 from sessions_app.audit.wsprobe import read as ws_read
-from sessions_app.domain.audit import PROTOCOLS, Exchange, Observations, Stop, Stream
+from sessions_app.domain.audit import (
+    PROTOCOLS,
+    STOP_TOO_LATE,
+    Exchange,
+    Observations,
+    Stop,
+    Stream,
+)
 from sessions_app.tcp_proxy import TcpProxy
 
 CUT_SHARE = 0.4
@@ -511,9 +518,8 @@ class Probes:
                 )
             )
             if not await _until(chat, lambda: reading.held.text_events >= 3):
-                self.notes.append("the answer ended before the stop could be sent")
                 await chat
-                return Stop(True, None, "the answer ended before the stop", reading.frozen())
+                return Stop(True, None, STOP_TOO_LATE, reading.frozen())
             request = self.protocol.stop(reading.held.run_id)
             assert request is not None
             sent = time.monotonic()

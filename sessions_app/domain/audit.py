@@ -446,7 +446,13 @@ def control(obs: Observations, delivery_findings: Sequence[Finding]) -> tuple[Fi
     return (_explicit(stop),)
 
 
+# Stop.error when the answer ended before the probe could send its stop.
+STOP_TOO_LATE = "the answer ended before the stop could be sent"
+
+
 def _explicit(stop: Stop) -> Finding:
+    if stop.error == STOP_TOO_LATE:
+        return Finding("control", Verdict.UNKNOWN, f"not probed: {STOP_TOO_LATE}")
     if stop.error or stop.status is None or not 200 <= stop.status < 300:
         answer = stop.error or f"HTTP {stop.status}"
         return Finding("control", Verdict.RED, f"the stop request was not acknowledged ({answer})")

@@ -77,6 +77,16 @@ def test_no_answer_blocks_every_capability_with_the_reason():
     assert set(result.gap_map().values()) == {"unknown"} and result.plan == ()
 
 
+def test_a_stop_that_came_too_late_is_not_a_gap():
+    from sessions_app.domain.audit import STOP_TOO_LATE
+
+    result = report(observed(stop=Stop(True, None, STOP_TOO_LATE, answer())))
+    control = result.capabilities[2]
+    assert control.verdict is Verdict.UNKNOWN and control.findings[0].summary.startswith(
+        "not probed"
+    )
+
+
 def test_worst_leaves_not_applicable_out():
     assert worst([Verdict.GREEN, Verdict.NA]) is Verdict.GREEN
     assert worst([Verdict.NA]) is Verdict.NA
