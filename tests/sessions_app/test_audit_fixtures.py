@@ -24,9 +24,14 @@ def findings(report, capability: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def plain():
+def plain_base():
     with fixtures.serve(fixtures.plain_sse()) as base:
-        yield run_audit(base + "/chat", "sse", timeout=20)
+        yield base
+
+
+@pytest.fixture(scope="module")
+def plain(plain_base):
+    return run_audit(plain_base + "/chat", "sse", timeout=20)
 
 
 @pytest.fixture(scope="module")
@@ -145,6 +150,12 @@ def test_an_oversized_event_and_an_endless_stream_stay_within_the_bounds():
     assert huge.problem == "an event of more than 1048576 bytes"
     assert "no end within 2 s (the audit's bound)" in endless.exchanges[0].answer
     assert endless.figures is not None and endless.figures.answer_chars > 0
+
+
+def test_credentials_never_reach_the_report(plain_base):
+    report = run_audit(plain_base + "/chat", "sse", headers={"Authorization": "Bearer s3cret"})
+    assert report.figures is not None  # the audit ran, with the header
+    assert "s3cret" not in json.dumps(to_dict(report)) + to_html(report) + to_text(report)
 
 
 def test_an_unreachable_endpoint_is_a_finding():
