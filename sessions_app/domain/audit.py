@@ -412,38 +412,35 @@ def _fresh(obs: Observations) -> Finding:
 # --- live control ---------------------------------------------------------------------------
 
 
+# A stop request answered with one of these: the endpoint has no such request.
+NO_SUCH_REQUEST = {404, 405, 501}
+
+
 def control(obs: Observations, delivery_findings: Sequence[Finding]) -> tuple[Finding, ...]:
     """Is there a stop that is distinct from a disconnect, acknowledged, and quick?"""
-    killed = any("killed the generation" in f.summary for f in delivery_findings)
-    went_on = any("did not stop the generation" in f.summary for f in delivery_findings)
     stop = obs.stop
-    if stop is None or not stop.offered:
-        if killed:
-            return (
-                Finding(
-                    "control",
-                    Verdict.RED,
-                    "stop is a disconnect: closing the connection is what ends the generation,"
-                    " so resume and stop cannot both work (the SSE resume-cancel conflict)",
-                ),
-            )
-        if went_on:
-            return (
-                Finding(
-                    "control",
-                    Verdict.RED,
-                    "nothing stops the generation: a user's stop only closes their connection"
-                    " while the model goes on writing (and billing)",
-                ),
-            )
-        return (
-            Finding(
-                "control",
-                Verdict.RED,
-                "no explicit stop: the only stop a client has is dropping the connection",
-            ),
+    if stop is not None and stop.offered and stop.status not in NO_SUCH_REQUEST:
+        return (_explicit(stop),)
+    details = (f"the stop request answered HTTP {stop.status}",) if stop and stop.offered else ()
+    return (_no_stop(delivery_findings, details),)
+
+
+def _no_stop(delivery_findings: Sequence[Finding], details: tuple[str, ...]) -> Finding:
+    """No stop request: what a stop button can do is drop the connection. Whether that ends
+    the generation is what the cut showed."""
+    if any("killed the generation" in f.summary for f in delivery_findings):
+        summary = (
+            "stop is a disconnect: closing the connection is what ends the generation,"
+            " so resume and stop cannot both work (the SSE resume-cancel conflict)"
         )
-    return (_explicit(stop),)
+    elif any("did not stop the generation" in f.summary for f in delivery_findings):
+        summary = (
+            "nothing stops the generation: a user's stop only closes their connection"
+            " while the model goes on writing (and billing)"
+        )
+    else:
+        summary = "no explicit stop: the only stop a client has is dropping the connection"
+    return Finding("control", Verdict.RED, summary, details)
 
 
 # Stop.error when the answer ended before the probe could send its stop.
