@@ -10,8 +10,11 @@ claims turns of its own user's sessions. ``python manage.py run_agents`` and the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import logging
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +31,7 @@ from sessions_app.refusals import error_response
 from sessions_app.schemas import ErrorOut
 
 ERRORS: dict[Any, Any] = {frozenset({400, 401, 403, 404, 409, 413, 422, 503}): ErrorOut}
+logger = logging.getLogger("sessions_app.turns")
 POLL_SECONDS = 2.0  # a waiting claim looks again this often: a lost wake-up costs no more
 
 
@@ -67,6 +71,7 @@ class RenewOut(Schema):
 
 class ReleaseIn(Schema):
     worker: str = Field(min_length=1, max_length=200)
+    turn: int
 
 
 class ReleaseOut(Schema):
@@ -113,20 +118,18 @@ async def claim(request: HttpRequest, payload: ClaimIn) -> Any:
     run = _executor()
     wait = min(payload.wait, setting("TURN_CLAIM_WAIT_MAX"))
     deadline = time.monotonic() + wait
-    layer = get_channel_layer()
-    channel = await layer.new_channel() if layer is not None and wait > 0 else None
-    if channel is not None:
-        await layer.group_add(log.TURNS_GROUP, channel)  # before looking: no wake-up is missed
-    try:
-        while True:
-            taken = await run(dispatch.claim, who, agents, payload.worker, payload.limit)
-            left = deadline - time.monotonic()
-            if taken or left <= 0:
-                return {"turns": [t.as_dict() for t in taken]}
-            await _wait_for_work(layer, channel, min(left, POLL_SECONDS), set(agents))
-    finally:
-        if channel is not None:
-            await layer.group_discard(log.TURNS_GROUP, channel)
+    wakeups = await _wakeups() if wait > 0 else None
+    while True:
+        woken = wakeups.next() if wakeups is not None else None  # taken before looking
+        taken = await run(dispatch.claim, who, agents, payload.worker, payload.limit)
+        left = deadline - time.monotonic()
+        if taken or left <= 0:
+            return {"turns": [t.as_dict() for t in taken]}
+        if woken is None:
+            await asyncio.sleep(min(left, POLL_SECONDS))
+            continue
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(woken.wait(), min(left, POLL_SECONDS))
 
 
 def _valid_agent(name: str) -> bool:
@@ -136,18 +139,61 @@ def _valid_agent(name: str) -> bool:
     )
 
 
-async def _wait_for_work(layer: Any, channel: str | None, seconds: float, agents: set[str]) -> None:
-    if channel is None:
-        await asyncio.sleep(seconds)
-        return
-    end = time.monotonic() + seconds
-    while (left := end - time.monotonic()) > 0:
-        try:
-            message = await asyncio.wait_for(layer.receive(channel), left)
-        except TimeoutError:
-            return
-        if "*" in agents or agents & set(message.get("agents", ())):
-            return
+class Wakeups:
+    """This event loop's one listener for "turns may be claimed" (``log.wake_workers``).
+
+    Every waiting claim of the process waits on the same event instead of joining the group
+    itself: one channel and one group membership per process, renewed well before the channel
+    layer's group expiry, and no receive is ever cancelled.
+    """
+
+    RENEW_SECONDS = 600.0
+
+    def __init__(self, layer: Any) -> None:
+        self.layer = layer
+        self.event = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    def next(self) -> asyncio.Event:
+        """The event the next wake-up sets (take it before looking for work)."""
+        return self.event
+
+    async def start(self) -> None:
+        channel = await self.layer.new_channel()
+        await self.layer.group_add(log.TURNS_GROUP, channel)
+        self.task = asyncio.create_task(self._listen(channel))
+
+    async def _listen(self, channel: str) -> None:
+        joined = time.monotonic()
+        while True:
+            try:
+                await self.layer.receive(channel)
+            except Exception:  # the layer is down for a moment: claims poll meanwhile
+                logger.warning("turn wake-ups: the channel layer failed", exc_info=True)
+                await asyncio.sleep(1.0)
+            woken, self.event = self.event, asyncio.Event()
+            woken.set()
+            if time.monotonic() - joined > self.RENEW_SECONDS:
+                with contextlib.suppress(Exception):
+                    await self.layer.group_add(log.TURNS_GROUP, channel)
+                    joined = time.monotonic()
+
+
+_wakeups_by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Wakeups] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def _wakeups() -> Wakeups | None:
+    layer = get_channel_layer()
+    if layer is None:
+        return None
+    loop = asyncio.get_running_loop()
+    found = _wakeups_by_loop.get(loop)
+    if found is None or found.task is None or found.task.done():
+        found = _wakeups_by_loop[loop] = Wakeups(layer)
+        await found.start()
+    return found
 
 
 @router.post(
@@ -162,12 +208,12 @@ async def renew(request: HttpRequest, payload: RenewIn) -> Any:
 
 
 @router.post(
-    "/{turn_id}/release",
+    "/release",
     response={200: ReleaseOut, **ERRORS},
     summary="Hand a claimed turn back (a worker shutting down)",
     openapi_extra={"security": [{"ApiKeyAuth": []}]},
 )
-async def release(request: HttpRequest, turn_id: int, payload: ReleaseIn) -> Any:
+async def release(request: HttpRequest, payload: ReleaseIn) -> Any:
     who = await dbexec.run_read(_worker_actor, request)
-    done = await _executor()(dispatch.release, who, payload.worker, turn_id)
+    done = await _executor()(dispatch.release, who, payload.worker, payload.turn)
     return {"released": done}

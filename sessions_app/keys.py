@@ -88,10 +88,10 @@ def authenticate(raw: object) -> ApiKey | None:
 def actor_for(key: ApiKey) -> Actor:
     """The actor a key acts as. A scoped key whose sessions were all deleted stays scoped, to
     nothing: only ``all_sessions`` widens a key."""
-    worker = {"agents": key.serves, "key": key.pk} if key.agents else {}
+    agents, worker = (key.serves, key.pk) if key.agents else (frozenset(), None)
     if key.all_sessions:
-        return Actor(key.user, None, **worker)
-    return Actor(key.user, frozenset(key.sessions.values_list("name", flat=True)), **worker)
+        return Actor(key.user, None, agents, worker)
+    return Actor(key.user, frozenset(key.sessions.values_list("name", flat=True)), agents, worker)
 
 
 def revoke(key: ApiKey) -> None:

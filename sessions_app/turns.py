@@ -151,13 +151,11 @@ class TurnTracker:
             wake.add(agent)
         for run, change in ended:
             if run.turn_id is not None:
-                wake |= self._run_ended(run, change, now)
+                wake |= self._run_ended(run.turn_id, run.run_id, change, now)
         return wake
 
-    def _run_ended(self, run: Run, change: Any, now: Any) -> set[str]:
-        turn = Turn.objects.filter(
-            pk=run.turn_id, run_id=run.run_id, state=TurnState.CLAIMED.value
-        ).first()
+    def _run_ended(self, turn_id: int, run_id: str, change: Any, now: Any) -> set[str]:
+        turn = Turn.objects.filter(pk=turn_id, run_id=run_id, state=TurnState.CLAIMED.value).first()
         if turn is None:  # an earlier attempt's run: the turn has moved on
             return set()
         state = rules.after_run(

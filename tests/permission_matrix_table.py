@@ -77,6 +77,7 @@ SESSION_USE = (A, A, N, U, N, N, U, U)  # owner and members use a session
 OWNER_ONLY = (A, N, N, U, N, N, U, U)  # only the owner manages it
 SIGNED_IN = (A, A, A, U, A, A, U, U)  # anyone authenticated; names no resource
 SESSION_LIST = (A, A, L, U, L, L, U, U)
+WORKER = (A, A, A, U, A, A, U, U)  # any key; it acts on no one's session but its own
 CREATE_SESSION = (A, A, A, U, F, F, U, U)  # a scoped key makes no new sessions
 DS = (A, A, N, N, U, U, U, U)  # keys are not credentials here: 401
 DS_CREATE = (A, A, C, U, U, U, U, U)  # someone else's name: taken, like a reserved one
@@ -118,6 +119,11 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("manage members", "REST", f"POST {S}/{{name}}/members", OWNER_ONLY, True, True),
     Operation("remove member", "REST", f"DELETE {S}/{{name}}/members/dave", OWNER_ONLY, True, True),
     Operation("change session", "REST", f"PATCH {S}/{{name}}", OWNER_ONLY, writes=True),
+    # Agent workers: a claim takes turns of the sessions the key reaches (none: an empty list);
+    # renew and release answer only for the turns the worker holds. API keys only.
+    Operation("claim turns", "REST", f"POST {S}/turns/claim", WORKER, True, True),
+    Operation("renew turns", "REST", f"POST {S}/turns/renew", WORKER, True),
+    Operation("release turn", "REST", f"POST {S}/turns/release", WORKER, True, True),
     # --- the session log, over the WebSocket -------------------------------------------------
     Operation("ping", "WebSocket", '{"op": "ping"}', SIGNED_IN),
     Operation("subscribe", "WebSocket", '{"op": "subscribe"}', SESSION_USE),

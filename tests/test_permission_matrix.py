@@ -275,6 +275,9 @@ def body_of(op: table.Operation, ids: dict[str, str]) -> Any:
         "REST: run heartbeat": {},
         "REST: manage members": {"username": "carol"},
         "REST: change session": {"title": "renamed"},
+        "REST: claim turns": {"agents": ["assistant"], "worker": "w"},
+        "REST: renew turns": {"worker": "w", "turns": [1, 2]},
+        "REST: release turn": {"worker": "w", "turn": 1},
         "Durable Streams: create": b"[]",  # (an empty body would be sent with no type)
         "Durable Streams: append": [EVENT],
         "AG-UI / AI SDK: AG-UI run": {
