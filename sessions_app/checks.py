@@ -241,7 +241,7 @@ def _check_turns(config: dict[str, Any]) -> list[Any]:
         except (ValueError, TypeError) as exc:
             errors.append(
                 Error(
-                    f"SESSIONS_APP['AGENT_GATEWAYS']: {exc}",
+                    str(exc),
                     hint='{"assistant": {"protocol": "agui", "url": "http://agents:9000/"}}; '
                     "see docs/sessions/agents.md.",
                     id="sessions_app.E032",

@@ -69,4 +69,4 @@ def gateway_handlers() -> dict[str, Any]:
     try:
         return gateway.handlers(gateways)
     except ValueError as exc:
-        raise CommandError(f"SESSIONS_APP['AGENT_GATEWAYS']: {exc}") from exc
+        raise CommandError(str(exc)) from exc  # the message names the setting
