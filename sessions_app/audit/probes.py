@@ -369,7 +369,8 @@ def _exchange(request: Request, reading: Reading, probe: str) -> Exchange:
         if reading.events:
             parts.append(f"{reading.events} events, {len(reading.held.text)} characters of text")
         if reading.held.ended:
-            parts.append(f"ended ({reading.held.outcome or 'end marker'})")
+            why = f": {reading.held.why}" if reading.held.why else ""
+            parts.append(f"ended ({reading.held.outcome or 'end marker'}{why})")
         if reading.cut:
             parts.append(f"cut by the audit after {reading.body_bytes} bytes of body")
         elif reading.error:

@@ -46,6 +46,7 @@ class Held:
     text_events: int = 0
     mine: str = ""
     steps: int = 0
+    why: str = ""  # the endpoint's own words when the stream ended in an error
     runs: set[str] = field(default_factory=set)  # ws: the followed run and its sub-runs
     asked: bool = False  # ws: the audit's own user message has been seen
     last_offset: str = ""  # ws: the browser client drops what it already folded
@@ -66,6 +67,10 @@ class Held:
             delta = delta[: max(0, MAX_TEXT - len(self.text))]
         self.messages[message] = current + delta
         self.text_events += 1
+
+    def failed(self, *words: Any) -> None:
+        self.ended, self.outcome = True, "error"
+        self.why = " ".join(str(w) for w in words if isinstance(w, (str, int)) and w)[:200]
 
     def saw(self, kind: str) -> None:
         kind = kind[:60]
@@ -123,7 +128,7 @@ def read_sse(held: Held, event: SSEEvent) -> None:
         held.outcome = held.outcome or "finished"
         return
     if event.event.lower() == "error":
-        held.ended, held.outcome = True, "error"
+        held.failed(event.data)
         return
     obj = _json(event.data)
     if not isinstance(obj, dict):
@@ -157,7 +162,7 @@ def read_openai(held: Held, event: SSEEvent) -> None:
     if not isinstance(obj, dict):
         return
     if isinstance(obj.get("error"), dict):
-        held.ended, held.outcome = True, "error"
+        held.failed(obj["error"].get("code"), obj["error"].get("message"))
         return
     text, kinds, finish = _openai_delta(obj)
     held.append("answer", text)
@@ -191,7 +196,7 @@ def read_aisdk(held: Held, event: SSEEvent) -> None:
     elif kind == "abort":
         held.ended, held.outcome = True, "cancelled"
     elif kind == "error":
-        held.ended, held.outcome = True, "error"
+        held.failed(obj.get("errorText"))
     elif kind == "start-step":
         held.steps += 1
         if held.steps > 1:
@@ -224,6 +229,8 @@ def read_agui(held: Held, event: SSEEvent) -> None:
     elif kind == "RUN_ERROR":
         held.ended = True
         held.outcome = "cancelled" if obj.get("code") == "cancelled" else "error"
+        if held.outcome == "error":
+            held.failed(obj.get("code"), obj.get("message"))
     elif kind.startswith(AGUI_PROGRESS):
         held.saw(kind)
 
@@ -292,6 +299,8 @@ def read_log(held: Held, event: Any) -> None:
         held.outcome = (
             "cancelled" if cancelled else "finished" if kind == "RUN_FINISHED" else "error"
         )
+        if held.outcome == "error":
+            held.failed(data.get("code"), data.get("message"))
     elif kind.startswith(LOG_PROGRESS):
         held.saw(kind)
 
