@@ -202,3 +202,10 @@ def test_the_snapshot_reader_takes_the_answer_after_the_audits_message():
     }
     read_snapshot(held, state)
     assert (held.run_id, held.text, held.ended) == ("r1", "Hello and more", True)
+
+
+def test_an_error_at_the_end_keeps_the_endpoints_own_words_trimmed():
+    held = frames("agui", [data({"type": "RUN_ERROR", "code": "agent_lost", "message": "x" * 500})])
+    assert (held.outcome, held.why[:10], len(held.why)) == ("error", "agent_lost", 200)
+    held = frames("aisdk", [data({"type": "error", "errorText": "quota exceeded"})])
+    assert (held.ended, held.why) == (True, "quota exceeded")
