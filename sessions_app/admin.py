@@ -155,6 +155,7 @@ class RunAdmin(admin.ModelAdmin):
         "started_at",
         "took",
         "heartbeat_at",
+        "cost",
     )
     list_filter = ("status", StuckFilter)
     search_fields = ("run_id", "session__name", "agent")
@@ -170,6 +171,17 @@ class RunAdmin(admin.ModelAdmin):
         "heartbeat_at",
         "cancel_deadline",
     )
+
+    @admin.display(description="cost", ordering="usage__cost")
+    def cost(self, obj: Run) -> str:
+        """What the run reported it cost (sessions.USAGE), with its tokens and model."""
+        usage = obj.usage or {}
+        if not usage:
+            return "-"
+        cost = usage.get("cost")
+        money = f"{cost:g} {usage.get('currency', '')}".strip() if cost is not None else "-"
+        tokens = f"{usage.get('input_tokens', 0)}+{usage.get('output_tokens', 0)} tok"
+        return f"{money} ({tokens}, {usage.get('model', '?')})"
 
     @admin.display(description="run", ordering="run_id")
     def tree(self, obj: Run) -> str:

@@ -55,6 +55,7 @@ from sessions_app.schemas import (
     ErrorOut,
     EventsOut,
     FailIn,
+    FeedbackIn,
     FinishIn,
     InterruptIn,
     KeyCreated,
@@ -444,7 +445,7 @@ def snapshot(request: HttpRequest, name: str) -> Any:
 def run_out(run: Run) -> dict[str, Any]:
     return {"run_id": run.run_id, "status": run.status, "agent": run.agent,
             "parent": run.parent.run_id if run.parent else None, "reason": run.reason,
-            "started_at": run.started_at, "ended_at": run.ended_at}  # fmt: skip
+            "started_at": run.started_at, "ended_at": run.ended_at, "usage": run.usage}  # fmt: skip
 
 
 def _run(session: Session, run_id: str) -> Run:
@@ -527,6 +528,19 @@ def steer(request: HttpRequest, name: str, payload: SteerIn) -> Any:
 def interrupt(request: HttpRequest, name: str, payload: InterruptIn) -> Any:
     message, events = control.interrupt(payload.run, payload.text)
     return _publish(request, name, events, message=message)
+
+
+@router.post("/{name}/feedback", response={200: AckOut, **ERRORS}, summary="Rate a message")
+def feedback(request: HttpRequest, name: str, payload: FeedbackIn) -> Any:
+    from sessions_app import feedback as ratings
+
+    who = actor(request)
+    session = get_session(who, name)
+    append = ratings.request(
+        who.user.get_username(), session.pk, payload.message, payload.rating,
+        payload.comment, payload.correction,
+    )  # fmt: skip
+    return ratings.ack(log.append_sync(append), payload.message)
 
 
 @router.get(

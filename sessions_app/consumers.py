@@ -224,6 +224,21 @@ class SessionConsumer(AsyncWebsocketConsumer):
         append = services.request(0, events, frame.get("producer"))
         await self._append(frame, append, message=message)
 
+    async def op_feedback(self, frame: dict[str, Any]) -> None:
+        from sessions_app import feedback as ratings
+
+        pk = await self._authorize(frame.get("session"))
+        user = self.actor.user.get_username()
+        append = await dbexec.run_read(
+            ratings.request, user, pk, frame.get("message"), frame.get("rating"),
+            frame.get("comment"), frame.get("correction"),
+        )  # fmt: skip
+        append.producer = services.parse_producer(frame.get("producer"))
+        ack = ratings.ack(await log.append(append), str(frame.get("message")))
+        await self.send_frame(
+            {"type": "ack", "id": frame.get("id"), "session": frame.get("session"), **ack}
+        )
+
     async def op_heartbeat(self, frame: dict[str, Any]) -> None:
         pk = await self._authorize(frame.get("session"))
         alive = await dbexec.run_write(runs.heartbeat, pk, frame.get("run"))
@@ -392,4 +407,5 @@ OPERATIONS = {
     "steer": SessionConsumer.op_steer,
     "interrupt": SessionConsumer.op_interrupt,
     "heartbeat": SessionConsumer.op_heartbeat,
+    "feedback": SessionConsumer.op_feedback,
 }

@@ -214,6 +214,12 @@ class Run(models.Model):
         related_name="runs",
         help_text="The turn this run answers (one run per attempt).",
     )
+    usage = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="What the run reported it cost (sessions.USAGE events, summed): model, "
+        "tokens, cost, latency.",
+    )
 
     class Meta:
         constraints = [

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from sessions_app.conf import setting
 from sessions_app.domain.errors import BadEvent
+from sessions_app.domain.judgement import USAGE, add_usage
 from sessions_app.domain.runs import RUN_EVENTS, RunStatus, next_status
 from sessions_app.models import Run
 
@@ -86,6 +87,7 @@ class RunTracker:
             if change.status.is_final:
                 ended.append((row, change))
         self._beat(pk, {item.run for item in request.items if item.run} - saved, now)
+        self._add_usage(pk, request)
         for item in request.items:
             if item.type == "CONTROL_ACK":
                 _observe_ack(pk, item.data or {}, now)
@@ -106,6 +108,19 @@ class RunTracker:
                 row.heartbeat_at = now
 
     # --- helpers -------------------------------------------------------------------------
+
+    def _add_usage(self, pk: int, request: AppendRequest) -> None:
+        """A run's usage reports (``sessions.USAGE``) add up on its row, for the admin."""
+        for item in request.items:
+            data = item.data or {}
+            row = self.runs.get((pk, item.run)) if item.type == "CUSTOM" else None
+            if (
+                row is not None
+                and data.get("name") == USAGE
+                and isinstance(data.get("value"), dict)
+            ):
+                row.usage = add_usage(row.usage, data["value"])
+                row.save(update_fields=["usage"])
 
     def _load(self, request: AppendRequest) -> None:
         pk = request.session_pk
@@ -167,7 +182,7 @@ class RunTracker:
 
 def needs_data(event_type: str) -> bool:
     """Whether the tracker reads this event type's ``data``."""
-    return event_type in RUN_EVENTS or event_type == "TEXT_MESSAGE_START"
+    return event_type in RUN_EVENTS or event_type in ("TEXT_MESSAGE_START", "CUSTOM")
 
 
 def heartbeat(session_pk: int, run_id: object) -> bool:

@@ -104,6 +104,7 @@ class RunOut(Schema):
     reason: str
     started_at: datetime
     ended_at: datetime | None
+    usage: dict[str, Any] | None = Field(None, description="What the run reported it cost.")
 
 
 class CancelIn(Schema):
@@ -119,6 +120,13 @@ class SteerIn(Schema):
 class InterruptIn(Schema):
     run: str | None = Field(None, max_length=128)
     text: str = Field(min_length=1, max_length=32000)
+
+
+class FeedbackIn(Schema):
+    message: str = Field(min_length=1, max_length=128, description="The assistant message rated.")
+    rating: str = Field(pattern="^(up|down)$")
+    comment: str | None = Field(None, max_length=2000)
+    correction: str | None = Field(None, max_length=32000, description="A better answer.")
 
 
 class MessageIn(Schema):

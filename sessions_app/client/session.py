@@ -169,6 +169,19 @@ class Session:
                  "message": message or f"u-{uuid.uuid4().hex[:12]}"}  # fmt: skip
         return await self._produce(frame)
 
+    async def feedback(
+        self,
+        message: str,
+        rating: str,
+        comment: str | None = None,
+        correction: str | None = None,
+    ) -> dict[str, Any]:
+        """Rate an assistant message ``"up"`` or ``"down"`` (a later rating replaces this one),
+        with an optional comment and corrected answer; the server records who rated."""
+        frame = {"op": "feedback", "session": self.name, "message": message, "rating": rating,
+                 "comment": comment, "correction": correction}  # fmt: skip
+        return await self._produce(frame)
+
     def run(
         self,
         agent: str = "",
@@ -376,6 +389,24 @@ class Run:
     async def state(self, snapshot: Any) -> None:
         self._check()
         await self.session.publish([self._envelope("STATE_SNAPSHOT", data={"snapshot": snapshot})])
+
+    async def usage(
+        self,
+        model: str | None = None,
+        input_tokens: int | None = None,
+        output_tokens: int | None = None,
+        cost: float | None = None,
+        currency: str | None = None,
+        first_token_ms: float | None = None,
+        latency_ms: float | None = None,
+    ) -> None:
+        """Report what this run cost (``sessions.USAGE``); several reports add up. Report
+        before the run ends: an ended run takes nothing more."""
+        fields = {"model": model, "input_tokens": input_tokens, "output_tokens": output_tokens,
+                  "cost": cost, "currency": currency, "first_token_ms": first_token_ms,
+                  "latency_ms": latency_ms}  # fmt: skip
+        value = {key: item for key, item in fields.items() if item is not None}
+        await self.custom("sessions.USAGE", value)
 
     async def custom(self, name: str, value: Any) -> None:
         self._check()

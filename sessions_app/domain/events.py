@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from sessions_app.domain.errors import BadEvent
+from sessions_app.domain.judgement import check_custom
 
 MAX_ID_LENGTH: Final = 128
 ENVELOPE_KEYS: Final = frozenset({"type", "run", "agent", "message", "data", "time"})
@@ -99,7 +100,7 @@ RULES: Final[dict[str, tuple[Check, ...]]] = {
     "REASONING_MESSAGE_END": (),
     "REASONING_END": (),
     "RAW": (_data_present("event"),),
-    "CUSTOM": (_data_str("name"),),
+    "CUSTOM": (_data_str("name"), check_custom),  # usage and feedback: domain/judgement.py
     # Live control (ours; AG-UI has no such events): a device asks, the agent acknowledges.
     "CANCEL": (_data_str("reason", optional=True),),
     "STEER": (_need_id("run"), _data_str("text")),

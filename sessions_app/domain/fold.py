@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sessions_app.domain.jsonpatch import PatchError, apply_patch
+from sessions_app.domain.judgement import FEEDBACK, RATINGS, USAGE, add_usage
 from sessions_app.domain.runs import RunStatus
 
 STREAMING = "streaming"
@@ -30,6 +31,7 @@ class MessageState:
     agent: str | None
     status: str = STREAMING
     parts: list[str] = field(default_factory=list)
+    feedback: dict[str, dict[str, Any]] = field(default_factory=dict)  # by user
 
     @property
     def text(self) -> str:
@@ -45,6 +47,7 @@ class MessageState:
             "agent": self.agent,
             "status": self.status,
             "text": self.text,
+            **({"feedback": self.feedback} if self.feedback else {}),
         }
 
 
@@ -57,6 +60,7 @@ class RunState:
     outcome: str | None = None
     error: str | None = None
     reason: str | None = None
+    usage: dict[str, Any] | None = None  # summed reports (domain.judgement.add_usage)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -67,6 +71,7 @@ class RunState:
             "outcome": self.outcome,
             "error": self.error,
             "reason": self.reason,
+            **({"usage": self.usage} if self.usage is not None else {}),
         }
 
 
@@ -94,12 +99,13 @@ class SessionState:
             folded.messages[m["id"]] = MessageState(
                 id=m["id"], role=m["role"], run=m.get("run"), agent=m.get("agent"),
                 status=m["status"], parts=[m["text"]] if m["text"] else [],
+                feedback=dict(m.get("feedback") or {}),
             )  # fmt: skip
         for r in raw.get("runs", []):
             folded.runs[r["id"]] = RunState(
                 id=r["id"], status=RunStatus(r["status"]), parent=r.get("parent"),
                 agent=r.get("agent"), outcome=r.get("outcome"), error=r.get("error"),
-                reason=r.get("reason"),
+                reason=r.get("reason"), usage=r.get("usage"),
             )  # fmt: skip
         return folded
 
@@ -211,6 +217,23 @@ def _cancel_requested(
         _set_run(state, run_id, RunStatus.CANCELLING)
 
 
+def _custom(state: SessionState, event: Mapping[str, Any], data: Mapping[str, Any]) -> None:
+    """Usage adds up on its run; a user's rating of a message replaces that user's last one."""
+    value = data.get("value")
+    if not isinstance(value, dict):
+        return
+    if data.get("name") == USAGE:
+        run = state.runs.get(event.get("run") or "")
+        if run is not None:
+            run.usage = add_usage(run.usage, value)
+    elif data.get("name") == FEEDBACK:
+        message = state.messages.get(value.get("message") or "")
+        user = value.get("user")
+        if message is not None and isinstance(user, str) and value.get("rating") in RATINGS:
+            rated = {key: value[key] for key in ("rating", "comment", "correction") if key in value}
+            message.feedback[user] = {**rated, "time": event.get("time")}
+
+
 REDUCERS = {
     "RUN_STARTED": _run_started,
     "RUN_FINISHED": _run_finished,
@@ -222,6 +245,7 @@ REDUCERS = {
     "STATE_SNAPSHOT": _state_snapshot,
     "STATE_DELTA": _state_delta,
     "CANCEL": _cancel_requested,
+    "CUSTOM": _custom,
 }
 
 
