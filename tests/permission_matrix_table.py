@@ -110,6 +110,7 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("cancel", "REST", f"POST {S}/{{name}}/cancel", SESSION_USE, True, True),
     Operation("steer", "REST", f"POST {S}/{{name}}/steer", SESSION_USE, writes=True),
     Operation("interrupt", "REST", f"POST {S}/{{name}}/interrupt", SESSION_USE, True, True),
+    Operation("rate a message", "REST", f"POST {S}/{{name}}/feedback", SESSION_USE, writes=True),
     Operation("list runs", "REST", f"GET {S}/{{name}}/runs", SESSION_USE),
     Operation("start run", "REST", f"POST {S}/{{name}}/runs", SESSION_USE, writes=True),
     Operation("finish run", "REST", f"POST {S}/{{name}}/runs/r1/finish", SESSION_USE, True, True),
@@ -134,6 +135,7 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("steer", "WebSocket", '{"op": "steer", "run": …}', SESSION_USE, writes=True),
     Operation("interrupt", "WebSocket", '{"op": "interrupt"}', SESSION_USE, True, True),
     Operation("run heartbeat", "WebSocket", '{"op": "heartbeat", "run": …}', SESSION_USE, True),
+    Operation("rate a message", "WebSocket", '{"op": "feedback"}', SESSION_USE, writes=True),
     Operation("presence", "WebSocket", '{"op": "presence"}', SESSION_USE),
     # --- Durable Streams ----------------------------------------------------------------------
     Operation("create", "Durable Streams", "PUT /v1/stream/{name}", DS_CREATE, writes=True),

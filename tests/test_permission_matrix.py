@@ -101,7 +101,10 @@ def build_world() -> World:
     Membership.objects.create(session=chat, user=bob)
     Membership.objects.create(session=chat, user=dave)  # the member the owner removes
     elsewhere = Session.objects.create(name="elsewhere", owner=alice)
-    log.append_sync(services.request(chat.pk, [{"type": "RUN_STARTED", "run": "r1"}]))
+    answer = {"message": "a1", "run": "r1"}  # an assistant message to rate (feedback)
+    log.append_sync(services.request(chat.pk, [{"type": "RUN_STARTED", "run": "r1"},
+        {"type": "TEXT_MESSAGE_START", **answer, "data": {"role": "assistant"}},
+        {"type": "TEXT_MESSAGE_CONTENT", **answer, "data": {"delta": "hi"}}]))  # fmt: skip
     w = World(users={"owner": alice, "member": bob, "other user": carol})
     w.tokens = {
         "owner": mint_token(alice),
@@ -269,6 +272,7 @@ def body_of(op: table.Operation, ids: dict[str, str]) -> Any:
         "REST: cancel": {"run": "r1"},
         "REST: steer": {"run": "r1", "text": "shorter"},
         "REST: interrupt": {"text": "instead"},
+        "REST: rate a message": {"message": "a1", "rating": "up"},
         "REST: start run": {},
         "REST: finish run": {"outcome": "success"},
         "REST: fail run": {"message": "it broke"},
@@ -388,6 +392,7 @@ def ws_frames(op: table.Operation, ids: dict[str, str]) -> list[dict[str, Any]]:
         "steer": [{"op": "steer", "session": name, "run": "r1", "text": "shorter"}],
         "interrupt": [{"op": "interrupt", "session": name, "text": "instead"}],
         "heartbeat": [{"op": "heartbeat", "session": name, "run": "r1"}],
+        "feedback": [{"op": "feedback", "session": name, "message": "a1", "rating": "up"}],
         "presence": [subscribed, {"op": "presence", "session": name}],
     }[table.ws_op(op)]
     return [{**frame, "id": i} for i, frame in enumerate(frames)]
