@@ -15,6 +15,7 @@ BENCHMARKS: dict[str, str] = {
     "chaos": "bench.chaos",
     "compaction": "bench.compaction",
     "control": "bench.control",
+    "agents": "bench.agents",
     "durable_streams": "bench.durable_streams",
     "mlexec_label_issues": "bench.mlexec_label_issues",
     "learning_curves": "bench.learning_curves",

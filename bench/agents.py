@@ -1,0 +1,280 @@
+"""The agent runtime against one real server on PostgreSQL + Redis:
+
+(a) from a user message's ack to its answer's ``RUN_STARTED`` on the log, p50 and p99, with
+    10, 1,000 and 10,000 sessions existing, for the turn workers and, at 10 and 90 sessions,
+    for the scanning agent the demo used before (it listed its sessions every second and
+    followed each one);
+(b) turns answered per second by 4 worker processes with a no-op handler;
+(c) a worker killed (SIGKILL) mid-turn: time until another worker starts the turn again,
+    against the lease.
+
+``python -m bench agents [--messages 60] [--turns 2000] [--sizes 10,1000,10000]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+LEASE = 3.0
+SETUP = """
+from django.contrib.auth import get_user_model
+from sessions_app.access import mint_token
+from sessions_app.keys import create_key
+from sessions_app.models import Session
+user, _ = get_user_model().objects.get_or_create(username="alice")
+robot, _ = get_user_model().objects.get_or_create(username="robot")
+have = set(Session.objects.filter(name__startswith="s-").values_list("name", flat=True))
+Session.objects.bulk_create(
+    [Session(name=f"s-{{i}}", owner=user) for i in range({sessions}) if f"s-{{i}}" not in have],
+    batch_size=2000,
+)
+print(mint_token(user))
+print(create_key(robot, "workers", agents="*")[1])
+print(create_key(user, "alice", all_sessions=True)[1])
+"""
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def ms(values: list[float]) -> str:
+    return f"p50 {statistics.median(values) * 1000:.1f} ms, p99 {pct(values, 0.99) * 1000:.1f} ms"
+
+
+async def latency(base: str, token: str, count: int, names: list[str]) -> list[float]:
+    """Ack of a user message to the RUN_STARTED answering it, seen by the sending device."""
+    from sessions_app.client import SessionsClient
+
+    found: list[float] = []
+    async with SessionsClient(base, token=token) as device:
+        for i in range(count):
+            session = await device.session(names[i % len(names)])
+            started = asyncio.get_running_loop().create_future()
+
+            async def watch(session=session, started=started) -> None:
+                async for event in session.events():
+                    if event["type"] == "RUN_STARTED" and not started.done():
+                        started.set_result(time.perf_counter())
+                        return
+
+            watcher = asyncio.create_task(watch())
+            await asyncio.sleep(0)
+            await session.send_message(f"question {i}")
+            acked = time.perf_counter()
+            found.append(await asyncio.wait_for(started, 30) - acked)
+            watcher.cancel()
+            await asyncio.sleep(0.05)  # let the answer finish: one turn of a session at a time
+    return found
+
+
+async def scanning_agent(base: str, key: str, stop: asyncio.Event) -> None:
+    """The demo agent before the runtime: list sessions every second, follow each one."""
+    from sessions_app.client import SessionsClient
+
+    async with SessionsClient(base, api_key=key) as client:
+        watched: dict[str, asyncio.Task[None]] = {}
+
+        async def follow(name: str) -> None:
+            from sessions_app.client.session import CAUGHT_UP
+
+            session = await client.session(name, after="-1", inbox=True)
+            live, unanswered = False, False
+            async for event in session.events():
+                kind = event["type"]
+                asked = kind == "TEXT_MESSAGE_START" and event["data"].get("role") == "user"
+                if kind == CAUGHT_UP:
+                    live = True
+                elif kind == "RUN_STARTED":
+                    unanswered = False
+                elif asked:
+                    unanswered = True
+                if live and unanswered:
+                    unanswered = False
+                    async with session.run(agent="assistant") as run:
+                        await run.text("ok")
+
+        while not stop.is_set():
+            for info in (await client.rest("GET", "/", params={"limit": 500}))["items"]:
+                if info["name"] not in watched:
+                    watched[info["name"]] = asyncio.create_task(follow(info["name"]))
+            await asyncio.sleep(1.0)
+        for task in watched.values():
+            task.cancel()
+
+
+def workers(env: dict[str, str], base: str, key: str, count: int, **extra: str) -> list[Any]:
+    args = [sys.executable, "manage.py", "run_agents", "tests.e2e.runtime_agents", "--url", base,
+            "--api-key", key, "--concurrency", "16"]  # fmt: skip
+    return [
+        subprocess.Popen(
+            args,
+            cwd=ROOT,
+            env={**env, **extra},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        for _ in range(count)
+    ]
+
+
+def stop_all(procs: list[Any]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def patch_agent(base: str, key: str, names: list[str], agent: str) -> None:
+    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}) as http:
+        for name in names:
+            reply = http.patch(
+                f"/api/sessions/{name}", json={"metadata": {"turns": {"agent": agent}}}
+            )
+            reply.raise_for_status()
+
+
+def open_turns(env: dict[str, str]) -> int:
+    from tests.e2e.servers import manage_output
+
+    code = "from sessions_app.models import Turn\nprint(Turn.objects.filter(state__in=['queued','claimed']).count())"
+    return int(manage_output("shell", "-c", code, env=env).split()[-1])
+
+
+def dispatch_rate(env: dict[str, str], base: str, key: str, own: str, turns: int) -> float:
+    """4 worker processes answer ``turns`` turns queued beforehand (one per session)."""
+    names = [f"s-{i}" for i in range(turns)]
+    patch_agent(base, own, names, "noop")
+    with httpx.Client(
+        base_url=base, headers={"Authorization": f"Bearer {own}"}, timeout=30
+    ) as http:
+        for name in names:
+            http.post(f"/api/sessions/{name}/messages", json={"text": "go"}).raise_for_status()
+    procs = workers(env, base, key, 4)
+    started = time.perf_counter()
+    try:
+        while open_turns(env):
+            time.sleep(0.2)
+        took = time.perf_counter() - started
+    finally:
+        stop_all(procs)
+    return turns / took
+
+
+async def takeover(env: dict[str, str], base: str, key: str, own: str, token: str) -> float:
+    """Kill the worker answering a turn; time until another starts its second attempt."""
+    from sessions_app.client import SessionsClient
+
+    slow = workers(env, base, key, 1, RUNTIME_AGENT_PACE="1.0")[0]
+    spare: list[Any] = []
+    try:
+        async with SessionsClient(base, token=token) as device:
+            session = await device.session("s-0", after="now", inbox=True)
+            await session.send_message("a long answer please " * 5)
+            async for event in session.events():
+                if event["type"] == "TEXT_MESSAGE_CONTENT" and event.get("run"):
+                    break
+            slow.send_signal(signal.SIGKILL)
+            killed = time.perf_counter()
+            spare = workers(env, base, key, 1)
+            async for event in session.events():
+                if event["type"] == "RUN_STARTED" and event["run"].endswith("-2"):
+                    return time.perf_counter() - killed
+    finally:
+        stop_all([slow, *spare])
+    raise RuntimeError("no second attempt")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--messages", type=int, default=60)
+    parser.add_argument("--turns", type=int, default=2000)
+    parser.add_argument("--sizes", default="10,1000,10000")
+    args = parser.parse_args()
+    os.environ.setdefault("DATABASE_URL", "postgres://root@127.0.0.1:5432/test")
+    os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
+    from tests.e2e.servers import DaphneProcess, manage_output, site_database
+
+    print(f"load average before: {os.getloadavg()[0]:.2f}")
+    settings = {"TURN_LEASE_SECONDS": LEASE, "TURNS": {"agent": "echo"},
+                "MAX_SESSIONS_PER_USER": None}  # fmt: skip
+    with site_database(Path(tempfile.mkdtemp()), "benchagents") as env:
+        env["SESSIONS_APP_JSON"] = json.dumps(settings)
+        env["RUNTIME_AGENT_PACE"] = "0"
+        with DaphneProcess(env) as server:
+            base = server.base
+            for size in [int(s) for s in args.sizes.split(",")]:
+                token, key, own = manage_output(
+                    "shell", "-c", SETUP.format(sessions=size), env=env
+                ).split()[-3:]
+                names = [f"s-{i}" for i in range(min(size, 10))]
+                procs = workers(env, base, key, 1)
+                try:
+                    asyncio.run(latency(base, token, 1, names))  # the worker has started
+                    found = asyncio.run(latency(base, token, args.messages, names))
+                finally:
+                    stop_all(procs)
+                print(f"(a) {size:>6} sessions, turn workers:    ack -> RUN_STARTED {ms(found)}")
+                if size == 10:
+                    for existing in (10, 90):
+                        manage_output("shell", "-c", SETUP.format(sessions=existing), env=env)
+                        found = asyncio.run(baseline(base, token, own, existing))
+                        print(
+                            f"(a) {existing:>6} sessions, scanning agent: ack -> RUN_STARTED {ms(found)}"
+                        )
+            rate = dispatch_rate(env, base, key, own, args.turns)
+            print(f"(b) {args.turns} turns, 4 worker processes, no-op handler: {rate:,.0f} turns/s")
+            took = asyncio.run(takeover(env, base, key, own, token))
+            print(f"(c) worker killed mid-turn: restarted by another after {took:.2f} s "
+                  f"(lease {LEASE:.0f} s, goal <= {2 * LEASE:.0f} s)")  # fmt: skip
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+
+
+async def baseline(base: str, token: str, own: str, existing: int, count: int = 5) -> list[float]:
+    names = [f"s-{i}" for i in range(existing)]
+    patch_agent(base, own, names, "nobody")  # no turn worker answers these
+    stop = asyncio.Event()
+    agent = asyncio.create_task(scanning_agent(base, own, stop))
+    await asyncio.sleep(3)  # it has found the sessions
+    try:
+        # A new session each time: what the scanning agent needs up to a second to notice.
+        found = []
+        from sessions_app.client import SessionsClient
+
+        async with SessionsClient(base, api_key=own) as creator:
+            for i in range(count):
+                name = f"new-{existing}-{i}-{time.time_ns()}"
+                await creator.rest(
+                    "POST", "/", json={"name": name, "metadata": {"turns": {"agent": "nobody"}}}
+                )
+                found += await latency(base, token, 1, [name])
+        return found
+    finally:
+        stop.set()
+        await agent
+        patch_agent(base, own, names, "echo")
+
+
+if __name__ == "__main__":
+    main()
