@@ -209,3 +209,15 @@ def test_an_error_at_the_end_keeps_the_endpoints_own_words_trimmed():
     assert (held.outcome, held.why[:10], len(held.why)) == ("error", "agent_lost", 200)
     held = frames("aisdk", [data({"type": "error", "errorText": "quota exceeded"})])
     assert (held.ended, held.why) == (True, "quota exceeded")
+
+
+def test_the_audit_runs_without_django():
+    """run_audit is a plain function: its probes, readers and verdicts load no Django."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, sessions_app.audit, sessions_app.audit.report; print('django' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
