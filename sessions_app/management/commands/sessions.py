@@ -4,6 +4,7 @@ Each subcommand is one entry of ``SUBCOMMANDS``: a function that adds its argume
 parser and a function that runs it (add one for a new tool, nothing else changes).
 
 - ``audit URL``: the delivery audit (docs/sessions/audit.md).
+- ``export-dataset``: conversations as a fine-tuning dataset (docs/sessions/usage-feedback.md).
 """
 
 from __future__ import annotations
@@ -94,11 +95,69 @@ def audit_run(command: BaseCommand, options: dict[str, Any]) -> None:
         raise CommandError("the gap map is not all green", returncode=1)
 
 
+def export_arguments(parser: CommandParser) -> None:
+    parser.add_argument(
+        "--out", metavar="FILE", help="FILE.train.jsonl, .dev, .test (default: stdout)"
+    )
+    parser.add_argument("--since", metavar="DATE", help="sessions created on or after (ISO date)")
+    parser.add_argument("--until", metavar="DATE", help="sessions created before (ISO date)")
+    parser.add_argument("--agent", metavar="NAME", help="only answers by this agent")
+    parser.add_argument("--finished-only", action="store_true", help="only finished runs' answers")
+    parser.add_argument("--min-rating", choices=["up", "none"], help="up: rated up; none: no down")
+    parser.add_argument("--corrections", action="store_true", help="corrections replace answers")
+    parser.add_argument("--split", default="0.8,0.1,0.1", help="train,dev,test fractions")
+    parser.add_argument("--seed", type=int, default=0, help="the split's seed (0)")
+    parser.add_argument("--redact", metavar="DOTTED.PATH", help="your redaction function")
+    parser.add_argument(
+        "--card", metavar="FILE", help="the dataset card (.md: Markdown, else JSON)"
+    )
+
+
+def export_run(command: BaseCommand, options: dict[str, Any]) -> None:
+    from django.utils.dateparse import parse_date, parse_datetime
+
+    from sessions_app.domain.dataset import Filters, parse_split
+    from sessions_app.export import Options, card_text, export_files
+
+    def when(text: str | None) -> Any:
+        if text is None:
+            return None
+        found = parse_datetime(text) or parse_date(text)
+        if found is None:
+            raise CommandError(f"not a date: {text!r} (use YYYY-MM-DD)")
+        if not hasattr(found, "hour"):
+            from datetime import UTC, datetime, time
+
+            found = datetime.combine(found, time(), tzinfo=UTC)
+        return found
+
+    try:
+        fractions = parse_split(options["split"])
+    except ValueError as error:
+        raise CommandError(str(error)) from error
+    filters = Filters(options["finished_only"], options["min_rating"], options["corrections"],
+                      options["agent"])  # fmt: skip
+    run = Options(when(options["since"]), when(options["until"]), filters, fractions,
+                  options["seed"], options["redact"])  # fmt: skip
+    out = Path(options["out"]) if options["out"] else None
+    card = export_files(run, out, command.stdout)
+    if options["card"]:
+        markdown = options["card"].endswith(".md")
+        Path(options["card"]).write_text(card_text(card, markdown), encoding="utf-8")
+    if out is not None:
+        command.stderr.write(f"exported {card['conversations']} conversations: {card['splits']}")
+
+
 SUBCOMMANDS: dict[str, Subcommand] = {
     "audit": Subcommand(
         "probe an existing AI chat endpoint: gap map, session-layer design, migration plan",
         audit_arguments,
         audit_run,
+    ),
+    "export-dataset": Subcommand(
+        "sessions as a fine-tuning dataset: chat JSONL split by conversation, with a card",
+        export_arguments,
+        export_run,
     ),
 }
 
