@@ -154,10 +154,13 @@ class Sent:
 
     def answered_by(self, event: dict[str, Any]) -> bool:
         """Whether ``event`` starts the run answering this message: the run that names its
-        turn (two messages in flight never cross), else the next top-level run."""
+        turn (two messages in flight never cross), or the next top-level run that names no
+        turn (an agent that is not a turn worker)."""
         if not is_top_run_start(event):
             return False
-        return self.turn is None or event.get("data", {}).get("turn") == self.turn
+        named = event.get("data", {}).get("turn")
+        # An agent outside the runtime (the SDK alone) names no turn: the next run is its.
+        return self.turn is None or named is None or named == self.turn
 
 
 def _turn_of(session_pk: int, message_id: str) -> int | None:

@@ -139,7 +139,7 @@ def test_a_steer_changes_the_running_answer(site):
     assert any(e["type"] == "CONTROL_ACK" and e["data"]["action"] == "steer" for e in events)
 
 
-def test_team_mode_runs_two_sub_agents_under_an_orchestrator(site):
+def test_team_mode_runs_two_sub_agents_under_the_answer_s_run(site):
     async def scenario():
         device = await WsClient.open(site["base"], site["token"])
         await device.subscribe("ask", after="now")
@@ -153,7 +153,10 @@ def test_team_mode_runs_two_sub_agents_under_an_orchestrator(site):
         return device.events
 
     runs = runs_of(asyncio.run(scenario()))
-    boss = next(r for r, info in runs.items() if info["agent"] == "orchestrator")
+    # The answer's run (the turn's, agent "assistant") orchestrates: it plans, then two
+    # sub-agents publish under their own child runs.
+    boss = next(r for r, info in runs.items() if info["parent"] is None)
+    assert runs[boss]["agent"] == "assistant"
     children = {info["agent"] for info in runs.values() if info["parent"] == boss}
     assert children == {"researcher", "critic"}
     assert all(info["end"] == "success" for info in runs.values())

@@ -315,3 +315,33 @@ async def test_deep_or_huge_bodies_get_a_json_4xx_and_write_nothing(
     assert response.status_code == status and response["Content-Type"] == JSON
     assert json.loads(response.content)["code"] == code
     assert await entries(session) == before
+
+
+async def test_two_messages_in_flight_each_stream_the_run_that_answers_its_turn(alice, session):
+    """Before turns, the second POST's stream took the first run that started after its message,
+    which is the answer to the FIRST message when both are in flight: the streams crossed."""
+    from sessions_app import dispatch
+    from sessions_app.access import Actor
+
+    headers = await auth(alice)
+    first = asyncio.create_task(
+        AsyncClient().post(URL, run_input(mid="u1", text="one"), content_type=JSON, headers=headers)
+    )
+    second = asyncio.create_task(
+        AsyncClient().post(URL, run_input(mid="u2", text="two"), content_type=JSON, headers=headers)
+    )
+    for _ in range(500):  # both messages are in the log before any answer starts
+        if sum(e["type"] == "TEXT_MESSAGE_END" for e in await entries(session)) == 2:
+            break
+        await asyncio.sleep(0.01)
+    for _ in range(2):  # a worker answers the turns, oldest first, one at a time
+        [claimed] = await db(dispatch.claim)(Actor(alice), ["assistant"], "w", 1)
+        turn = claimed.turn
+        events = run_events(run=turn.run_id, mid=f"a{turn.pk}", words=(claimed.text,))
+        events[0]["data"] = {"turn": turn.pk}
+        for event in events:
+            await publish(session, [event])
+    streams = [events_of(await read_sse(await task)) for task in (first, second)]
+    answered = ["".join(e.get("delta", "") for e in stream) for stream in streams]
+    assert answered == ["one", "two"]
+    assert streams[0][0]["runId"] != streams[1][0]["runId"]
