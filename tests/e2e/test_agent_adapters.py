@@ -697,6 +697,9 @@ class Completions(BaseHTTPRequestHandler):
         for delta in self.deltas:
             chunk = {"choices": [{"index": 0, "delta": delta}]}
             self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+        if body.get("stream_options", {}).get("include_usage"):  # the usage chunk comes last
+            usage = {"choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": 5}}
+            self.wfile.write(f"data: {json.dumps(usage)}\n\n".encode())
         self.wfile.write(b"data: [DONE]\n\n")
 
     def log_message(self, *args):
@@ -708,7 +711,8 @@ def test_an_openai_compatible_endpoint_streams_reasoning_text_and_tool_calls(sit
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Completions)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    settings = LLMSettings(f"http://127.0.0.1:{server.server_address[1]}/v1", "tiny")
+    url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    settings = LLMSettings(url, "tiny", input_price=1.0, output_price=2.0, currency="EUR")
     session = new_session(site)
     earlier = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hi!"}]
     try:
@@ -722,3 +726,7 @@ def test_an_openai_compatible_endpoint_streams_reasoning_text_and_tool_calls(sit
     assert "".join(reasoning) == "Greet back."
     assert tool_calls(mine) == {"t1": {"name": "wave", "args": '{"hand": "left"}', "ended": True}}
     assert outcome(history(site, session), run_id) == ("RUN_FINISHED", "success")
+    (usage,) = [e["data"]["value"] for e in mine if e["type"] == "CUSTOM"]
+    assert usage["model"] == "tiny" and (usage["input_tokens"], usage["output_tokens"]) == (12, 5)
+    assert usage["cost"] == pytest.approx(22e-6) and usage["currency"] == "EUR"
+    assert 0 <= usage["first_token_ms"] <= usage["latency_ms"]

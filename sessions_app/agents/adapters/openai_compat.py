@@ -17,6 +17,7 @@ without Django.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -47,6 +48,13 @@ class LLMSettings:
     model: str
     api_key: str = ""
     timeout: float = 60.0
+    # Usage (docs/sessions/usage-feedback.md): ask for the stream's final usage chunk
+    # (``stream_options.include_usage``; turn off for a server that refuses the option), and
+    # the prices that make it a cost, per million tokens (none: tokens only).
+    include_usage: bool = True
+    input_price: float | None = None
+    output_price: float | None = None
+    currency: str = "USD"
 
 
 _DONE = object()
@@ -81,7 +89,9 @@ async def stream_chunks(
 ) -> AsyncIterator[dict[str, Any]]:
     """Yield the JSON chunks of a streamed chat completion."""
     headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
-    body = {"model": settings.model, "messages": messages, "stream": True}
+    body: dict[str, Any] = {"model": settings.model, "messages": messages, "stream": True}
+    if settings.include_usage:
+        body["stream_options"] = {"include_usage": True}
     url = settings.base_url.rstrip("/") + "/chat/completions"
     async with (
         httpx.AsyncClient(timeout=settings.timeout) as http,
@@ -114,8 +124,11 @@ class ChunkMapping:
     def __init__(self) -> None:
         self.calls: dict[int, str] = {}
         self.reasoning = False
+        self.usage: dict[str, Any] | None = None  # the stream's usage chunk, when it sends one
 
     def actions(self, chunk: Any) -> list[Action]:
+        if isinstance(chunk, dict) and isinstance(chunk.get("usage"), dict):
+            self.usage = chunk["usage"]
         try:
             delta = chunk["choices"][0]["delta"]
         except (KeyError, IndexError, TypeError):
@@ -163,15 +176,45 @@ class ChunkMapping:
         return [*self._end_reasoning(), TextEnd(), *ends]
 
 
+def usage_report(
+    settings: LLMSettings,
+    usage: Any,
+    first_token_ms: float | None,
+    latency_ms: float,
+) -> dict[str, Any]:
+    """What ``run.usage`` gets from a stream: its usage chunk's tokens (``prompt_tokens``,
+    ``completion_tokens``), their cost at the settings' prices, and the measured times."""
+    usage = usage if isinstance(usage, dict) else {}
+    report: dict[str, Any] = {"model": settings.model[:200] or None, "latency_ms": latency_ms}
+    if first_token_ms is not None:
+        report["first_token_ms"] = first_token_ms
+    for key, field in (("input_tokens", "prompt_tokens"), ("output_tokens", "completion_tokens")):
+        count = usage.get(field)
+        if isinstance(count, int) and not isinstance(count, bool) and 0 <= count <= 10**15:
+            report[key] = count
+    prices = ((settings.input_price, "input_tokens"), (settings.output_price, "output_tokens"))
+    if all(price is not None and key in report for price, key in prices):
+        report["cost"] = sum(price * report[key] for price, key in prices if price) / 1e6
+        report["currency"] = settings.currency
+    return report
+
+
 def handler(settings: LLMSettings) -> Handler:
-    """A turn handler that streams the endpoint's answer to ``turn.messages``."""
+    """A turn handler that streams the endpoint's answer to ``turn.messages`` and reports
+    its usage (``run.usage``) before the run ends."""
 
     async def answer(turn: Turn, run: Run) -> None:
         async def stream(driver: Driver) -> None:
             mapping = ChunkMapping()
+            started, first = time.monotonic(), None
             async for chunk in stream_chunks(settings, list(turn.messages)):
-                await driver.apply(mapping.actions(chunk))
+                actions = mapping.actions(chunk)
+                if first is None and actions:
+                    first = (time.monotonic() - started) * 1000
+                await driver.apply(actions)
             await driver.apply(mapping.finish())
+            latency = (time.monotonic() - started) * 1000
+            await run.usage(**usage_report(settings, mapping.usage, first, latency))
 
         await drive(run, stream)
 

@@ -182,3 +182,19 @@ def test_a_client_cannot_publish_feedback_and_usage_needs_its_run():
         feedback_value("a1", "sideways")
     with pytest.raises(BadRequest):
         feedback_value("a1", "up", comment="x" * 2001)
+
+
+def test_the_openai_compatible_adapter_reads_the_usage_chunk_and_prices_it():
+    from sessions_app.agents.adapters.openai_compat import ChunkMapping, LLMSettings, usage_report
+
+    mapping = ChunkMapping()
+    mapping.actions({"choices": [{"delta": {"content": "hi"}}]})
+    mapping.actions({"choices": [], "usage": {"prompt_tokens": 1000, "completion_tokens": 10}})
+    priced = LLMSettings("http://x/v1", "m", input_price=0.5, output_price=2.0)
+    report = usage_report(priced, mapping.usage, 120.0, 900.0)
+    assert report == {"model": "m", "latency_ms": 900.0, "first_token_ms": 120.0,
+                      "input_tokens": 1000, "output_tokens": 10, "cost": 0.00052,
+                      "currency": "USD"}  # fmt: skip
+    validate_usage(report)
+    unpriced = usage_report(LLMSettings("http://x/v1", "m"), {"prompt_tokens": -1}, None, 5.0)
+    assert unpriced == {"model": "m", "latency_ms": 5.0}
