@@ -14,6 +14,7 @@ BENCHMARKS: dict[str, str] = {
     "sessions_log": "bench.sessions_log",
     "chaos": "bench.chaos",
     "compaction": "bench.compaction",
+    "export": "bench.export",
     "control": "bench.control",
     "agents": "bench.agents",
     "durable_streams": "bench.durable_streams",
