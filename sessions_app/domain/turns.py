@@ -168,7 +168,7 @@ def after_run(outcome: str, code: str | None, attempts: int, max_attempts: int) 
     return TurnState.DONE
 
 
-def conversation(messages: list[Mapping[str, Any]], max_chars: int) -> list[dict[str, Any]]:
+def conversation(messages: Sequence[Mapping[str, Any]], max_chars: int) -> list[dict[str, Any]]:
     """The newest messages whose text fits in ``max_chars`` (the last one always kept)."""
     kept: list[dict[str, Any]] = []
     size = 0
