@@ -228,7 +228,7 @@ def _check_turns(config: dict[str, Any]) -> list[Any]:
     for key in ("TURN_LEASE_SECONDS", "TURN_CLAIM_WAIT_MAX"):
         if not _seconds(config[key]):
             errors.append(_not_positive(key, "sessions_app.E031"))
-    for key in ("TURN_MAX_ATTEMPTS", "TURN_CONTEXT_CHARS"):
+    for key in ("TURN_MAX_ATTEMPTS", "TURN_CONTEXT_CHARS", "WORKER_FRAMES_PER_SECOND"):
         value = config[key]
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             errors.append(_not_positive(key, "sessions_app.E031"))

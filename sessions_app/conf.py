@@ -77,6 +77,9 @@ DEFAULTS: dict[str, Any] = {
     "TURN_CONTEXT_CHARS": 32000,
     # Seconds a worker's claim request waits at most for a turn (a long-poll).
     "TURN_CLAIM_WAIT_MAX": 30,
+    # Frames a second a worker key's WebSocket may send (the runs of all the turns it answers
+    # share it; other sockets have MAX_FRAMES_PER_SECOND).
+    "WORKER_FRAMES_PER_SECOND": 2000,
     # Per agent name, an existing agent endpoint the workers' gateway calls (agents.gateway):
     # {"assistant": {"protocol": "agui" | "aisdk" | "openai", "url": "...", "headers": {}}}.
     "AGENT_GATEWAYS": {},

@@ -60,7 +60,9 @@ class SessionConsumer(AsyncWebsocketConsumer):
         )
         self.subscriptions = Subscriptions(self)
         self.authorized: dict[str, tuple[int, float]] = {}
-        self.bucket = TokenBucket(setting("MAX_FRAMES_PER_SECOND"), setting("FRAME_BURST"))
+        # A worker key's socket carries the runs of many turns at once: its own, higher rate.
+        rate = "WORKER_FRAMES_PER_SECOND" if self.actor.agents else "MAX_FRAMES_PER_SECOND"
+        self.bucket = TokenBucket(setting(rate), max(setting(rate), setting("FRAME_BURST")))
         self.in_flight: set[asyncio.Task[None]] = set()  # publishes waiting for their commit
         self.flow = Flow(self)
         await self.accept()

@@ -205,6 +205,14 @@ class SessionsClient:
             # The database is down for a moment: send the same frame (same producer seq) again.
             await asyncio.sleep(min(self.max_backoff, 0.2 * 2 ** (UNAVAILABLE_RETRIES - retries)))
             return await self.request(frame, retries=retries - 1)
+        if reply.get("type") == "error" and reply.get("limit") == "frames_per_second":
+            # Over the socket's frame rate: the frame was refused unread, so it is sent again
+            # (same producer seq) once the server's token bucket has refilled a little.
+            if retries > 0:
+                await asyncio.sleep(
+                    min(self.max_backoff, 0.05 * 2 ** (UNAVAILABLE_RETRIES - retries))
+                )
+                return await self.request(frame, retries=retries - 1)
         if reply.get("type") == "error":
             raise PublishError(reply)
         return reply

@@ -171,3 +171,19 @@ def _restart(server):
     server.stop(kill=True)
     time.sleep(0.3)
     server.start()
+
+
+def test_publishes_over_the_socket_frame_rate_wait_and_land_once(site):
+    """The server refuses frames past MAX_FRAMES_PER_SECOND (50/s, bursts of 100) unread; the
+    SDK sends each refused one again once the bucket refills, instead of failing the run."""
+
+    async def agent():
+        async with SessionsClient(site["base"], api_key=site["key"]) as client:
+            session = await client.session("talk")
+            for i in range(180):
+                await session.publish([{"type": "CUSTOM", "data": {"name": "n", "value": i}}])
+
+    asyncio.run(agent())
+    values = [e["data"]["value"] for e in history(site) if e["type"] == "CUSTOM"
+              and e["data"].get("name") == "n"]  # fmt: skip
+    assert values[-180:] == list(range(180))  # all of them, once, in order
