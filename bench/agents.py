@@ -179,7 +179,22 @@ def dispatch_rate(env: dict[str, str], base: str, key: str, own: str, turns: int
         took = time.perf_counter() - started
     finally:
         stop_all(procs)
+    print(f"    answered exactly once: {answered_once(env)}")
     return turns / took
+
+
+def answered_once(env: dict[str, str]) -> str:
+    """Every turn done, with one finished run each (a lost attempt's run may precede it)."""
+    from tests.e2e.servers import manage_output
+
+    code = (
+        "from django.db.models import Count, Q\n"
+        "from sessions_app.models import Turn\n"
+        "rows = Turn.objects.annotate(ok=Count('runs', filter=Q(runs__status='finished')))\n"
+        "print(rows.count(), rows.filter(state='done', ok=1).count(), rows.filter(ok__gt=1).count())"
+    )
+    total, good, twice = manage_output("shell", "-c", code, env=env).split()[-3:]
+    return f"{good} of {total} turns done with one finished run; {twice} with more than one"
 
 
 async def takeover(env: dict[str, str], base: str, key: str, own: str, token: str) -> float:
