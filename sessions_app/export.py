@@ -15,7 +15,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any, Protocol
 
 from django.conf import settings
 from django.utils.module_loading import import_string
@@ -34,6 +34,12 @@ from sessions_app.log import loads
 from sessions_app.models import JSON_CONTENT_TYPE, Entry, Run, Session
 
 CHUNK = 200  # sessions a query reads (their entries come in one more query)
+
+
+class Writer(Protocol):
+    """A text file or a command's stdout."""
+
+    def write(self, text: str, /) -> object: ...
 
 
 @dataclass(frozen=True)
@@ -130,7 +136,7 @@ def export(
     )
 
 
-def export_files(options: Options, out: Path | None, stdout: IO[str]) -> dict[str, Any]:
+def export_files(options: Options, out: Path | None, stdout: Writer) -> dict[str, Any]:
     """Write one JSONL file per split (``out`` ``data.jsonl`` -> ``data.train.jsonl``...), or,
     without ``out``, every line to ``stdout`` as ``{"split": ..., "messages": ...}``."""
     with ExitStack() as stack:
