@@ -95,7 +95,7 @@ class ProjectAdmin(admin.ModelAdmin):
         project = self.get_object(request, object_id)
         context = dict(extra_context or {})
         if project is not None:
-            context.update(reports.page_context(project))
+            context.update(reports.page_context(project), traffic_panel=True)
             context["search_offered"] = search_start.offered(context["plan"])
         return super().change_view(request, object_id, form_url, context)
 

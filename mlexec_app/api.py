@@ -50,6 +50,7 @@ from mlexec_app.schemas import (
     InterventionOut,
     InterventionPatch,
     PlanOut,
+    ProjectCostOut,
     ProjectIn,
     ProjectOut,
     ProjectPatch,
@@ -241,19 +242,20 @@ def cost_curve(request: HttpRequest, payload: CostIn) -> Any:
     return services.cost_curve(payload.dict())
 
 
-@router.put("/projects/{ref}/cost-model", response={200: CostOut, **ERRORS})
+@router.put("/projects/{ref}/cost-model", response={200: ProjectCostOut, **ERRORS})
 def save_cost_model(request: HttpRequest, ref: str, payload: CostIn) -> Any:
     project = project_of(request, ref)
     services.save_cost_model(project, payload.dict())
-    return services.project_cost_curve(project)
+    return reports.cost_payload(services.project_cost(project))
 
 
-@router.get("/projects/{ref}/cost-model", response={200: CostOut, **ERRORS})
+@router.get("/projects/{ref}/cost-model", response={200: ProjectCostOut, **ERRORS})
 def get_cost_curve(request: HttpRequest, ref: str) -> Any:
-    result = services.project_cost_curve(project_of(request, ref))
-    if result is None:
+    """The saved cost model's curve, with the agent's measured traffic when the site has it."""
+    cost = services.project_cost(project_of(request, ref))
+    if cost.result is None:
         raise NotFound("This project has no cost model yet; PUT one.")
-    return result
+    return reports.cost_payload(cost)
 
 
 # --- API keys (browser session only: a key never mints keys) -------------------------------------

@@ -8,6 +8,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.checks import Error, register
+from django.utils.module_loading import import_string
 
 from mlexec_app.conf import DEFAULTS
 
@@ -103,6 +104,42 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
                 "MLEXEC_APP['DEVICE'] must be 'auto' or a torch device string.",
                 hint='"auto", "cpu", "cuda", "cuda:1", "mps"',
                 id="mlexec_app.E008",
+            )
+        )
+    errors.extend(_traffic_errors(raw))
+    return errors
+
+
+def _traffic_errors(raw: dict[str, Any]) -> list[Error]:
+    """TRAFFIC_SOURCE names a function that imports (the operator's path, imported here once
+    so a typo fails at start-up, not on a project page); REQUIRE_MEASURED_COST is a bool."""
+    errors = []
+    path = raw.get("TRAFFIC_SOURCE")
+    if path is not None:
+        problem = None
+        if not isinstance(path, str) or "." not in path:
+            problem = "must be a dotted path to a function, or None"
+        else:
+            try:
+                found = import_string(path)
+            except ImportError as exc:
+                problem = f"does not import ({exc})"
+            else:
+                problem = None if callable(found) else "is not a function"
+        if problem:
+            errors.append(
+                Error(
+                    f"MLEXEC_APP['TRAFFIC_SOURCE'] {problem}.",
+                    hint='e.g. "config.traffic.measured": (agent name) -> Traffic | None',
+                    id="mlexec_app.E009",
+                )
+            )
+    if not isinstance(raw.get("REQUIRE_MEASURED_COST", False), bool):
+        errors.append(
+            Error(
+                "MLEXEC_APP['REQUIRE_MEASURED_COST'] must be True or False.",
+                hint="Default: False",
+                id="mlexec_app.E010",
             )
         )
     return errors

@@ -39,6 +39,11 @@ DEFAULTS: dict[str, Any] = {
     # Where diagnostics and searches train: "auto" (CUDA when torch sees a GPU, else the CPU)
     # or a torch device string ("cpu", "cuda:1"). Recorded on every run a job writes.
     "DEVICE": "auto",
+    # The cost curve fed by real traffic (docs/mlexec/cost.md): dotted path of the site's
+    # function ``(agent name) -> methodology.cost.Traffic | None``, and whether entering
+    # production needs a curve computed from it (gate.cost_measured; LLM projects only).
+    "TRAFFIC_SOURCE": None,
+    "REQUIRE_MEASURED_COST": False,
 }
 
 

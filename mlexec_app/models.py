@@ -70,6 +70,12 @@ class Project(models.Model):
         help_text="What the human-level figure is, e.g. 'team of experts'.",
     )
     stage = models.CharField(max_length=20, choices=Stage.choices, default=Stage.SCOPING)
+    agent = models.CharField(
+        max_length=128,
+        blank=True,
+        help_text="The agent this project is about (prompting an LLM): the site's traffic "
+        "source measures its calls for the cost curve (docs/mlexec/cost.md).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -255,6 +261,9 @@ class CostModel(models.Model):
     hosting_cost_per_month = models.FloatField(help_text="Per serving instance.")
     throughput_per_second = models.FloatField(
         null=True, blank=True, help_text="Calls one instance serves per second; blank: unlimited."
+    )
+    small_model_cost_per_call = models.FloatField(
+        default=0, help_text="The small model's marginal cost of one call (serving is not free)."
     )
     updated_at = models.DateTimeField(auto_now=True)
 

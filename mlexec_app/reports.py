@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from mlexec_app import charts, error_review, label_review, services
@@ -178,6 +179,37 @@ def _plan_lines(plan: Plan) -> list[str]:
     return lines
 
 
+# --- cost curve --------------------------------------------------------------------------------
+
+
+def cost_payload(cost: services.ProjectCost) -> dict[str, Any]:
+    """A project's cost curve for the API: the figures, which inputs, the traffic, the note."""
+    traffic = cost.reading.traffic
+    return {
+        **(asdict(cost.result) if cost.result else {}),
+        "inputs": cost.inputs,
+        "agent": cost.reading.agent,
+        "traffic": asdict(traffic) if traffic else None,
+        "note": cost_note(cost),
+    }
+
+
+def cost_note(cost: services.ProjectCost) -> str:
+    """Which figures the curve used, in a sentence a page can show."""
+    if cost.inputs == "measured":
+        return f"Measured traffic of agent {cost.reading.agent!r}."
+    return f"Typed-in figures. {cost.reading.note}".strip()
+
+
+def cost_context(cost: services.ProjectCost) -> dict[str, Any]:
+    return {
+        "cost": cost.result,
+        "cost_inputs": cost.inputs,
+        "cost_note": cost_note(cost),
+        "traffic": cost.reading,
+    }
+
+
 # --- pages (admin project page and /mlexec/ project page) -----------------------------------------
 
 MAX_SERIES = 6
@@ -206,7 +238,7 @@ def page_context(project: Project) -> dict[str, Any]:
         "report": diagnosis_payload(project, pd),
         "plan": plan_payload(project, plan),
         "gates": services.stage_gates(project),
-        "cost": services.project_cost_curve(project),
+        **cost_context(services.project_cost(project)),
         "decomposition_svg": charts.error_decomposition(pd.diagnosis),
         "categories_svg": charts.category_ceilings(pd.categories),
         "history_svg": charts.metric_history(history_series(pd.run)),

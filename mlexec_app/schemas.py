@@ -40,6 +40,9 @@ class ProjectIn(Schema):
     human_level: Fraction | None = None
     bayes_proxy: Annotated[str, Field(max_length=200)] = ""
     stage: Stage = "scoping"
+    agent: Annotated[str, Field(max_length=128)] = Field(
+        "", description="The agent this project is about: the site's traffic source measures it."
+    )
 
 
 class ProjectPatch(Schema):
@@ -53,6 +56,7 @@ class ProjectPatch(Schema):
     human_level: Fraction | None = None
     bayes_proxy: Annotated[str, Field(max_length=200)] | None = None
     stage: Stage | None = None
+    agent: Annotated[str, Field(max_length=128)] | None = None
     force: bool = Field(False, description="Move the stage even when its gates fail.")
 
 
@@ -69,6 +73,7 @@ class ProjectOut(Schema):
     human_level: float | None
     bayes_proxy: str
     stage: str
+    agent: str
     created_at: datetime
     updated_at: datetime
 
@@ -288,6 +293,9 @@ class CostIn(Schema):
     throughput_per_second: Annotated[float, Field(ge=1e-6, le=1e12, allow_inf_nan=False)] | None = (
         None
     )
+    small_model_cost_per_call: Money = Field(
+        0, description="The small model's marginal cost of one call (serving is not free)."
+    )
 
 
 class CostOut(Schema):
@@ -297,6 +305,25 @@ class CostOut(Schema):
     savings_per_month: float
     break_even_calls_per_month: float | None
     payback_months: float | None
+
+
+class TrafficOut(Schema):
+    calls_per_month: float
+    mean_input_tokens: float | None
+    mean_output_tokens: float | None
+    api_cost_per_call: float | None
+    rated_conversations: int | None
+
+
+class ProjectCostOut(CostOut):
+    inputs: Literal["measured", "typed"] = Field(
+        ...,
+        description="measured: the agent's traffic from the site's source; typed: the "
+        "cost model's own figures.",
+    )
+    agent: str
+    traffic: TrafficOut | None
+    note: str = Field(..., description="Why the typed-in figures were used, if they were.")
 
 
 class GateOut(Schema):

@@ -18,6 +18,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.text import slugify
 
+from mlexec_app import traffic as traffic_mod
 from mlexec_app.conf import get_config
 from mlexec_app.exceptions import InvalidInput, InvalidTransition, NotFound, StageGateFailed
 from mlexec_app.methodology import classify as classify_mod
@@ -150,6 +151,7 @@ PROJECT_FIELDS = (
     "target_value",
     "human_level",
     "bayes_proxy",
+    "agent",
 )
 
 
@@ -732,34 +734,66 @@ COST_FIELDS = (
     "fine_tune_cost",
     "hosting_cost_per_month",
     "throughput_per_second",
+    "small_model_cost_per_call",
 )
+REQUIRED_COST_FIELDS = COST_FIELDS[:5]
 
 
-def cost_curve(values: Mapping[str, Any]) -> cost_mod.CostResult:
-    missing = [k for k in COST_FIELDS[:-1] if values.get(k) is None]
+def _cost_inputs(values: Mapping[str, Any]) -> cost_mod.CostInputs:
+    missing = [k for k in REQUIRED_COST_FIELDS if values.get(k) is None]
     if missing:
         raise InvalidInput(f"Missing cost inputs: {missing}.", code="missing_field")
     inputs: dict[str, Any] = {k: values.get(k) for k in COST_FIELDS}
+    if inputs["small_model_cost_per_call"] is None:
+        inputs["small_model_cost_per_call"] = 0.0
+    return cost_mod.CostInputs(**inputs)
+
+
+def cost_curve(values: Mapping[str, Any]) -> cost_mod.CostResult:
     try:
-        return cost_mod.cost_curve(cost_mod.CostInputs(**inputs))
+        return cost_mod.cost_curve(_cost_inputs(values))
     except cost_mod.CostInputError as exc:
         raise InvalidInput(str(exc), code="invalid_cost_input") from exc
 
 
 @transaction.atomic
 def save_cost_model(project: Project, values: Mapping[str, Any]) -> CostModel:
+    inputs = _cost_inputs(values)
     cost_curve(values)  # validates
     model, _ = CostModel.objects.update_or_create(
-        project=project, defaults={k: values.get(k) for k in COST_FIELDS}
+        project=project, defaults={k: getattr(inputs, k) for k in COST_FIELDS}
     )
     return model
 
 
-def project_cost_curve(project: Project) -> cost_mod.CostResult | None:
+@dataclass(frozen=True)
+class ProjectCost:
+    """A project's cost curve and where its inputs came from."""
+
+    result: cost_mod.CostResult | None  # None: no cost model saved
+    inputs: str  # "measured": the agent's traffic; "typed": the cost model's own figures
+    reading: traffic_mod.Reading
+
+
+def project_cost(project: Project) -> ProjectCost:
+    """The cost curve with the agent's measured traffic when the site's source has it, else
+    with the typed-in figures; the reading says which and why."""
+    reading = traffic_mod.read(project.agent)
     model = CostModel.objects.filter(project=project).first()
     if model is None:
-        return None
-    return cost_curve({k: getattr(model, k) for k in COST_FIELDS})
+        return ProjectCost(None, "typed", reading)
+    inputs = _cost_inputs({k: getattr(model, k) for k in COST_FIELDS})
+    used = "typed"
+    if reading.traffic is not None:
+        inputs, used = cost_mod.with_traffic(inputs, reading.traffic), "measured"
+    try:
+        return ProjectCost(cost_mod.cost_curve(inputs), used, reading)
+    except cost_mod.CostInputError as exc:
+        raise InvalidInput(str(exc), code="invalid_cost_input") from exc
+
+
+def project_cost_curve(project: Project) -> cost_mod.CostResult | None:
+    return project_cost(project).result
 
 
 def stage_gates(project: Project, target: str | None = None) -> list[gates_mod.GateCheck]:
@@ -780,8 +814,18 @@ def stage_gates(project: Project, target: str | None = None) -> list[gates_mod.G
         ).count(),
         layer=project.abstraction_layer,
         has_cost_model=CostModel.objects.filter(project=project).exists(),
+        **_measured_cost_inputs(project),
     )
     return gates_mod.gates_between(project.stage, target, inputs)
+
+
+def _measured_cost_inputs(project: Project) -> dict[str, bool]:
+    """gate.cost_measured's inputs; the traffic source is asked only when the gate applies."""
+    if not get_config()["REQUIRE_MEASURED_COST"]:
+        return {}
+    cost = project_cost(project)
+    measured = cost.result is not None and cost.inputs == "measured"
+    return {"require_measured_cost": True, "has_measured_cost": measured}
 
 
 def recommendation(project: Project) -> classify_mod.Recommendation:

@@ -27,6 +27,8 @@ class GateInputs:
     open_data_quality: int = 0  # open interventions of the data-quality kind
     layer: str = "deep_learning"
     has_cost_model: bool = False
+    require_measured_cost: bool = False  # gate.cost_measured applies (off by default)
+    has_measured_cost: bool = False  # the cost curve was computed from measured traffic
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,14 @@ def _cost_known(g: GateInputs) -> tuple[bool, str]:
     return ok, "" if ok else "Fill in the cost model: API cost against a fine-tuned small model."
 
 
+def _cost_measured(g: GateInputs) -> tuple[bool, str]:
+    ok = g.layer != "llm_prompting" or g.has_measured_cost
+    return ok, "" if ok else (
+        "Name the project's agent and give it a cost model: the cost curve must be computed "
+        "from the traffic the site measured, not typed-in figures."
+    )
+
+
 GATES: dict[str, list[tuple[str, str, Check]]] = {
     "prototype": [
         (
@@ -124,8 +134,12 @@ GATES: dict[str, list[tuple[str, str, Check]]] = {
         ("gate.test_confirms", "Test error confirms the dev error", _test_confirms),
         ("gate.no_open_data_quality", "No open data-quality work", _no_open_data_work),
         ("gate.cost_known", "Running cost known", _cost_known),
+        ("gate.cost_measured", "Cost curve from measured traffic", _cost_measured),
     ],
 }
+
+#: Gates that apply only when the GateInputs flag they name is set.
+OPTIONAL = {"gate.cost_measured": "require_measured_cost"}
 
 
 def gates_for(stage: str, inputs: GateInputs) -> list[GateCheck]:
@@ -133,7 +147,9 @@ def gates_for(stage: str, inputs: GateInputs) -> list[GateCheck]:
     if stage not in STAGES:
         raise ValueError(f"Unknown stage {stage!r}; expected one of {STAGES}.")
     return [
-        GateCheck(gate_id, title, *check(inputs)) for gate_id, title, check in GATES.get(stage, [])
+        GateCheck(gate_id, title, *check(inputs))
+        for gate_id, title, check in GATES.get(stage, [])
+        if gate_id not in OPTIONAL or getattr(inputs, OPTIONAL[gate_id])
     ]
 
 
