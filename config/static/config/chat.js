@@ -219,7 +219,45 @@ class ChatView {
     });
     element.dataset.status = message.status;
     setText(element.querySelector(".text"), message.text);
+    if (message.role === "assistant" && message.status === "complete") this.rating(element, message);
     return element;
+  }
+
+  /** Thumbs up / down under a finished answer: this user's rating is pressed; the counts are
+   * every user's latest rating (sessions.FEEDBACK on the log, so every device sees them). */
+  rating(element, message) {
+    let bar = element.querySelector(".rating");
+    if (bar === null) {
+      bar = document.createElement("div");
+      bar.className = "rating";
+      bar.setAttribute("role", "group");
+      bar.setAttribute("aria-label", "Rate this answer");
+      for (const [value, label] of [["up", "👍"], ["down", "👎"]]) {
+        const button = document.createElement("button");
+        button.type = "button";
+        button.className = `rate rate-${value}`;
+        button.dataset.rating = value;
+        button.setAttribute("aria-label", value === "up" ? "Good answer" : "Bad answer");
+        button.innerHTML = `<span aria-hidden="true">${label}</span> <span class="count"></span>`;
+        button.addEventListener("click", async () => {
+          try {
+            await this.view.feedback(message.id, value);
+          } catch (error) {
+            this.error(`Could not rate: ${error.message}`);
+          }
+        });
+        bar.append(button);
+      }
+      element.append(bar);
+    }
+    const ratings = Object.entries(message.feedback || {});
+    const mine = (message.feedback || {})[this.view.client.user];
+    for (const button of bar.querySelectorAll("button")) {
+      const value = button.dataset.rating;
+      const count = ratings.filter(([, entry]) => entry.rating === value).length;
+      button.setAttribute("aria-pressed", String(mine?.rating === value));
+      setText(button.querySelector(".count"), count ? String(count) : "");
+    }
   }
 
   runElement(runId) {

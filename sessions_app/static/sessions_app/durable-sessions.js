@@ -211,6 +211,17 @@ const REDUCERS = {
     if (run !== undefined) run.acks.push({ action: data.action, control: data.control ?? null });
   },
   CUSTOM(folded, event, data) {
+    if (data.name === "sessions.FEEDBACK" && isObject(data.value)) {
+      // A user's latest rating of a message replaces that user's earlier one (as on the server).
+      const { message: id, user, rating, comment, correction } = data.value;
+      const message = folded.messages.get(id);
+      if (message === undefined || typeof user !== "string" || !["up", "down"].includes(rating)) return;
+      const entry = { rating, time: event.time ?? null };
+      if (comment !== undefined) entry.comment = comment;
+      if (correction !== undefined) entry.correction = correction;
+      message.feedback = { ...(message.feedback || {}), [user]: entry };
+      return;
+    }
     if (data.name !== "job.progress" || typeof data.value !== "object" || !data.value) return;
     const value = data.value;
     const id = String(value.job ?? value.id ?? "job");
@@ -758,6 +769,15 @@ export class SessionView extends EventTarget {
 
   steer(run, text) {
     return this.client.request({ op: "steer", session: this.name, run, text });
+  }
+
+  /** Rate an assistant message "up" or "down" (a later rating replaces it); the server
+   * records who rated. Optional `comment` and `correction` (a better answer). */
+  feedback(message, rating, { comment, correction } = {}) {
+    const frame = { op: "feedback", session: this.name, message, rating };
+    if (comment) frame.comment = comment;
+    if (correction) frame.correction = correction;
+    return this.client.request(frame);
   }
 
   /** Cancel `run` (or every active run) and send `text` as a new user message, at once. */
