@@ -63,7 +63,11 @@ INSTALLED_APPS = [
 # TASKS_BACKEND=django_tasks.backends.immediate.ImmediateBackend runs them inline (tests do).
 TASKS = {"default": {"BACKEND": os.environ.get("TASKS_BACKEND", "django_tasks_db.DatabaseBackend")}}
 # The bridge between the apps: job progress goes into a durable session; a stop there cancels.
-MLEXEC_APP = {"PROGRESS_PUBLISHER": "config.bridge.publish_job_progress"}
+MLEXEC_APP = {
+    "PROGRESS_PUBLISHER": "config.bridge.publish_job_progress",
+    # The cost curve of a project naming an agent reads that agent's runs (docs/mlexec/cost.md).
+    "TRAFFIC_SOURCE": "config.traffic.measured",
+}
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
