@@ -19,6 +19,7 @@ from mlexec_app.methodology.cost import (
     savings_at,
     with_traffic,
 )
+from mlexec_app.methodology.gates import GateInputs, gates_for
 
 # One cent a call (1,000 tokens at $10 per million); $1,000 a month per serving instance.
 BASE = {
@@ -143,3 +144,22 @@ def test_no_break_even_when_the_marginal_cost_reaches_the_apis(
     assert break_even(inputs) is None
     assert savings_at(inputs, volume) <= 1e-9 * max(1, volume * api)
     assert cost_curve(inputs).payback_months is None
+
+
+@pytest.mark.parametrize(
+    ("inputs", "outcome"),
+    [
+        ({}, None),  # off by default: the gate is not listed at all
+        ({"require_measured_cost": True}, False),
+        ({"require_measured_cost": True, "has_measured_cost": True}, True),
+        ({"require_measured_cost": True, "layer": "deep_learning"}, True),  # no per-call bill
+    ],
+)
+def test_the_measured_cost_gate_applies_only_when_required(inputs, outcome):
+    fields = {"layer": "llm_prompting", "has_cost_model": True, **inputs}
+    checks = {c.id: c for c in gates_for("production", GateInputs(**fields))}
+    if outcome is None:
+        assert "gate.cost_measured" not in checks and "gate.cost_known" in checks
+    else:
+        assert checks["gate.cost_measured"].passed is outcome
+        assert bool(checks["gate.cost_measured"].detail) is not outcome
