@@ -20,6 +20,7 @@ BENCHMARKS: dict[str, str] = {
     "durable_streams": "bench.durable_streams",
     "mlexec_label_issues": "bench.mlexec_label_issues",
     "learning_curves": "bench.learning_curves",
+    "capacity": "bench.capacity",
 }
 
 

@@ -1,0 +1,604 @@
+"""Benchmark: how many streaming chats one server core carries (ours and plain Channels).
+
+Run from the repository root (PostgreSQL and Redis must be running)::
+
+    .venv/bin/python -m bench capacity                        # sizes 10,25,50,100,200,400; 20 s
+    .venv/bin/python -m bench capacity --sizes 5,10 --seconds 8
+    .venv/bin/python -m bench capacity --quick                # sizes 5,10,25; 8 s a step
+    .venv/bin/python -m bench capacity --server uvicorn       # the other ASGI server
+
+The load (issue #25). N sessions; in each, one agent streams answers of ANSWER_TOKENS tokens
+at TOKENS_PER_SECOND, pauses PAUSE_SECONDS, and answers again, until the step's time is up.
+One device follows each session, and a second device every SECOND_DEVICE_EVERY-th session.
+
+* ours: the demo site (``config.asgi``, ``bench.sessions_settings``) on PostgreSQL + Redis.
+  Each agent is a ``sessions_app.client.SessionsClient`` (its own socket) running
+  ``session.run()`` and calling ``run.text(token)`` per token: the SDK's default coalescing
+  (a batch every ~30 ms, each an acknowledged append with an idempotent producer, the next
+  batch waiting for the previous ack). Every answer is a whole run: RUN_STARTED,
+  TEXT_MESSAGE_START, the text, TEXT_MESSAGE_END and RUN_FINISHED.
+* plain: ``bench.plain_channels`` (one ``group_send`` per publish frame, nothing stored) on
+  the same Redis channel layer. Its agent (``PlainRun``) does what the SDK does on the wire:
+  the same events in the same frames (producer field included), the same ~30 ms coalescing,
+  one publish in flight at a time. Like the SDK's agent, it subscribes to its own session
+  (that is how an agent would hear a cancel), so each frame goes to the same sockets.
+
+Devices are raw WebSockets (as a browser's), subscribed from "now"; they parse each text
+delta back into tokens. A token's text is its number in the session (``"17 "``: a realistic
+few characters), so a device checks that it got every token once and in order, and looks up
+when the agent called ``text()`` for it: the token latency includes the coalescing wait.
+
+Measured per step, after every socket is connected and subscribed (connecting is not timed):
+
+* token latency p50 / p99 / p99.9 over every delivery (a token to two devices counts twice);
+* nothing lost: after the agents stop, each device has DRAIN_SECONDS to receive every token
+  of its session; a missing, repeated or out-of-order token counts as lost;
+* the server's CPU (user + sys of its one process, from /proc) per 1,000 token deliveries, and
+  its share of one core over the step; PostgreSQL's and Redis's CPU are not included (other
+  work shares them on this machine): ours writes every batch to PostgreSQL, plain does not;
+* the server's memory per streaming session: (peak RSS during the step - RSS once idle) / N;
+* the generator's own CPU (this process, user + sys) as a share of one core. Agents and
+  devices run in this one process: on a 2-core machine it competes with the server, so read
+  its share beside the server's. A generator near 100% means the step measured the client.
+
+Every step starts fresh servers (so no earlier step shapes memory or CPU) and, at each size,
+runs ours then plain, so that the machine's load hits both alike. Sizes rise until a system's
+p99 passes P99_LIMIT, it loses a token, or its server uses over SATURATED of a core; that
+system then stops. Its figure is the largest N holding p99 <= P99_LIMIT with nothing lost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AbstractAsyncContextManager, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.sessions_log import (
+    BASE_DB,
+    ROOT,
+    SETUP,
+    Server,
+    _raise_nofile,
+    base_env,
+    daphne,
+    log,
+    pct,
+    ws_open,
+    ws_subscribe,
+)
+from tests.e2e.servers import (
+    SERVERS,
+    free_port,
+    manage_output,
+    postgres_database,
+    run_manage,
+    wait_until_serving,
+)
+
+TOKENS_PER_SECOND = 40
+ANSWER_TOKENS = 400
+PAUSE_SECONDS = 2.0
+SECOND_DEVICE_EVERY = 10
+COALESCE_SECONDS = 0.03  # the SDK's default (SessionsClient.coalesce_seconds)
+P99_LIMIT = 0.100
+SATURATED = 0.95
+DRAIN_SECONDS = 10.0
+CONNECTS_AT_ONCE = 20
+SIZES = [10, 25, 50, 100, 200, 400]
+QUICK_SIZES = [5, 10, 25]
+TARGETS = {"ours": "config.asgi:application", "plain": "bench.plain_channels:application"}
+
+
+# --- tokens: what the agent sent and when, what each device received -----------------------
+
+
+@dataclass
+class Tape:
+    """The tokens of one session: token ``i``'s text is ``f"{i} "``; ``sent[i]`` its time."""
+
+    sent: list[float] = field(default_factory=list)
+
+    def next_token(self) -> str:
+        self.sent.append(time.perf_counter())
+        return f"{len(self.sent) - 1} "
+
+
+@dataclass
+class Device:
+    """One subscribed socket: checks order and completeness, keeps each token's latency."""
+
+    conn: Any
+    tape: Tape
+    latencies: list[float] = field(default_factory=list)
+    received: int = 0
+    disorder: int = 0  # tokens that came out of order or twice
+    progress: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def follow(self) -> None:
+        async for raw in self.conn:
+            now = time.perf_counter()
+            frame = json.loads(raw)
+            if frame.get("type") == "events":
+                for event in frame["events"]:
+                    if event.get("type") == "TEXT_MESSAGE_CONTENT":
+                        self.take(event["data"]["delta"], now)
+                self.progress.set()
+
+    def take(self, delta: str, now: float) -> None:
+        for word in delta.split():
+            index = int(word)
+            if index != self.received:
+                self.disorder += 1
+            self.latencies.append(now - self.tape.sent[index])
+            self.received += 1
+
+    async def wait_for_all(self) -> None:
+        while self.received < len(self.tape.sent):
+            self.progress.clear()
+            await self.progress.wait()
+
+    @property
+    def lost(self) -> int:
+        return max(0, len(self.tape.sent) - self.received) + self.disorder
+
+
+# --- agents ----------------------------------------------------------------------------------
+
+
+class OursAgent:
+    """An agent on our server: the Python SDK, one client (socket) per agent."""
+
+    def __init__(self, server: Server, token: str, session: str) -> None:
+        from sessions_app.client import SessionsClient
+
+        self.client = SessionsClient(server.base, token=token)
+        self.name = session
+        self.session: Any = None
+
+    async def connect(self) -> None:
+        await self.client.connect()
+        self.session = await self.client.session(self.name)
+
+    def run(self) -> AbstractAsyncContextManager[Any]:
+        return self.session.run(agent="bench")
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+class PlainAgent:
+    """An agent on plain Channels: the SDK's frames and acknowledgement order, by hand."""
+
+    def __init__(self, server: Server, session: str) -> None:
+        self.url = server.ws
+        self.name = session
+        self.producer = {"id": f"py-{uuid.uuid4().hex[:12]}-{uuid.uuid4().hex[:8]}", "epoch": 0}
+        self.seq = 0
+        self.acks: dict[int, asyncio.Future[None]] = {}
+        self.lock = asyncio.Lock()
+        self.conn: Any = None
+        self.reader: asyncio.Task[None] | None = None
+
+    async def connect(self) -> None:
+        self.conn = await ws_open(self.url)
+        await ws_subscribe(self.conn, self.name)
+        self.reader = asyncio.create_task(self.read())
+
+    async def read(self) -> None:
+        async for raw in self.conn:
+            frame = json.loads(raw)
+            if frame.get("type") == "ack":
+                self.acks.pop(frame["id"]).set_result(None)
+
+    async def publish(self, events: list[dict[str, Any]]) -> None:
+        """One frame, acknowledged before the next goes (the SDK's producer lock)."""
+        async with self.lock:
+            frame_id, self.seq = self.seq, self.seq + 1
+            acked = self.acks[frame_id] = asyncio.get_running_loop().create_future()
+            frame = {"op": "publish", "session": self.name, "events": events,
+                     "producer": {**self.producer, "seq": frame_id}, "id": frame_id}  # fmt: skip
+            await self.conn.send(json.dumps(frame))
+            await acked
+
+    def run(self) -> PlainRun:
+        return PlainRun(self)
+
+    async def close(self) -> None:
+        await self.conn.close()
+        if self.reader is not None:
+            self.reader.cancel()
+            with contextlib.suppress(BaseException):
+                await self.reader
+
+
+class PlainRun:
+    """A run's events as ``sessions_app.client.Run`` sends them, with its text coalescing."""
+
+    def __init__(self, agent: PlainAgent) -> None:
+        self.agent = agent
+        self.id = f"run-{uuid.uuid4().hex[:10]}"
+        self.message: str | None = None
+        self.buffer: list[str] = []
+        self.flusher: asyncio.Task[None] | None = None
+        self.lock = asyncio.Lock()
+
+    def envelope(self, kind: str, **fields: Any) -> dict[str, Any]:
+        return {"type": kind, "run": self.id, "agent": "bench", **fields}
+
+    async def __aenter__(self) -> PlainRun:
+        await self.agent.publish([self.envelope("RUN_STARTED")])
+        return self
+
+    async def text(self, delta: str) -> None:
+        if self.message is None:
+            self.message = f"m-{uuid.uuid4().hex[:10]}"
+            start = self.envelope("TEXT_MESSAGE_START", message=self.message,
+                                  data={"role": "assistant"})  # fmt: skip
+            await self.agent.publish([start])
+        self.buffer.append(delta)
+        if self.flusher is None or self.flusher.done():
+            self.flusher = asyncio.create_task(self.flush_later())
+
+    async def flush_later(self) -> None:
+        await asyncio.sleep(COALESCE_SECONDS)
+        while self.buffer:
+            await self.flush()
+
+    async def flush(self) -> None:
+        async with self.lock:
+            if self.buffer:
+                delta, self.buffer = "".join(self.buffer), []
+                data = {"delta": delta}
+                content = self.envelope("TEXT_MESSAGE_CONTENT", message=self.message, data=data)
+                await self.agent.publish([content])
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.flush()
+        await self.agent.publish([
+            self.envelope("TEXT_MESSAGE_END", message=self.message),
+            self.envelope("RUN_FINISHED", data={"outcome": "success"}),
+        ])  # fmt: skip
+
+
+async def sleep_until(moment: float) -> None:
+    delay = moment - time.perf_counter()
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
+async def stream_answers(agent: Any, tape: Tape, start: float, until: float) -> None:
+    """Answers of ANSWER_TOKENS tokens at TOKENS_PER_SECOND with a pause between, until
+    ``until`` (the answer in progress then ends early, as a whole run)."""
+    begin = start
+    while begin < until:
+        await sleep_until(begin)
+        async with agent.run() as run:
+            for i in range(ANSWER_TOKENS):
+                moment = begin + i / TOKENS_PER_SECOND
+                if moment >= until:
+                    break
+                await sleep_until(moment)
+                await run.text(tape.next_token())
+        begin = max(time.perf_counter(), begin + ANSWER_TOKENS / TOKENS_PER_SECOND)
+        begin += PAUSE_SECONDS
+
+
+# --- one step: N sessions against one fresh server -----------------------------------------
+
+
+@dataclass
+class Step:
+    system: str
+    sessions: int
+    seconds: float  # from the first token until every device had everything (or gave up)
+    latencies: list[float]
+    lost: int
+    server_cpu: float  # seconds, user + sys
+    client_cpu: float
+    idle_kb: int
+    peak_kb: int
+
+    @property
+    def deliveries(self) -> int:
+        return len(self.latencies)
+
+    @property
+    def cpu_per_1000(self) -> float:
+        return self.server_cpu / max(self.deliveries, 1) * 1000
+
+    @property
+    def server_share(self) -> float:
+        return self.server_cpu / self.seconds
+
+    @property
+    def client_share(self) -> float:
+        return self.client_cpu / self.seconds
+
+    @property
+    def kb_per_session(self) -> float:
+        return (self.peak_kb - self.idle_kb) / self.sessions
+
+    @property
+    def holds(self) -> bool:
+        return bool(self.latencies) and self.lost == 0 and pct(self.latencies, 0.99) <= P99_LIMIT
+
+    @property
+    def last(self) -> bool:
+        """The step after which sizes stop rising for this system."""
+        return not self.holds or self.server_share > SATURATED
+
+    def line(self) -> str:
+        lat = self.latencies or [float("nan")]
+        return (
+            f"{self.system:5} N={self.sessions:<4} p50 {pct(lat, 0.5) * 1e3:6.1f} ms  "
+            f"p99 {pct(lat, 0.99) * 1e3:6.1f} ms  p99.9 {pct(lat, 0.999) * 1e3:6.1f} ms  "
+            f"lost {self.lost}  {self.deliveries} deliveries  "
+            f"server CPU {self.cpu_per_1000:.3f} s/1000 tokens ({self.server_share:.0%} of a "
+            f"core)  {self.kb_per_session:.0f} KB/session  generator {self.client_share:.0%}"
+        )
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, from /proc/PID/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def make_agent(system: str, server: Server, token: str, session: str) -> Any:
+    return OursAgent(server, token, session) if system == "ours" else PlainAgent(server, session)
+
+
+async def open_device(system: str, server: Server, token: str, session: str, tape: Tape) -> Device:
+    url = server.ws + (f"?token={token}" if system == "ours" else "")
+    conn = await ws_open(url)
+    await ws_subscribe(conn, session, "now")
+    return Device(conn, tape)
+
+
+async def connect_all(
+    system: str, server: Server, token: str, names: list[str]
+) -> tuple[list[Any], list[Device], list[Tape]]:
+    """An agent and its device(s) per session, CONNECTS_AT_ONCE at a time."""
+    gate = asyncio.Semaphore(CONNECTS_AT_ONCE)
+    tapes = [Tape() for _ in names]
+    agents = [make_agent(system, server, token, name) for name in names]
+
+    async def agent_up(agent: Any) -> None:
+        async with gate:
+            await agent.connect()
+
+    async def device_up(i: int) -> Device:
+        async with gate:
+            return await open_device(system, server, token, names[i], tapes[i])
+
+    await asyncio.gather(*(agent_up(a) for a in agents))
+    wanted = [i for i in range(len(names)) for _ in range(2 if i % SECOND_DEVICE_EVERY == 0 else 1)]
+    devices = await asyncio.gather(*(device_up(i) for i in wanted))
+    return agents, list(devices), tapes
+
+
+@contextlib.asynccontextmanager
+async def rss_peak(server: Server, into: list[int]) -> AsyncIterator[None]:
+    """Sample the server's RSS every 0.5 s while the block runs; the peak goes to ``into``."""
+
+    async def sample() -> None:
+        while True:
+            into[0] = max(into[0], server.rss_kb())
+            await asyncio.sleep(0.5)
+
+    sampler = asyncio.create_task(sample())
+    try:
+        yield
+    finally:
+        sampler.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sampler
+        into[0] = max(into[0], server.rss_kb())
+
+
+@dataclass
+class Usage:
+    """CPU seconds (user + sys) of the server and of this process over a span of time."""
+
+    server_pid: int
+    server: float = 0.0
+    client: float = 0.0
+
+    def __enter__(self) -> Usage:
+        self.server, self.client = -cpu_seconds(self.server_pid), -own_cpu()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server += cpu_seconds(self.server_pid)
+        self.client += own_cpu()
+
+
+async def stream_and_drain(devices: list[Device], agents: list[Any], tapes: list[Tape],
+                           seconds: float) -> None:  # fmt: skip
+    """Stream for ``seconds``, then give the devices DRAIN_SECONDS to receive everything."""
+    start = time.perf_counter()
+    # Agents start spread over one second, so that their batches do not fall in step.
+    offsets = [start + i / len(agents) for i in range(len(agents))]
+    await asyncio.gather(*(stream_answers(a, t, o, start + seconds)
+                           for a, t, o in zip(agents, tapes, offsets, strict=True)))  # fmt: skip
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.gather(*(d.wait_for_all() for d in devices)), DRAIN_SECONDS)
+
+
+async def load(
+    system: str, server: Server, token: str, names: list[str], seconds: float
+) -> tuple[float, list[Device], Usage, int]:
+    """Stream into ``names`` for ``seconds``; return (elapsed, devices, CPU, peak RSS in KB).
+
+    Connecting and disconnecting are outside the timed and CPU-measured span.
+    """
+    agents, devices, tapes = await connect_all(system, server, token, names)
+    followers = [asyncio.create_task(d.follow()) for d in devices]
+    peak = [0]
+    try:
+        start = time.perf_counter()
+        with Usage(server.pid) as usage:
+            async with rss_peak(server, peak):
+                await stream_and_drain(devices, agents, tapes, seconds)
+        elapsed = time.perf_counter() - start
+    finally:
+        for task in followers:
+            task.cancel()
+        await asyncio.gather(*followers, return_exceptions=True)
+        await asyncio.gather(*(a.close() for a in agents), return_exceptions=True)
+        await asyncio.gather(*(d.conn.close() for d in devices), return_exceptions=True)
+    return elapsed, devices, usage, peak[0]
+
+
+async def measure_step(
+    system: str, server: Server, token: str, names: list[str], seconds: float
+) -> Step:
+    # Warm-up: imports, the channel layer's and database's first connections, thread pools.
+    await load(system, server, token, ["cap-warm"], 1.0)
+    await asyncio.sleep(1.0)
+    idle_kb = server.rss_kb()
+    elapsed, devices, usage, peak_kb = await load(system, server, token, names, seconds)
+    return Step(
+        system=system, sessions=len(names), seconds=elapsed,
+        latencies=[x for d in devices for x in d.latencies],
+        lost=sum(d.lost for d in devices),
+        server_cpu=usage.server, client_cpu=usage.client, idle_kb=idle_kb, peak_kb=peak_kb,
+    )  # fmt: skip
+
+
+# --- servers ---------------------------------------------------------------------------------
+
+
+@contextmanager
+def uvicorn(target: str, env: dict[str, str]) -> Iterator[Server]:
+    """``uvicorn target`` (one worker) on a free loopback port, as tests/e2e starts it.
+
+    Without its access log: daphne writes none by default either.
+    """
+    port = free_port()
+    args = [a.format(port=port) for a in SERVERS["uvicorn"]]
+    args += ["--no-access-log", "--log-level", "warning", "--lifespan", "off", target]
+    with tempfile.NamedTemporaryFile(prefix=f"bench-uvicorn-{port}-", suffix=".log") as out:
+        proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=out,
+                                stderr=subprocess.STDOUT, preexec_fn=_raise_nofile)  # fmt: skip
+        try:
+            base = f"http://127.0.0.1:{port}"
+            wait_until_serving(base + "/", proc, Path(out.name), timeout=60)
+            yield Server(base, proc.pid)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            text = Path(out.name).read_text(errors="replace")
+            if "Traceback" in text:
+                print(f"[{target}] server log had errors:\n{text[-3000:]}", file=sys.stderr)
+
+
+def serve(kind: str, target: str, env: dict[str, str]) -> contextlib.AbstractContextManager[Server]:
+    return daphne(target, env) if kind == "daphne" else uvicorn(target, env)
+
+
+@dataclass
+class Setup:
+    server: str
+    envs: dict[str, dict[str, str]]
+    token: str
+
+
+def run_sizes(setup: Setup, sizes: list[int], seconds: float) -> list[Step]:
+    """Raise N through ``sizes`` for both systems; a system stops after its last step."""
+    steps: list[Step] = []
+    going = ["ours", "plain"]
+    for n in sizes:
+        for system in list(going):
+            log(f"{system} under {setup.server}: {n} sessions for {seconds:g} s")
+            with serve(setup.server, TARGETS[system], setup.envs[system]) as server:
+                names = [f"cap-{i}" for i in range(n)]
+                step = asyncio.run(measure_step(system, server, setup.token, names, seconds))
+            steps.append(step)
+            log(step.line())
+            if step.last:
+                going.remove(system)
+        if not going:
+            break
+    return steps
+
+
+def run_all(server: str, sizes: list[int], seconds: float) -> list[Step]:
+    _raise_nofile()
+    names = ["cap-warm"] + [f"cap-{i}" for i in range(max(sizes))]
+    with postgres_database(BASE_DB, f"bench_cap_{os.getpid()}") as db:
+        ours_env = base_env(DATABASE_URL=db, DJANGO_SETTINGS_MODULE="bench.sessions_settings")
+        plain_env = base_env(DJANGO_SETTINGS_MODULE="bench.plain_settings")
+        log("migrating the scratch database")
+        run_manage("migrate", "--no-input", env=ours_env)
+        out = manage_output("shell", "-c", SETUP.format(names=names), env=ours_env)
+        setup = Setup(server, {"ours": ours_env, "plain": plain_env}, out.strip().splitlines()[-1])
+        return run_sizes(setup, sizes, seconds)
+
+
+# --- report ----------------------------------------------------------------------------------
+
+
+def figure(steps: list[Step], system: str) -> int:
+    """The largest N that held p99 <= P99_LIMIT with nothing lost (0: none did)."""
+    held = [s.sessions for s in steps if s.system == system and s.holds]
+    return max(held, default=0)
+
+
+def report(steps: list[Step], server: str, loadavg: tuple[float, float]) -> str:
+    lines = [f"ASGI server: {server}, one process; 1-minute load average {loadavg[0]:.1f} at "
+             f"the start, {loadavg[1]:.1f} at the end ({os.cpu_count()} cores)."]  # fmt: skip
+    lines += [step.line() for step in steps]
+    for system in ("ours", "plain"):
+        lines.append(
+            f"{system}: largest N with p99 <= {P99_LIMIT * 1e3:.0f} ms and nothing lost: "
+            f"{figure(steps, system)}"
+        )
+    return "\n".join(lines)
+
+
+def parse_sizes(text: str) -> list[int]:
+    sizes = sorted({int(part) for part in text.split(",") if part.strip()})
+    if not sizes or sizes[0] < 1:
+        raise argparse.ArgumentTypeError("sizes are positive integers, e.g. 10,25,50")
+    return sizes
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=parse_sizes, help="sessions per step, e.g. 10,25,50")
+    parser.add_argument("--seconds", type=float, help="streaming time per step (default 20)")
+    parser.add_argument("--quick", action="store_true", help=f"sizes {QUICK_SIZES}, 8 s a step")
+    parser.add_argument("--server", choices=sorted(SERVERS), default="daphne")
+    args = parser.parse_args()
+    sizes = args.sizes or (QUICK_SIZES if args.quick else SIZES)
+    seconds = args.seconds or (8.0 if args.quick else 20.0)
+    started = os.getloadavg()[0]
+    steps = run_all(args.server, sizes, seconds)
+    print(report(steps, args.server, (started, os.getloadavg()[0])))
+
+
+if __name__ == "__main__":
+    main()
