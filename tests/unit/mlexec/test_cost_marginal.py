@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import re
+from pathlib import Path
 
 import pytest
 from hypothesis import assume, given
@@ -163,3 +165,9 @@ def test_the_measured_cost_gate_applies_only_when_required(inputs, outcome):
     else:
         assert checks["gate.cost_measured"].passed is outcome
         assert bool(checks["gate.cost_measured"].detail) is not outcome
+
+
+def test_the_example_in_docs_cost_md_runs():
+    doc = Path(__file__).resolve().parents[3] / "docs" / "mlexec" / "cost.md"
+    (example,) = re.findall(r"```python\n(.*?)```", doc.read_text(), re.S)[:1]
+    exec(compile(example, str(doc), "exec"), {})  # its asserts are the figures the doc states
