@@ -186,6 +186,11 @@ def test_pydantic_ai_streams_text_reasoning_tool_calls_and_a_sub_agent(site):
     assert text_of(of_run(events, child)) == "Three good museums."
     assert outcome(events, child) == ("RUN_FINISHED", "success")
     assert outcome(events, run_id) == ("RUN_FINISHED", "success")
+    usage = {r: [e["data"]["value"] for e in of_run(events, r) if e["type"] == "CUSTOM"
+                 and e["data"]["name"] == "sessions.USAGE"] for r in (run_id, child)}  # fmt: skip
+    [[parent_usage], [child_usage]] = usage.values()  # each run reports its own, once
+    assert parent_usage["input_tokens"] > 0 and parent_usage["output_tokens"] > 0
+    assert child_usage["model"] == "test" and child_usage["output_tokens"] > 0
 
 
 def test_pydantic_ai_cancel_stops_the_agent_before_its_next_tool(site):

@@ -186,9 +186,29 @@ async def stream_agent(agent: Any, run: Run, driver: Driver, key: str, **options
                 steers.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await steers
+            usage = agent_run.usage  # a property in pydantic-ai 2 (a method before)
+            if callable(usage) and not hasattr(usage, "input_tokens"):
+                usage = usage()
+            report = usage_report(agent, usage)
+            if report:
+                await run.usage(**report)
             return agent_run.result.output if agent_run.result is not None else None
     finally:
         _current.reset(token)
+
+
+def usage_report(agent: Any, usage: Any) -> dict[str, Any]:
+    """What ``run.usage`` gets from pydantic-ai's ``RunUsage``: its tokens and the model's
+    name (pydantic-ai reports no cost)."""
+    report: dict[str, Any] = {}
+    for key in ("input_tokens", "output_tokens"):
+        count = getattr(usage, key, None)
+        if isinstance(count, int) and not isinstance(count, bool) and 0 <= count <= 10**15:
+            report[key] = count
+    model = getattr(getattr(agent, "model", None), "model_name", None)
+    if report and isinstance(model, str) and model:
+        report["model"] = model[:200]
+    return report
 
 
 def handler(agent: Any, *, options: Callable[[Turn], dict[str, Any]] | None = None) -> Handler:
