@@ -113,3 +113,18 @@ async def test_the_websocket_op_rates_and_every_subscriber_sees_the_event(sessio
         assert refused["type"] == "error" and refused["reason"] == "not_assistant"
         absent = await phone.request("feedback", session="chat-1", message="zz", rating="up")
         assert absent["code"] == "not_found"
+
+
+async def test_a_rating_re_sent_by_the_sdk_after_a_reconnect_lands_once(session, alice):
+    await database_sync_to_async(answer)(session)
+    frame = {"session": "chat-1", "message": "a1", "rating": "down", "correction": "Paris.",
+             "producer": {"id": "phone-1", "epoch": 0, "seq": 0}}  # fmt: skip
+    async with connect(alice) as phone:
+        first = await phone.request("feedback", **frame)
+    async with connect(alice) as phone:  # the ack was lost with the socket: sent again
+        again = await phone.request("feedback", **frame)
+    assert (first["duplicate"], again["duplicate"]) == (False, True)
+    count = database_sync_to_async(
+        lambda: Entry.objects.filter(session=session, type="CUSTOM").count()
+    )
+    assert await count() == 1
