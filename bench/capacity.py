@@ -6,6 +6,8 @@ Run from the repository root (PostgreSQL and Redis must be running)::
     .venv/bin/python -m bench capacity --sizes 5,10 --seconds 8
     .venv/bin/python -m bench capacity --quick                # sizes 5,10,25; 8 s a step
     .venv/bin/python -m bench capacity --server uvicorn       # the other ASGI server
+    .venv/bin/python -m bench capacity --keep-going           # every size, past the limits
+    .venv/bin/python -m bench capacity --clients 2            # two load-generator processes
 
 The load (issue #25). N sessions; in each, one agent streams answers of ANSWER_TOKENS tokens
 at TOKENS_PER_SECOND, pauses PAUSE_SECONDS, and answers again, until the step's time is up.
@@ -37,9 +39,19 @@ Measured per step, after every socket is connected and subscribed (connecting is
   its share of one core over the step; PostgreSQL's and Redis's CPU are not included (other
   work shares them on this machine): ours writes every batch to PostgreSQL, plain does not;
 * the server's memory per streaming session: (peak RSS during the step - RSS once idle) / N;
-* the generator's own CPU (this process, user + sys) as a share of one core. Agents and
-  devices run in this one process: on a 2-core machine it competes with the server, so read
-  its share beside the server's. A generator near 100% means the step measured the client.
+* the generator's own CPU (user + sys of its processes over the same span) as a share of one
+  core. Agents and devices run in ``--clients`` processes forked from this one (default 1;
+  session i and its devices in process i % clients, so a token's send time and its arrival
+  are read on one clock). On a 2-core machine the generator competes with the server: read
+  its share beside the server's. A process near 100% of a core means the step measured the
+  client, not the server; then raise ``--clients``.
+
+What differs, on purpose or not: ours authenticates each socket with a token (one user owns
+every session); the SDK also sends a heartbeat per run every 15 s (under 1% of its frames);
+ours acks a publish after its commit, plain at once, and in both the agent's next batch waits
+for that ack, so ours' commit time is part of its token latency (as it is for a real agent).
+The servers' scratch database (next to BENCH_DATABASE_URL's, dropped afterwards) and Redis
+(BENCH_REDIS_URL, a prefix of this run's own) are those of ``bench.sessions_log``.
 
 Every step starts fresh servers (so no earlier step shapes memory or CPU) and, at each size,
 runs ours then plain, so that the machine's load hits both alike. Sizes rise until a system's
@@ -53,6 +65,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import multiprocessing
 import os
 import resource
 import subprocess
@@ -60,9 +73,11 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import AbstractAsyncContextManager, contextmanager
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +112,7 @@ P99_LIMIT = 0.100
 SATURATED = 0.95
 DRAIN_SECONDS = 10.0
 CONNECTS_AT_ONCE = 20
+CONNECT_TIMEOUT = 300.0
 SIZES = [10, 25, 50, 100, 200, 400]
 QUICK_SIZES = [5, 10, 25]
 TARGETS = {"ours": "config.asgi:application", "plain": "bench.plain_channels:application"}
@@ -395,92 +411,133 @@ async def connect_all(
     return agents, list(devices), tapes
 
 
-@contextlib.asynccontextmanager
-async def rss_peak(server: Server, into: list[int]) -> AsyncIterator[None]:
-    """Sample the server's RSS every 0.5 s while the block runs; the peak goes to ``into``."""
-
-    async def sample() -> None:
-        while True:
-            into[0] = max(into[0], server.rss_kb())
-            await asyncio.sleep(0.5)
-
-    sampler = asyncio.create_task(sample())
-    try:
-        yield
-    finally:
-        sampler.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sampler
-        into[0] = max(into[0], server.rss_kb())
+# --- generator processes: each runs the agents and devices of its share of the sessions ------
 
 
 @dataclass
-class Usage:
-    """CPU seconds (user + sys) of the server and of this process over a span of time."""
+class Share:
+    """What one generator process measured."""
 
-    server_pid: int
-    server: float = 0.0
-    client: float = 0.0
-
-    def __enter__(self) -> Usage:
-        self.server, self.client = -cpu_seconds(self.server_pid), -own_cpu()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server += cpu_seconds(self.server_pid)
-        self.client += own_cpu()
+    latencies: list[float]
+    lost: int
+    cpu: float  # its own CPU seconds over the timed span
+    ended: float  # perf_counter (CLOCK_MONOTONIC: the same clock in every process)
 
 
-async def stream_and_drain(devices: list[Device], agents: list[Any], tapes: list[Tape],
-                           seconds: float) -> None:  # fmt: skip
-    """Stream for ``seconds``, then give the devices DRAIN_SECONDS to receive everything."""
-    start = time.perf_counter()
+async def stream_and_drain(agents: list[Any], devices: list[Device], tapes: list[Tape],
+                           start: float, until: float) -> None:  # fmt: skip
+    """Stream from ``start`` to ``until``, then give the devices DRAIN_SECONDS to catch up."""
     # Agents start spread over one second, so that their batches do not fall in step.
     offsets = [start + i / len(agents) for i in range(len(agents))]
-    await asyncio.gather(*(stream_answers(a, t, o, start + seconds)
+    await asyncio.gather(*(stream_answers(a, t, o, until)
                            for a, t, o in zip(agents, tapes, offsets, strict=True)))  # fmt: skip
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(asyncio.gather(*(d.wait_for_all() for d in devices)), DRAIN_SECONDS)
 
 
-async def load(
-    system: str, server: Server, token: str, names: list[str], seconds: float
-) -> tuple[float, list[Device], Usage, int]:
-    """Stream into ``names`` for ``seconds``; return (elapsed, devices, CPU, peak RSS in KB).
-
-    Connecting and disconnecting are outside the timed and CPU-measured span.
-    """
+async def generate(
+    system: str, server: Server, token: str, names: list[str], seconds: float, pipe: Connection
+) -> Share:
+    """Connect, tell the parent, stream from the start time it sends back, and measure."""
     agents, devices, tapes = await connect_all(system, server, token, names)
     followers = [asyncio.create_task(d.follow()) for d in devices]
-    peak = [0]
     try:
-        start = time.perf_counter()
-        with Usage(server.pid) as usage:
-            async with rss_peak(server, peak):
-                await stream_and_drain(devices, agents, tapes, seconds)
-        elapsed = time.perf_counter() - start
+        pipe.send("ready")
+        start = await asyncio.get_running_loop().run_in_executor(None, pipe.recv)
+        cpu = -own_cpu()
+        await stream_and_drain(agents, devices, tapes, start, start + seconds)
+        ended, cpu = time.perf_counter(), cpu + own_cpu()
     finally:
         for task in followers:
             task.cancel()
         await asyncio.gather(*followers, return_exceptions=True)
         await asyncio.gather(*(a.close() for a in agents), return_exceptions=True)
         await asyncio.gather(*(d.conn.close() for d in devices), return_exceptions=True)
-    return elapsed, devices, usage, peak[0]
+    lost = sum(d.lost for d in devices)
+    return Share([x for d in devices for x in d.latencies], lost, cpu, ended)
 
 
-async def measure_step(
-    system: str, server: Server, token: str, names: list[str], seconds: float
+def generator(
+    system: str, server: Server, token: str, names: list[str], seconds: float, pipe: Connection
+) -> None:
+    """A generator process's body: its Share, or its error as text, goes to the parent."""
+    try:
+        pipe.send(asyncio.run(generate(system, server, token, names, seconds, pipe)))
+    except BaseException as exc:
+        pipe.send(f"generator failed: {exc!r}")
+        raise
+
+
+def start_generators(
+    system: str, server: Server, token: str, names: list[str], seconds: float, clients: int
+) -> list[tuple[BaseProcess, Connection]]:
+    """``clients`` processes, session i in process i % clients; returns once all connected."""
+    context = multiprocessing.get_context("fork")
+    started = []
+    for k in range(clients):
+        ours, theirs = context.Pipe()
+        args = (system, server, token, names[k::clients], seconds, theirs)
+        process = context.Process(target=generator, args=args, daemon=True)
+        process.start()
+        started.append((process, ours))
+    for _, pipe in started:
+        expect(pipe, str, CONNECT_TIMEOUT)
+    return started
+
+
+def expect(pipe: Connection, kind: type, timeout: float) -> Any:
+    """The next message from a generator, which must be a ``kind``."""
+    if not pipe.poll(timeout):
+        raise TimeoutError(f"a generator process said nothing for {timeout:g} s")
+    message = pipe.recv()
+    if isinstance(message, str) and message.startswith("generator failed"):
+        raise RuntimeError(message)
+    if not isinstance(message, kind):
+        raise RuntimeError(f"unexpected message from a generator: {message!r}")
+    return message
+
+
+def run_load(
+    system: str, server: Server, token: str, names: list[str], seconds: float, clients: int
+) -> tuple[float, list[Share], float, int]:
+    """The timed span: (elapsed, shares, server CPU seconds, peak server RSS in KB).
+
+    Connecting and disconnecting happen outside it.
+    """
+    generators = start_generators(system, server, token, names, seconds, clients)
+    try:
+        server_cpu = -cpu_seconds(server.pid)
+        start = time.perf_counter() + 0.1
+        for _, pipe in generators:
+            pipe.send(start)
+        peak = server.rss_kb()
+        while not all(pipe.poll() for _, pipe in generators):
+            time.sleep(0.5)
+            peak = max(peak, server.rss_kb())
+        server_cpu += cpu_seconds(server.pid)
+        limit = seconds + DRAIN_SECONDS + 60
+        shares = [expect(pipe, Share, limit) for _, pipe in generators]
+    finally:
+        for process, _ in generators:
+            process.join(30)
+            if process.is_alive():
+                process.kill()
+    return max(s.ended for s in shares) - start, shares, server_cpu, peak
+
+
+def measure_step(
+    system: str, server: Server, token: str, names: list[str], seconds: float, clients: int
 ) -> Step:
     # Warm-up: imports, the channel layer's and database's first connections, thread pools.
-    await load(system, server, token, ["cap-warm"], 1.0)
-    await asyncio.sleep(1.0)
+    run_load(system, server, token, ["cap-warm"], 1.0, 1)
+    time.sleep(1.0)
     idle_kb = server.rss_kb()
-    elapsed, devices, usage, peak_kb = await load(system, server, token, names, seconds)
+    elapsed, shares, server_cpu, peak_kb = run_load(system, server, token, names, seconds, clients)
     return Step(
         system=system, sessions=len(names), seconds=elapsed,
-        latencies=[x for d in devices for x in d.latencies],
-        lost=sum(d.lost for d in devices),
-        server_cpu=usage.server, client_cpu=usage.client, idle_kb=idle_kb, peak_kb=peak_kb,
+        latencies=[x for s in shares for x in s.latencies], lost=sum(s.lost for s in shares),
+        server_cpu=server_cpu, client_cpu=sum(s.cpu for s in shares),
+        idle_kb=idle_kb, peak_kb=peak_kb,
     )  # fmt: skip
 
 
@@ -520,42 +577,46 @@ def serve(kind: str, target: str, env: dict[str, str]) -> contextlib.AbstractCon
 
 
 @dataclass
-class Setup:
+class Plan:
+    """What to run: the ASGI server, the sizes, each step's streaming time, the generators."""
+
     server: str
-    envs: dict[str, dict[str, str]]
-    token: str
+    sizes: list[int]
+    seconds: float
+    clients: int
+    keep_going: bool  # run every size, even after a system's last step
 
 
-def run_sizes(setup: Setup, sizes: list[int], seconds: float) -> list[Step]:
-    """Raise N through ``sizes`` for both systems; a system stops after its last step."""
+def run_sizes(plan: Plan, envs: dict[str, dict[str, str]], token: str) -> list[Step]:
+    """Raise N through the sizes for both systems; a system stops after its last step."""
     steps: list[Step] = []
     going = ["ours", "plain"]
-    for n in sizes:
+    for n in plan.sizes:
         for system in list(going):
-            log(f"{system} under {setup.server}: {n} sessions for {seconds:g} s")
-            with serve(setup.server, TARGETS[system], setup.envs[system]) as server:
-                names = [f"cap-{i}" for i in range(n)]
-                step = asyncio.run(measure_step(system, server, setup.token, names, seconds))
+            log(f"{system} under {plan.server}: {n} sessions for {plan.seconds:g} s")
+            names = [f"cap-{i}" for i in range(n)]
+            with serve(plan.server, TARGETS[system], envs[system]) as server:
+                step = measure_step(system, server, token, names, plan.seconds, plan.clients)
             steps.append(step)
             log(step.line())
-            if step.last:
+            if step.last and not plan.keep_going:
                 going.remove(system)
         if not going:
             break
     return steps
 
 
-def run_all(server: str, sizes: list[int], seconds: float) -> list[Step]:
+def run_all(plan: Plan) -> list[Step]:
     _raise_nofile()
-    names = ["cap-warm"] + [f"cap-{i}" for i in range(max(sizes))]
+    names = ["cap-warm"] + [f"cap-{i}" for i in range(max(plan.sizes))]
     with postgres_database(BASE_DB, f"bench_cap_{os.getpid()}") as db:
         ours_env = base_env(DATABASE_URL=db, DJANGO_SETTINGS_MODULE="bench.sessions_settings")
         plain_env = base_env(DJANGO_SETTINGS_MODULE="bench.plain_settings")
         log("migrating the scratch database")
         run_manage("migrate", "--no-input", env=ours_env)
         out = manage_output("shell", "-c", SETUP.format(names=names), env=ours_env)
-        setup = Setup(server, {"ours": ours_env, "plain": plain_env}, out.strip().splitlines()[-1])
-        return run_sizes(setup, sizes, seconds)
+        token = out.strip().splitlines()[-1]
+        return run_sizes(plan, {"ours": ours_env, "plain": plain_env}, token)
 
 
 # --- report ----------------------------------------------------------------------------------
@@ -567,9 +628,10 @@ def figure(steps: list[Step], system: str) -> int:
     return max(held, default=0)
 
 
-def report(steps: list[Step], server: str, loadavg: tuple[float, float]) -> str:
-    lines = [f"ASGI server: {server}, one process; 1-minute load average {loadavg[0]:.1f} at "
-             f"the start, {loadavg[1]:.1f} at the end ({os.cpu_count()} cores)."]  # fmt: skip
+def report(steps: list[Step], plan: Plan, loadavg: tuple[float, float]) -> str:
+    lines = [f"ASGI server: {plan.server}, one process; {plan.clients} generator process(es); "
+             f"{plan.seconds:g} s a step; 1-minute load average {loadavg[0]:.1f} at the start, "
+             f"{loadavg[1]:.1f} at the end ({os.cpu_count()} cores)."]  # fmt: skip
     lines += [step.line() for step in steps]
     for system in ("ours", "plain"):
         lines.append(
@@ -592,12 +654,23 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, help="streaming time per step (default 20)")
     parser.add_argument("--quick", action="store_true", help=f"sizes {QUICK_SIZES}, 8 s a step")
     parser.add_argument("--server", choices=sorted(SERVERS), default="daphne")
+    parser.add_argument(
+        "--keep-going", action="store_true", help="run every size, even past a system's limit"
+    )
+    parser.add_argument(
+        "--clients", type=int, default=1, help="generator processes to split the sessions over"
+    )
     args = parser.parse_args()
-    sizes = args.sizes or (QUICK_SIZES if args.quick else SIZES)
-    seconds = args.seconds or (8.0 if args.quick else 20.0)
+    plan = Plan(
+        server=args.server,
+        sizes=args.sizes or (QUICK_SIZES if args.quick else SIZES),
+        seconds=args.seconds or (8.0 if args.quick else 20.0),
+        clients=max(1, args.clients),
+        keep_going=args.keep_going,
+    )
     started = os.getloadavg()[0]
-    steps = run_all(args.server, sizes, seconds)
-    print(report(steps, args.server, (started, os.getloadavg()[0])))
+    steps = run_all(plan)
+    print(report(steps, plan, (started, os.getloadavg()[0])))
 
 
 if __name__ == "__main__":
