@@ -12,13 +12,19 @@ other; the site may import both):
   currency: keep one currency per agent;
 - rated conversations: what ``manage.py sessions export-dataset --agent <name> --min-rating up
   --corrections`` would keep today (before deduplication), counted with the export's own
-  reader, so it reads every session of the agent (a fold each) when a page asks.
+  reader, so it reads every session of the agent (a fold each: about 0.2 ms a session on
+  PostgreSQL, 2,000 sessions in 0.3 to 0.45 s).
+
+The answer is cached for ``CACHE_SECONDS`` (the default cache), so page views do not repeat
+that scan; a month's traffic does not move in a minute.
 """
 
 from __future__ import annotations
 
+import hashlib
 from datetime import timedelta
 
+from django.core.cache import cache
 from django.db.models import Avg, Count, FloatField
 from django.db.models.fields.json import KT
 from django.db.models.functions import Cast
@@ -30,10 +36,21 @@ from sessions_app.export import Options, folds
 from sessions_app.models import Run
 
 WINDOW = timedelta(days=30)  # one month of traffic, as the cost curve counts a month
+CACHE_SECONDS = 60
+NOTHING = "none"  # cached for an agent without traffic (None means "not cached")
 
 
 def measured(agent: str) -> Traffic | None:
     """The traffic of ``agent`` over the last 30 days, or None when it made no call."""
+    key = "config.traffic:" + hashlib.sha256(agent.encode()).hexdigest()
+    found = cache.get(key)
+    if found is None:
+        found = _measure(agent) or NOTHING
+        cache.set(key, found, CACHE_SECONDS)
+    return None if found == NOTHING else found
+
+
+def _measure(agent: str) -> Traffic | None:
     runs = Run.objects.filter(agent=agent, started_at__gte=timezone.now() - WINDOW)
     figures = runs.aggregate(
         calls=Count("pk"),
