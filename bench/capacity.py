@@ -214,10 +214,15 @@ class PlainAgent:
         self.reader = asyncio.create_task(self.read())
 
     async def read(self) -> None:
-        async for raw in self.conn:
-            frame = json.loads(raw)
-            if frame.get("type") == "ack":
-                self.acks.pop(frame["id"]).set_result(None)
+        try:
+            async for raw in self.conn:
+                frame = json.loads(raw)
+                if frame.get("type") == "ack":
+                    self.acks.pop(frame["id"]).set_result(None)
+        finally:  # a publish still waiting is told, not left hanging
+            for acked in self.acks.values():
+                if not acked.done():
+                    acked.set_exception(ConnectionError("the plain Channels socket closed"))
 
     async def publish(self, events: list[dict[str, Any]]) -> None:
         """One frame, acknowledged before the next goes (the SDK's producer lock)."""
@@ -283,10 +288,10 @@ class PlainRun:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.flush()
-        await self.agent.publish([
-            self.envelope("TEXT_MESSAGE_END", message=self.message),
-            self.envelope("RUN_FINISHED", data={"outcome": "success"}),
-        ])  # fmt: skip
+        events = [self.envelope("RUN_FINISHED", data={"outcome": "success"})]
+        if self.message is not None:
+            events.insert(0, self.envelope("TEXT_MESSAGE_END", message=self.message))
+        await self.agent.publish(events)
 
 
 async def sleep_until(moment: float) -> None:
@@ -473,7 +478,7 @@ def start_generators(
 ) -> list[tuple[BaseProcess, Connection]]:
     """``clients`` processes, session i in process i % clients; returns once all connected."""
     context = multiprocessing.get_context("fork")
-    started = []
+    started: list[tuple[BaseProcess, Connection]] = []
     for k in range(clients):
         ours, theirs = context.Pipe()
         args = (system, server, token, names[k::clients], seconds, theirs)
