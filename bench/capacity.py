@@ -140,7 +140,8 @@ class Device:
     tape: Tape
     latencies: list[float] = field(default_factory=list)
     received: int = 0
-    disorder: int = 0  # tokens that came out of order or twice
+    expected: int = 0  # the token that should come next
+    disorder: int = 0  # tokens that came late (after a later one) or twice
     progress: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def follow(self) -> None:
@@ -156,8 +157,9 @@ class Device:
     def take(self, delta: str, now: float) -> None:
         for word in delta.split():
             index = int(word)
-            if index != self.received:
+            if index < self.expected:
                 self.disorder += 1
+            self.expected = max(self.expected, index + 1)
             self.latencies.append(now - self.tape.sent[index])
             self.received += 1
 
@@ -168,7 +170,8 @@ class Device:
 
     @property
     def lost(self) -> int:
-        return max(0, len(self.tape.sent) - self.received) + self.disorder
+        """Tokens never received, plus those received late or twice."""
+        return max(0, len(self.tape.sent) - (self.received - self.disorder)) + self.disorder
 
 
 # --- agents ----------------------------------------------------------------------------------
