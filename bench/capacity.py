@@ -398,12 +398,12 @@ async def open_device(system: str, server: Server, token: str, session: str, tap
 
 
 async def connect_all(
-    system: str, server: Server, token: str, names: list[str]
+    system: str, server: Server, token: str, sessions: list[tuple[str, int]]
 ) -> tuple[list[Any], list[Device], list[Tape]]:
-    """An agent and its device(s) per session, CONNECTS_AT_ONCE at a time."""
+    """An agent and its device(s) per (session, devices), CONNECTS_AT_ONCE at a time."""
     gate = asyncio.Semaphore(CONNECTS_AT_ONCE)
-    tapes = [Tape() for _ in names]
-    agents = [make_agent(system, server, token, name) for name in names]
+    tapes = [Tape() for _ in sessions]
+    agents = [make_agent(system, server, token, name) for name, _ in sessions]
 
     async def agent_up(agent: Any) -> None:
         async with gate:
@@ -411,10 +411,10 @@ async def connect_all(
 
     async def device_up(i: int) -> Device:
         async with gate:
-            return await open_device(system, server, token, names[i], tapes[i])
+            return await open_device(system, server, token, sessions[i][0], tapes[i])
 
     await asyncio.gather(*(agent_up(a) for a in agents))
-    wanted = [i for i in range(len(names)) for _ in range(2 if i % SECOND_DEVICE_EVERY == 0 else 1)]
+    wanted = [i for i, (_, count) in enumerate(sessions) for _ in range(count)]
     devices = await asyncio.gather(*(device_up(i) for i in wanted))
     return agents, list(devices), tapes
 
@@ -444,10 +444,11 @@ async def stream_and_drain(agents: list[Any], devices: list[Device], tapes: list
 
 
 async def generate(
-    system: str, server: Server, token: str, names: list[str], seconds: float, pipe: Connection
-) -> Share:
+    system: str, server: Server, token: str, sessions: list[tuple[str, int]], seconds: float,
+    pipe: Connection,
+) -> Share:  # fmt: skip
     """Connect, tell the parent, stream from the start time it sends back, and measure."""
-    agents, devices, tapes = await connect_all(system, server, token, names)
+    agents, devices, tapes = await connect_all(system, server, token, sessions)
     followers = [asyncio.create_task(d.follow()) for d in devices]
     try:
         pipe.send("ready")
@@ -466,11 +467,12 @@ async def generate(
 
 
 def generator(
-    system: str, server: Server, token: str, names: list[str], seconds: float, pipe: Connection
-) -> None:
+    system: str, server: Server, token: str, sessions: list[tuple[str, int]], seconds: float,
+    pipe: Connection,
+) -> None:  # fmt: skip
     """A generator process's body: its Share, or its error as text, goes to the parent."""
     try:
-        pipe.send(asyncio.run(generate(system, server, token, names, seconds, pipe)))
+        pipe.send(asyncio.run(generate(system, server, token, sessions, seconds, pipe)))
     except BaseException as exc:
         pipe.send(f"generator failed: {exc!r}")
         raise
@@ -481,10 +483,11 @@ def start_generators(
 ) -> list[tuple[BaseProcess, Connection]]:
     """``clients`` processes, session i in process i % clients; returns once all connected."""
     context = multiprocessing.get_context("fork")
+    sessions = [(name, 2 if i % SECOND_DEVICE_EVERY == 0 else 1) for i, name in enumerate(names)]
     started: list[tuple[BaseProcess, Connection]] = []
     for k in range(clients):
         ours, theirs = context.Pipe()
-        args = (system, server, token, names[k::clients], seconds, theirs)
+        args = (system, server, token, sessions[k::clients], seconds, theirs)
         process = context.Process(target=generator, args=args, daemon=True)
         process.start()
         started.append((process, ours))
