@@ -446,8 +446,9 @@ async def stream_and_drain(agents: list[Any], devices: list[Device], tapes: list
 async def generate(
     system: str, server: Server, token: str, sessions: list[tuple[str, int]], seconds: float,
     pipe: Connection,
-) -> Share:  # fmt: skip
-    """Connect, tell the parent, stream from the start time it sends back, and measure."""
+) -> None:  # fmt: skip
+    """Connect, tell the parent, stream from the start time it sends back, send it the Share
+    (before disconnecting: that is not part of the measured span)."""
     agents, devices, tapes = await connect_all(system, server, token, sessions)
     followers = [asyncio.create_task(d.follow()) for d in devices]
     try:
@@ -456,23 +457,23 @@ async def generate(
         cpu = -own_cpu()
         await stream_and_drain(agents, devices, tapes, start, start + seconds)
         ended, cpu = time.perf_counter(), cpu + own_cpu()
+        latencies = [x for d in devices for x in d.latencies]
+        pipe.send(Share(latencies, sum(d.lost for d in devices), cpu, ended))
     finally:
         for task in followers:
             task.cancel()
         await asyncio.gather(*followers, return_exceptions=True)
         await asyncio.gather(*(a.close() for a in agents), return_exceptions=True)
         await asyncio.gather(*(d.conn.close() for d in devices), return_exceptions=True)
-    lost = sum(d.lost for d in devices)
-    return Share([x for d in devices for x in d.latencies], lost, cpu, ended)
 
 
 def generator(
     system: str, server: Server, token: str, sessions: list[tuple[str, int]], seconds: float,
     pipe: Connection,
 ) -> None:  # fmt: skip
-    """A generator process's body: its Share, or its error as text, goes to the parent."""
+    """A generator process's body; an error goes to the parent as text."""
     try:
-        pipe.send(asyncio.run(generate(system, server, token, sessions, seconds, pipe)))
+        asyncio.run(generate(system, server, token, sessions, seconds, pipe))
     except BaseException as exc:
         pipe.send(f"generator failed: {exc!r}")
         raise
@@ -522,12 +523,12 @@ def run_load(
         for _, pipe in generators:
             pipe.send(start)
         peak = server.rss_kb()
-        while not all(pipe.poll() for _, pipe in generators):
+        deadline = start + seconds + DRAIN_SECONDS + 60
+        while not all(pipe.poll() for _, pipe in generators) and time.perf_counter() < deadline:
             time.sleep(0.5)
             peak = max(peak, server.rss_kb())
         server_cpu += cpu_seconds(server.pid)
-        limit = seconds + DRAIN_SECONDS + 60
-        shares = [expect(pipe, Share, limit) for _, pipe in generators]
+        shares = [expect(pipe, Share, 0) for _, pipe in generators]
     finally:
         for process, _ in generators:
             process.join(30)
