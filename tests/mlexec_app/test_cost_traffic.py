@@ -134,6 +134,10 @@ def test_the_agent_is_set_and_read_over_rest(api, project):
     ],
 )
 def test_the_check_refuses_a_source_that_does_not_import(settings, path, ids):
+    from django.apps import apps
+
+    if path == "config.traffic.measured" and not apps.is_installed("config"):
+        pytest.skip("the demo site's source reads sessions_app: a site with both apps only")
     settings.MLEXEC_APP = {"TRAFFIC_SOURCE": path}
     errors = check_settings()
     assert [e.id for e in errors] == ids and all(e.hint for e in errors)
