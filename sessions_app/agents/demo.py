@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import random
 import re
+import time
 from collections.abc import AsyncIterator
 
 from sessions_app.agents.base import Handler, Turn
@@ -54,10 +55,19 @@ class DemoAgent:
 
     async def answer(self, turn: Turn, run: Run) -> None:
         question = turn.text
+        started = time.monotonic()
+        counted = _Counted(self.words(turn))
         if question.startswith("/team"):
             await self.team(run, question.removeprefix("/team").strip() or "your question")
         else:
-            await self.stream(run, self.words(turn))
+            await self.stream(run, counted)
+        await run.usage(
+            model=self.llm.model if self.llm else "scripted",
+            input_tokens=sum(len(tokens(m["content"])) for m in turn.messages),
+            output_tokens=counted.count,
+            cost=0.0,
+            latency_ms=round((time.monotonic() - started) * 1000),
+        )
 
     async def words(self, turn: Turn) -> AsyncIterator[str]:
         if self.llm is not None:
@@ -93,6 +103,22 @@ class DemoAgent:
 
         await asyncio.gather(helper("researcher"), helper("critic"))
         await self.stream(boss, _aiter(tokens("Both are done: start small and read the sources.")))
+
+
+class _Counted:
+    """The tokens of an answer, counted as they are streamed (for its usage)."""
+
+    def __init__(self, words: AsyncIterator[str]) -> None:
+        self.words = words
+        self.count = 0
+
+    def __aiter__(self) -> _Counted:
+        return self
+
+    async def __anext__(self) -> str:
+        token = await self.words.__anext__()
+        self.count += 1
+        return token
 
 
 async def _aiter(items: list[str]) -> AsyncIterator[str]:

@@ -89,6 +89,11 @@ def test_the_agent_answers_a_user_message_with_a_complete_run(site):
         "TEXT_MESSAGE_END",
         "RUN_FINISHED",
     ]
+    [usage] = [e["data"]["value"] for e in events if e["type"] == "CUSTOM"
+               and e["data"]["name"] == "sessions.USAGE"]  # fmt: skip
+    assert usage["model"] == "scripted" and usage["output_tokens"] == len(
+        text_of(events, run_id).split()
+    )
 
 
 def test_stop_cancels_the_run_and_the_agent_writes_nothing_after_its_ack(site):
