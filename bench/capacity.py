@@ -325,6 +325,8 @@ async def stream_answers(agent: Any, tape: Tape, start: float, until: float) -> 
 
 @dataclass
 class Step:
+    """What one system did at one size."""
+
     system: str
     sessions: int
     seconds: float  # from the first token until every device had everything (or gave up)
@@ -363,6 +365,16 @@ class Step:
     def last(self) -> bool:
         """The step after which sizes stop rising for this system."""
         return not self.holds or self.server_share > SATURATED
+
+    def summary(self) -> dict[str, Any]:
+        """The step's figures (latencies in seconds, memory in KB), for ``--json``."""
+        lat = self.latencies or [float("nan")]
+        return {"system": self.system, "sessions": self.sessions, "seconds": self.seconds,
+                "p50": pct(lat, 0.5), "p99": pct(lat, 0.99), "p999": pct(lat, 0.999),
+                "lost": self.lost, "deliveries": self.deliveries,
+                "cpu_per_1000": self.cpu_per_1000, "server_share": self.server_share,
+                "kb_per_session": self.kb_per_session, "generator_share": self.client_share,
+                "holds": self.holds}  # fmt: skip
 
     def line(self) -> str:
         lat = self.latencies or [float("nan")]
@@ -672,6 +684,7 @@ def main() -> None:
     parser.add_argument(
         "--clients", type=int, default=1, help="generator processes to split the sessions over"
     )
+    parser.add_argument("--json", type=Path, help="also save every step's figures here")
     args = parser.parse_args()
     plan = Plan(
         server=args.server,
@@ -682,7 +695,11 @@ def main() -> None:
     )
     started = os.getloadavg()[0]
     steps = run_all(plan)
-    print(report(steps, plan, (started, os.getloadavg()[0])))
+    loadavg = (started, os.getloadavg()[0])
+    print(report(steps, plan, loadavg))
+    if args.json:
+        saved = {"plan": plan.__dict__, "load": loadavg, "steps": [s.summary() for s in steps]}
+        args.json.write_text(json.dumps(saved, indent=1))
 
 
 if __name__ == "__main__":
