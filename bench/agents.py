@@ -158,7 +158,7 @@ def patch_agent(base: str, key: str, names: list[str], agent: str) -> None:
 def open_turns(env: dict[str, str]) -> int:
     from tests.e2e.servers import manage_output
 
-    code = "from sessions_app.models import Turn\nprint(Turn.objects.filter(state__in=['queued','claimed']).count())"
+    code = "from sessions_app.models import Turn\nprint(Turn.objects.filter(agent='noop', state__in=['queued','claimed']).count())"
     return int(manage_output("shell", "-c", code, env=env).split()[-1])
 
 
