@@ -50,7 +50,15 @@
     note.textContent = "Not saved: " + error.message;
   }
 
-  async function tag(item, button) {
+  // Tags are sent one at a time, in the order they were pressed: two answers in flight could
+  // arrive out of order, and the older one would show a state the server no longer has.
+  let sending = Promise.resolve();
+  function tag(item, button) {
+    sending = sending.then(() => sendTag(item, button));
+    return sending;
+  }
+
+  async function sendTag(item, button) {
     try {
       const answer = await post(button.form, button);
       for (const other of button.form.querySelectorAll("button[name=category]")) {
