@@ -201,6 +201,7 @@ async def takeover(env: dict[str, str], base: str, key: str, own: str, token: st
     """Kill the worker answering a turn; time until another starts its second attempt."""
     from sessions_app.client import SessionsClient
 
+    patch_agent(base, own, ["s-0"], "echo")  # (b) left it to the no-op agent
     slow = workers(env, base, key, 1, RUNTIME_AGENT_PACE="1.0")[0]
     spare: list[Any] = []
     try:
@@ -226,6 +227,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=60)
     parser.add_argument("--turns", type=int, default=2000)
     parser.add_argument("--sizes", default="10,1000,10000")
+    parser.add_argument("--parts", default="a,b,c", help="which measurements to run")
     args = parser.parse_args()
     os.environ.setdefault("DATABASE_URL", "postgres://root@127.0.0.1:5432/test")
     os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -239,11 +241,14 @@ def main() -> None:
         env["RUNTIME_AGENT_PACE"] = "0"
         with DaphneProcess(env) as server:
             base = server.base
-            for size in [int(s) for s in args.sizes.split(",")]:
+            parts = set(args.parts.split(","))
+            for size in [int(s) for s in args.sizes.split(",")] if "a" in parts else [10]:
                 token, key, own = manage_output(
                     "shell", "-c", SETUP.format(sessions=size), env=env
                 ).split()[-3:]
                 names = [f"s-{i}" for i in range(min(size, 10))]
+                if "a" not in parts:
+                    continue
                 procs = workers(env, base, key, 1)
                 try:
                     asyncio.run(latency(base, token, 1, names))  # the worker has started
@@ -258,8 +263,13 @@ def main() -> None:
                         print(
                             f"(a) {existing:>6} sessions, scanning agent: ack -> RUN_STARTED {ms(found)}"
                         )
-            rate = dispatch_rate(env, base, key, own, args.turns)
-            print(f"(b) {args.turns} turns, 4 worker processes, no-op handler: {rate:,.0f} turns/s")
+            if "b" in parts:
+                rate = dispatch_rate(env, base, key, own, args.turns)
+                print(
+                    f"(b) {args.turns} turns, 4 worker processes, no-op handler: {rate:,.0f} turns/s"
+                )
+            if "c" not in parts:
+                return
             took = asyncio.run(takeover(env, base, key, own, token))
             print(f"(c) worker killed mid-turn: restarted by another after {took:.2f} s "
                   f"(lease {LEASE:.0f} s, goal <= {2 * LEASE:.0f} s)")  # fmt: skip
