@@ -50,11 +50,16 @@
     note.textContent = "Not saved: " + error.message;
   }
 
-  // Tags are sent one at a time, in the order they were pressed: two answers in flight could
+  // Tags and decisions are sent one at a time, in the order they were pressed: two answers in flight could
   // arrive out of order, and the older one would show a state the server no longer has.
   let sending = Promise.resolve();
   function tag(item, button) {
     sending = sending.then(() => sendTag(item, button));
+    return sending;
+  }
+
+  function decide(item, button) {
+    sending = sending.then(() => sendDecision(item, button));
     return sending;
   }
 
@@ -70,7 +75,7 @@
     }
   }
 
-  async function decide(item, button) {
+  async function sendDecision(item, button) {
     try {
       const answer = await post(button.form, button);
       item.dataset.verdict = answer.verdict;
