@@ -18,6 +18,7 @@ import pytest
 
 from sessions_app.agents.base import Turn
 from sessions_app.client import SessionsClient
+from tests.e2e.screen import text_of, tool_calls
 from tests.e2e.servers import api_key_for, daphne_server, site_database
 from tests.unit.sessions.adapter_models import scripted_agents_model, scripted_chat_model
 
@@ -71,26 +72,6 @@ async def answer(site, session, handler, text, *, during=None, earlier=()):
 
 def of_run(events, run_id):
     return [e for e in events if e.get("run") == run_id]
-
-
-def text_of(events):
-    return "".join(e["data"]["delta"] for e in events if e["type"] == "TEXT_MESSAGE_CONTENT")
-
-
-def tool_calls(events):
-    """{toolCallId: {"name", "args", "result", "ended"}} as a user's screen folds them."""
-    calls = {}
-    for e in events:
-        data = e.get("data", {})
-        if e["type"] == "TOOL_CALL_START":
-            calls[data["toolCallId"]] = {"name": data["toolCallName"], "args": "", "ended": False}
-        elif e["type"] == "TOOL_CALL_ARGS":
-            calls[data["toolCallId"]]["args"] += data["delta"]
-        elif e["type"] == "TOOL_CALL_END":
-            calls[data["toolCallId"]]["ended"] = True
-        elif e["type"] == "TOOL_CALL_RESULT":
-            calls[data["toolCallId"]]["result"] = data["content"]
-    return calls
 
 
 def outcome(events, run_id):

@@ -28,6 +28,7 @@ from sessions_app.agents.base import Turn
 from sessions_app.client import SessionsClient
 from sessions_app.domain.upstream import UpstreamError
 from tests.e2e.node import ensure_node_modules
+from tests.e2e.screen import text_of, tool_calls
 from tests.e2e.servers import (
     ROOT,
     api_key_for,
@@ -105,29 +106,10 @@ def of_run(events, run_id):
     return [e for e in events if e.get("run") == run_id]
 
 
-def text_of(events):
-    return "".join(e["data"]["delta"] for e in events if e["type"] == "TEXT_MESSAGE_CONTENT")
-
-
 def outcome(events):
     ends = [e for e in events if e["type"] in ("RUN_FINISHED", "RUN_ERROR")]
     assert len(ends) == 1, ends
     return ends[0]["type"], ends[0].get("data", {})
-
-
-def tool_calls(events):
-    calls = {}
-    for e in events:
-        data = e.get("data", {})
-        if e["type"] == "TOOL_CALL_START":
-            calls[data["toolCallId"]] = {"name": data["toolCallName"], "args": "", "ended": False}
-        elif e["type"] == "TOOL_CALL_ARGS":
-            calls[data["toolCallId"]]["args"] += data["delta"]
-        elif e["type"] == "TOOL_CALL_END":
-            calls[data["toolCallId"]]["ended"] = True
-        elif e["type"] == "TOOL_CALL_RESULT":
-            calls[data["toolCallId"]]["result"] = data["content"]
-    return calls
 
 
 EARLIER = [{"role": "user", "content": "Hello"}, {"role": "assistant", "content": "Hi!"}]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import json
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
@@ -21,6 +22,17 @@ from sessions_app.client.errors import RunCancelled
 
 if TYPE_CHECKING:
     from sessions_app.client import Run
+
+
+def require(module: str, adapter: str, package: str, extra: str) -> Any:
+    """The framework ``module`` an adapter needs (a name in the adapter's own code), or an
+    ImportError naming the extra to install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ImportError(
+            f"the {adapter} adapter needs {package}: pip install 'django-ai-stack[{extra}]'"
+        ) from exc
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ from sessions_app.agents.adapters.actions import (
     as_text,
     drive,
     jsonable,
+    require,
 )
 
 if TYPE_CHECKING:
@@ -55,12 +56,7 @@ _current: contextvars.ContextVar[Run | None] = contextvars.ContextVar(
 
 
 def _require() -> None:
-    try:
-        import langgraph  # noqa: F401
-    except ImportError as exc:
-        raise ImportError(
-            f"the LangGraph adapter needs langgraph: pip install 'django-ai-stack[{EXTRA}]'"
-        ) from exc
+    require("langgraph", "LangGraph", "langgraph", EXTRA)
 
 
 def take_steers() -> list[dict[str, str]]:

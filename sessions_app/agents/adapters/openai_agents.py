@@ -39,6 +39,7 @@ from sessions_app.agents.adapters.actions import (
     ToolStart,
     as_text,
     drive,
+    require,
 )
 
 if TYPE_CHECKING:
@@ -54,14 +55,7 @@ REASONING_DELTAS = ("response.reasoning_summary_text.delta", "response.reasoning
 
 
 def _agents() -> Any:
-    try:
-        import agents
-    except ImportError as exc:
-        raise ImportError(
-            "the OpenAI Agents SDK adapter needs openai-agents: "
-            f"pip install 'django-ai-stack[{EXTRA}]'"
-        ) from exc
-    return agents
+    return require("agents", "OpenAI Agents SDK", "openai-agents", EXTRA)
 
 
 def _field(value: Any, name: str) -> Any:

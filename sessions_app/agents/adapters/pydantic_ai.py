@@ -43,6 +43,7 @@ from sessions_app.agents.adapters.actions import (
     drive,
     jsonable,
     pump_steers,
+    require,
 )
 from sessions_app.client.errors import RunCancelled
 
@@ -59,13 +60,7 @@ _current: contextvars.ContextVar[Run | None] = contextvars.ContextVar(
 
 
 def _pydantic_ai() -> Any:
-    try:
-        import pydantic_ai
-    except ImportError as exc:
-        raise ImportError(
-            f"the pydantic-ai adapter needs pydantic-ai: pip install 'django-ai-stack[{EXTRA}]'"
-        ) from exc
-    return pydantic_ai
+    return require("pydantic_ai", "pydantic-ai", "pydantic-ai", EXTRA)
 
 
 class EventMapping:
