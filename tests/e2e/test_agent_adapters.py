@@ -13,11 +13,11 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import httpx
 import pytest
 
 from sessions_app.agents.base import Turn
 from sessions_app.client import SessionsClient
+from tests.e2e import screen
 from tests.e2e.screen import text_of, tool_calls
 from tests.e2e.servers import api_key_for, daphne_server, site_database
 from tests.unit.sessions.adapter_models import scripted_agents_model, scripted_chat_model
@@ -36,18 +36,11 @@ def site(tmp_path_factory):
 
 
 def new_session(site) -> str:
-    name = f"adapters-{next(names)}"
-    reply = httpx.post(f"{site['base']}/api/sessions/", json={"name": name},
-                       headers={"Authorization": f"Bearer {site['key']}"})  # fmt: skip
-    assert reply.status_code == 201, reply.text
-    return name
+    return screen.new_session(site, f"adapters-{next(names)}")
 
 
 def history(site, session):
-    reply = httpx.get(f"{site['base']}/api/sessions/{session}/events?limit=1000",
-                      headers={"Authorization": f"Bearer {site['key']}"})  # fmt: skip
-    reply.raise_for_status()
-    return reply.json()["events"]
+    return screen.history(site, session)
 
 
 def turn_for(session: str, text: str, run_id: str, earlier=()) -> Turn:

@@ -27,6 +27,7 @@ from sessions_app.agents import gateway
 from sessions_app.agents.base import Turn
 from sessions_app.client import SessionsClient
 from sessions_app.domain.upstream import UpstreamError
+from tests.e2e import screen
 from tests.e2e.node import ensure_node_modules
 from tests.e2e.screen import text_of, tool_calls
 from tests.e2e.servers import (
@@ -88,18 +89,11 @@ def site(tmp_path_factory, python_upstream):
 
 
 def new_session(site) -> str:
-    name = f"gateway-{next(names)}"
-    reply = httpx.post(f"{site['base']}/api/sessions/", json={"name": name},
-                       headers={"Authorization": f"Bearer {site['key']}"})  # fmt: skip
-    assert reply.status_code == 201, reply.text
-    return name
+    return screen.new_session(site, f"gateway-{next(names)}")
 
 
 def history(site, session):
-    reply = httpx.get(f"{site['base']}/api/sessions/{session}/events?limit=1000",
-                      headers={"Authorization": f"Bearer {site['key']}"})  # fmt: skip
-    reply.raise_for_status()
-    return reply.json()["events"]
+    return screen.history(site, session)
 
 
 def of_run(events, run_id):
