@@ -469,6 +469,16 @@ class Run:
         except asyncio.QueueEmpty:
             return None
 
+    @property
+    def pending_steers(self) -> int:
+        """How many steering instructions arrived that the agent has not taken yet."""
+        return self._steers.qsize()
+
+    @property
+    def message_id(self) -> str | None:
+        """The id of the assistant message this run is writing, None between messages."""
+        return self._message
+
     # --- streamed tool calls, reasoning and steps (what the framework adapters stream) ----
     # Each is its own append, in call order after the text written before it: a tool call
     # or a reasoning message first ends the text message in progress.

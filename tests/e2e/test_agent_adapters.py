@@ -275,7 +275,7 @@ def test_pydantic_ai_takes_a_steer_at_its_next_model_request(site):
         # The run has the steer once its STEER event arrived, and the adapter has handed it
         # to the agent once the run's queue of steers is empty again.
         await until(lambda: any(e["type"] == "STEER" for e in session_events))
-        await until(lambda: run._steers.empty())
+        await until(lambda: run.pending_steers == 0)
         steered.set()
 
     async def scenario():
@@ -606,7 +606,7 @@ def test_openai_agents_cancel_stops_the_run_before_its_next_tool(site):
     session = new_session(site)
 
     async def device(client, run):
-        await cancel_when(client, run, lambda: run._message is not None)
+        await cancel_when(client, run, lambda: run.message_id is not None)
 
     run_id = asyncio.run(
         answer(site, session, handler(assistant, run_config=untraced()), "Go", during=device)
