@@ -83,6 +83,7 @@ from typing import Any
 
 from bench.sessions_log import (
     BASE_DB,
+    REDIS_URL,
     ROOT,
     SETUP,
     Server,
@@ -115,7 +116,13 @@ CONNECTS_AT_ONCE = 20
 CONNECT_TIMEOUT = 300.0
 SIZES = [10, 25, 50, 100, 200, 400]
 QUICK_SIZES = [5, 10, 25]
-TARGETS = {"ours": "config.asgi:application", "plain": "bench.plain_channels:application"}
+TARGETS = {
+    "ours": "config.asgi:application",
+    "plain": "bench.plain_channels:application",
+    "eventstream": "bench.eventstream_site.asgi:application",
+    "resumable": "bench/resumable/server.mjs",  # Node, whatever --server says
+}
+SYSTEMS = list(TARGETS)
 
 
 # --- tokens: what the agent sent and when, what each device received -----------------------
@@ -336,6 +343,8 @@ class Step:
     client_cpu: float
     idle_kb: int
     peak_kb: int
+    workers: int = 1
+    proxy_cpu: float = 0.0  # the TCP proxy's CPU seconds (several workers only)
 
     @property
     def deliveries(self) -> int:
@@ -374,16 +383,19 @@ class Step:
                 "lost": self.lost, "deliveries": self.deliveries,
                 "cpu_per_1000": self.cpu_per_1000, "server_share": self.server_share,
                 "kb_per_session": self.kb_per_session, "generator_share": self.client_share,
-                "holds": self.holds}  # fmt: skip
+                "holds": self.holds, "workers": self.workers,
+                "proxy_share": self.proxy_cpu / self.seconds}  # fmt: skip
 
     def line(self) -> str:
         lat = self.latencies or [float("nan")]
+        proxy = f"  proxy {self.proxy_cpu / self.seconds:.0%}" if self.workers > 1 else ""
         return (
-            f"{self.system:5} N={self.sessions:<4} p50 {pct(lat, 0.5) * 1e3:6.1f} ms  "
+            f"{self.system:11} N={self.sessions:<4} p50 {pct(lat, 0.5) * 1e3:6.1f} ms  "
             f"p99 {pct(lat, 0.99) * 1e3:6.1f} ms  p99.9 {pct(lat, 0.999) * 1e3:6.1f} ms  "
             f"lost {self.lost}  {self.deliveries} deliveries  "
             f"server CPU {self.cpu_per_1000:.3f} s/1000 tokens ({self.server_share:.0%} of a "
-            f"core)  {self.kb_per_session:.0f} KB/session  generator {self.client_share:.0%}"
+            f"core{'s' if self.workers > 1 else ''} over {self.workers} worker(s))  "
+            f"{self.kb_per_session:.0f} KB/session  generator {self.client_share:.0%}{proxy}"
         )
 
 
@@ -399,10 +411,20 @@ def own_cpu() -> float:
 
 
 def make_agent(system: str, server: Server, token: str, session: str) -> Any:
+    from bench import capacity_peers as peers
+
+    if system == "resumable":
+        return peers.ResumableAgent(server, session)
+    if system == "eventstream":
+        return peers.EventstreamAgent(server, session)
     return OursAgent(server, token, session) if system == "ours" else PlainAgent(server, session)
 
 
 async def open_device(system: str, server: Server, token: str, session: str, tape: Tape) -> Device:
+    if system in ("resumable", "eventstream"):
+        from bench.capacity_peers import open_sse_device
+
+        return await open_sse_device(system, server, session, tape)
     url = server.ws + (f"?token={token}" if system == "ours" else "")
     conn = await ws_open(url)
     await ws_subscribe(conn, session, "now")
@@ -428,7 +450,15 @@ async def connect_all(
     await asyncio.gather(*(agent_up(a) for a in agents))
     wanted = [i for i, (_, count) in enumerate(sessions) for _ in range(count)]
     devices = await asyncio.gather(*(device_up(i) for i in wanted))
+    if system == "eventstream":
+        await asyncio.sleep(0.5)  # its Redis listener subscribes in the background
     return agents, list(devices), tapes
+
+
+async def close_device(device: Device) -> None:
+    from bench.capacity_peers import close_device as close_sse
+
+    await (close_sse(device) if type(device) is not Device else device.conn.close())
 
 
 # --- generator processes: each runs the agents and devices of its share of the sessions ------
@@ -476,7 +506,7 @@ async def generate(
             task.cancel()
         await asyncio.gather(*followers, return_exceptions=True)
         await asyncio.gather(*(a.close() for a in agents), return_exceptions=True)
-        await asyncio.gather(*(d.conn.close() for d in devices), return_exceptions=True)
+        await asyncio.gather(*(close_device(d) for d in devices), return_exceptions=True)
 
 
 def generator(
@@ -522,15 +552,16 @@ def expect(pipe: Connection, kind: type, timeout: float) -> Any:
 
 
 def run_load(
-    system: str, server: Server, token: str, names: list[str], seconds: float, clients: int
-) -> tuple[float, list[Share], float, int]:
-    """The timed span: (elapsed, shares, server CPU seconds, peak server RSS in KB).
+    system: str, server: Fleet, token: str, names: list[str], seconds: float, clients: int
+) -> tuple[float, list[Share], float, int, float]:
+    """The timed span: (elapsed, shares, server CPU seconds summed over its workers, peak
+    server RSS in KB summed likewise, the proxy's CPU seconds).
 
     Connecting and disconnecting happen outside it.
     """
     generators = start_generators(system, server, token, names, seconds, clients)
     try:
-        server_cpu = -cpu_seconds(server.pid)
+        server_cpu, proxy_cpu = -server.cpu(), -server.proxy_cpu()
         start = time.perf_counter() + 0.1
         for _, pipe in generators:
             pipe.send(start)
@@ -539,29 +570,31 @@ def run_load(
         while not all(pipe.poll() for _, pipe in generators) and time.perf_counter() < deadline:
             time.sleep(0.5)
             peak = max(peak, server.rss_kb())
-        server_cpu += cpu_seconds(server.pid)
+        server_cpu, proxy_cpu = server_cpu + server.cpu(), proxy_cpu + server.proxy_cpu()
         shares = [expect(pipe, Share, 0) for _, pipe in generators]
     finally:
         for process, _ in generators:
             process.join(30)
             if process.is_alive():
                 process.kill()
-    return max(s.ended for s in shares) - start, shares, server_cpu, peak
+    return max(s.ended for s in shares) - start, shares, server_cpu, peak, proxy_cpu
 
 
 def measure_step(
-    system: str, server: Server, token: str, names: list[str], seconds: float, clients: int
+    system: str, server: Fleet, token: str, names: list[str], seconds: float, clients: int
 ) -> Step:
     # Warm-up: imports, the channel layer's and database's first connections, thread pools.
     run_load(system, server, token, ["cap-warm"], 1.0, 1)
     time.sleep(1.0)
     idle_kb = server.rss_kb()
-    elapsed, shares, server_cpu, peak_kb = run_load(system, server, token, names, seconds, clients)
+    elapsed, shares, server_cpu, peak_kb, proxy_cpu = run_load(
+        system, server, token, names, seconds, clients
+    )
     return Step(
         system=system, sessions=len(names), seconds=elapsed,
         latencies=[x for s in shares for x in s.latencies], lost=sum(s.lost for s in shares),
         server_cpu=server_cpu, client_cpu=sum(s.cpu for s in shares),
-        idle_kb=idle_kb, peak_kb=peak_kb,
+        idle_kb=idle_kb, peak_kb=peak_kb, workers=len(server.pids), proxy_cpu=proxy_cpu,
     )  # fmt: skip
 
 
@@ -601,6 +634,67 @@ def serve(kind: str, target: str, env: dict[str, str]) -> contextlib.AbstractCon
 
 
 @dataclass
+class Fleet(Server):
+    """One system's server processes for a step: one, or several behind the TCP proxy
+    (``base`` is then the proxy's; ``pid`` the first worker's)."""
+
+    pids: list[int] = field(default_factory=list)
+    proxy_pid: int | None = None
+
+    def rss_kb(self) -> int:
+        return sum(Server(self.base, pid).rss_kb() for pid in self.pids)
+
+    def cpu(self) -> float:
+        return sum(cpu_seconds(pid) for pid in self.pids)
+
+    def proxy_cpu(self) -> float:
+        return 0.0 if self.proxy_pid is None else cpu_seconds(self.proxy_pid)
+
+
+@contextmanager
+def tcp_proxy(upstreams: list[str]) -> Iterator[Server]:
+    """``python -m sessions_app.tcp_proxy`` (round robin per connection) in its own process."""
+    port = free_port()
+    args = ["-m", "sessions_app.tcp_proxy", "--listen", f"127.0.0.1:{port}", *upstreams]
+    with tempfile.NamedTemporaryFile(prefix=f"bench-proxy-{port}-", suffix=".log") as out:
+        proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=out,
+                                stderr=subprocess.STDOUT, preexec_fn=_raise_nofile)  # fmt: skip
+        try:
+            base = f"http://127.0.0.1:{port}"
+            wait_until_serving(base + "/", proc, Path(out.name), timeout=30)
+            yield Server(base, proc.pid)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@contextmanager
+def serve_fleet(system: str, kind: str, env: dict[str, str], workers: int) -> Iterator[Fleet]:
+    """``workers`` fresh servers of ``system``; more than one go behind the TCP proxy."""
+    from bench.capacity_peers import node_server
+
+    with contextlib.ExitStack() as stack:
+        servers = [
+            stack.enter_context(
+                node_server(env) if system == "resumable" else serve(kind, TARGETS[system], env)
+            )
+            for _ in range(workers)
+        ]
+        pids = [s.pid for s in servers]
+        if workers == 1:
+            yield Fleet(servers[0].base, servers[0].pid, pids)
+        else:
+            proxy = stack.enter_context(
+                tcp_proxy([s.base.removeprefix("http://") for s in servers])
+            )
+            yield Fleet(proxy.base, servers[0].pid, pids, proxy.pid)
+
+
+@dataclass
 class Plan:
     """What to run: the ASGI server, the sizes, each step's streaming time, the generators."""
 
@@ -609,17 +703,20 @@ class Plan:
     seconds: float
     clients: int
     keep_going: bool  # run every size, even after a system's last step
+    systems: list[str] = field(default_factory=lambda: list(SYSTEMS))
+    workers: int = 1
 
 
 def run_sizes(plan: Plan, envs: dict[str, dict[str, str]], token: str) -> list[Step]:
-    """Raise N through the sizes for both systems; a system stops after its last step."""
+    """Raise N through the sizes for every system; a system stops after its last step."""
     steps: list[Step] = []
-    going = ["ours", "plain"]
+    going = list(plan.systems)
     for n in plan.sizes:
         for system in list(going):
-            log(f"{system} under {plan.server}: {n} sessions for {plan.seconds:g} s")
+            kind = "node" if system == "resumable" else plan.server
+            log(f"{system} under {kind} x{plan.workers}: {n} sessions for {plan.seconds:g} s")
             names = [f"cap-{i}" for i in range(n)]
-            with serve(plan.server, TARGETS[system], envs[system]) as server:
+            with serve_fleet(system, plan.server, envs[system], plan.workers) as server:
                 step = measure_step(system, server, token, names, plan.seconds, plan.clients)
             steps.append(step)
             log(step.line())
@@ -633,14 +730,29 @@ def run_sizes(plan: Plan, envs: dict[str, dict[str, str]], token: str) -> list[S
 def run_all(plan: Plan) -> list[Step]:
     _raise_nofile()
     names = ["cap-warm"] + [f"cap-{i}" for i in range(max(plan.sizes))]
-    with postgres_database(BASE_DB, f"bench_cap_{os.getpid()}") as db:
+    from bench.capacity_peers import forget_keys, node_env
+
+    prefix = f"bench{os.getpid()}-rs"
+    with contextlib.ExitStack() as stack:
+        db = stack.enter_context(postgres_database(BASE_DB, f"bench_cap_{os.getpid()}"))
         ours_env = base_env(DATABASE_URL=db, DJANGO_SETTINGS_MODULE="bench.sessions_settings")
-        plain_env = base_env(DJANGO_SETTINGS_MODULE="bench.plain_settings")
+        envs = {"ours": ours_env, "plain": base_env(DJANGO_SETTINGS_MODULE="bench.plain_settings"),
+                "resumable": node_env(REDIS_URL, prefix)}  # fmt: skip
         log("migrating the scratch database")
         run_manage("migrate", "--no-input", env=ours_env)
         out = manage_output("shell", "-c", SETUP.format(names=names), env=ours_env)
         token = out.strip().splitlines()[-1]
-        return run_sizes(plan, {"ours": ours_env, "plain": plain_env}, token)
+        if "eventstream" in plan.systems:
+            es_db = stack.enter_context(postgres_database(BASE_DB, f"bench_cap_es_{os.getpid()}"))
+            envs["eventstream"] = base_env(
+                DATABASE_URL=es_db, DJANGO_SETTINGS_MODULE="bench.eventstream_site.settings"
+            )
+            run_manage("migrate", "--no-input", env=envs["eventstream"])
+        try:
+            return run_sizes(plan, envs, token)
+        finally:
+            if "resumable" in plan.systems:
+                forget_keys(REDIS_URL, prefix)
 
 
 # --- report ----------------------------------------------------------------------------------
@@ -653,11 +765,13 @@ def figure(steps: list[Step], system: str) -> int:
 
 
 def report(steps: list[Step], plan: Plan, loadavg: tuple[float, float]) -> str:
-    lines = [f"ASGI server: {plan.server}, one process; {plan.clients} generator process(es); "
+    lines = [f"ASGI server: {plan.server} (resumable: node), {plan.workers} process(es) per "
+             f"system{' behind the TCP proxy' if plan.workers > 1 else ''}; "
+             f"{plan.clients} generator process(es); "
              f"{plan.seconds:g} s a step; 1-minute load average {loadavg[0]:.1f} at the start, "
              f"{loadavg[1]:.1f} at the end ({os.cpu_count()} cores)."]  # fmt: skip
     lines += [step.line() for step in steps]
-    for system in ("ours", "plain"):
+    for system in plan.systems:
         lines.append(
             f"{system}: largest N with p99 <= {P99_LIMIT * 1e3:.0f} ms and nothing lost: "
             f"{figure(steps, system)}"
@@ -672,6 +786,14 @@ def parse_sizes(text: str) -> list[int]:
     return sizes
 
 
+def parse_systems(text: str) -> list[str]:
+    systems = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [s for s in systems if s not in SYSTEMS]
+    if unknown or not systems:
+        raise argparse.ArgumentTypeError(f"systems are some of {','.join(SYSTEMS)}")
+    return list(dict.fromkeys(systems))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=parse_sizes, help="sessions per step, e.g. 10,25,50")
@@ -684,6 +806,13 @@ def main() -> None:
     parser.add_argument(
         "--clients", type=int, default=1, help="generator processes to split the sessions over"
     )
+    parser.add_argument(
+        "--systems", type=parse_systems, default=list(SYSTEMS),
+        help=f"comma-separated, from {','.join(SYSTEMS)} (default: all)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--workers", type=int, default=1, help="server processes per system (behind the TCP proxy)"
+    )
     parser.add_argument("--json", type=Path, help="also save every step's figures here")
     args = parser.parse_args()
     plan = Plan(
@@ -692,6 +821,8 @@ def main() -> None:
         seconds=args.seconds or (8.0 if args.quick else 20.0),
         clients=max(1, args.clients),
         keep_going=args.keep_going,
+        systems=args.systems,
+        workers=max(1, args.workers),
     )
     started = os.getloadavg()[0]
     steps = run_all(plan)
