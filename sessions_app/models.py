@@ -373,3 +373,70 @@ class Audit(models.Model):
             .order_by("-created_at", "-id")
             .first()
         )
+
+
+class Feedback(models.Model):
+    """A user's latest rating of an assistant message, for the admin to filter.
+
+    A projection of the log's ``sessions.FEEDBACK`` events: written only by the commit that
+    appends each one (``log.ratings.FeedbackTracker``), in the same transaction, so it says
+    what the fold says: one row per (session, message, user), a later rating replacing the
+    earlier one. The log stays the truth; ``manage.py sessions backfill-feedback`` rebuilds
+    the rows of events appended before this table existed.
+    """
+
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="ratings")
+    message = models.CharField(max_length=128, help_text="The id of the rated message.")
+    user = models.CharField(max_length=150, help_text="The username of the credential that rated.")
+    rating = models.CharField(max_length=4, choices=[("up", "up"), ("down", "down")])
+    comment = models.TextField(blank=True)
+    correction = models.TextField(blank=True, help_text="The answer the user would have wanted.")
+    run_id = models.CharField(max_length=128, blank=True, help_text="The run that answered.")
+    agent = models.CharField(max_length=128, blank=True, help_text="The agent that answered.")
+    seq = models.BigIntegerField(help_text="The offset of the rating's event.")
+    rated_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name = "feedback"
+        verbose_name_plural = "feedback"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["session", "message", "user"], name="sessions_app_unique_rating"
+            )
+        ]
+        indexes = [
+            models.Index(fields=["-rated_at"], name="sessions_app_ratings_recent"),
+            models.Index(fields=["agent", "rated_at"], name="sessions_app_ratings_agent"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user}: {self.rating} on {self.message}"
+
+
+class UsageByDay(Run):
+    """Runs seen as usage per agent and per day (an admin page; no table of its own)."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "usage by agent and day"
+        verbose_name_plural = "usage by agent and day"
+
+
+class Export(models.Model):
+    """One run of ``manage.py sessions export-dataset``: its dataset card, for the admin.
+
+    Only the card is kept (counts, date range, ratings, redactions, filters, the names of
+    the files written); the exported conversations stay in the files the operator chose.
+    """
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    conversations = models.PositiveIntegerField()
+    took_seconds = models.FloatField(help_text="How long the export ran.")
+    out = models.CharField(max_length=1000, blank=True, help_text="Where it wrote (empty: stdout).")
+    card = models.JSONField(help_text="The dataset card.")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"export of {self.conversations} conversations, {self.created_at:%Y-%m-%d %H:%M}"

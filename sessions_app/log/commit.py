@@ -38,6 +38,7 @@ from sessions_app.domain.errors import (
     SessionError,
     StreamClosed,
 )
+from sessions_app.log.ratings import FeedbackTracker
 from sessions_app.log.requests import AppendRequest, AppendResult, Item, Locked, Pending
 from sessions_app.models import Entry, Producer, Session
 from sessions_app.runs import RunTracker
@@ -96,6 +97,7 @@ class _Batch:
     producer_rows: dict[tuple[int, str], Producer | None] = field(default_factory=dict)
     tracker: RunTracker = field(default_factory=RunTracker)
     turns: TurnTracker = field(default_factory=TurnTracker)
+    ratings: FeedbackTracker = field(default_factory=FeedbackTracker)
 
     def lock(self, pk: int) -> _Row:
         row = self.rows.get(pk)
@@ -205,6 +207,7 @@ def _apply_one(request: AppendRequest, batch: _Batch) -> tuple[AppendRequest, Ap
     if request.items:
         ended = batch.tracker.apply(request, changes, first, now)
         request.turn_wake = batch.turns.apply(request, first, now, ended)
+        batch.ratings.apply(request, first, now)
         for seq, item in enumerate(request.items, start=first):
             body = item.body.encode() if isinstance(item.body, str) else item.body
             batch.entries.append((pk, seq, item.type, item.run, body, now))

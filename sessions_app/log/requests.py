@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from sessions_app.domain import producers
+from sessions_app.domain.judgement import FEEDBACK
 
 # Event types the run tracker reads (``runs.RunTracker``): an append carrying one is never
 # written by the one-statement path, which keeps no run bookkeeping.
@@ -37,6 +38,11 @@ class Item:
     @property
     def tracked(self) -> bool:
         return bool(self.run) or self.type in TRACKED_TYPES or self.asks
+
+    @property
+    def rates(self) -> bool:
+        """A rating (``sessions.FEEDBACK``): ``log.ratings`` records it in the commit."""
+        return self.type == "CUSTOM" and (self.data or {}).get("name") == FEEDBACK
 
     @property
     def asks(self) -> bool:
@@ -100,7 +106,7 @@ class AppendRequest:
             and self.producer is None
             and self.stream_seq is None
             and not self.close
-            and not any(item.tracked for item in self.items)
+            and not any(item.tracked or item.rates for item in self.items)
         )
 
 
