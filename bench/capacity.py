@@ -1,4 +1,4 @@
-"""Benchmark: how many streaming chats one server core carries (ours and plain Channels).
+"""Benchmark: how many streaming chats one server core carries, ours beside three peers.
 
 Run from the repository root (PostgreSQL and Redis must be running)::
 
@@ -8,6 +8,8 @@ Run from the repository root (PostgreSQL and Redis must be running)::
     .venv/bin/python -m bench capacity --server uvicorn       # the other ASGI server
     .venv/bin/python -m bench capacity --keep-going           # every size, past the limits
     .venv/bin/python -m bench capacity --clients 2            # two load-generator processes
+    .venv/bin/python -m bench capacity --systems ours,resumable  # some of the four systems
+    .venv/bin/python -m bench capacity --workers 3            # three processes per system
 
 The load (issue #25). N sessions; in each, one agent streams answers of ANSWER_TOKENS tokens
 at TOKENS_PER_SECOND, pauses PAUSE_SECONDS, and answers again, until the step's time is up.
@@ -24,8 +26,36 @@ One device follows each session, and a second device every SECOND_DEVICE_EVERY-t
   the same events in the same frames (producer field included), the same ~30 ms coalescing,
   one publish in flight at a time. Like the SDK's agent, it subscribes to its own session
   (that is how an agent would hear a cancel), so each frame goes to the same sockets.
+* resumable: Vercel's ``resumable-stream`` 2.2.13 (npm, its default ``redis`` 4 clients) on
+  the same Redis, in a small ``node:http`` server (bench/resumable/server.mjs; the bench runs
+  ``npm ci`` there, into its gitignored node_modules, the first time). It follows the AI SDK's
+  "resume streams" documentation without Next.js: an answer is a POST whose body is the
+  model's output (here the agent, ``capacity_peers.ResumableRun``: the AI SDK's UI message
+  stream chunks, start / text-start / text-delta... / text-end / finish, one JSON line per
+  coalesced batch with the same ~30 ms coalescing, written as the batches come); the server
+  turns each line into the SSE text the AI SDK writes (``data: <json>``, then ``[DONE]``),
+  hands that stream to ``createNewResumableStream`` under a fresh id and saves the id as the
+  chat's active stream (the docs' ``activeStreamId``; a Redis key here, cleared when the answer
+  ends). The POST's own copy of the stream (which the AI SDK would send back to the device that
+  asked) is read and dropped in the server. A device is the docs' resume route, ``GET
+  /chat/<id>/stream`` -> ``resumeExistingStream(activeStreamId)``: 204 when no answer is
+  streaming (the device asks again after ``RESUME_POLL_SECONDS``, 50 ms: the AI SDK has no
+  push for "a new answer started", so the first tokens of an answer can wait that long), and
+  a new GET when an answer's stream ends. Every device of a chat is a resumer (the library's
+  pub/sub path), which is how a second device or a reload follows an answer. Its server keeps
+  each answer's text in memory while it streams and writes nothing durable but the id keys:
+  an answer that ended is gone from it (the AI SDK's docs store finished messages in the app's
+  database, which this server does not do).
+* eventstream: django-eventstream 5.3.4 as ``bench.eventstream_site`` sets it up (the
+  ``sessions_log`` bench's peer: ``DjangoModelStorage`` on PostgreSQL, every event a row, and
+  Redis between processes), served by the same ASGI server as ours. The agent
+  (``capacity_peers.EventstreamAgent``) sends the SDK's events in the SDK's frames with the same
+  coalescing (``PlainRun``), each frame one HTTP POST to a view calling ``send_event`` per event,
+  one POST in flight at a time; a device is an SSE GET of the session's channel from now, read
+  back into tokens the same way.
 
-Devices are raw WebSockets (as a browser's), subscribed from "now"; they parse each text
+Devices of ours and plain are raw WebSockets (as a browser's), subscribed from "now"; those
+of the two SSE peers are HTTP clients (httpx). All parse each text
 delta back into tokens. A token's text is its number in the session (``"17 "``: a realistic
 few characters), so a device checks that it got every token once and in order, and looks up
 when the agent called ``text()`` for it: the token latency includes the coalescing wait.
@@ -35,9 +65,10 @@ Measured per step, after every socket is connected and subscribed (connecting is
 * token latency p50 / p99 / p99.9 over every delivery (a token to two devices counts twice);
 * nothing lost: after the agents stop, each device has DRAIN_SECONDS to receive every token
   of its session; a missing, repeated or out-of-order token counts as lost;
-* the server's CPU (user + sys of its one process, from /proc) per 1,000 token deliveries, and
-  its share of one core over the step; PostgreSQL's and Redis's CPU are not included (other
-  work shares them on this machine): ours writes every batch to PostgreSQL, plain does not;
+* the server's CPU (user + sys of its process, from /proc; with ``--workers`` summed over
+  them, the TCP proxy's shown apart) per 1,000 token deliveries, and its share of one core
+  over the step; PostgreSQL's and Redis's CPU are not included (other work shares them on this
+  machine): ours and eventstream write every batch to PostgreSQL, plain and resumable do not;
 * the server's memory per streaming session: (peak RSS during the step - RSS once idle) / N;
 * the generator's own CPU (user + sys of its processes over the same span) as a share of one
   core. Agents and devices run in ``--clients`` processes forked from this one (default 1;
@@ -53,8 +84,16 @@ for that ack, so ours' commit time is part of its token latency (as it is for a 
 The servers' scratch database (next to BENCH_DATABASE_URL's, dropped afterwards) and Redis
 (BENCH_REDIS_URL, a prefix of this run's own) are those of ``bench.sessions_log``.
 
+``--workers N`` starts N processes of each system (N daphnes, uvicorns or Nodes) behind
+``sessions_app.tcp_proxy`` (round robin per connection) in a process of its own; on a 2-core
+machine read it as CPU per token (the cost of spreading sessions over processes), not as a
+speed-up. Resumable's workers share the streams through Redis as the library intends (the
+producer lives in the worker that took the POST; a device on another worker is served via
+pub/sub).
+
 Every step starts fresh servers (so no earlier step shapes memory or CPU) and, at each size,
-runs ours then plain, so that the machine's load hits both alike. Sizes rise until a system's
+runs the systems one after another in ``--systems`` order, so that the machine's load hits
+them alike. Sizes rise until a system's
 p99 passes P99_LIMIT, it loses a token, or its server uses over SATURATED of a core; that
 system then stops. Its figure is the largest N holding p99 <= P99_LIMIT with nothing lost.
 """
@@ -394,7 +433,7 @@ class Step:
             f"p99 {pct(lat, 0.99) * 1e3:6.1f} ms  p99.9 {pct(lat, 0.999) * 1e3:6.1f} ms  "
             f"lost {self.lost}  {self.deliveries} deliveries  "
             f"server CPU {self.cpu_per_1000:.3f} s/1000 tokens ({self.server_share:.0%} of a "
-            f"core{'s' if self.workers > 1 else ''} over {self.workers} worker(s))  "
+            f"core{f', summed over {self.workers} workers' if self.workers > 1 else ''})  "
             f"{self.kb_per_session:.0f} KB/session  generator {self.client_share:.0%}{proxy}"
         )
 
