@@ -263,16 +263,15 @@ class Run:
                     raise self.error  # what was written before the cancel could not land
                 return exc_type in (None, RunCancelled)
             if exc_type is None or exc_type is RunCancelled:
-                try:
-                    await self.flush()
-                except PublishError as failed:
-                    await self._fail(failed)
-                    raise
                 if exc_type is None:
                     outcome = {"outcome": "success"}
                 else:  # stopped from outside, e.g. its parent was cancelled
                     outcome = {"outcome": "cancelled", "reason": "parent"}
-                await self._end([self._envelope("RUN_FINISHED", data=outcome)])
+                try:
+                    await self._finish([self._envelope("RUN_FINISHED", data=outcome)])
+                except PublishError as failed:  # refused: the run ends with RUN_ERROR
+                    await self._fail(failed)
+                    raise
                 return exc_type is RunCancelled
             await self._fail(exc)
             return False
@@ -293,6 +292,21 @@ class Run:
             await self._end([self._envelope("RUN_ERROR", data=data)])
         except PublishError as refused:  # e.g. the server ended the run already
             logger.warning("run %s: RUN_ERROR was refused: %s", self.id, refused)
+
+    async def _finish(self, events: list[dict[str, Any]]) -> None:
+        """Publish the buffered text, the message's end and ``events`` (the run's end) in one
+        append (in several when the text is long: the end goes with its last piece)."""
+        async with self._lock:
+            if self.error is not None:
+                raise self.error
+            delta, self._buffer = "".join(self._buffer), []
+            if self._message is not None:
+                events = [self._envelope("TEXT_MESSAGE_END", message=self._message), *events]
+            else:
+                delta = ""
+            self._ended = True
+            await self._publish_text(delta, then=events)
+            self._message = None
 
     async def _end(self, events: list[dict[str, Any]]) -> None:
         if self._message is not None:
