@@ -158,6 +158,7 @@ class RunAdmin(admin.ModelAdmin):
         "cost",
     )
     list_filter = ("status", StuckFilter)
+    date_hierarchy = "started_at"  # and "Usage by agent and day" above the list (admin_usage)
     search_fields = ("run_id", "session__name", "agent")
     raw_id_fields = ("session", "parent")
     list_select_related = ("session", "parent")
@@ -376,4 +377,5 @@ def _human_bytes(size: int) -> str:
     return f"{size} B"
 
 
+from sessions_app import admin_usage as _usage_admin  # noqa: E402, F401  (usage, feedback, exports)
 from sessions_app.audit import admin as _audit_admin  # noqa: E402, F401  (saved delivery audits)

@@ -10,6 +10,7 @@ one chunk, never the export. What a conversation is, the filters, the split and 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from sessions_app.domain.dataset import (
 )
 from sessions_app.domain.fold import SessionState, apply
 from sessions_app.log import loads
-from sessions_app.models import JSON_CONTENT_TYPE, Entry, Run, Session
+from sessions_app.models import JSON_CONTENT_TYPE, Entry, Export, Run, Session
 
 CHUNK = 200  # sessions a query reads (their entries come in one more query)
 
@@ -138,7 +139,9 @@ def export(
 
 def export_files(options: Options, out: Path | None, stdout: Writer) -> dict[str, Any]:
     """Write one JSONL file per split (``out`` ``data.jsonl`` -> ``data.train.jsonl``...), or,
-    without ``out``, every line to ``stdout`` as ``{"split": ..., "messages": ...}``."""
+    without ``out``, every line to ``stdout`` as ``{"split": ..., "messages": ...}``; the
+    card is kept as an ``Export`` row (the admin's Exports page)."""
+    started = time.monotonic()
     with ExitStack() as stack:
         if out is None:
 
@@ -164,6 +167,12 @@ def export_files(options: Options, out: Path | None, stdout: Writer) -> dict[str
             split: out.with_name(f"{out.stem}.{split}{out.suffix or '.jsonl'}").name
             for split in SPLITS
         }
+    Export.objects.create(
+        conversations=card["conversations"],
+        took_seconds=time.monotonic() - started,
+        out=str(out or "")[:1000],
+        card=card,
+    )
     return card
 
 
