@@ -91,8 +91,8 @@ class _Row:
 
 @dataclass
 class _ProducerRow:
-    """A producer's stored state, as the commit reads and writes it (no model instance: the
-    lookup rides on the session's lock statement, and the write is one UPDATE)."""
+    """A producer's stored state, as the commit reads and writes it: plain values, read by
+    one SELECT and written by one UPDATE (no model instances, no ORM query building)."""
 
     pk: int | None
     epoch: int
@@ -111,29 +111,26 @@ class _Batch:
     turns: TurnTracker = field(default_factory=TurnTracker)
     ratings: FeedbackTracker = field(default_factory=FeedbackTracker)
 
-    def lock(self, pk: int, claim: producers.ProducerClaim | None = None) -> _Row:
-        """The session's row, locked; with ``claim``, its producer's state is read by the
-        same statement (one round trip instead of two on every producer's append)."""
+    def lock(self, pk: int) -> _Row:
         row = self.rows.get(pk)
         if row is None:
-            joined = claim is not None
-            sql = _lock_sql(connection.features.has_select_for_update, joined)
             with connection.cursor() as cursor:
-                cursor.execute(sql, [claim.id, pk] if claim is not None else [pk])
+                cursor.execute(_lock_sql(connection.features.has_select_for_update), [pk])
                 found = cursor.fetchone()
             if found is None:
                 raise NotFound("no such session")
-            head, closed, deleted, expires_at, size, metadata = found[:6]
+            head, closed, deleted, expires_at, size, metadata = found
             row = self.rows[pk] = _Row(
                 int(head), bool(closed), bool(deleted), aware(expires_at), int(size), metadata
             )
-            if claim is not None:
-                self.producer_rows[(pk, claim.id)] = _producer_row(found[6:])
         return row
 
     def producer(self, pk: int, claim: producers.ProducerClaim) -> _ProducerRow | None:
+        # Read after the session's lock is held, by a statement of its own: under READ
+        # COMMITTED it sees what the lock's previous holder wrote (a join in the lock
+        # statement would read the producer as of before the wait for the lock).
         key = (pk, claim.id)
-        if key not in self.producer_rows:  # another producer of a session locked already
+        if key not in self.producer_rows:
             with connection.cursor() as cursor:
                 cursor.execute(_producer_sql(), [claim.id, pk])
                 found = cursor.fetchone()
@@ -152,20 +149,12 @@ def _producer_row(values: Sequence[Any] | None) -> _ProducerRow | None:
 
 
 @functools.cache
-def _lock_sql(for_update: bool, producer: bool = False) -> str:
+def _lock_sql(for_update: bool) -> str:
     table = connection.ops.quote_name(Session._meta.db_table)
-    columns = "s.head, s.closed, s.deleted, s.expires_at, s.size_bytes, s.metadata"
-    if not producer:
-        lock = " FOR UPDATE" if for_update else ""
-        return f"SELECT {columns} FROM {table} s WHERE s.id = %s{lock}"
-    # The producer's row is written only under the session's lock: reading it beside the
-    # lock is as good as reading it after.
-    lock = " FOR UPDATE OF s" if for_update else ""
-    produced = ", ".join(f"p.{c}" for c in _PRODUCER_COLUMNS)
+    lock = " FOR UPDATE" if for_update else ""
     return (
-        f"SELECT {columns}, {produced} FROM {table} s "
-        f"LEFT JOIN {connection.ops.quote_name(Producer._meta.db_table)} p "
-        f"ON p.session_id = s.id AND p.producer_id = %s WHERE s.id = %s{lock}"
+        "SELECT head, closed, deleted, expires_at, size_bytes, metadata "
+        f"FROM {table} WHERE id = %s{lock}"
     )
 
 
@@ -238,7 +227,7 @@ def _apply_one(request: AppendRequest, batch: _Batch) -> tuple[AppendRequest, Ap
     steer or a cancel to a user message) and what it did."""
     pk = request.session_pk
     claim = request.producer
-    row = batch.lock(pk, claim)
+    row = batch.lock(pk)
     if row.deleted or (row.expires_at is not None and row.expires_at <= batch.now):
         if request.when_gone is not None:
             request.when_gone(Locked(row.head, row.closed, row.deleted, row.expires_at))
