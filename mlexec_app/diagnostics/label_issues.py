@@ -31,7 +31,11 @@ CALIBRATED_RANKING = "calibrated_self_confidence"
 
 #: The built-in evidence model: a wide MLP held back by weight decay.
 DEFAULT_MODEL = ModelSpec(kind="mlp", hidden=(256,))
-DEFAULT_TRAIN = TrainConfig(epochs=40, batch_size=128, lr=1e-2, weight_decay=0.1)
+#: 20 epochs (with ``min_steps`` 300 that is 300 steps on the digits, where 40 epochs were 480):
+#: on digits with 10% flips under four flip seeds the F1 was 0.973, 0.961, 0.959, 0.975 (mean
+#: 0.967) against 0.970, 0.958, 0.970, 0.967 (mean 0.966) with 40, for 58% of the CPU time.
+#: 10 or 15 epochs (120 or 180 steps) lost about 0.01 (mean 0.957, 0.958).
+DEFAULT_TRAIN = TrainConfig(epochs=20, batch_size=128, lr=1e-2, weight_decay=0.1)
 
 
 @dataclass(frozen=True)

@@ -471,13 +471,17 @@ def measure(
     spec: ModelSpec | None = None,
     config: TrainConfig | None = None,
     progress: Progress | None = None,
+    sizes: list[int] | None = None,
 ) -> tuple[list[int], np.ndarray, np.ndarray]:
-    """Train and dev error of every fold at every size: ``(sizes, train, dev)``, (folds, S)."""
+    """Train and dev error of every fold at every size: ``(sizes, train, dev)``, (folds, S).
+
+    ``sizes`` (ascending, at most the pool each fold leaves) replaces the default spacing.
+    """
     spec = spec or ModelSpec()
     config = config or TrainConfig()
     dev_masks = stratified_folds(data.y, folds, config.seed)
     pool = len(data.y) - max(int(m.sum()) for m in dev_masks)
-    sizes = training_sizes(pool, data.n_classes, n_sizes)
+    sizes = list(sizes) if sizes else training_sizes(pool, data.n_classes, n_sizes)
     order = _stratified_order(data.y, config.seed)
     masks, owners = [], []
     for fold, dev in enumerate(dev_masks):
