@@ -90,16 +90,18 @@ def claim(actor: Actor, agents: list[str], worker: str, limit: int) -> list[Clai
 
 
 def _candidates(actor: Actor, agents: list[str], now: Any) -> Any:
-    earlier = Turn.objects.filter(
-        session_id=OuterRef("session_id"), state__in=OPEN, id__lt=OuterRef("id")
+    # A turn waits while its session has another open turn that is earlier, or claimed under
+    # a live lease. One NOT EXISTS over the session's turns (an index scan per candidate):
+    # as two, PostgreSQL planned the lease check as a scan of every turn ever made.
+    ahead = (
+        Turn.objects.filter(session_id=OuterRef("session_id"), state__in=OPEN)
+        .exclude(id=OuterRef("id"))
+        .filter(Q(id__lt=OuterRef("id")) | Q(state=TurnState.CLAIMED.value, lease_until__gt=now))
     )
-    held = Turn.objects.filter(
-        session_id=OuterRef("session_id"), state=TurnState.CLAIMED.value, lease_until__gt=now
-    ).exclude(id=OuterRef("id"))
     rows = Turn.objects.filter(
         Q(state=TurnState.QUEUED.value) | Q(state=TurnState.CLAIMED.value, lease_until__lte=now),
         agent__in=agents,
-    ).filter(~Exists(earlier), ~Exists(held))
+    ).filter(~Exists(ahead))
     if not (actor.key is not None and actor.agents):  # a user's own key: their sessions only
         visible = visible_to(actor.user)
         if actor.sessions is not None:
