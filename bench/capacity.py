@@ -188,6 +188,7 @@ class Device:
     received: int = 0
     expected: int = 0  # the token that should come next
     disorder: int = 0  # tokens that came late (after a later one) or twice
+    deltas: int = 0  # text deltas received (one per coalesced batch the agent sent)
     progress: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def follow(self) -> None:
@@ -201,6 +202,7 @@ class Device:
                 self.progress.set()
 
     def take(self, delta: str, now: float) -> None:
+        self.deltas += 1
         for word in delta.split():
             index = int(word)
             if index < self.expected:
@@ -384,6 +386,7 @@ class Step:
     peak_kb: int
     workers: int = 1
     proxy_cpu: float = 0.0  # the TCP proxy's CPU seconds (several workers only)
+    deltas: int = 0  # text deltas the devices received: deliveries / deltas = tokens a batch
 
     @property
     def deliveries(self) -> int:
@@ -419,7 +422,7 @@ class Step:
         lat = self.latencies or [float("nan")]
         return {"system": self.system, "sessions": self.sessions, "seconds": self.seconds,
                 "p50": pct(lat, 0.5), "p99": pct(lat, 0.99), "p999": pct(lat, 0.999),
-                "lost": self.lost, "deliveries": self.deliveries,
+                "lost": self.lost, "deliveries": self.deliveries, "deltas": self.deltas,
                 "cpu_per_1000": self.cpu_per_1000, "server_share": self.server_share,
                 "kb_per_session": self.kb_per_session, "generator_share": self.client_share,
                 "holds": self.holds, "workers": self.workers,
@@ -431,7 +434,8 @@ class Step:
         return (
             f"{self.system:11} N={self.sessions:<4} p50 {pct(lat, 0.5) * 1e3:6.1f} ms  "
             f"p99 {pct(lat, 0.99) * 1e3:6.1f} ms  p99.9 {pct(lat, 0.999) * 1e3:6.1f} ms  "
-            f"lost {self.lost}  {self.deliveries} deliveries  "
+            f"lost {self.lost}  {self.deliveries} deliveries "
+            f"({self.deliveries / max(self.deltas, 1):.1f} a batch)  "
             f"server CPU {self.cpu_per_1000:.3f} s/1000 tokens ({self.server_share:.0%} of a "
             f"core{f', summed over {self.workers} workers' if self.workers > 1 else ''})  "
             f"{self.kb_per_session:.0f} KB/session  generator {self.client_share:.0%}{proxy}"
@@ -511,6 +515,7 @@ class Share:
     lost: int
     cpu: float  # its own CPU seconds over the timed span
     ended: float  # perf_counter (CLOCK_MONOTONIC: the same clock in every process)
+    deltas: int = 0
 
 
 async def stream_and_drain(agents: list[Any], devices: list[Device], tapes: list[Tape],
@@ -539,7 +544,8 @@ async def generate(
         await stream_and_drain(agents, devices, tapes, start, start + seconds)
         ended, cpu = time.perf_counter(), cpu + own_cpu()
         latencies = [x for d in devices for x in d.latencies]
-        pipe.send(Share(latencies, sum(d.lost for d in devices), cpu, ended))
+        deltas = sum(d.deltas for d in devices)
+        pipe.send(Share(latencies, sum(d.lost for d in devices), cpu, ended, deltas))
     finally:
         for task in followers:
             task.cancel()
@@ -632,6 +638,7 @@ def measure_step(
     return Step(
         system=system, sessions=len(names), seconds=elapsed,
         latencies=[x for s in shares for x in s.latencies], lost=sum(s.lost for s in shares),
+        deltas=sum(s.deltas for s in shares),
         server_cpu=server_cpu, client_cpu=sum(s.cpu for s in shares),
         idle_kb=idle_kb, peak_kb=peak_kb, workers=len(server.pids), proxy_cpu=proxy_cpu,
     )  # fmt: skip
