@@ -17,11 +17,14 @@ PYTEST_ARGS ?=
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
+# pip takes torch (it knows where the local build lies); uv installs the rest, several times
+# faster than pip, and keeps the installed torch (TORCH_SPEC is passed again so that no other
+# package can pull a different build).
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet --upgrade pip uv
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet -e ".[all,dev]"
+	$(VENV)/bin/uv pip install --python $(PY) --quiet -e ".[all,dev]" "$(TORCH_SPEC)"
 	@touch $@
 
 .PHONY: help
