@@ -4,16 +4,23 @@
 issue's figure) of T question/answer turns, a quarter rated, are exported with
 ``sessions export-dataset`` to JSONL files; memory should stay flat as N grows (the export
 streams), so run it at two sizes and compare the peak.
+
+``--keep NAME`` seeds a database NAME (next to ``--database``) only if it holds no sessions
+yet and keeps it afterwards, so that two versions of the export can be timed on the same
+data without seeding again; ``--profile FILE`` writes a cProfile of the export.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import cProfile
 import os
 import resource
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,10 +35,16 @@ def main() -> None:
         "--database",
         default=os.environ.get("BENCH_DATABASE_URL", "postgres://root@127.0.0.1:5432/test"),
     )
+    parser.add_argument("--keep", metavar="NAME", help="seed once into database NAME, keep it")
+    parser.add_argument("--profile", metavar="FILE", help="write a cProfile of the export")
     args = parser.parse_args()
     from tests.e2e.servers import postgres_database
 
-    with postgres_database(args.database, f"bench_export_{os.getpid()}") as url:
+    if args.keep:
+        database = kept_database(args.database, args.keep)
+    else:
+        database = postgres_database(args.database, f"bench_export_{os.getpid()}")
+    with database as url:
         os.environ.update(DATABASE_URL=url, DJANGO_SETTINGS_MODULE="config.settings")
         os.environ.setdefault("SECRET_KEY", "bench-only-not-secret")  # DEBUG is off
         os.environ.pop("REDIS_URL", None)
@@ -39,7 +52,7 @@ def main() -> None:
 
         django.setup()
         try:
-            run(args.conversations, args.turns)
+            run(args.conversations, args.turns, args.profile)
         finally:
             from django.db import connections
 
@@ -47,6 +60,17 @@ def main() -> None:
 
             dbexec.shutdown()
             connections.close_all()
+
+
+@contextlib.contextmanager
+def kept_database(base_url: str, name: str) -> Iterator[str]:
+    """Database ``name`` next to ``base_url``'s, created if missing and never dropped."""
+    import psycopg
+
+    with psycopg.connect(base_url.replace("postgres://", "postgresql://"), autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+            conn.execute(f'CREATE DATABASE "{name}"')
+    yield f"{base_url.rsplit('/', 1)[0]}/{name}"
 
 
 def conversation(index: int, turns: int) -> list[dict]:
@@ -70,41 +94,81 @@ def conversation(index: int, turns: int) -> list[dict]:
     return events
 
 
-def run(count: int, turns: int) -> None:
-    from django.contrib.auth import get_user_model
+def run(count: int, turns: int, profile: str | None = None) -> None:
     from django.core.management import call_command
 
-    from sessions_app import feedback, log, services
     from sessions_app.domain.dataset import Filters
     from sessions_app.export import Options, export_files
     from sessions_app.models import Session
 
     call_command("migrate", verbosity=0)
-    user = get_user_model().objects.create(username="bench")
-    started = time.perf_counter()
-    for first in range(0, count, 1000):
-        made = Session.objects.bulk_create(
-            Session(name=f"c{index}", owner=user)
-            for index in range(first, min(first + 1000, count))
-        )
-        for session in made:
-            index = int(session.name[1:])
-            log.append_sync(services.request(session.pk, conversation(index, turns)))
-            if index % 4 == 0:
-                rating = "up" if index % 8 == 0 else "down"
-                log.append_sync(feedback.request("bench", session.pk, "a0", rating, None, "Fixed."))
-    print(f"seeded {count} conversations of {turns} turns in {time.perf_counter() - started:.0f} s")
+    if Session.objects.exists():
+        print(f"reusing the {Session.objects.count()} sessions already seeded")
+    else:
+        seed(count, turns)
     peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with tempfile.TemporaryDirectory() as folder:
         options = Options(filters=Filters(corrections=True))
-        started = time.perf_counter()
+        profiler = cProfile.Profile(time.process_time) if profile else None  # CPU, not waits
+        started, cpu = time.perf_counter(), time.process_time()
+        if profiler:
+            profiler.enable()
         card = export_files(options, Path(folder) / "data.jsonl", sys.stdout)
-        took = time.perf_counter() - started
+        took, cpu = time.perf_counter() - started, time.process_time() - cpu
+        if profiler:
+            profiler.disable()
+            profiler.dump_stats(profile)
         size = sum(path.stat().st_size for path in Path(folder).iterdir())
     peak_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(
         f"exported {card['conversations']} conversations ({size / 1e6:.0f} MB) in {took:.1f} s: "
         f"{card['conversations'] / took:,.0f} conversations/s; peak RSS {peak_after / 1024:.0f} MB "
         f"(+{(peak_after - peak_before) / 1024:.0f} MB during the export); "
+        f"the exporting process's CPU time {cpu:.1f} s; "
         f"redactions {card['redactions']}, ratings {card['ratings']}"
     )
+
+
+def seed(count: int, turns: int) -> None:
+    """The sessions, their entries (the write path's own insert: COPY of the encoded events)
+    and their runs, 1,000 sessions a transaction. Appending them through the trackers, run by
+    run, seeded about 20 sessions a second on the shared machine: hours for 100,000."""
+    from django.contrib.auth import get_user_model
+    from django.db import transaction
+    from django.utils import timezone
+
+    from sessions_app import log, services
+    from sessions_app.domain.events import encode_event
+    from sessions_app.domain.judgement import feedback_event
+    from sessions_app.models import Run, Session
+
+    user = get_user_model().objects.create(username="bench")
+    started = time.perf_counter()
+    for first in range(0, count, 1000):
+        now = timezone.now()
+        made: dict[int, list] = {}
+        for index in range(first, min(first + 1000, count)):
+            items = services.build_items(conversation(index, turns))
+            if index % 4 == 0:
+                rating = "up" if index % 8 == 0 else "down"
+                value = {"message": "a0", "rating": rating, "correction": "Fixed."}
+                event = feedback_event(value, "bench")
+                items.append(log.Item(encode_event(event, log.now_ms()), "CUSTOM", ""))
+            made[index] = items
+        with transaction.atomic():
+            sessions = Session.objects.bulk_create(
+                Session(name=f"c{index}", owner=user, head=len(items))
+                for index, items in made.items()
+            )
+            runs = []
+            for session in sessions:
+                items = made[int(session.name[1:])]
+                log.seed(session.pk, 1, items, now)
+                runs += [
+                    Run(session=session, run_id=item.run, agent="bench", status="finished",
+                        started_seq=seq, ended_at=now)
+                    for seq, item in enumerate(items, start=1)
+                    if item.type == "RUN_STARTED"
+                ]  # fmt: skip
+            Run.objects.bulk_create(runs)
+    print(f"seeded {count} conversations of {turns} turns in {time.perf_counter() - started:.0f} s")

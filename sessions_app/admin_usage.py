@@ -236,7 +236,7 @@ class FeedbackAdmin(_ReadOnly):
     @admin.display(description="message", ordering="message")
     def message_link(self, obj: Feedback) -> SafeString:
         """The answer's events (its run's), or the session's events if the run is unknown."""
-        query = {"session__id__exact": obj.session_id}
+        query: dict[str, str | int] = {"session__id__exact": obj.session_id}
         if obj.run_id:
             query["run"] = obj.run_id
         url = reverse("admin:sessions_app_entry_changelist") + "?" + urlencode(query)

@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+import orjson
 from django.conf import settings
 from django.utils.module_loading import import_string
 
@@ -35,6 +36,7 @@ from sessions_app.log import loads
 from sessions_app.models import JSON_CONTENT_TYPE, Entry, Export, Run, Session
 
 CHUNK = 200  # sessions a query reads (their entries come in one more query)
+ENTRY_BUDGET = 20_000  # entries a chunk reads in one round trip (its memory bound)
 
 
 class Writer(Protocol):
@@ -77,48 +79,69 @@ def folds(options: Options) -> Iterator[tuple[str, datetime, SessionState]]:
             pk__in=Run.objects.filter(agent=options.filters.agent).values("session_id")
         )
     rows = sessions.order_by("created_at", "pk").values_list(
-        "pk", "name", "created_at", "snapshot", "tail", "checkpoint", "checkpoint_seq"
+        "pk", "name", "created_at", "snapshot", "tail", "checkpoint", "checkpoint_seq", "head"
     )
     chunk: list[tuple[Any, ...]] = []
+    entries = 0
     for row in rows.iterator(chunk_size=options.chunk):
         chunk.append(row)
-        if len(chunk) >= options.chunk:
-            yield from _fold_chunk(chunk)
-            chunk = []
+        entries += row[-1] - _start(row)
+        if len(chunk) >= options.chunk or entries >= ENTRY_BUDGET:
+            yield from _fold_chunk(chunk, entries)
+            chunk, entries = [], 0
     if chunk:
-        yield from _fold_chunk(chunk)
+        yield from _fold_chunk(chunk, entries)
 
 
-def _fold_chunk(rows: list[tuple[Any, ...]]) -> Iterator[tuple[str, datetime, SessionState]]:
+def _start(row: tuple[Any, ...]) -> int:
+    """The offset a session's fold starts from: its checkpoint's, else its snapshot's."""
+    _pk, _name, _created, _snapshot, tail, checkpoint, checkpoint_seq, _head = row
+    return int(checkpoint_seq) if checkpoint is not None and checkpoint_seq >= tail else int(tail)
+
+
+def _fold_chunk(
+    rows: list[tuple[Any, ...]], entries: int
+) -> Iterator[tuple[str, datetime, SessionState]]:
     states: dict[int, SessionState] = {}
-    for pk, _name, _created, snapshot, tail, checkpoint, checkpoint_seq in rows:
+    for row in rows:
+        pk, _name, _created, snapshot, tail, checkpoint, checkpoint_seq, _head = row
         if checkpoint is not None and checkpoint_seq >= tail:
             states[pk] = SessionState.from_dict(checkpoint, checkpoint_seq)
         elif snapshot:
             states[pk] = SessionState.from_dict(snapshot, tail)
         else:
             states[pk] = SessionState(seq=tail)
-    entries = (
+    query = (
         Entry.objects.filter(session_id__in=list(states))
         .order_by("session_id", "seq")
         .values_list("session_id", "seq", "body")
     )
-    for session_id, seq, body in entries.iterator(chunk_size=2000):
-        state = states[session_id]
-        if seq > state.seq:
-            apply(state, seq, loads(bytes(body)))
+    # Within the budget, the chunk's entries come in one round trip; a longer session is
+    # read through a server-side cursor, a few thousand rows at a time.
+    found = query.iterator(chunk_size=2000) if entries > ENTRY_BUDGET else iter(query)
+    state = None
+    current = None
+    for session_id, seq, body in found:
+        if session_id != current:
+            current, state = session_id, states[session_id]
+        if seq > state.seq:  # type: ignore[union-attr]
+            apply(state, seq, loads(bytes(body)))  # type: ignore[arg-type]
     for pk, name, created, *_ in rows:
         yield name, created, states.pop(pk)
 
 
+def _orjson_line(obj: dict[str, Any]) -> bytes:
+    return orjson.dumps(obj)  # the same bytes as json.dumps(ensure_ascii=False), faster
+
+
 def export(
     options: Options,
-    write: Callable[[str, str], None],
+    write: Callable[[str, bytes], None],
     found: Callable[[SessionState, Filters], Conversation | None] = conversation,
 ) -> dict[str, Any]:
-    """Export every matching session: ``write(split, line)`` for each conversation kept;
-    returns the dataset card."""
-    exporter = Exporter(options.fractions, options.seed, redactor(options.redact))
+    """Export every matching session: ``write(split, line)`` for each conversation kept (the
+    line as UTF-8 JSON, no newline); returns the dataset card."""
+    exporter = Exporter(options.fractions, options.seed, redactor(options.redact), _orjson_line)
     for name, created, state in folds(options):
         kept = exporter.take(name, created.isoformat(), found(state, options.filters))
         if kept is not None:
@@ -145,21 +168,19 @@ def export_files(options: Options, out: Path | None, stdout: Writer) -> dict[str
     with ExitStack() as stack:
         if out is None:
 
-            def write(split: str, line: str) -> None:
-                stdout.write('{"split":' + json.dumps(split) + "," + line[1:] + "\n")
+            def write(split: str, line: bytes) -> None:
+                stdout.write('{"split":' + json.dumps(split) + "," + line[1:].decode() + "\n")
 
         else:
             files = {
                 split: stack.enter_context(
-                    out.with_name(f"{out.stem}.{split}{out.suffix or '.jsonl'}").open(
-                        "w", encoding="utf-8"
-                    )
+                    out.with_name(f"{out.stem}.{split}{out.suffix or '.jsonl'}").open("wb")
                 )
                 for split in SPLITS
             }
 
-            def write(split: str, line: str) -> None:
-                files[split].write(line + "\n")
+            def write(split: str, line: bytes) -> None:
+                files[split].write(line + b"\n")
 
         card = export(options, write)
     if out is not None:

@@ -63,23 +63,33 @@ def _phone(candidate: str) -> bool:
 def redact(text: str) -> tuple[str, dict[str, int]]:
     """The default redaction: e-mail addresses, card numbers (Luhn-valid) and phone numbers
     are replaced by ``[EMAIL]``, ``[CARD]`` and ``[PHONE]``; returns the text and counts."""
-    counts: Counter[str] = Counter()
-
-    def sub(kind: str, pattern: re.Pattern[str], text: str, check: Callable[[str], bool]) -> str:
-        def one(match: re.Match[str]) -> str:
-            if not check(match.group()):
-                return match.group()
-            counts[kind] += 1
-            return f"[{kind.upper()}]"
-
-        return pattern.sub(one, text)
-
+    counts: dict[str, int] = {}
     if "@" in text:  # (the cheap tests first: most text has neither)
-        text = sub("email", EMAIL, text, lambda _: True)
+        text, found = EMAIL.subn("[EMAIL]", text)  # no check: no Python call per address
+        if found:
+            counts["email"] = found
     if SEVEN_DIGITS.search(text):
-        text = sub("card", CARD, text, lambda m: luhn(re.sub(r"\D", "", m)))
-        text = sub("phone", PHONE, text, _phone)
-    return text, dict(counts)
+        text = _checked_sub("card", CARD, text, lambda m: luhn(re.sub(r"\D", "", m)), counts)
+        text = _checked_sub("phone", PHONE, text, _phone, counts)
+    return text, counts
+
+
+def _checked_sub(
+    kind: str,
+    pattern: re.Pattern[str],
+    text: str,
+    check: Callable[[str], bool],
+    counts: dict[str, int],
+) -> str:
+    """Replace each match that passes ``check`` by ``[KIND]``, counting them in ``counts``."""
+
+    def one(match: re.Match[str]) -> str:
+        if not check(match.group()):
+            return match.group()
+        counts[kind] = counts.get(kind, 0) + 1
+        return f"[{kind.upper()}]"
+
+    return pattern.sub(one, text)
 
 
 # --- conversations -------------------------------------------------------------------------
@@ -186,6 +196,11 @@ def split_of(name: str, seed: int, fractions: tuple[float, float, float]) -> str
 # --- the export ----------------------------------------------------------------------------
 
 
+def _json_line(obj: dict[str, Any]) -> bytes:
+    """Compact JSON, non-ASCII kept as is (``export`` passes orjson's equivalent)."""
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+
+
 @dataclass
 class Exporter:
     """Takes conversations one by one; keeps what the dataset card says, and the 8-byte
@@ -194,6 +209,7 @@ class Exporter:
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     seed: int = 0
     redactor: Redactor = redact
+    encode: Callable[[dict[str, Any]], bytes] = _json_line
     seen: set[bytes] = field(default_factory=set)
     splits: Counter[str] = field(default_factory=Counter)
     ratings: Counter[str] = field(default_factory=Counter)
@@ -204,18 +220,21 @@ class Exporter:
     first: str | None = None
     last: str | None = None
 
-    def take(self, name: str, created: str, found: Conversation | None) -> tuple[str, str] | None:
-        """The conversation's split and JSONL line, or None if it is left out."""
+    def take(self, name: str, created: str, found: Conversation | None) -> tuple[str, bytes] | None:
+        """The conversation's split and JSONL line (UTF-8, no newline), or None if it is
+        left out."""
         if found is None:
             self.skipped += 1
             return None
         messages = []
+        redactor, redactions = self.redactor, self.redactions
         for message in found.messages:
-            text, counts = self.redactor(message["content"])
-            self.redactions.update(counts)
+            text, counts = redactor(message["content"])
+            if counts:
+                redactions.update(counts)
             messages.append({"role": message["role"], "content": text})
-        line = json.dumps({"messages": messages}, ensure_ascii=False, separators=(",", ":"))
-        fingerprint = hashlib.blake2b(line.encode(), digest_size=8).digest()
+        line = self.encode({"messages": messages})
+        fingerprint = hashlib.blake2b(line, digest_size=8).digest()
         if fingerprint in self.seen:
             self.duplicates += 1
             return None
