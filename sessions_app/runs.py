@@ -8,6 +8,7 @@ nothing is written, and afterwards records what the append did to its runs.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -40,6 +41,27 @@ class RunTracker:
     """Per transaction: the runs it has read or changed, by (session, run id)."""
 
     runs: dict[tuple[int, str], Run | None] = field(default_factory=dict)
+
+    def prefetch(self, requests: Sequence[AppendRequest]) -> None:
+        """Read the runs a batch's requests name with one statement (the log's commit calls
+        it once the batch's sessions are locked); ``plan`` then finds them here."""
+        wanted: set[tuple[int, str]] = set()
+        for request in requests:
+            for item in request.items:
+                if item.run:
+                    wanted.add((request.session_pk, item.run))
+                parent = (item.data or {}).get("parentRunId")
+                if isinstance(parent, str):
+                    wanted.add((request.session_pk, parent))
+        wanted -= self.runs.keys()
+        if len(wanted) < 2:  # one alone: plan asks for it as before
+            return
+        pks, ids = sorted({pk for pk, _ in wanted}), sorted({run for _, run in wanted})
+        for row in _runs_named(pks, ids):
+            if (row.session_id, row.run_id) in wanted:
+                self.runs.setdefault((row.session_id, row.run_id), row)
+        for key in wanted:
+            self.runs.setdefault(key, None)
 
     def plan(self, request: AppendRequest) -> list[_Change]:
         """Check the request against its runs; return the changes, or raise (nothing written)."""
@@ -144,7 +166,7 @@ class RunTracker:
             )
             found = list(query)
         else:  # every append to a run asks for it: plain SQL, no query building
-            found = _runs_named(pk, sorted(missing)) if missing else []
+            found = _runs_named([pk], sorted(missing)) if missing else []
         for row in found:
             self.runs.setdefault((pk, row.run_id), row)
         for run_id in missing:
@@ -187,19 +209,23 @@ class RunTracker:
                 row.reason = str(reason or "")[:200]
 
 
-@functools.cache
-def _run_select(vendor: str) -> str:
-    """The SELECT of a Run's every column by session and run ids (the ids' list follows)."""
-    columns = ", ".join(connection.ops.quote_name(f.column) for f in Run._meta.concrete_fields)
+@functools.lru_cache(maxsize=256)
+def _run_select(vendor: str, sessions: int, runs: int) -> str:
+    """The SELECT of every column of the runs of these sessions with these ids."""
+    columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in Run._meta.concrete_fields)
     table = connection.ops.quote_name(Run._meta.db_table)
-    return f"SELECT {columns} FROM {table} WHERE session_id = %s AND run_id IN "
+    return (
+        f"SELECT {columns} FROM {table} WHERE session_id IN ({', '.join(['%s'] * sessions)}) "
+        f"AND run_id IN ({', '.join(['%s'] * runs)})"
+    )
 
 
-def _runs_named(session_pk: int, run_ids: list[str]) -> list[Run]:
-    """The session's runs with these ids, as the ORM would load them (same converters)."""
-    sql = _run_select(connection.vendor) + "(" + ", ".join(["%s"] * len(run_ids)) + ")"
+def _runs_named(session_pks: list[int], run_ids: list[str]) -> list[Run]:
+    """The runs of these sessions with these ids, as the ORM would load them (the same
+    converters), without building a query."""
+    sql = _run_select(connection.vendor, len(session_pks), len(run_ids))
     with connection.cursor() as cursor:
-        cursor.execute(sql, [session_pk, *run_ids])
+        cursor.execute(sql, [*session_pks, *run_ids])
         rows = cursor.fetchall()
     if not rows:
         return []

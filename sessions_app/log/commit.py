@@ -107,9 +107,40 @@ class _Batch:
     rows: dict[int, _Row] = field(default_factory=dict)
     entries: list[tuple[int, int, str, str, bytes, datetime]] = field(default_factory=list)
     producer_rows: dict[tuple[int, str], _ProducerRow | None] = field(default_factory=dict)
+    producers_written: set[tuple[int, str]] = field(default_factory=set)
     tracker: RunTracker = field(default_factory=RunTracker)
     turns: TurnTracker = field(default_factory=TurnTracker)
     ratings: FeedbackTracker = field(default_factory=FeedbackTracker)
+
+    def prefetch(self, requests: Sequence[AppendRequest]) -> None:
+        """For a batch of several requests: lock all their sessions (in ascending id order)
+        with one statement, then read their producers with one and their runs with one,
+        instead of up to three round trips per request. Each read is a statement of its own
+        after the locks are held, so under READ COMMITTED it sees what the locks' previous
+        holders wrote. What is not found here, ``lock`` and ``producer`` look up as alone."""
+        pks = sorted({request.session_pk for request in requests})
+        if len(requests) < 2 or len(pks) > _PREFETCH_MOST:
+            return
+        with connection.cursor() as cursor:
+            cursor.execute(_lock_many_sql(connection.features.has_select_for_update, len(pks)), pks)
+            for pk, head, closed, deleted, expires_at, size, metadata in cursor.fetchall():
+                self.rows[pk] = _Row(
+                    int(head), bool(closed), bool(deleted), aware(expires_at), int(size), metadata
+                )
+            claims = {
+                (request.session_pk, request.producer.id)
+                for request in requests
+                if request.producer is not None and request.session_pk in self.rows
+            }
+            if claims:
+                ids = sorted({producer_id for _, producer_id in claims})
+                cursor.execute(_producers_sql(len(pks), len(ids)), [*pks, *ids])
+                for pk, producer_id, *values in cursor.fetchall():
+                    if (pk, producer_id) in claims:
+                        self.producer_rows[(pk, producer_id)] = _producer_row(values)
+                for key in claims:
+                    self.producer_rows.setdefault(key, None)
+        self.tracker.prefetch([r for r in requests if r.session_pk in self.rows])
 
     def lock(self, pk: int) -> _Row:
         row = self.rows.get(pk)
@@ -158,6 +189,30 @@ def _lock_sql(for_update: bool) -> str:
     )
 
 
+_PREFETCH_MOST = 500  # sessions one prefetch statement names at most (a batch's requests)
+
+
+@functools.lru_cache(maxsize=256)
+def _lock_many_sql(for_update: bool, count: int) -> str:
+    table = connection.ops.quote_name(Session._meta.db_table)
+    lock = " FOR UPDATE" if for_update else ""
+    marks = ", ".join(["%s"] * count)
+    return (
+        "SELECT id, head, closed, deleted, expires_at, size_bytes, metadata "
+        f"FROM {table} WHERE id IN ({marks}) ORDER BY id{lock}"
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _producers_sql(sessions: int, ids: int) -> str:
+    return (
+        f"SELECT session_id, producer_id, {', '.join(_PRODUCER_COLUMNS)} "
+        f"FROM {connection.ops.quote_name(Producer._meta.db_table)} "
+        f"WHERE session_id IN ({', '.join(['%s'] * sessions)}) "
+        f"AND producer_id IN ({', '.join(['%s'] * ids)})"
+    )
+
+
 @functools.cache
 def _producer_sql() -> str:
     return (
@@ -167,25 +222,35 @@ def _producer_sql() -> str:
     )
 
 
-def _save_producer(
-    pk: int, claim: producers.ProducerClaim, prow: _ProducerRow | None, first: int, count: int,
-    now: datetime,
-) -> _ProducerRow:  # fmt: skip
-    """Record the producer's accepted append: one UPDATE (or, the first time, the row)."""
-    if prow is None:
-        made = Producer.objects.create(
-            session_id=pk, producer_id=claim.id, epoch=claim.epoch, last_seq=claim.seq,
-            last_first=first, last_count=count,
-        )  # fmt: skip
-        return _ProducerRow(made.pk, claim.epoch, claim.seq, first, count)
+def _write_producers(batch: _Batch) -> None:
+    """Record each producer's last accepted append of the batch: one UPDATE statement for
+    all the rows there were (pipelined), a row for each new producer."""
     table = connection.ops.quote_name(Producer._meta.db_table)
+    updates: list[list[Any]] = []
+    for pk, producer_id in sorted(batch.producers_written):
+        prow = batch.producer_rows[(pk, producer_id)]
+        assert prow is not None
+        if prow.pk is None:
+            made = Producer.objects.create(
+                session_id=pk, producer_id=producer_id, epoch=prow.epoch, last_seq=prow.last_seq,
+                last_first=prow.last_first, last_count=prow.last_count,
+            )  # fmt: skip
+            prow.pk = made.pk
+        else:
+            updates.append(
+                [prow.epoch, prow.last_seq, prow.last_first, prow.last_count, batch.now, prow.pk]
+            )
+    if not updates:
+        return
     with connection.cursor() as cursor:
-        cursor.execute(
+        sql = (
             f"UPDATE {table} SET epoch = %s, last_seq = %s, last_first = %s, last_count = %s, "
-            "updated_at = %s WHERE id = %s",
-            [claim.epoch, claim.seq, first, count, now, prow.pk],
+            "updated_at = %s WHERE id = %s"
         )
-    return _ProducerRow(prow.pk, claim.epoch, claim.seq, first, count)
+        if len(updates) == 1:
+            cursor.execute(sql, updates[0])
+        else:
+            cursor.executemany(sql, updates)
 
 
 def _state(row: _ProducerRow | None) -> producers.ProducerState | None:
@@ -277,8 +342,11 @@ def _apply_one(request: AppendRequest, batch: _Batch) -> tuple[AppendRequest, Ap
         row.changes["closed"] = True
     if request.ttl is not None:
         row.changes["expires_at"] = row.expires_at = now + timedelta(seconds=request.ttl)
-    if claim is not None:
-        batch.producer_rows[(pk, claim.id)] = _save_producer(pk, claim, prow, first, count, now)
+    if claim is not None:  # written with the batch's other producers (_write_producers)
+        batch.producer_rows[(pk, claim.id)] = _ProducerRow(
+            prow.pk if prow is not None else None, claim.epoch, claim.seq, first, count
+        )
+        batch.producers_written.add((pk, claim.id))
     return request, AppendResult(
         first,
         first + count - 1,
@@ -335,6 +403,7 @@ def commit(pendings: Sequence[Pending]) -> Results:
         key=lambda i: resolved[i].session_pk,  # type: ignore[union-attr]
     )
     with transaction.atomic():
+        batch.prefetch([r for i in order if (r := resolved[i]) is not None])
         for index in order:
             request = resolved[index]
             assert request is not None
@@ -343,21 +412,25 @@ def commit(pendings: Sequence[Pending]) -> Results:
             except SessionError as exc:
                 results[index] = exc
         _write_rows(batch)
+        _write_producers(batch)
         _insert_entries(batch.entries)
     return resolved, [r for r in results if r is not None]
 
 
 def _write_rows(batch: _Batch) -> None:
     table = connection.ops.quote_name(Session._meta.db_table)
+    sql = (
+        f"UPDATE {table} SET head = %s, size_bytes = size_bytes + %s, "
+        "last_activity = %s WHERE id = %s"
+    )
+    heads: list[list[Any]] = [
+        [row.head, row.added, batch.now, pk] for pk, row in batch.rows.items() if row.written
+    ]
     with connection.cursor() as cursor:
-        for pk, row in batch.rows.items():
-            if not row.written:
-                continue
-            cursor.execute(
-                f"UPDATE {table} SET head = %s, size_bytes = size_bytes + %s, "
-                "last_activity = %s WHERE id = %s",
-                [row.head, row.added, batch.now, pk],
-            )
+        if len(heads) == 1:
+            cursor.execute(sql, heads[0])
+        elif heads:  # one round trip for all (psycopg pipelines executemany)
+            cursor.executemany(sql, heads)
     for pk, row in batch.rows.items():
         if row.changes:
             Session.objects.filter(pk=pk).update(**row.changes)

@@ -103,3 +103,51 @@ async def test_a_read_stops_at_its_byte_budget_but_always_makes_progress(alice, 
     assert [seq for seq, _ in await read(session.pk, 0, 3, 10**6)] == [1, 2, 3]  # count limit
     whole = await read(session.pk, 0, 100)
     assert [body.decode() for _, body in whole] == bodies
+
+
+def run_item(kind, run, **data):
+    body = f'{{"type":"{kind}","run":"{run}","data":{{}}}}'
+    return log.Item(body, kind, run, data=data)
+
+
+async def test_one_batch_of_producers_and_runs_over_several_sessions_lands_each_append_once(
+    alice,
+):
+    """Several sessions' producer appends to their runs committed together (the commit reads
+    the batch's sessions, producers and runs with one statement each): a retry in the same
+    batch is a duplicate with the original's offsets, the runs end, and an append to an ended
+    run is refused."""
+    from sessions_app.domain.errors import RunEnded
+    from sessions_app.models import Run
+
+    sessions = [await db(Session.objects.create)(name=f"b{i}", owner=alice) for i in range(3)]
+
+    def claim(session, seq):
+        return ProducerClaim(f"agent-{session.pk}", 0, seq)
+
+    await asyncio.gather(*(
+        log.append(log.AppendRequest(s.pk, [run_item("RUN_STARTED", "r1")], claim(s, 0)))
+        for s in sessions
+    ))  # fmt: skip
+    text = [run_item("TEXT_MESSAGE_CONTENT", "r1")]
+    requests = []
+    for s in sessions:
+        requests += [
+            log.AppendRequest(s.pk, text, claim(s, 1)),
+            log.AppendRequest(s.pk, text, claim(s, 1)),  # the retry, in the same batch
+            log.AppendRequest(s.pk, [run_item("RUN_FINISHED", "r1")], claim(s, 2)),
+        ]
+    before = log.committer().transactions
+    results = await asyncio.gather(*(log.append(r) for r in requests))
+    assert log.committer().transactions - before == 1
+    for i in range(3):
+        first, retry, finish = results[3 * i : 3 * i + 3]
+        assert (first.seqs, first.duplicate) == (range(2, 3), False)
+        assert (retry.seqs, retry.duplicate) == (range(2, 3), True)
+        assert (finish.seqs, finish.duplicate) == (range(3, 4), False)
+    for s in sessions:
+        assert await db(Entry.objects.filter(session=s).count)() == 3
+        run = await db(Run.objects.get)(session=s, run_id="r1")
+        assert run.status == "finished"
+        with pytest.raises(RunEnded):
+            await log.append(log.AppendRequest(s.pk, text, claim(s, 3)))
