@@ -5,6 +5,8 @@ Run from the repository root::
     .venv/bin/python -m bench learning_curves                  # everything, print the figures
     .venv/bin/python -m bench learning_curves --write          # and record them in bench/README.md
     .venv/bin/python -m bench learning_curves --only accuracy  # or: time, search
+    .venv/bin/python -m bench learning_curves --only accuracy --datasets digits,wine --seeds 0
+        # a quick look while iterating (never --write a partial run)
 
 **Accuracy.** For each dataset (scikit-learn's digits, breast cancer and wine, and
 ``make_classification`` variants whose label noise sets a known Bayes-error floor) and each
@@ -83,7 +85,11 @@ def stratified_subset(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     return np.sort(np.concatenate(rows))
 
 
-def accuracy() -> dict[str, Any]:
+def accuracy(
+    names: tuple[str, ...] | None = None,
+    fractions: tuple[float, ...] = FRACTIONS,
+    seeds: tuple[int, ...] = SEEDS,
+) -> dict[str, Any]:
     from mlexec_app.diagnostics.learning_curve import (
         CANT_TELL,
         WILL_HELP,
@@ -96,11 +102,13 @@ def accuracy() -> dict[str, Any]:
 
     cases, verdicts, seconds, skipped = [], [], [], []
     for name, data in datasets().items():
+        if names and name not in names:
+            continue
         full_sizes, _, full_dev = measure(data)
         truth_size = full_sizes[-1]
         truth = float(full_dev[:, -1].mean())
-        for fraction in FRACTIONS:
-            for seed in SEEDS:
+        for fraction in fractions:
+            for seed in seeds:
                 sub = data.subset(stratified_subset(data.y, fraction, seed))
                 started = time.perf_counter()
                 sizes, train, dev = measure(sub)
@@ -136,6 +144,7 @@ def accuracy() -> dict[str, Any]:
                     {
                         "dataset": name, "seed": seed, "verdict": curve.verdict, "truth": clear,
                         "gain": real_gain, "predicted_gain": curve.gain,
+                        "tell": curve.tell_factor, "size": sizes[-1],
                         "right": clear is not None and curve.verdict == clear,
                         "abstained": clear is not None and curve.verdict == CANT_TELL,
                     }
@@ -228,7 +237,7 @@ def body(acc: dict | None, diag: dict | None, search: dict | None) -> str:
             "| --- | --- | --- | --- |",
         ]
         for name in dict.fromkeys(c["dataset"] for c in cases):
-            for fraction in FRACTIONS:
+            for fraction in sorted({c["fraction"] for c in cases if c["dataset"] == name}):
                 group = [c for c in cases if c["dataset"] == name and c["fraction"] == fraction]
                 lines.append(
                     f"| {name} | {fraction} | {np.mean([c['error'] for c in group]):.3f} | "
@@ -241,6 +250,11 @@ def body(acc: dict | None, diag: dict | None, search: dict | None) -> str:
                 f"predicted {v['predicted_gain']['value']:+.3f} "
                 f"[{v['predicted_gain']['low']:+.3f}, {v['predicted_gain']['high']:+.3f}]; "
                 f"clear truth: {v['truth'] or 'not clear'})"
+                + (
+                    f"; would tell at about {v['tell']:g}x its {v['size']} training examples"
+                    if v["tell"]
+                    else ""
+                )
             )
     if diag:
         goal = "met" if diag["warm"] <= 10 else "not met"
@@ -303,11 +317,24 @@ def main() -> None:
         "--write", action="store_true", help="record the figures in bench/README.md"
     )
     parser.add_argument("--only", choices=("accuracy", "time", "search"), default=None)
+    parser.add_argument("--datasets", default="", help="comma-separated subset, e.g. digits,wine")
+    parser.add_argument("--seeds", default="", help="comma-separated subset of 0,1,2")
+    parser.add_argument("--fractions", default="", help="comma-separated subset of 0.1,0.25,0.5")
     args = parser.parse_args()
+    partial = bool(args.datasets or args.seeds or args.fractions)
+    if args.write and partial:
+        parser.error("--write records the whole benchmark: drop --datasets, --seeds, --fractions")
+    subset = {
+        "names": tuple(args.datasets.split(",")) if args.datasets else None,
+        "fractions": tuple(float(f) for f in args.fractions.split(","))
+        if args.fractions
+        else FRACTIONS,
+        "seeds": tuple(int(s) for s in args.seeds.split(",")) if args.seeds else SEEDS,
+    }
     import django
 
     django.setup()
-    acc = accuracy() if args.only in (None, "accuracy") else None
+    acc = accuracy(**subset) if args.only in (None, "accuracy") else None
     diag = time_diagnosis() if args.only in (None, "time") else None
     search = time_search() if args.only in (None, "search", "time") else None
     text = body(acc, diag, search)

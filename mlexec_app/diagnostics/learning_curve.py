@@ -7,7 +7,8 @@ noise: a power law with a floor ``a n^-b + c`` (``c`` is the error more data can
 power law without one ``a n^-b``, and a plateau that falls and levels off
 ``c + (d - c) / (1 + (n/k)^b)`` (the one shape whose fall may still speed up). Which shape to
 believe is decided on the measured points only: each is fitted on all but the two largest sizes
-and scored on those, and the prediction is the average weighted by that score (a likelihood).
+and scored on those (plus Akaike's 2 per free parameter), and the prediction is the average
+weighted by that score (a likelihood).
 
 How sure the extrapolation is comes from a bootstrap over folds and sizes and shapes: each
 replicate draws the folds with replacement (their dev errors averaged per size), the training
@@ -251,6 +252,9 @@ def _floor(shape: str, params: np.ndarray) -> np.ndarray:
 #: The curve shapes averaged, and their fits ``(sizes, errors (B, S), weights (B, S))``.
 POWER_LAW, FLOORLESS, PLATEAU = "power law with floor", "power law", "plateau, fall, floor"
 _FITS = {POWER_LAW: _fit_many, FLOORLESS: _fit_floorless, PLATEAU: _fit_plateau}
+#: Free parameters of each shape: a shape's score pays 2 for each (Akaike's criterion), so a
+#: more flexible shape must predict the held-out sizes better to outweigh a simpler one.
+PARAMETERS = {POWER_LAW: 3, FLOORLESS: 2, PLATEAU: 4}
 #: The largest sizes each shape is scored on, fitted on the others (needs 3 + this many sizes).
 HOLD_OUT = 2
 #: Sizes the size a target needs is searched over, as multiples of today's largest size.
@@ -424,10 +428,11 @@ def _shape_weights(
     """Each shape's weight, and the extrapolation error per unit of log-distance.
 
     Each shape is fitted on all but the ``HOLD_OUT`` largest sizes and scored on those (in
-    units of their measurement noise); weights are ``exp(-score / 2)``, a likelihood of what
-    it predicted. The weighted prediction's miss at the largest size, per unit of log-distance
-    it extrapolated over, is how fast the extrapolation error grows. With fewer than
-    ``3 + HOLD_OUT`` sizes nothing can be scored: the power law with floor alone, no spread.
+    units of their measurement noise) plus 2 per free parameter (Akaike's criterion); weights
+    are ``exp(-score / 2)``, a likelihood of what it predicted, penalised for flexibility. The
+    weighted prediction's miss at the largest size, per unit of log-distance it extrapolated
+    over, is how fast the extrapolation error grows. With fewer than ``3 + HOLD_OUT`` sizes
+    nothing can be scored: the power law with floor alone, no spread.
     """
     fit_on = len(sizes) - HOLD_OUT
     if fit_on < 3:
@@ -438,6 +443,7 @@ def _shape_weights(
         guess = _curve(shape, params, sizes[fit_on:])[0]
         scores[shape] = float(((guess - mean[fit_on:]) ** 2 / variance[fit_on:]).sum())
         misses[shape] = float(guess[-1] - mean[-1])
+        scores[shape] += 2.0 * PARAMETERS[shape]  # Akaike's price of each free parameter
     best = min(scores.values())
     raw = {shape: math.exp(-0.5 * (score - best)) for shape, score in scores.items()}
     total = sum(raw.values())
