@@ -120,7 +120,7 @@ def _fit_ensemble(
     # the label-issue search; the same flagged rows on the noisy digits).
     optimizer = torch.optim.AdamW(
         net.parameters(), lr=config.lr, weight_decay=config.weight_decay,
-        fused=on.type in ("cpu", "cuda"),
+        fused=str(on).partition(":")[0] in ("cpu", "cuda"),
     )  # fmt: skip
     # An epoch is one pass over the largest member's rows; every member draws a full batch of
     # its own rows at every step, so small training sets are not starved by large ones.
