@@ -1,5 +1,12 @@
-"""Presence on one socket: announcing its device to each session it follows, and keeping the
-devices of the other sockets there (``presence`` frames: docs/sessions/websocket.md)."""
+"""Presence: announcing a socket's device to each session it follows, and listing the devices
+attached there (``presence`` frames: docs/sessions/websocket.md).
+
+Who is attached is kept in a shared roster (``ws.roster``: a Redis hash per session, or a dict
+in a single process). A join writes its device and reads the roster in one round trip and
+announces itself with one ``group_send``: nobody is asked to reply. A worker keeps one copy of
+each session's devices for all its sockets (``SessionView``), and one heartbeat task renews
+every device of the worker in one pipeline; a socket keeps only its own device.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +16,9 @@ import time
 import weakref
 from typing import Any
 
-from channels.exceptions import StopConsumer
-
 from sessions_app import log
 from sessions_app.conf import setting
+from sessions_app.ws import roster
 
 logger = logging.getLogger(__name__)
 
@@ -23,8 +29,6 @@ class Device(dict[str, Any]):
     __slots__ = ("__weakref__",)
 
 
-# Every socket of a session keeps the others' devices; with this table, a worker holds each
-# device once however many of its sockets know it (20 sockets in a session: 8 KB less each).
 _DEVICES: weakref.WeakValueDictionary[tuple[Any, ...], Device] = weakref.WeakValueDictionary()
 
 
@@ -39,64 +43,204 @@ def shared(device: dict[str, Any]) -> Device:
     return known
 
 
+class SessionView:
+    """One session's presence as one worker knows it, shared by the worker's sockets there:
+    the devices attached (id -> (device, when last confirmed)), the worker's sockets following
+    it, and how many of them attach each of the worker's own devices."""
+
+    __slots__ = ("devices", "members", "attached")
+
+    def __init__(self) -> None:
+        self.devices: dict[str, tuple[Device, float]] = {}
+        self.members: set[Presence] = set()
+        self.attached: dict[str, list[Any]] = {}  # device id -> [device, sockets]
+
+    def merge(self, entries: roster.Entries, now: float) -> set[str]:
+        """Take in the live entries of the roster; return their ids."""
+        seen = time.monotonic()
+        live = set()
+        for device_id, (device, until) in entries.items():
+            if until > now:
+                live.add(device_id)
+                self.devices[device_id] = (shared(device), seen)
+        return live
+
+
+class Worker:
+    """The presence of one worker (one event loop): its sessions' views and the heartbeat."""
+
+    def __init__(self) -> None:
+        self.views: dict[int, SessionView] = {}
+        self.beat: asyncio.Task[None] | None = None
+
+    def view(self, pk: int) -> SessionView:
+        view = self.views.get(pk)
+        if view is None:
+            view = self.views[pk] = SessionView()
+        return view
+
+    def ensure_beating(self) -> None:
+        if self.beat is None or self.beat.done():
+            self.beat = asyncio.get_running_loop().create_task(self._beat())
+
+    async def _beat(self) -> None:
+        while self.views:
+            await asyncio.sleep(float(setting("PRESENCE_TTL")) / 3)
+            try:
+                await self.renew()
+            except Exception:
+                logger.warning("could not renew presence", exc_info=True)
+
+    async def renew(self) -> None:
+        """Renew this worker's devices in the roster, read its sessions' rosters back (one
+        round trip), drop the entries that expired (announcing their leave) and forget the
+        devices nobody confirmed within PRESENCE_TTL."""
+        ttl = float(setting("PRESENCE_TTL"))
+        store = roster.store()
+        now = time.time()
+        wanted = {pk: [d for d, _ in view.attached.values()] for pk, view in self.views.items()}
+        read = await store.renew(wanted, now + ttl)
+        cutoff = time.monotonic() - ttl
+        for pk, entries in read.items():
+            view = self.views.get(pk)
+            if view is None:
+                continue
+            live = view.merge(entries, now)
+            expired = [i for i, (_, until) in entries.items() if until <= now]
+            if expired:
+                for device_id in await store.drop_expired(pk, expired, now):
+                    device = entries[device_id][0]
+                    await _announce(pk, {"type": "presence.update", "session": pk,
+                                         "event": "leave", "device": device})  # fmt: skip
+            for device_id, (device, seen) in list(view.devices.items()):
+                if device_id in live or device_id in view.attached or seen >= cutoff:
+                    continue
+                del view.devices[device_id]  # e.g. its leave was lost; nobody renews it
+                for member in list(view.members):
+                    await member.tell(pk, "leave", device)
+
+
+_workers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Worker] = weakref.WeakKeyDictionary()
+
+
+def worker() -> Worker:
+    loop = asyncio.get_running_loop()
+    found = _workers.get(loop)
+    if found is None:
+        found = _workers[loop] = Worker()
+    return found
+
+
+async def _announce(pk: int, message: dict[str, Any]) -> None:
+    from channels.layers import get_channel_layer
+
+    layer = get_channel_layer()
+    if layer is not None:
+        await layer.group_send(log.group_name(pk), message)
+
+
 class Presence:
-    """The device of one consumer's socket and, per session it follows, the other devices
-    attached (id -> (device, when last heard of)). Subscriptions are ``consumer.subscriptions``;
+    """The device of one consumer's socket. Subscriptions are ``consumer.subscriptions``;
     frames go out through ``consumer.send_frame``."""
+
+    __slots__ = ("consumer", "device", "__weakref__")
+
+    heartbeat = None  # one task per worker now (Worker.beat); kept for the consumer's cleanup
 
     def __init__(self, consumer: Any, device: dict[str, Any]) -> None:
         self.consumer = consumer
         self.device = device
-        self.others: dict[str, dict[str, tuple[Device, float]]] = {}
-        self.heartbeat: asyncio.Task[None] | None = None
 
     def _update(self, pk: int, event: str, **extra: Any) -> dict[str, Any]:
         return {"type": "presence.update", "session": pk, "event": event,
                 "device": self.device, **extra}  # fmt: skip
 
     async def join(self, sub: Any) -> None:
-        self.others[sub.name] = {}
-        layer = self.consumer.channel_layer
-        reply_to = self.consumer.channel_name
-        await layer.group_send(
-            log.group_name(sub.pk), self._update(sub.pk, "join", reply_to=reply_to)
-        )
-        if self.heartbeat is None:
-            self.heartbeat = asyncio.create_task(self._beat())
+        """Attach this device to ``sub``'s session; announce it if it is new there."""
+        here = worker()
+        view = here.view(sub.pk)
+        view.members.add(self)
+        device_id = self.device["id"]
+        mine = view.attached.setdefault(device_id, [shared(self.device), 0])
+        mine[1] += 1
+        here.ensure_beating()
+        now = time.time()
+        try:
+            new, entries = await roster.store().join(
+                sub.pk, self.device, now + float(setting("PRESENCE_TTL"))
+            )
+        except Exception:
+            logger.warning("could not write presence of session %s", sub.pk, exc_info=True)
+            new, entries = mine[1] == 1, {}
+        view.merge(entries, now)
+        view.devices[device_id] = (mine[0], time.monotonic())
+        if new:
+            await self.consumer.channel_layer.group_send(
+                log.group_name(sub.pk), self._update(sub.pk, "join")
+            )
 
     def forget(self, name: str) -> None:
-        self.others.pop(name, None)
+        """Nothing to forget: a socket keeps no copy of the others' devices."""
 
     async def announce_leave(self, sub: Any) -> None:
+        here = worker()
+        view = here.views.get(sub.pk)
+        device_id = self.device["id"]
+        if view is not None and self in view.members:
+            view.members.discard(self)
+            mine = view.attached.get(device_id)
+            if mine is not None:
+                mine[1] -= 1
+                if mine[1] > 0:
+                    return  # another socket of this worker still attaches the device
+                del view.attached[device_id]
+            view.devices.pop(device_id, None)
+            if not view.members:
+                del here.views[sub.pk]
         try:
-            layer = self.consumer.channel_layer
-            await layer.group_send(log.group_name(sub.pk), self._update(sub.pk, "leave"))
+            if await roster.store().leave(sub.pk, device_id):
+                layer = self.consumer.channel_layer
+                await layer.group_send(log.group_name(sub.pk), self._update(sub.pk, "leave"))
         except Exception:
             logger.warning("could not announce leaving session %s", sub.pk, exc_info=True)
 
     async def on_update(self, sub: Any, message: dict[str, Any]) -> None:
-        """Another device joined, is still here, or left ``sub``'s session."""
+        """Another device joined, is still here (a worker of an earlier version says so), or
+        left ``sub``'s session."""
         device = message["device"]
-        if device["id"] == self.device["id"]:
+        device_id = device["id"]
+        if device_id == self.device["id"]:
             return
-        devices = self.others.setdefault(sub.name, {})
+        view = worker().views.get(sub.pk)
+        if view is None:
+            return
         event = message["event"]
         if event == "leave":
-            if devices.pop(device["id"], None) is None:
-                return
-        else:
-            known = device["id"] in devices
-            devices[device["id"]] = (shared(device), time.monotonic())
-            if event == "join" and message.get("reply_to"):
-                await self.consumer.channel_layer.send(
-                    message["reply_to"], self._update(sub.pk, "here")
-                )
-            if known:
-                return
-        await self.send(sub, None, event="leave" if event == "leave" else "join", device=device)
+            if device_id not in view.attached:
+                view.devices.pop(device_id, None)
+            await self.send(sub, None, event="leave", device=device)
+            return
+        if event == "join" and message.get("reply_to"):  # a worker of an earlier version asks
+            await self.consumer.channel_layer.send(
+                message["reply_to"], self._update(sub.pk, "here")
+            )
+        known = device_id in view.devices
+        view.devices[device_id] = (shared(device), time.monotonic())
+        if event == "join" or not known:
+            await self.send(sub, None, event="join", device=device)
 
     async def on_query(self, pk: int, reply_to: str) -> None:
         await self.consumer.channel_layer.send(reply_to, self._update(pk, "here"))
+
+    async def tell(self, pk: int, event: str, device: dict[str, Any]) -> None:
+        """Send a presence frame about ``device`` for session ``pk``, if still subscribed."""
+        sub = self.consumer.subscriptions.by_pk.get(pk)
+        if sub is None:
+            return
+        try:
+            await self.send(sub, None, event=event, device=device)
+        except Exception:  # the client went away: its own disconnect cleans up
+            logger.debug("could not send presence to a socket", exc_info=True)
 
     async def send(
         self,
@@ -105,7 +249,9 @@ class Presence:
         event: str = "list",
         device: dict[str, Any] | None = None,
     ) -> None:
-        others = [dict(d) for d, _ in self.others.get(sub.name, {}).values()]
+        view = worker().views.get(sub.pk)
+        me = self.device["id"]
+        others = [dict(d) for i, (d, _) in (view.devices.items() if view else ()) if i != me]
         frame: dict[str, Any] = {
             "type": "presence",
             "id": frame_id,
@@ -117,27 +263,3 @@ class Presence:
         if device is not None:
             frame["device"] = dict(device)
         await self.consumer.send_frame(frame)
-
-    async def _beat(self) -> None:
-        # Devices of a worker that died never say goodbye: everyone re-announces itself and
-        # forgets devices not heard from within PRESENCE_TTL.
-        ttl = setting("PRESENCE_TTL")
-        consumer = self.consumer
-        while not getattr(consumer, "gone", False):
-            await asyncio.sleep(ttl / 3)
-            for sub in list(consumer.subscriptions.subs.values()):
-                await consumer.channel_layer.group_send(
-                    log.group_name(sub.pk), self._update(sub.pk, "here")
-                )
-                try:
-                    await self._expire(sub, ttl)
-                except StopConsumer:  # the client went away; send() has let go of it all
-                    return
-
-    async def _expire(self, sub: Any, ttl: float) -> None:
-        devices = self.others.get(sub.name, {})
-        cutoff = time.monotonic() - ttl
-        for device_id, (device, seen) in list(devices.items()):
-            if seen < cutoff:
-                del devices[device_id]
-                await self.send(sub, None, event="leave", device=device)

@@ -1,0 +1,218 @@
+"""Who is attached to each session, shared by every worker: the presence roster.
+
+One roster per session: device id -> (device, expiry time). On Redis (when the channel layer
+is channels_redis) it is one hash per session, ``<layer prefix>:presence:<session pk>``, each
+field the JSON ``{"d": device, "u": expiry}``; the key itself expires too, so a session nobody
+renews leaves nothing behind. On the in-memory layer (one process) it is a dict with the same
+interface.
+
+A worker writes its devices on join, renews all of them with one heartbeat task (one pipeline
+per beat, not a task per socket) and removes them on leave. Readers skip expired entries; the
+worker's heartbeat deletes the expired ones it finds and announces their leave (the devices of
+a worker that died without saying goodbye).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import weakref
+from typing import Any, Protocol
+
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+Entries = dict[str, tuple[dict[str, Any], float]]  # device id -> (device, expiry, epoch seconds)
+Wanted = dict[int, list[dict[str, Any]]]  # session pk -> devices to renew there
+
+
+class Store(Protocol):
+    async def join(self, pk: int, device: dict[str, Any], until: float) -> tuple[bool, Entries]:
+        """Write ``device`` into session ``pk``'s roster; return whether it was absent (or
+        expired) before, and the roster as it is now (expired entries included)."""
+
+    async def leave(self, pk: int, device_id: str) -> bool:
+        """Remove a device; True if this call removed it."""
+
+    async def renew(self, rosters: Wanted, until: float) -> dict[int, Entries]:
+        """Write these devices with a new expiry and read these sessions' rosters, at once."""
+
+    async def drop_expired(self, pk: int, device_ids: list[str], now: float) -> list[str]:
+        """Delete the entries of ``device_ids`` still expired at ``now``; return those deleted."""
+
+
+class MemoryStore:
+    """The roster of a single process (the in-memory channel layer reaches no other)."""
+
+    def __init__(self) -> None:
+        self.rosters: dict[int, Entries] = {}
+
+    async def join(self, pk: int, device: dict[str, Any], until: float) -> tuple[bool, Entries]:
+        roster = self.rosters.setdefault(pk, {})
+        before = roster.get(device["id"])
+        roster[device["id"]] = (dict(device), until)
+        return before is None or before[1] <= time.time(), dict(roster)
+
+    async def leave(self, pk: int, device_id: str) -> bool:
+        roster = self.rosters.get(pk, {})
+        gone = roster.pop(device_id, None) is not None
+        if not roster:
+            self.rosters.pop(pk, None)
+        return gone
+
+    async def renew(self, rosters: Wanted, until: float) -> dict[int, Entries]:
+        out: dict[int, Entries] = {}
+        for pk, devices in rosters.items():
+            roster = self.rosters.setdefault(pk, {})
+            for device in devices:
+                roster[device["id"]] = (dict(device), until)
+            out[pk] = dict(roster)
+        return out
+
+    async def drop_expired(self, pk: int, device_ids: list[str], now: float) -> list[str]:
+        roster = self.rosters.get(pk, {})
+        dropped = [i for i in device_ids if i in roster and roster[i][1] <= now]
+        for device_id in dropped:
+            del roster[device_id]
+        return dropped
+
+
+_DROP_IF_EXPIRED = """
+local dropped = {}
+for i, field in ipairs(ARGV) do
+  if i > 1 then
+    local raw = redis.call('HGET', KEYS[1], field)
+    if raw then
+      local ok, entry = pcall(cjson.decode, raw)
+      if not ok or type(entry) ~= 'table' or not tonumber(entry['u'])
+          or tonumber(entry['u']) <= tonumber(ARGV[1]) then
+        redis.call('HDEL', KEYS[1], field)
+        table.insert(dropped, field)
+      end
+    end
+  end
+end
+return dropped
+"""
+
+
+class RedisStore:
+    """The roster on Redis: one hash per session, shared by every worker on that Redis."""
+
+    def __init__(self, url: str, prefix: str) -> None:
+        self.url, self.prefix = url, prefix
+        # redis-py's asyncio connections belong to the loop that opened them.
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def key(self, pk: int) -> str:
+        return f"{self.prefix}:presence:{pk}"
+
+    @property
+    def key_ttl_ms(self) -> int:
+        # A session's hash outlives its entries: twice PRESENCE_TTL after its last renewal.
+        from sessions_app.conf import setting
+
+        return max(1000, int(2000 * float(setting("PRESENCE_TTL"))))
+
+    def client(self) -> Any:
+        import redis.asyncio as redis
+
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            client = self._clients[loop] = redis.Redis.from_url(self.url)
+        return client
+
+    async def join(self, pk: int, device: dict[str, Any], until: float) -> tuple[bool, Entries]:
+        key = self.key(pk)
+        async with self.client().pipeline(transaction=True) as pipe:
+            pipe.hget(key, device["id"])
+            pipe.hset(key, device["id"], _encode(device, until))
+            pipe.pexpire(key, self.key_ttl_ms)
+            pipe.hgetall(key)
+            before, _, _, raw = await pipe.execute()
+        old = _decode(before) if before is not None else None
+        return old is None or old[1] <= time.time(), _decode_all(raw)
+
+    async def leave(self, pk: int, device_id: str) -> bool:
+        return bool(await self.client().hdel(self.key(pk), device_id))
+
+    async def renew(self, rosters: Wanted, until: float) -> dict[int, Entries]:
+        pks = list(rosters)
+        async with self.client().pipeline(transaction=False) as pipe:
+            for pk in pks:
+                key = self.key(pk)
+                if rosters[pk]:
+                    pipe.hset(key, mapping={d["id"]: _encode(d, until) for d in rosters[pk]})
+                    pipe.pexpire(key, self.key_ttl_ms)
+                pipe.hgetall(key)
+            results = await pipe.execute()
+        out: dict[int, Entries] = {}
+        at = 0
+        for pk in pks:
+            at += 2 if rosters[pk] else 0
+            out[pk] = _decode_all(results[at])
+            at += 1
+        return out
+
+    async def drop_expired(self, pk: int, device_ids: list[str], now: float) -> list[str]:
+        # Checked and deleted in one step on the server: a device renewed meanwhile stays.
+        dropped = await self.client().eval(_DROP_IF_EXPIRED, 1, self.key(pk), now, *device_ids)
+        return [d.decode() if isinstance(d, bytes) else str(d) for d in dropped]
+
+
+def _encode(device: dict[str, Any], until: float) -> str:
+    return json.dumps({"d": device, "u": until}, separators=(",", ":"))
+
+
+def _decode(raw: bytes | str) -> tuple[dict[str, Any], float] | None:
+    try:
+        entry = json.loads(raw)
+        device, until = entry["d"], float(entry["u"])
+    except (ValueError, TypeError, KeyError):
+        return None
+    if not isinstance(device, dict) or not isinstance(device.get("id"), str):
+        return None
+    return device, until
+
+
+def _decode_all(raw: dict[bytes, bytes]) -> Entries:
+    out: Entries = {}
+    for field, value in raw.items():
+        entry = _decode(value)
+        name = field.decode() if isinstance(field, bytes) else str(field)
+        # An entry that does not decode counts as expired: the heartbeat removes it.
+        out[name] = entry if entry is not None and entry[0]["id"] == name else ({"id": name}, 0.0)
+    return out
+
+
+_store: Store | None = None
+_store_for: Any = None
+
+
+def store() -> Store:
+    """The roster of this deployment: on the channel layer's Redis, or in this process."""
+    global _store, _store_for
+    layers = getattr(settings, "CHANNEL_LAYERS", {})
+    config = layers.get("default", {})
+    if _store is not None and _store_for is config:
+        return _store
+    backend = str(config.get("BACKEND", ""))
+    hosts = config.get("CONFIG", {}).get("hosts") or []
+    new: Store
+    if backend.startswith("channels_redis") and hosts:
+        host = hosts[0]
+        url = host if isinstance(host, str) else host.get("address", "")
+        if isinstance(url, tuple | list):
+            url = f"redis://{url[0]}:{url[1]}"
+        prefix = config.get("CONFIG", {}).get("prefix", "asgi")
+        new = RedisStore(str(url), prefix)
+    else:
+        new = MemoryStore()
+    _store, _store_for = new, config
+    return new
