@@ -221,6 +221,7 @@ class Run:
         self._steers: asyncio.Queue[str] = asyncio.Queue()
         self._buffer: list[str] = []
         self._message: str | None = None
+        self._unstarted = False  # the message's TEXT_MESSAGE_START goes with its first text
         self._flusher: asyncio.Task[None] | None = None
         self._ended = False
         self._lock = asyncio.Lock()
@@ -301,7 +302,8 @@ class Run:
                 raise self.error
             delta, self._buffer = "".join(self._buffer), []
             if self._message is not None:
-                events = [self._envelope("TEXT_MESSAGE_END", message=self._message), *events]
+                end = self._envelope("TEXT_MESSAGE_END", message=self._message)
+                events = [*self._opening(), end, *events] if not delta else [end, *events]
             else:
                 delta = ""
             self._ended = True
@@ -310,7 +312,8 @@ class Run:
 
     async def _end(self, events: list[dict[str, Any]]) -> None:
         if self._message is not None:
-            events.insert(0, self._envelope("TEXT_MESSAGE_END", message=self._message))
+            end = self._envelope("TEXT_MESSAGE_END", message=self._message)
+            events[:0] = [*self._opening(), end]
             self._message = None
         self._ended = True
         await self.session.publish(events)
@@ -329,15 +332,9 @@ class Run:
         Raises ``PublishError`` if an earlier publish of this run could not land.
         """
         self._check()
-        if self._message is None:
+        if self._message is None:  # its start goes out with its first text (one append)
             self._message = f"m-{uuid.uuid4().hex[:10]}"
-            await self.session.publish(
-                [
-                    self._envelope(
-                        "TEXT_MESSAGE_START", message=self._message, data={"role": "assistant"}
-                    )
-                ]
-            )
+            self._unstarted = True
         self._buffer.append(delta)
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_later())
@@ -370,6 +367,8 @@ class Run:
             for piece in pieces
         ] or [[]]
         appends[-1] += then or []
+        if pieces:
+            appends[0][:0] = self._opening()
         for events in appends:
             if not events:
                 continue
@@ -378,11 +377,22 @@ class Run:
             except PublishError as exc:
                 self.error = exc
                 raise
+            self._unstarted = False
+
+    def _opening(self) -> list[dict[str, Any]]:
+        """The current message's TEXT_MESSAGE_START while it has not been published."""
+        if not self._unstarted or self._message is None:
+            return []
+        return [
+            self._envelope("TEXT_MESSAGE_START", message=self._message, data={"role": "assistant"})
+        ]
 
     async def end_message(self) -> None:
         await self.flush()
         if self._message is not None:
-            await self.session.publish([self._envelope("TEXT_MESSAGE_END", message=self._message)])
+            end = self._envelope("TEXT_MESSAGE_END", message=self._message)
+            await self.session.publish([*self._opening(), end])
+            self._unstarted = False
             self._message = None
 
     async def tool_call(self, name: str, args: str, result: str | None = None) -> str:

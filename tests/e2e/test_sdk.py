@@ -67,6 +67,31 @@ def test_text_is_coalesced_into_few_appends_and_folds_to_the_full_text(site):
     assert runs[run_id]["status"] == "finished"
 
 
+def test_a_short_answer_reaches_a_device_as_the_runs_start_then_one_frame_with_the_rest(site):
+    """The message's start waits for its first text, and the last text goes with the
+    message's end and the run's end: a one-line answer is two appends, not four."""
+
+    async def scenario():
+        device = await WsClient.open(site["base"], site["token"])
+        await device.subscribe("talk", after="now")
+        async with SessionsClient(site["base"], api_key=site["key"]) as client:
+            session = await client.session("talk")
+            async with session.run(agent="writer") as run:
+                await run.text("ok")
+        frames = []
+        while not frames or frames[-1][-1] != "RUN_FINISHED":
+            frame = await device.recv()
+            if frame["type"] == "events":
+                frames.append([e["type"] for e in frame["events"] if e.get("run") == run.id])
+        await device.close()
+        return [kinds for kinds in frames if kinds]
+
+    assert asyncio.run(scenario()) == [
+        ["RUN_STARTED"],
+        ["TEXT_MESSAGE_START", "TEXT_MESSAGE_CONTENT", "TEXT_MESSAGE_END", "RUN_FINISHED"],
+    ]
+
+
 def test_a_users_cancel_stops_the_agent_promptly_and_nothing_follows_the_ack(site):
     async def scenario():
         async with SessionsClient(site["base"], api_key=site["key"]) as client:
