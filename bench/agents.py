@@ -187,7 +187,20 @@ def dispatch_rate(env: dict[str, str], base: str, key: str, own: str, turns: int
     finally:
         stop_all(procs)
     print(f"    answered exactly once: {answered_once(env)}")
+    print(f"    steady rate (first to last turn done, workers' start-up left out): {steady(env)}")
     return turns / took
+
+
+def steady(env: dict[str, str]) -> str:
+    import psycopg
+
+    with psycopg.connect(env["DATABASE_URL"], autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*), extract(epoch FROM max(ended_at) - min(ended_at)) "
+            "FROM sessions_app_turn WHERE agent = 'noop' AND state = 'done'"
+        ).fetchone()
+    done, span = (int(row[0]), float(row[1] or 0)) if row else (0, 0.0)
+    return f"{(done - 1) / span:,.0f} turns/s over {span:.1f} s" if span > 0 else "n/a"
 
 
 def answered_once(env: dict[str, str]) -> str:

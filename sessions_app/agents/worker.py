@@ -22,6 +22,7 @@ import logging
 import os
 import socket
 import uuid
+import zlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -47,6 +48,7 @@ class Worker:
         wait: float = 20.0,
         drain_seconds: float = 30.0,
         max_backoff: float = 5.0,
+        turns_per_socket: int = 4,
     ) -> None:
         if not handlers:
             raise ValueError("a worker needs at least one handler (see sessions_app.agents)")
@@ -62,6 +64,11 @@ class Worker:
         self.answered = 0  # turns this worker's handlers finished (for tests and logs)
         self.lease = 30.0
         self._http: httpx.AsyncClient | None = None
+        # A socket's frames are served one after another (a subscribe waits for the socket's
+        # publishes to commit): a worker answering many turns at once spreads them over
+        # several sockets, ``client`` and copies of it, each session always on the same one.
+        self.sockets = max(1, -(-self.concurrency // max(1, turns_per_socket)))
+        self.clients: list[SessionsClient] = [client]
 
     # --- the loop ------------------------------------------------------------------------
 
@@ -75,6 +82,10 @@ class Worker:
         )
         renewer = asyncio.create_task(self._renew_forever())
         try:
+            for _ in range(self.sockets - 1):
+                extra = _copy(self.client)
+                await extra.connect()
+                self.clients.append(extra)
             await self._claim_until(stop)
         finally:
             await self._drain()
@@ -82,6 +93,10 @@ class Worker:
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
             await self._http.aclose()
+            for extra in self.clients[1:]:
+                with contextlib.suppress(Exception):
+                    await extra.close()
+            self.clients = [self.client]
 
     async def _claim_until(self, stop: asyncio.Event) -> None:
         failures = 0
@@ -133,10 +148,14 @@ class Worker:
 
     # --- one turn ------------------------------------------------------------------------
 
+    def _client_for(self, session: str) -> SessionsClient:
+        return self.clients[zlib.crc32(session.encode()) % len(self.clients)]
+
     async def _answer(self, turn: Turn) -> None:
         handler = self.handlers[turn.agent]
+        client = self._client_for(turn.session)
         try:
-            session = await self.client.session(turn.session, after=turn.message_offset)
+            session = await client.session(turn.session, after=turn.message_offset)
             async with session.run(agent=turn.agent, run_id=turn.run_id, turn=turn.id) as run:
                 await handler(turn, run)
             self.answered += 1
@@ -155,7 +174,7 @@ class Worker:
             self.turns.pop(turn.id, None)
             if not any(t.session == turn.session for t in self.turns.values()):
                 with contextlib.suppress(Exception):
-                    await self.client.leave(turn.session)
+                    await client.leave(turn.session)
 
     # --- leases --------------------------------------------------------------------------
 
@@ -198,10 +217,26 @@ class Worker:
         for turn_id in [t for t, task in self.active.items() if task in pending]:
             with contextlib.suppress(httpx.HTTPError):
                 assert self._http is not None
-                await self._http.post(f"{TURNS_PATH}/{turn_id}/release", json={"worker": self.name})
+                await self._http.post(
+                    f"{TURNS_PATH}/release", json={"worker": self.name, "turn": turn_id}
+                )
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+
+
+def _copy(client: SessionsClient) -> SessionsClient:
+    """Another connection with ``client``'s credentials and settings."""
+    return SessionsClient(
+        client.base_url,
+        client.api_key,
+        token=client.token,
+        coalesce_seconds=client.coalesce_seconds,
+        max_backoff=client.max_backoff,
+        heartbeat_seconds=client.heartbeat_seconds,
+        label=client.label,
+        max_event_bytes=client.max_event_bytes,
+    )
 
 
 def _turn(raw: dict[str, Any]) -> Turn:

@@ -44,7 +44,7 @@ def site(tmp_path_factory):
     with site_database(tmp_path_factory.mktemp("runtime"), "runtime") as env:
         env = {**env, "SESSIONS_APP_JSON": json.dumps(settings)}
         token, worker_key, own_key = manage_output(
-            "shell", "-c", SETUP.format(sessions=40), env=env
+            "shell", "-c", SETUP.format(sessions=41), env=env
         ).split()[-3:]
         with daphne_server(env) as base:
             yield {"base": base, "env": env, "token": token, "key": worker_key, "own": own_key}
@@ -253,10 +253,10 @@ def test_a_session_with_no_agent_makes_no_turn(site):
     assert answers(site, "chat-25") == []
 
 
-def _worker_process(site, *modules, pace="0.01"):
+def _worker_process(site, *modules, pace="0.01", drain="20", concurrency="4"):
     env = {**site["env"], "RUNTIME_AGENT_PACE": pace}
     args = [sys.executable, "manage.py", "run_agents", *modules, "--url", site["base"],
-            "--api-key", site["key"], "--concurrency", "4", "--drain", "20"]  # fmt: skip
+            "--api-key", site["key"], "--concurrency", concurrency, "--drain", drain]  # fmt: skip
     return subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)  # fmt: skip
 
@@ -320,7 +320,8 @@ def test_a_fenced_run_cannot_start_a_turn_it_does_not_hold(site):
 
 def test_many_turns_over_three_worker_processes_each_answered_once(site):
     names = [f"chat-{i}" for i in range(29, 40)]
-    workers = [_worker_process(site, "tests.e2e.runtime_agents") for _ in range(3)]
+    # 8 turns at once: each worker spreads its turns over two sockets
+    workers = [_worker_process(site, "tests.e2e.runtime_agents", concurrency="8") for _ in range(3)]
     for name in names:
         patch_turns(site, name, {"agent": "noop"})
 
@@ -346,3 +347,20 @@ def test_many_turns_over_three_worker_processes_each_answered_once(site):
         assert [o for _, o in runs] == ["success"] * 6, (name, runs)
         per_message.update(run.rsplit("-", 1)[0] for run, _ in runs)
     assert set(per_message.values()) == {1}  # no turn answered twice
+
+
+def test_a_worker_stopped_before_its_turn_ends_hands_the_turn_back(site):
+    worker = _worker_process(site, "tests.e2e.runtime_agents", pace="1.0", drain="0.5")
+
+    async def scenario():
+        async with Device(site) as device:
+            await device.send("chat-40", " ".join(["word"] * 40))
+            await until(lambda: any(e["type"] == "TEXT_MESSAGE_CONTENT" and e.get("run")
+                                    for e in events(site, "chat-40")))  # fmt: skip
+            worker.send_signal(signal.SIGTERM)
+
+    asyncio.run(scenario())
+    assert worker.wait(timeout=30) == 0
+    # Handed back (not left to its lease): the server ended the run and offers the turn again.
+    error = next(e for e in events(site, "chat-40") if e["type"] == "RUN_ERROR")
+    assert "shut down" in error["data"]["message"], error
