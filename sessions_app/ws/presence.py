@@ -11,10 +11,13 @@ every device of the worker in one pipeline; a socket keeps only its own device.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import weakref
 from typing import Any
+
+import orjson
 
 from sessions_app import log
 from sessions_app.conf import setting
@@ -24,9 +27,25 @@ logger = logging.getLogger(__name__)
 
 
 class Device(dict[str, Any]):
-    """A device as presence knows it (id, user, label): one shared copy per worker."""
+    """A device as presence knows it (id, user, label): one shared copy per worker, with its
+    JSON (every presence frame lists the session's devices: each is encoded once)."""
 
-    __slots__ = ("__weakref__",)
+    __slots__ = ("__weakref__", "_text")
+
+    @property
+    def text(self) -> str:
+        try:
+            return self._text
+        except AttributeError:
+            self._text: str = _dumps(self)
+            return self._text
+
+
+def _dumps(value: Any) -> str:
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # what orjson refuses (e.g. integers beyond 64 bits) json writes
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 _DEVICES: weakref.WeakValueDictionary[tuple[Any, ...], Device] = weakref.WeakValueDictionary()
@@ -143,13 +162,16 @@ class Presence:
     """The device of one consumer's socket. Subscriptions are ``consumer.subscriptions``;
     frames go out through ``consumer.send_frame``."""
 
-    __slots__ = ("consumer", "device", "__weakref__")
+    __slots__ = ("consumer", "device", "joined", "__weakref__")
 
     heartbeat = None  # one task per worker now (Worker.beat); kept for the consumer's cleanup
 
     def __init__(self, consumer: Any, device: dict[str, Any]) -> None:
         self.consumer = consumer
-        self.device = device
+        self.device = shared(device)
+        # Per session: the number of this socket's join there. The devices of earlier joins
+        # were in the roster it read (its list shows them): their join frames are not repeated.
+        self.joined: dict[int, int] = {}
 
     def _update(self, pk: int, event: str, **extra: Any) -> dict[str, Any]:
         return {"type": "presence.update", "session": pk, "event": event,
@@ -166,17 +188,18 @@ class Presence:
         here.ensure_beating()
         now = time.time()
         try:
-            new, entries = await roster.store().join(
+            new, entries, joined = await roster.store().join(
                 sub.pk, self.device, now + float(setting("PRESENCE_TTL"))
             )
         except Exception:
             logger.warning("could not write presence of session %s", sub.pk, exc_info=True)
-            new, entries = mine[1] == 1, {}
+            new, entries, joined = mine[1] == 1, {}, 0
+        self.joined[sub.pk] = joined
         view.merge(entries, now)
         view.devices[device_id] = (mine[0], time.monotonic())
         if new:
             await self.consumer.channel_layer.group_send(
-                log.group_name(sub.pk), self._update(sub.pk, "join")
+                log.group_name(sub.pk), self._update(sub.pk, "join", joined=joined)
             )
 
     def forget(self, name: str) -> None:
@@ -186,6 +209,7 @@ class Presence:
         here = worker()
         view = here.views.get(sub.pk)
         device_id = self.device["id"]
+        self.joined.pop(sub.pk, None)
         if view is not None and self in view.members:
             view.members.discard(self)
             mine = view.attached.get(device_id)
@@ -226,7 +250,12 @@ class Presence:
             )
         known = device_id in view.devices
         view.devices[device_id] = (shared(device), time.monotonic())
-        if event == "join" or not known:
+        if event == "join":
+            joined = message.get("joined")
+            if isinstance(joined, int) and joined <= self.joined.get(sub.pk, 0):
+                return  # it was in the roster this socket read when it joined
+            await self.send(sub, None, event="join", device=device)
+        elif not known:
             await self.send(sub, None, event="join", device=device)
 
     async def on_query(self, pk: int, reply_to: str) -> None:
@@ -249,17 +278,19 @@ class Presence:
         event: str = "list",
         device: dict[str, Any] | None = None,
     ) -> None:
+        # The frame is {"type": "presence", "id"?, "session", "event", "self", "devices",
+        # "device"?}, put together from each device's JSON, encoded once per worker.
         view = worker().views.get(sub.pk)
         me = self.device["id"]
-        others = [dict(d) for i, (d, _) in (view.devices.items() if view else ()) if i != me]
-        frame: dict[str, Any] = {
-            "type": "presence",
-            "id": frame_id,
-            "session": sub.name,
-            "event": event,
-            "self": self.device,
-            "devices": [self.device, *others],
-        }
-        if device is not None:
-            frame["device"] = dict(device)
-        await self.consumer.send_frame(frame)
+        mine = self.device.text
+        others = [d.text for i, (d, _) in (view.devices.items() if view else ()) if i != me]
+        listed = ",".join([mine, *others])
+        head = '{"type":"presence",' + (
+            "" if frame_id is None else '"id":' + _dumps(frame_id) + ","
+        )
+        about = "" if device is None else ',"device":' + shared(device).text
+        text = (
+            f'{head}"session":{_dumps(sub.name)},"event":"{event}","self":{mine},'
+            f'"devices":[{listed}]{about}}}'
+        )
+        await self.consumer.send(text_data=text)

@@ -30,9 +30,12 @@ Wanted = dict[int, list[dict[str, Any]]]  # session pk -> devices to renew there
 
 
 class Store(Protocol):
-    async def join(self, pk: int, device: dict[str, Any], until: float) -> tuple[bool, Entries]:
+    async def join(
+        self, pk: int, device: dict[str, Any], until: float
+    ) -> tuple[bool, Entries, int]:
         """Write ``device`` into session ``pk``'s roster; return whether it was absent (or
-        expired) before, and the roster as it is now (expired entries included)."""
+        expired) before, the roster as it is now (expired entries included), and the number of
+        this join in the session (every join up to it is in that roster)."""
 
     async def leave(self, pk: int, device_id: str) -> bool:
         """Remove a device; True if this call removed it."""
@@ -49,12 +52,16 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self.rosters: dict[int, Entries] = {}
+        self.joins = 0
 
-    async def join(self, pk: int, device: dict[str, Any], until: float) -> tuple[bool, Entries]:
+    async def join(
+        self, pk: int, device: dict[str, Any], until: float
+    ) -> tuple[bool, Entries, int]:
         roster = self.rosters.setdefault(pk, {})
         before = roster.get(device["id"])
         roster[device["id"]] = (dict(device), until)
-        return before is None or before[1] <= time.time(), dict(roster)
+        self.joins += 1
+        return before is None or before[1] <= time.time(), dict(roster), self.joins
 
     async def leave(self, pk: int, device_id: str) -> bool:
         roster = self.rosters.get(pk, {})
@@ -99,6 +106,10 @@ return dropped
 """
 
 
+POOL_SIZE = 8  # connections to Redis per worker for the roster
+JOINS = "#joins"  # a field of the hash counting its joins (device ids never start with #)
+
+
 class RedisStore:
     """The roster on Redis: one hash per session, shared by every worker on that Redis."""
 
@@ -125,19 +136,26 @@ class RedisStore:
         loop = asyncio.get_running_loop()
         client = self._clients.get(loop)
         if client is None:
-            client = self._clients[loop] = redis.Redis.from_url(self.url)
+            # A join storm waits for a few connections instead of opening one per join.
+            pool = redis.BlockingConnectionPool.from_url(
+                self.url, max_connections=POOL_SIZE, timeout=None
+            )
+            client = self._clients[loop] = redis.Redis(connection_pool=pool)
         return client
 
-    async def join(self, pk: int, device: dict[str, Any], until: float) -> tuple[bool, Entries]:
+    async def join(
+        self, pk: int, device: dict[str, Any], until: float
+    ) -> tuple[bool, Entries, int]:
         key = self.key(pk)
         async with self.client().pipeline(transaction=True) as pipe:
             pipe.hget(key, device["id"])
             pipe.hset(key, device["id"], _encode(device, until))
+            pipe.hincrby(key, JOINS, 1)
             pipe.pexpire(key, self.key_ttl_ms)
             pipe.hgetall(key)
-            before, _, _, raw = await pipe.execute()
+            before, _, joins, _, raw = await pipe.execute()
         old = _decode(before) if before is not None else None
-        return old is None or old[1] <= time.time(), _decode_all(raw)
+        return old is None or old[1] <= time.time(), _decode_all(raw), int(joins)
 
     async def leave(self, pk: int, device_id: str) -> bool:
         return bool(await self.client().hdel(self.key(pk), device_id))
@@ -184,8 +202,10 @@ def _decode(raw: bytes | str) -> tuple[dict[str, Any], float] | None:
 def _decode_all(raw: dict[bytes, bytes]) -> Entries:
     out: Entries = {}
     for field, value in raw.items():
-        entry = _decode(value)
         name = field.decode() if isinstance(field, bytes) else str(field)
+        if name == JOINS:
+            continue
+        entry = _decode(value)
         # An entry that does not decode counts as expired: the heartbeat removes it.
         out[name] = entry if entry is not None and entry[0]["id"] == name else ({"id": name}, 0.0)
     return out
