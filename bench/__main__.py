@@ -21,6 +21,7 @@ BENCHMARKS: dict[str, str] = {
     "mlexec_label_issues": "bench.mlexec_label_issues",
     "learning_curves": "bench.learning_curves",
     "capacity": "bench.capacity",
+    "idle_sockets": "bench.idle_sockets",
 }
 
 
