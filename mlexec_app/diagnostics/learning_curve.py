@@ -14,7 +14,8 @@ How sure the extrapolation is comes from a bootstrap over folds and sizes and sh
 replicate draws the folds with replacement (their dev errors averaged per size), the training
 sizes with replacement (a size drawn twice weighs twice, one not drawn is left out of the fit)
 and a shape by its weight, refits, and is shifted by the error the averaged shapes made on the
-held-out sizes, grown in proportion to how far (in log size) the prediction reaches. The 10th
+held-out sizes (pooled over every split of the measured sizes into a fitted start and the
+largest), grown in proportion to how far (in log size) the prediction reaches. The 10th
 and 90th percentiles, plus the binomial noise of measuring a dev error on the dev set such data
 would have, give each prediction its interval (80% by default). The verdict reads the
 interval, never the point alone: more data helps only when the whole interval of what ten
@@ -429,27 +430,37 @@ def _shape_weights(
 
     Each shape is fitted on all but the ``HOLD_OUT`` largest sizes and scored on those (in
     units of their measurement noise) plus 2 per free parameter (Akaike's criterion); weights
-    are ``exp(-score / 2)``, a likelihood of what it predicted, penalised for flexibility. The
-    weighted prediction's miss at the largest size, per unit of log-distance it extrapolated
-    over, is how fast the extrapolation error grows. With fewer than ``3 + HOLD_OUT`` sizes
-    nothing can be scored: the power law with floor alone, no spread.
+    are ``exp(-score / 2)``, a likelihood of what it predicted, penalised for flexibility. How
+    fast the extrapolation error grows: the weighted shapes, fitted on the 3, 4, ... smallest
+    sizes, each predict the largest; the root mean square of those misses per unit of
+    log-distance. With fewer than ``3 + HOLD_OUT`` sizes nothing can be scored: the power law
+    with floor alone, no spread.
     """
     fit_on = len(sizes) - HOLD_OUT
     if fit_on < 3:
         return {POWER_LAW: 1.0}, 0.0
-    scores, misses = {}, {}
+    scores = {}
     for shape, fit in _FITS.items():
         params = fit(sizes[:fit_on], mean[None, :fit_on], precision[None, :fit_on])
         guess = _curve(shape, params, sizes[fit_on:])[0]
         scores[shape] = float(((guess - mean[fit_on:]) ** 2 / variance[fit_on:]).sum())
-        misses[shape] = float(guess[-1] - mean[-1])
         scores[shape] += 2.0 * PARAMETERS[shape]  # Akaike's price of each free parameter
     best = min(scores.values())
     raw = {shape: math.exp(-0.5 * (score - best)) for shape, score in scores.items()}
     total = sum(raw.values())
     weights = {shape: w / total for shape, w in raw.items()}
-    miss = abs(sum(weights[s] * misses[s] for s in weights))
-    return weights, miss / math.log(sizes[-1] / sizes[fit_on - 1])
+    # The averaged shapes' miss at the largest size, fitted on the 3, 4, ... smallest sizes:
+    # one miss per reach, each per unit of log-distance, pooled as a root mean square (one
+    # miss alone is mostly the measurement noise of one point).
+    rates = []
+    for upto in range(3, len(sizes)):
+        guess = sum(
+            w * _curve(s, _FITS[s](sizes[:upto], mean[None, :upto], precision[None, :upto]),
+                       sizes[-1:])[0, 0]
+            for s, w in weights.items()
+        )  # fmt: skip
+        rates.append((guess - mean[-1]) / math.log(sizes[-1] / sizes[upto - 1]))
+    return weights, float(np.sqrt(np.mean(np.square(rates))))
 
 
 def learning_curve(
