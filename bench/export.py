@@ -37,7 +37,13 @@ def main() -> None:
     )
     parser.add_argument("--keep", metavar="NAME", help="seed once into database NAME, keep it")
     parser.add_argument("--profile", metavar="FILE", help="write a cProfile of the export")
+    parser.add_argument(
+        "--stages", action="store_true", help="no database: CPU per conversation of each stage"
+    )
     args = parser.parse_args()
+    if args.stages:
+        stages(min(args.conversations, 10_000), args.turns)
+        return
     from tests.e2e.servers import postgres_database
 
     if args.keep:
@@ -60,6 +66,43 @@ def main() -> None:
 
             dbexec.shutdown()
             connections.close_all()
+
+
+def stages(count: int, turns: int) -> None:
+    """The export's stages in memory, without a profiler's distortion: CPU time per
+    conversation to parse the stored events, fold them, build the conversation, and redact,
+    encode and deduplicate it."""
+    import orjson
+
+    from sessions_app.domain.dataset import Exporter, Filters
+    from sessions_app.domain.dataset import conversation as build
+    from sessions_app.domain.events import encode_event
+    from sessions_app.domain.fold import SessionState, apply
+
+    bodies = [[encode_event(e, 1).encode() for e in conversation(i, turns)] for i in range(count)]
+    clock = [time.process_time()]
+    events = [[orjson.loads(body) for body in stored] for stored in bodies]
+    clock.append(time.process_time())
+    states = []
+    for folded in events:
+        state = SessionState()
+        for seq, event in enumerate(folded, start=1):
+            apply(state, seq, event)
+        states.append(state)
+    clock.append(time.process_time())
+    found = [build(state, Filters(corrections=True)) for state in states]
+    clock.append(time.process_time())
+    exporter = Exporter(encode=orjson.dumps)
+    for index, one in enumerate(found):
+        exporter.take(f"c{index}", "2026-01-01", one)
+    clock.append(time.process_time())
+    names = ("parse", "fold", "conversation", "redact+encode+dedup")
+    costs = [(b - a) / count * 1e3 for a, b in zip(clock, clock[1:], strict=False)]
+    print(
+        f"CPU per conversation ({count} of {turns} turns): "
+        + ", ".join(f"{n} {c:.3f} ms" for n, c in zip(names, costs, strict=True))
+        + f"; total {sum(costs):.3f} ms ({1e3 / sum(costs):,.0f} conversations/s on one core)"
+    )
 
 
 @contextlib.contextmanager
