@@ -1,0 +1,173 @@
+"""Presence on the shared roster: a join storm, devices on two workers, a worker that dies.
+
+The first tests run over the in-process ASGI stack (both passes: in-memory layer, then Redis);
+the worker tests start two daphne processes on one Redis and one database (second pass).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from contextlib import AsyncExitStack
+
+import pytest
+import websockets
+
+from tests.e2e.servers import DaphneProcess, session_with_token, site_database
+from tests.sessions_app.conftest import connect
+
+STORM = 12
+
+
+async def drain(client, quiet: float = 0.5) -> list[dict]:
+    """Every frame ``client`` receives until none comes for ``quiet`` seconds."""
+    frames: list[dict] = []
+    while not await client.ws.receive_nothing(timeout=quiet):
+        frames.append(await client.recv())
+    return frames
+
+
+def joins(frames: list[dict]) -> list[str]:
+    return [f["device"]["id"] for f in frames if f["type"] == "presence" and f["event"] == "join"]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_join_storm_shows_every_device_to_every_member_exactly_once(alice, session):
+    async with AsyncExitStack() as stack:
+        clients = [await stack.enter_async_context(connect(alice)) for _ in range(STORM)]
+        await asyncio.gather(*(c.subscribe("chat-1") for c in clients))
+        # What each was listed when it joined, and every join it heard of afterwards.
+        lists = [await c.request("presence", session="chat-1") for c in clients]
+        heard = await asyncio.gather(*(drain(c) for c in clients))
+        everyone = sorted(listed["self"]["id"] for listed in lists)
+        assert len(set(everyone)) == STORM
+        for listed, frames in zip(lists, heard, strict=True):
+            me = listed["self"]["id"]
+            shown = [d["id"] for d in listed["devices"]] + joins(frames)
+            assert me not in joins(frames)
+            assert sorted(set(shown)) == everyone  # nobody missing, nobody else
+            # and every device in every list of its frames once
+            for frame in [listed, *(f for f in frames if f["type"] == "presence")]:
+                ids = [d["id"] for d in frame["devices"]]
+                assert ids[0] == me and len(ids) == len(set(ids))
+        # Once the storm is over, every member lists every device exactly once.
+        for client in clients:
+            listed = await client.request("presence", session="chat-1")
+            assert sorted(d["id"] for d in listed["devices"]) == everyone
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_new_device_is_announced_to_those_there_and_lists_them_without_a_join_each(
+    alice, session
+):
+    async with connect(alice) as first, connect(alice) as second, connect(alice) as third:
+        ids = []
+        for client in (first, second, third):
+            await client.subscribe("chat-1")
+            ids.append((await client.request("presence", session="chat-1"))["self"]["id"])
+        listed = await third.request("presence", session="chat-1")
+        assert [d["id"] for d in listed["devices"]] == [ids[2], ids[0], ids[1]]
+        heard = await asyncio.gather(*(drain(c) for c in (first, second, third)))
+        # The devices already there each heard of each newcomer once ...
+        assert joins(heard[0]) == [ids[1], ids[2]]
+        assert joins(heard[1]) == [ids[2]]
+        # ... and a newcomer gets no join frame for each device there: its list holds them.
+        assert joins(heard[2]) == []
+
+
+# --- two workers on one Redis ----------------------------------------------------------------
+
+TTL = 1.5  # seconds: short, so that a dead worker's devices expire within the test
+
+
+@pytest.fixture(scope="module")
+def workers(tmp_path_factory):
+    with site_database(tmp_path_factory.mktemp("presence"), "presence") as env:
+        env = {**env, "SESSIONS_APP_JSON": json.dumps({"PRESENCE_TTL": TTL})}
+        token = session_with_token(env, "room", user="alice")
+        first, second = DaphneProcess(env), DaphneProcess(env)
+        first.start()
+        second.start()
+        try:
+            yield first, second, token
+        finally:
+            first.__exit__()
+            second.__exit__()
+
+
+class Device:
+    """A device on one worker: ``device=<name>`` on the socket, every frame it receives kept."""
+
+    def __init__(self, conn) -> None:
+        self.conn = conn
+
+    @classmethod
+    async def open(cls, worker: DaphneProcess, token: str, name: str) -> Device:
+        url = f"ws://127.0.0.1:{worker.port}/ws/sessions/?token={token}&device={name}"
+        conn = await websockets.connect(url)
+        assert json.loads(await conn.recv())["type"] == "hello"
+        return cls(conn)
+
+    async def ask(self, op: str, **fields) -> dict:
+        await self.conn.send(json.dumps({"op": op, "id": op, **fields}))
+        while True:
+            frame = json.loads(await asyncio.wait_for(self.conn.recv(), 10))
+            if frame.get("id") == op and frame["type"] != "events":
+                return frame
+
+    async def presence(self, timeout: float = 10) -> dict:
+        while True:
+            frame = json.loads(await asyncio.wait_for(self.conn.recv(), timeout))
+            if frame["type"] == "presence":
+                return frame
+
+
+def listed(frame: dict) -> list[str]:
+    return [d["id"] for d in frame["devices"]]
+
+
+@pytest.mark.real_engines
+def test_devices_on_two_workers_see_each_other_join_list_and_leave(workers):
+    first, second, token = workers
+
+    async def scenario():
+        phone = await Device.open(first, token, "phone")
+        laptop = await Device.open(second, token, "laptop")
+        assert (await phone.ask("subscribe", session="room"))["type"] == "caught_up"
+        assert (await laptop.ask("subscribe", session="room"))["type"] == "caught_up"
+        # The laptop's worker read the phone from the roster: listed at once, nobody asked.
+        assert listed(await laptop.ask("presence", session="room")) == ["laptop", "phone"]
+        joined = await phone.presence()
+        assert joined["event"] == "join" and joined["device"]["id"] == "laptop"
+        assert listed(joined) == ["phone", "laptop"]
+        await laptop.conn.close()
+        left = await phone.presence()
+        assert left["event"] == "leave" and left["device"]["id"] == "laptop"
+        assert listed(await phone.ask("presence", session="room")) == ["phone"]
+        await phone.conn.close()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.real_engines
+def test_the_devices_of_a_worker_killed_without_a_goodbye_leave_after_the_presence_ttl(workers):
+    first, second, token = workers
+
+    async def scenario():
+        phone = await Device.open(first, token, "phone2")
+        tablet = await Device.open(second, token, "tablet")
+        assert (await phone.ask("subscribe", session="room"))["type"] == "caught_up"
+        assert (await tablet.ask("subscribe", session="room"))["type"] == "caught_up"
+        joined = await phone.presence()
+        assert joined["device"]["id"] == "tablet"
+        second.stop(kill=True)  # SIGKILL: no disconnect, no leave, no more renewals
+        left = await phone.presence(timeout=10 * TTL)
+        assert left["event"] == "leave" and left["device"]["id"] == "tablet"
+        assert listed(left) == ["phone2"]
+        assert listed(await phone.ask("presence", session="room")) == ["phone2"]
+        await phone.conn.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        second.start()  # for whatever runs after
