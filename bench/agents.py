@@ -262,7 +262,7 @@ def main() -> None:
         with DaphneProcess(env) as server:
             base = server.base
             parts = set(args.parts.split(","))
-            for size in [int(s) for s in args.sizes.split(",")] if "a" in parts else [10]:
+            for size in [int(s) for s in args.sizes.split(",")] if "a" in parts else [args.turns]:
                 token, key, own = manage_output(
                     "shell", "-c", SETUP.format(sessions=size), env=env
                 ).split()[-3:]
