@@ -72,9 +72,19 @@ async def idle_memory(server: Server, token: str, count: int, per_session: int) 
     conns: list[Any] = []
     gate = asyncio.Semaphore(OPEN_AT_ONCE)
 
+    retries = [0]
+
     async def one(i: int) -> None:
         async with gate:
-            conn = await ws_open(url)
+            for attempt in range(5):
+                try:
+                    conn = await ws_open(url)
+                    break
+                except Exception:  # daphne drops a handshake its app took 5 s to accept
+                    if attempt == 4:
+                        raise
+                    retries[0] += 1
+                    await asyncio.sleep(1.0)
             conns.append(conn)
             await ws_subscribe(conn, f"idle-{i // per_session}")
 
@@ -85,7 +95,8 @@ async def idle_memory(server: Server, token: str, count: int, per_session: int) 
         await asyncio.sleep(2.0)
         after = server.rss_kb()
         return {"sockets": count, "before_kb": before, "after_kb": after,
-                "per_socket_kb": (after - before) / count, "open_seconds": opened}  # fmt: skip
+                "per_socket_kb": (after - before) / count, "open_seconds": opened,
+                "retried_opens": retries[0]}  # fmt: skip
     finally:
         await asyncio.gather(*(c.close() for c in conns + warm), return_exceptions=True)
 
@@ -199,7 +210,7 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
     names += [f"storm-{i}" for i in range(args.storm_sessions)]
     _raise_nofile()
     with postgres_database(BASE_DB, f"bench_idlesock_{pid}") as db:
-        env = base_env(DATABASE_URL=db, DJANGO_SETTINGS_MODULE="bench.sessions_settings")
+        env = base_env(DATABASE_URL=db, DJANGO_SETTINGS_MODULE="bench.idle_settings")
         plain_env = base_env(DJANGO_SETTINGS_MODULE="bench.plain_settings")
         run_manage("migrate", "--no-input", env=env)
         token = manage_output("shell", "-c", SETUP.format(names=names), env=env)
