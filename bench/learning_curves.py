@@ -243,6 +243,14 @@ def body(acc: dict | None, diag: dict | None, search: dict | None) -> str:
                     f"| {name} | {fraction} | {np.mean([c['error'] for c in group]):.3f} | "
                     f"{sum(c['inside'] for c in group)}/{len(group)} |"
                 )
+        if acc["skipped"]:
+            groups = dict.fromkeys(acc["skipped"])
+            lines += [
+                "",
+                "Skipped (fewer than three training sizes, nothing to extrapolate): "
+                + ", ".join(f"{g} ({acc['skipped'].count(g)} seeds)" for g in groups)
+                + ".",
+            ]
         lines += ["", "Verdicts at f = 0.1 (real gain = dev error now minus at 10x the data):", ""]
         for v in verdicts:
             lines.append(
