@@ -10,6 +10,11 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 SECRET_KEY = "test-only"
 DEBUG = False
 ALLOWED_HOSTS = ["testserver", "127.0.0.1", "localhost"]
+
+# Django's default hasher spends ~0.3 s of CPU per password (PBKDF2, a million rounds), on every
+# user a test creates and every login: the suite made that several minutes of CI. These tests
+# are not about password storage; the sites users run keep Django's default.
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",

@@ -95,9 +95,3 @@ def key_for(user):
         return Api(Client(), raw)
 
     return make
-
-
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings):
-    # The default PBKDF2 hasher costs ~0.3 s per login; these tests are not about passwords.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

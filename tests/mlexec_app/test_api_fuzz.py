@@ -1,6 +1,12 @@
-"""Arbitrary JSON at the write endpoints: a 2xx, or a coded 4xx that wrote nothing."""
+"""Arbitrary JSON at the write endpoints: a 2xx, or a coded 4xx that wrote nothing.
+
+``FUZZ_ML_EXAMPLES`` sets the examples per endpoint (50 in the suite; a deeper run, e.g. 1,000,
+is `FUZZ_ML_EXAMPLES=1000 pytest tests/mlexec_app/test_api_fuzz.py`).
+"""
 
 from __future__ import annotations
+
+import os
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -31,7 +37,9 @@ RUN_BODY = st.fixed_dictionaries(
     },
 )
 FUZZ = settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=int(os.environ.get("FUZZ_ML_EXAMPLES", "50")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 
 
