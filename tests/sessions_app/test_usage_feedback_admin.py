@@ -159,7 +159,9 @@ def test_an_exports_card_is_a_staff_page_and_a_plain_text_download(
     assert "<th>duplicates dropped</th><td>1</td>" in html
     assert "<th>ratings</th><td>up: 1</td>" in html
     assert "data.train.jsonl" in html
-    assert "/admin/sessions_app/export/" in admin_client.get("/admin/sessions_app/").content.decode()
+    assert (
+        "/admin/sessions_app/export/" in admin_client.get("/admin/sessions_app/").content.decode()
+    )
 
     download = admin_client.get(f"/admin/sessions_app/export/{export.pk}/card.md")
     assert download.status_code == 200
