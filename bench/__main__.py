@@ -8,7 +8,13 @@ runs it (``main`` reads its options from ``sys.argv[1:]``).
 from __future__ import annotations
 
 import importlib
+import os
+import secrets
 import sys
+
+# The servers the benchmarks start run the demo site's settings, which refuse to start without
+# a SECRET_KEY outside DEBUG (as a deployment must); a benchmark's sites get one of their own.
+os.environ.setdefault("SECRET_KEY", "bench-" + secrets.token_urlsafe(50))
 
 BENCHMARKS: dict[str, str] = {
     "sessions_log": "bench.sessions_log",

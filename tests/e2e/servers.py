@@ -25,9 +25,11 @@ def free_port() -> int:
 
 
 def run_manage(*args: str, env: dict[str, str]) -> None:
-    subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True, capture_output=True
+    done = subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True
     )
+    if done.returncode:  # say why: the command's own last words, not only its exit status
+        raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{done.stderr[-2000:]}")
 
 
 # A migrated database per settings module and database server, which later sites copy.
