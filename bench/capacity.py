@@ -107,9 +107,7 @@ import json
 import multiprocessing
 import os
 import resource
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -123,7 +121,6 @@ from typing import Any
 from bench.sessions_log import (
     BASE_DB,
     REDIS_URL,
-    ROOT,
     SETUP,
     Server,
     _raise_nofile,
@@ -131,6 +128,7 @@ from bench.sessions_log import (
     daphne,
     log,
     pct,
+    spawned,
     ws_open,
     ws_subscribe,
 )
@@ -140,7 +138,6 @@ from tests.e2e.servers import (
     manage_output,
     postgres_database,
     run_manage,
-    wait_until_serving,
 )
 
 TOKENS_PER_SECOND = 40
@@ -656,23 +653,8 @@ def uvicorn(target: str, env: dict[str, str]) -> Iterator[Server]:
     port = free_port()
     args = [a.format(port=port) for a in SERVERS["uvicorn"]]
     args += ["--no-access-log", "--log-level", "warning", "--lifespan", "off", target]
-    with tempfile.NamedTemporaryFile(prefix=f"bench-uvicorn-{port}-", suffix=".log") as out:
-        proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=out,
-                                stderr=subprocess.STDOUT, preexec_fn=_raise_nofile)  # fmt: skip
-        try:
-            base = f"http://127.0.0.1:{port}"
-            wait_until_serving(base + "/", proc, Path(out.name), timeout=60)
-            yield Server(base, proc.pid)
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            text = Path(out.name).read_text(errors="replace")
-            if "Traceback" in text:
-                print(f"[{target}] server log had errors:\n{text[-3000:]}", file=sys.stderr)
+    with spawned([sys.executable, *args], port, f"uvicorn {target}", env=env) as server:
+        yield server
 
 
 def serve(kind: str, target: str, env: dict[str, str]) -> contextlib.AbstractContextManager[Server]:
@@ -702,20 +684,8 @@ def tcp_proxy(upstreams: list[str]) -> Iterator[Server]:
     """``python -m sessions_app.tcp_proxy`` (round robin per connection) in its own process."""
     port = free_port()
     args = ["-m", "sessions_app.tcp_proxy", "--listen", f"127.0.0.1:{port}", *upstreams]
-    with tempfile.NamedTemporaryFile(prefix=f"bench-proxy-{port}-", suffix=".log") as out:
-        proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=out,
-                                stderr=subprocess.STDOUT, preexec_fn=_raise_nofile)  # fmt: skip
-        try:
-            base = f"http://127.0.0.1:{port}"
-            wait_until_serving(base + "/", proc, Path(out.name), timeout=30)
-            yield Server(base, proc.pid)
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    with spawned([sys.executable, *args], port, "proxy", complain=None) as server:
+        yield server
 
 
 @contextmanager

@@ -13,19 +13,17 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from bench.capacity import COALESCE_SECONDS, Device, PlainRun, Tape
-from bench.sessions_log import ROOT, Server, _raise_nofile
+from bench.sessions_log import ROOT, Server, spawned
 from bench.sse import SseReader
-from tests.e2e.servers import free_port, wait_until_serving
+from tests.e2e.servers import free_port
 
 NODE_DIR = ROOT / "bench" / "resumable"
 RESUME_POLL_SECONDS = 0.05  # a device with no answer to follow asks again after this long
@@ -147,24 +145,9 @@ def node_server(env: dict[str, str]) -> Iterator[Server]:
     if not (NODE_DIR / "node_modules" / "resumable-stream").exists():
         subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR, check=True)
     port = free_port()
-    with tempfile.NamedTemporaryFile(prefix=f"bench-node-{port}-", suffix=".log") as out:
-        proc = subprocess.Popen(["node", "server.mjs", str(port)], cwd=NODE_DIR, env=env,
-                                stdout=out, stderr=subprocess.STDOUT,
-                                preexec_fn=_raise_nofile)  # fmt: skip
-        try:
-            base = f"http://127.0.0.1:{port}"
-            wait_until_serving(base + "/", proc, Path(out.name), timeout=60)
-            yield Server(base, proc.pid)
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            text = Path(out.name).read_text(errors="replace")
-            if "Error" in text:
-                print(f"[resumable] server log had errors:\n{text[-3000:]}", flush=True)
+    argv = ["node", "server.mjs", str(port)]
+    with spawned(argv, port, "resumable", cwd=NODE_DIR, env=env, complain="Error") as server:
+        yield server
 
 
 def forget_keys(redis_url: str, prefix: str) -> None:

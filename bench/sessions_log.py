@@ -135,6 +135,42 @@ class Server:
         raise RuntimeError("no VmRSS")
 
 
+def stop(proc: subprocess.Popen[Any]) -> None:
+    """SIGTERM, then SIGKILL after 10 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@contextmanager
+def spawned(
+    argv: list[str],
+    port: int,
+    label: str,
+    *,
+    cwd: Path = ROOT,
+    env: dict[str, str] | None = None,
+    complain: str | None = "Traceback",
+) -> Iterator[Server]:
+    """A server process (``argv``, listening on ``port``) until the block ends, its output in a
+    temporary log that is printed if it contains ``complain``; RLIMIT_NOFILE raised."""
+    with tempfile.NamedTemporaryFile(prefix=f"bench-{label}-{port}-", suffix=".log") as out:
+        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                preexec_fn=_raise_nofile)  # fmt: skip
+        try:
+            base = f"http://127.0.0.1:{port}"
+            wait_until_serving(base + "/", proc, Path(out.name), timeout=60)
+            yield Server(base, proc.pid)
+        finally:
+            stop(proc)
+            text = Path(out.name).read_text(errors="replace")
+            if complain and complain in text:
+                print(f"[{label}] server log had errors:\n{text[-3000:]}", file=sys.stderr)
+
+
 @contextmanager
 def daphne(target: str, env: dict[str, str]) -> Iterator[Server]:
     """``daphne target`` on a free loopback port, RLIMIT_NOFILE raised to its hard limit."""
