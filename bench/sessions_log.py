@@ -190,12 +190,7 @@ def daphne(target: str, env: dict[str, str]) -> Iterator[Server]:
         yield Server(base, proc.pid)
     finally:
         text = Path(log.name).read_text(errors="replace")  # before shutdown's own noise
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
         log.close()
         # An SSE client that hangs up makes Django log RequestAborted: not an error here.
         if text.count("Traceback") > text.count("RequestAborted"):
