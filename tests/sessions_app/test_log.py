@@ -147,6 +147,14 @@ async def test_one_batch_of_producers_and_runs_over_several_sessions_lands_each_
         assert (finish.seqs, finish.duplicate) == (range(3, 4), False)
     for s in sessions:
         assert await db(Entry.objects.filter(session=s).count)() == 3
+        stored = await db(Session.objects.get)(pk=s.pk)
+        assert stored.head == 3  # the batch's heads, written together
+        # The batch's producer states, written together: a late retry of the last append is
+        # still its duplicate, with its offsets.
+        again = await log.append(
+            log.AppendRequest(s.pk, [run_item("RUN_FINISHED", "r1")], claim(s, 2))
+        )
+        assert (again.seqs, again.duplicate) == (range(3, 4), True)
         run = await db(Run.objects.get)(session=s, run_id="r1")
         assert run.status == "finished"
         with pytest.raises(RunEnded):
