@@ -9,17 +9,21 @@ one chunk, never the export. What a conversation is, the filters, the split and 
 
 from __future__ import annotations
 
+import functools
 import json
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from queue import Full, Queue
 from typing import Any, Protocol
 
 import orjson
 from django.conf import settings
+from django.db import connection, connections
 from django.utils.module_loading import import_string
 
 from sessions_app.domain.dataset import (
@@ -37,6 +41,12 @@ from sessions_app.models import JSON_CONTENT_TYPE, Entry, Export, Run, Session
 
 CHUNK = 200  # sessions a query reads (their entries come in one more query)
 ENTRY_BUDGET = 20_000  # entries a chunk reads in one round trip (its memory bound)
+AHEAD = 2  # chunks the fetch thread may read ahead of the fold (memory: AHEAD + 2 chunks)
+
+# A session row as the export reads it.
+COLUMNS = ("pk", "name", "created_at", "snapshot", "tail", "checkpoint", "checkpoint_seq",
+           "head", "forked_from_id", "fork_seq")  # fmt: skip
+Row = tuple[Any, ...]
 
 
 class Writer(Protocol):
@@ -56,6 +66,17 @@ class Options:
     chunk: int = CHUNK
 
 
+@dataclass
+class _Chunk:
+    """A chunk of sessions and, unless it is over the entry budget, their entries: on
+    PostgreSQL each session's as one JSON array (``(count, last seq, b"[...]")``), elsewhere
+    as ``(session, seq, body)`` rows in order."""
+
+    rows: list[Row]
+    arrays: dict[int, tuple[int, int, bytes]] | None = None
+    entries: list[tuple[int, int, bytes]] | None = None
+
+
 def redactor(path: str | None) -> Redactor:
     """The operator's redaction function (``text -> (text, {kind: count})``)."""
     path = path or getattr(settings, "SESSIONS_EXPORT_REDACT", None)
@@ -67,8 +88,25 @@ def redactor(path: str | None) -> Redactor:
     return found  # type: ignore[no-any-return]
 
 
-def folds(options: Options) -> Iterator[tuple[str, datetime, SessionState]]:
-    """Each session's name, creation time and fold, oldest first, a chunk at a time."""
+def folds(
+    options: Options, ahead: bool | None = None
+) -> Iterator[tuple[str, datetime, SessionState]]:
+    """Each session's name, creation time and fold, oldest first, a chunk at a time.
+
+    With ``ahead`` (the default outside a transaction) a thread with its own connection reads
+    the next chunks while this one is folded: the database's time and the fold's overlap.
+    Inside a transaction the reads stay on its connection (another could not see its rows).
+    """
+    if ahead is None:
+        ahead = not connection.in_atomic_block
+    chunks = (_fetch(rows, entries) for rows, entries in _chunks(options))
+    for chunk in _read_ahead(chunks, AHEAD) if ahead else chunks:
+        yield from _fold_chunk(chunk)
+
+
+def _chunks(options: Options) -> Iterator[tuple[list[Row], int]]:
+    """The matching sessions' rows, oldest first, in chunks of at most ``options.chunk``
+    sessions or (a session more) ``ENTRY_BUDGET`` entries; with the entries they hold."""
     sessions = Session.objects.filter(content_type__istartswith=JSON_CONTENT_TYPE)
     if options.since:
         sessions = sessions.filter(created_at__gte=options.since)
@@ -78,56 +116,203 @@ def folds(options: Options) -> Iterator[tuple[str, datetime, SessionState]]:
         sessions = sessions.filter(
             pk__in=Run.objects.filter(agent=options.filters.agent).values("session_id")
         )
-    rows = sessions.order_by("created_at", "pk").values_list(
-        "pk", "name", "created_at", "snapshot", "tail", "checkpoint", "checkpoint_seq", "head"
-    )
-    chunk: list[tuple[Any, ...]] = []
+    rows = sessions.order_by("created_at", "pk").values_list(*COLUMNS)
+    chunk: list[Row] = []
     entries = 0
     for row in rows.iterator(chunk_size=options.chunk):
         chunk.append(row)
-        entries += row[-1] - _start(row)
+        entries += row[7] - _start(row)
         if len(chunk) >= options.chunk or entries >= ENTRY_BUDGET:
-            yield from _fold_chunk(chunk, entries)
+            yield chunk, entries
             chunk, entries = [], 0
     if chunk:
-        yield from _fold_chunk(chunk, entries)
+        yield chunk, entries
 
 
-def _start(row: tuple[Any, ...]) -> int:
-    """The offset a session's fold starts from: its checkpoint's, else its snapshot's."""
-    _pk, _name, _created, _snapshot, tail, checkpoint, checkpoint_seq, _head = row
+def _forked(row: Row) -> bool:
+    """A fork whose own log still starts at the fork point: its fold starts from the history
+    it inherits (a fork compacted past that point starts from its own snapshot, as before)."""
+    _pk, _name, _created, _snapshot, tail, _cp, _cp_seq, _head, parent, fork_seq = row
+    return parent is not None and fork_seq > 0 and tail <= fork_seq
+
+
+def _start(row: Row) -> int:
+    """The offset a session's own entries are read from: its checkpoint's, else its
+    snapshot's (a fork's checkpoint is not used: it was folded without the inherited part)."""
+    _pk, _name, _created, _snapshot, tail, checkpoint, checkpoint_seq, *_ = row
+    if _forked(row):
+        return int(tail)
     return int(checkpoint_seq) if checkpoint is not None and checkpoint_seq >= tail else int(tail)
 
 
-def _fold_chunk(
-    rows: list[tuple[Any, ...]], entries: int
-) -> Iterator[tuple[str, datetime, SessionState]]:
-    states: dict[int, SessionState] = {}
-    for row in rows:
-        pk, _name, _created, snapshot, tail, checkpoint, checkpoint_seq, _head = row
-        if checkpoint is not None and checkpoint_seq >= tail:
-            states[pk] = SessionState.from_dict(checkpoint, checkpoint_seq)
-        elif snapshot:
-            states[pk] = SessionState.from_dict(snapshot, tail)
-        else:
-            states[pk] = SessionState(seq=tail)
-    query = (
-        Entry.objects.filter(session_id__in=list(states))
+def _fetch(rows: list[Row], entries: int) -> _Chunk:
+    """Read a chunk's entries in one round trip (within the budget; a longer chunk is read
+    later, through a cursor, as it is folded)."""
+    if entries > ENTRY_BUDGET:
+        return _Chunk(rows)
+    starts = [(row[0], _start(row)) for row in rows]
+    if connection.vendor == "postgresql":
+        return _Chunk(rows, arrays=_arrays(starts))
+    return _Chunk(rows, entries=list(_entry_rows(rows).iterator(chunk_size=2000)))
+
+
+def _entry_rows(rows: list[Row]) -> Any:
+    return (
+        Entry.objects.filter(session_id__in=[row[0] for row in rows])
         .order_by("session_id", "seq")
         .values_list("session_id", "seq", "body")
     )
-    # Within the budget, the chunk's entries come in one round trip; a longer session is
-    # read through a server-side cursor, a few thousand rows at a time.
-    found = query.iterator(chunk_size=2000) if entries > ENTRY_BUDGET else iter(query)
-    state = None
+
+
+def _arrays(starts: list[tuple[int, int]]) -> dict[int, tuple[int, int, bytes]]:
+    """Each session's entries above its start as one JSON array, joined by PostgreSQL: one
+    row a session instead of one an entry, and one parse a session instead of one an event."""
+    with connection.cursor() as cursor:
+        cursor.execute(_arrays_sql(), [[pk for pk, _ in starts], [start for _, start in starts]])
+        return {pk: (count, last, body) for pk, count, last, body in cursor.fetchall()}
+
+
+@functools.cache
+def _arrays_sql() -> str:
+    q = connection.ops.quote_name
+    columns = {f.name: q(str(f.column)) for f in Entry._meta.concrete_fields}
+    seq, body, session = columns["seq"], columns["body"], columns["session"]
+    # The (session, seq) unique index finds each session's entries above its start.
+    return (
+        f"SELECT e.{session}, COUNT(*), MAX(e.{seq}), "
+        f"'['::bytea || string_agg(e.{body}, ','::bytea ORDER BY e.{seq}) || ']'::bytea "
+        f"FROM {q(Entry._meta.db_table)} AS e "
+        "JOIN unnest(%s::bigint[], %s::bigint[]) AS s(id, after) "
+        f"ON e.{session} = s.id AND e.{seq} > s.after "
+        f"GROUP BY e.{session}"
+    )
+
+
+def _read_ahead(chunks: Iterator[_Chunk], depth: int) -> Iterator[_Chunk]:
+    """``chunks`` computed by a thread of its own, at most ``depth`` ahead of the consumer.
+
+    psycopg releases the GIL while it waits for PostgreSQL, so the next chunk's query runs
+    while this thread folds and writes the current one. The thread's database connection is
+    its own, closed when it ends; an error there is raised here.
+    """
+    queue: Queue[tuple[bool, Any]] = Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: tuple[bool, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                queue.put(item, timeout=0.1)
+                return True
+            except Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for chunk in chunks:
+                if not put((False, chunk)):
+                    return
+            put((True, None))
+        except BaseException as error:  # handed to the consumer, raised there
+            put((True, error))
+        finally:
+            connections.close_all()  # this thread's connections only
+
+    thread = threading.Thread(target=produce, name="export-fetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            done, item = queue.get()
+            if done:
+                if item is not None:
+                    raise item
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _fold_chunk(chunk: _Chunk) -> Iterator[tuple[str, datetime, SessionState]]:
+    if chunk.arrays is not None:
+        for row in chunk.rows:
+            state = _initial(row)
+            found = chunk.arrays.get(row[0])
+            if found is not None and not _fold_array(state, *found):
+                state = _initial(row)  # not one event an entry: parsed entry by entry
+                _fold_rows({row[0]: state}, _entry_rows([row]).iterator(chunk_size=2000))
+            yield row[1], row[2], state
+        return
+    states = {row[0]: _initial(row) for row in chunk.rows}
+    if chunk.entries is not None:
+        _fold_rows(states, chunk.entries)
+    else:  # over the budget: read through a server-side cursor, a few thousand rows at a time
+        _fold_rows(states, _entry_rows(chunk.rows).iterator(chunk_size=2000))
+    for row in chunk.rows:
+        yield row[1], row[2], states.pop(row[0])
+
+
+def _fold_array(state: SessionState, count: int, last: int, body: Any) -> bool:
+    """Fold a session's entries joined into one JSON array; False (nothing folded) unless it
+    parses into exactly one event an entry."""
+    try:
+        events = loads(body)
+    except ValueError:
+        return False
+    if not isinstance(events, list) or len(events) != count:
+        return False
+    for event in events:
+        apply(state, last, event)
+    return True
+
+
+def _fold_rows(states: dict[int, SessionState], rows: Iterable[tuple[int, int, Any]]) -> None:
+    """Fold ``(session, seq, body)`` rows, in order, into their sessions' states."""
+    state = SessionState()
     current = None
-    for session_id, seq, body in found:
+    for session_id, seq, body in rows:
         if session_id != current:
             current, state = session_id, states[session_id]
-        if seq > state.seq:  # type: ignore[union-attr]
-            apply(state, seq, loads(bytes(body)))  # type: ignore[arg-type]
-    for pk, name, created, *_ in rows:
-        yield name, created, states.pop(pk)
+        if seq > state.seq:
+            apply(state, seq, loads(bytes(body)))
+
+
+def _initial(row: Row) -> SessionState:
+    """Where a session's fold starts: what a fork inherits, else its checkpoint or its
+    snapshot."""
+    _pk, _name, _created, snapshot, tail, checkpoint, checkpoint_seq, _head, parent, upto = row
+    if _forked(row):
+        return _inherited(parent, upto)
+    if checkpoint is not None and checkpoint_seq >= tail:
+        return SessionState.from_dict(checkpoint, checkpoint_seq)
+    return SessionState.from_dict(snapshot, tail) if snapshot else SessionState(seq=tail)
+
+
+def _inherited(parent: int | None, upto: int) -> SessionState:
+    """The fold of the history a fork inherits: its source's entries up to the fork point,
+    and below the source's own fork point its source's, and so on (as the stream's reads
+    walk ``forked_from``). Forks are few: a query per ancestor, entries through a cursor."""
+    chain: list[tuple[Row, int]] = []  # the ancestors, newest first, with the last seq taken
+    while parent is not None and upto > 0:
+        row = Session.objects.filter(pk=parent).values_list(*COLUMNS).first()
+        if row is None:
+            break
+        chain.append((row, upto))
+        parent, upto = (row[8], min(upto, row[9])) if _forked(row) else (None, 0)
+    if not chain:
+        return SessionState()
+    root, root_upto = chain[-1]
+    state = _initial(root) if not _forked(root) else SessionState()
+    if state.seq > root_upto:  # its checkpoint or snapshot is past the fork point
+        _pk, _n, _c, snapshot, tail, *_ = root
+        state = SessionState.from_dict(snapshot, tail) if snapshot else SessionState(seq=tail)
+        if state.seq > root_upto:  # retention removed the inherited part
+            return SessionState()
+    for row, last in reversed(chain):
+        entries = Entry.objects.filter(session_id=row[0], seq__gt=state.seq, seq__lte=last)
+        found = entries.order_by("seq").values_list("session_id", "seq", "body")
+        _fold_rows({row[0]: state}, found.iterator(chunk_size=2000))
+    return state
 
 
 def _orjson_line(obj: dict[str, Any]) -> bytes:
