@@ -64,24 +64,25 @@ def shared(device: dict[str, Any]) -> Device:
 
 class SessionView:
     """One session's presence as one worker knows it, shared by the worker's sockets there:
-    the devices attached (id -> (device, when last confirmed)), the worker's sockets following
-    it, and how many of them attach each of the worker's own devices."""
+    the devices attached (``roster.field`` -> (device, when last confirmed)), the worker's
+    sockets following it, and how many of them attach each of the worker's own devices (a
+    device is its id and its user: two users' devices never share an entry)."""
 
     __slots__ = ("devices", "members", "attached")
 
     def __init__(self) -> None:
         self.devices: dict[str, tuple[Device, float]] = {}
         self.members: set[Presence] = set()
-        self.attached: dict[str, list[Any]] = {}  # device id -> [device, sockets]
+        self.attached: dict[str, list[Any]] = {}  # roster.field -> [device, sockets]
 
     def merge(self, entries: roster.Entries, now: float) -> set[str]:
-        """Take in the live entries of the roster; return their ids."""
+        """Take in the live entries of the roster; return their fields."""
         seen = time.monotonic()
         live = set()
-        for device_id, (device, until) in entries.items():
+        for key, (device, until) in entries.items():
             if until > now:
-                live.add(device_id)
-                self.devices[device_id] = (shared(device), seen)
+                live.add(key)
+                self.devices[key] = (shared(device), seen)
         return live
 
 
@@ -125,16 +126,16 @@ class Worker:
             if view is None:
                 continue
             live = view.merge(entries, now)
-            expired = [i for i, (_, until) in entries.items() if until <= now]
+            expired = [k for k, (_, until) in entries.items() if until <= now]
             if expired:
-                for device_id in await store.drop_expired(pk, expired, now):
-                    device = entries[device_id][0]
+                for key in await store.drop_expired(pk, expired, now):
+                    device = entries[key][0]
                     await _announce(pk, {"type": "presence.update", "session": pk,
                                          "event": "leave", "device": device})  # fmt: skip
-            for device_id, (device, seen) in list(view.devices.items()):
-                if device_id in live or device_id in view.attached or seen >= cutoff:
+            for key, (device, seen) in list(view.devices.items()):
+                if key in live or key in view.attached or seen >= cutoff:
                     continue
-                del view.devices[device_id]  # e.g. its leave was lost; nobody renews it
+                del view.devices[key]  # e.g. its leave was lost; nobody renews it
                 for member in list(view.members):
                     await member.tell(pk, "leave", device)
 
@@ -182,8 +183,8 @@ class Presence:
         here = worker()
         view = here.view(sub.pk)
         view.members.add(self)
-        device_id = self.device["id"]
-        mine = view.attached.setdefault(device_id, [shared(self.device), 0])
+        key = roster.field(self.device)
+        mine = view.attached.setdefault(key, [shared(self.device), 0])
         mine[1] += 1
         here.ensure_beating()
         now = time.time()
@@ -196,7 +197,7 @@ class Presence:
             new, entries, joined = mine[1] == 1, {}, 0
         self.joined[sub.pk] = joined
         view.merge(entries, now)
-        view.devices[device_id] = (mine[0], time.monotonic())
+        view.devices[key] = (mine[0], time.monotonic())
         if new:
             await self.consumer.channel_layer.group_send(
                 log.group_name(sub.pk), self._update(sub.pk, "join", joined=joined)
@@ -208,21 +209,21 @@ class Presence:
     async def announce_leave(self, sub: Any) -> None:
         here = worker()
         view = here.views.get(sub.pk)
-        device_id = self.device["id"]
+        key = roster.field(self.device)
         self.joined.pop(sub.pk, None)
         if view is not None and self in view.members:
             view.members.discard(self)
-            mine = view.attached.get(device_id)
+            mine = view.attached.get(key)
             if mine is not None:
                 mine[1] -= 1
                 if mine[1] > 0:
                     return  # another socket of this worker still attaches the device
-                del view.attached[device_id]
-            view.devices.pop(device_id, None)
+                del view.attached[key]
+            view.devices.pop(key, None)
             if not view.members:
                 del here.views[sub.pk]
         try:
-            if await roster.store().leave(sub.pk, device_id):
+            if await roster.store().leave(sub.pk, key):
                 layer = self.consumer.channel_layer
                 await layer.group_send(log.group_name(sub.pk), self._update(sub.pk, "leave"))
         except Exception:
@@ -232,24 +233,24 @@ class Presence:
         """Another device joined, is still here (a worker of an earlier version says so), or
         left ``sub``'s session."""
         device = message["device"]
-        device_id = device["id"]
-        if device_id == self.device["id"]:
+        key = roster.field(device)
+        if key == roster.field(self.device):
             return
         view = worker().views.get(sub.pk)
         if view is None:
             return
         event = message["event"]
         if event == "leave":
-            if device_id not in view.attached:
-                view.devices.pop(device_id, None)
+            if key not in view.attached:
+                view.devices.pop(key, None)
             await self.send(sub, None, event="leave", device=device)
             return
         if event == "join" and message.get("reply_to"):  # a worker of an earlier version asks
             await self.consumer.channel_layer.send(
                 message["reply_to"], self._update(sub.pk, "here")
             )
-        known = device_id in view.devices
-        view.devices[device_id] = (shared(device), time.monotonic())
+        known = key in view.devices
+        view.devices[key] = (shared(device), time.monotonic())
         if event == "join":
             joined = message.get("joined")
             if isinstance(joined, int) and joined <= self.joined.get(sub.pk, 0):
@@ -281,7 +282,7 @@ class Presence:
         # The frame is {"type": "presence", "id"?, "session", "event", "self", "devices",
         # "device"?}, put together from each device's JSON, encoded once per worker.
         view = worker().views.get(sub.pk)
-        me = self.device["id"]
+        me = roster.field(self.device)
         mine = self.device.text
         others = [d.text for i, (d, _) in (view.devices.items() if view else ()) if i != me]
         listed = ",".join([mine, *others])

@@ -1,10 +1,14 @@
 """Who is attached to each session, shared by every worker: the presence roster.
 
-One roster per session: device id -> (device, expiry time). On Redis (when the channel layer
-is channels_redis) it is one hash per session, ``<layer prefix>:presence:<session pk>``, each
-field the JSON ``{"d": device, "u": expiry}``; the key itself expires too, so a session nobody
-renews leaves nothing behind. On the in-memory layer (one process) it is a dict with the same
-interface.
+One roster per session: ``field(device)`` (the device's id and its user) -> (device, expiry
+time). On Redis (when the channel layer is channels_redis) it is one hash per session,
+``<layer prefix>:presence:<session pk>``, each field's value the JSON ``{"d": device, "u":
+expiry}``; the key itself expires too, so a session nobody renews leaves nothing behind. On the
+in-memory layer (one process) it is a dict with the same interface.
+
+A client picks its device id (``?device=``, so that a device keeps it across reconnects): an
+entry is keyed by the id *and* the user, so that a member who picks another member's id adds a
+device of their own instead of overwriting (or removing) the other's.
 
 A worker writes its devices on join, renews all of them with one heartbeat task (one pipeline
 per beat, not a task per socket) and removes them on leave. Readers skip expired entries; the
@@ -25,7 +29,7 @@ from django.conf import settings
 
 logger = logging.getLogger(__name__)
 
-Entries = dict[str, tuple[dict[str, Any], float]]  # device id -> (device, expiry, epoch seconds)
+Entries = dict[str, tuple[dict[str, Any], float]]  # field -> (device, expiry, epoch seconds)
 Wanted = dict[int, list[dict[str, Any]]]  # session pk -> devices to renew there
 
 
@@ -37,14 +41,14 @@ class Store(Protocol):
         expired) before, the roster as it is now (expired entries included), and the number of
         this join in the session (every join up to it is in that roster)."""
 
-    async def leave(self, pk: int, device_id: str) -> bool:
-        """Remove a device; True if this call removed it."""
+    async def leave(self, pk: int, key: str) -> bool:
+        """Remove the device of field ``key``; True if this call removed it."""
 
     async def renew(self, rosters: Wanted, until: float) -> dict[int, Entries]:
         """Write these devices with a new expiry and read these sessions' rosters, at once."""
 
-    async def drop_expired(self, pk: int, device_ids: list[str], now: float) -> list[str]:
-        """Delete the entries of ``device_ids`` still expired at ``now``; return those deleted."""
+    async def drop_expired(self, pk: int, keys: list[str], now: float) -> list[str]:
+        """Delete the entries of fields ``keys`` still expired at ``now``; return those deleted."""
 
 
 class MemoryStore:
@@ -58,14 +62,14 @@ class MemoryStore:
         self, pk: int, device: dict[str, Any], until: float
     ) -> tuple[bool, Entries, int]:
         roster = self.rosters.setdefault(pk, {})
-        before = roster.get(device["id"])
-        roster[device["id"]] = (dict(device), until)
+        before = roster.get(field(device))
+        roster[field(device)] = (dict(device), until)
         self.joins += 1
         return before is None or before[1] <= time.time(), dict(roster), self.joins
 
-    async def leave(self, pk: int, device_id: str) -> bool:
+    async def leave(self, pk: int, key: str) -> bool:
         roster = self.rosters.get(pk, {})
-        gone = roster.pop(device_id, None) is not None
+        gone = roster.pop(key, None) is not None
         if not roster:
             self.rosters.pop(pk, None)
         return gone
@@ -75,15 +79,15 @@ class MemoryStore:
         for pk, devices in rosters.items():
             roster = self.rosters.setdefault(pk, {})
             for device in devices:
-                roster[device["id"]] = (dict(device), until)
+                roster[field(device)] = (dict(device), until)
             out[pk] = dict(roster)
         return out
 
-    async def drop_expired(self, pk: int, device_ids: list[str], now: float) -> list[str]:
+    async def drop_expired(self, pk: int, keys: list[str], now: float) -> list[str]:
         roster = self.rosters.get(pk, {})
-        dropped = [i for i in device_ids if i in roster and roster[i][1] <= now]
-        for device_id in dropped:
-            del roster[device_id]
+        dropped = [k for k in keys if k in roster and roster[k][1] <= now]
+        for key in dropped:
+            del roster[key]
         return dropped
 
 
@@ -108,6 +112,18 @@ return dropped
 
 POOL_SIZE = 8  # connections to Redis per worker for the roster
 JOINS = "#joins"  # a field of the hash counting its joins (device ids never start with #)
+
+
+def field(device: dict[str, Any]) -> str:
+    """The roster key of ``device``: its id, then its user's name. A device id holds no "/"
+    (the consumer accepts letters, digits, "-" and "_"), so no two (id, user) pairs share one."""
+    return f"{device.get('id')}/{device.get('user')}"
+
+
+def device_of(key: str) -> dict[str, Any]:
+    """What a field tells of its device (for an entry that no longer decodes)."""
+    device_id, _, user = key.partition("/")
+    return {"id": device_id, "user": user}
 
 
 class RedisStore:
@@ -148,8 +164,8 @@ class RedisStore:
     ) -> tuple[bool, Entries, int]:
         key = self.key(pk)
         async with self.client().pipeline(transaction=True) as pipe:
-            pipe.hget(key, device["id"])
-            pipe.hset(key, device["id"], _encode(device, until))
+            pipe.hget(key, field(device))
+            pipe.hset(key, field(device), _encode(device, until))
             pipe.hincrby(key, JOINS, 1)
             pipe.pexpire(key, self.key_ttl_ms)
             pipe.hgetall(key)
@@ -157,8 +173,8 @@ class RedisStore:
         old = _decode(before) if before is not None else None
         return old is None or old[1] <= time.time(), _decode_all(raw), int(joins)
 
-    async def leave(self, pk: int, device_id: str) -> bool:
-        return bool(await self.client().hdel(self.key(pk), device_id))
+    async def leave(self, pk: int, key: str) -> bool:
+        return bool(await self.client().hdel(self.key(pk), key))
 
     async def renew(self, rosters: Wanted, until: float) -> dict[int, Entries]:
         pks = list(rosters)
@@ -166,7 +182,7 @@ class RedisStore:
             for pk in pks:
                 key = self.key(pk)
                 if rosters[pk]:
-                    pipe.hset(key, mapping={d["id"]: _encode(d, until) for d in rosters[pk]})
+                    pipe.hset(key, mapping={field(d): _encode(d, until) for d in rosters[pk]})
                     pipe.pexpire(key, self.key_ttl_ms)
                 pipe.hgetall(key)
             results = await pipe.execute()
@@ -178,9 +194,9 @@ class RedisStore:
             at += 1
         return out
 
-    async def drop_expired(self, pk: int, device_ids: list[str], now: float) -> list[str]:
+    async def drop_expired(self, pk: int, keys: list[str], now: float) -> list[str]:
         # Checked and deleted in one step on the server: a device renewed meanwhile stays.
-        dropped = await self.client().eval(_DROP_IF_EXPIRED, 1, self.key(pk), now, *device_ids)
+        dropped = await self.client().eval(_DROP_IF_EXPIRED, 1, self.key(pk), now, *keys)
         return [d.decode() if isinstance(d, bytes) else str(d) for d in dropped]
 
 
@@ -196,18 +212,22 @@ def _decode(raw: bytes | str) -> tuple[dict[str, Any], float] | None:
         return None
     if not isinstance(device, dict) or not isinstance(device.get("id"), str):
         return None
+    if not isinstance(device.get("user"), str):
+        return None
     return device, until
 
 
 def _decode_all(raw: dict[bytes, bytes]) -> Entries:
     out: Entries = {}
-    for field, value in raw.items():
-        name = field.decode() if isinstance(field, bytes) else str(field)
+    for raw_name, value in raw.items():
+        name = raw_name.decode() if isinstance(raw_name, bytes) else str(raw_name)
         if name == JOINS:
             continue
         entry = _decode(value)
-        # An entry that does not decode counts as expired: the heartbeat removes it.
-        out[name] = entry if entry is not None and entry[0]["id"] == name else ({"id": name}, 0.0)
+        # An entry that does not decode, or not under its own field, counts as expired: the
+        # heartbeat removes it.
+        ok = entry is not None and field(entry[0]) == name
+        out[name] = entry if entry is not None and ok else (device_of(name), 0.0)
     return out
 
 

@@ -12,9 +12,11 @@ from contextlib import AsyncExitStack
 
 import pytest
 import websockets
+from channels.db import database_sync_to_async
 
+from sessions_app.access import mint_token
 from tests.e2e.servers import DaphneProcess, session_with_token, site_database
-from tests.sessions_app.conftest import connect
+from tests.sessions_app.conftest import add_member, connect
 
 STORM = 12
 
@@ -73,6 +75,46 @@ async def test_a_new_device_is_announced_to_those_there_and_lists_them_without_a
         assert joins(heard[1]) == [ids[2]]
         # ... and a newcomer gets no join frame for each device there: its list holds them.
         assert joins(heard[2]) == []
+
+
+def owners(frame: dict) -> list[tuple[str, str]]:
+    return sorted((d["user"], d["id"]) for d in frame["devices"])
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_member_who_takes_another_members_device_id_neither_replaces_nor_removes_it(
+    alice, bob, session
+):
+    # A client picks its device id (?device=): bob may pick the one alice's phone uses.
+    await database_sync_to_async(add_member)(session, bob)
+    phone_token = await database_sync_to_async(mint_token)(alice)
+    bob_token = await database_sync_to_async(mint_token)(bob)
+    async with (
+        connect(token=phone_token + "&device=phone") as phone,
+        connect(alice) as laptop,
+    ):
+        await phone.subscribe("chat-1")
+        await laptop.subscribe("chat-1")
+        laptop_id = (await laptop.request("presence", session="chat-1"))["self"]["id"]
+        await drain(phone)
+        async with connect(token=bob_token + "&device=phone") as impostor:
+            await impostor.subscribe("chat-1")
+            listed = await impostor.request("presence", session="chat-1")
+            assert listed["self"] == {"id": "phone", "user": "bob", "label": ""}
+            assert owners(listed) == [("alice", laptop_id), ("alice", "phone"), ("bob", "phone")]
+        heard = await drain(laptop)
+        seen = [(f["event"], f["device"]["user"], f["device"]["id"]) for f in heard]
+        # bob's device came and went; alice's phone was never announced as gone
+        assert seen == [("join", "bob", "phone"), ("leave", "bob", "phone")]
+        assert owners(await laptop.request("presence", session="chat-1")) == [
+            ("alice", laptop_id),
+            ("alice", "phone"),
+        ]
+        assert [f["event"] for f in await drain(phone)] == ["join", "leave"]
+        assert owners(await phone.request("presence", session="chat-1")) == [
+            ("alice", laptop_id),
+            ("alice", "phone"),
+        ]
 
 
 # --- two workers on one Redis ----------------------------------------------------------------

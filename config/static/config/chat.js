@@ -321,16 +321,18 @@ class ChatView {
 
   renderPresence(presence) {
     const list = this.$("#presence");
-    const selfId = presence.self?.id;
+    // A device is its id and its user: two members may pick the same id (?device=).
+    const key = (device) => `${device?.id}/${device?.user}`;
+    const selfKey = presence.self ? key(presence.self) : null;
     const items = (presence.devices || []).map((device) =>
-      this.element(`p:${device.id}`, () => {
+      this.element(`p:${key(device)}`, () => {
         const node = document.createElement("li");
         node.dataset.device = device.id;
         return node;
       }),
     );
     (presence.devices || []).forEach((device, index) => {
-      const mine = device.id === selfId ? " (this device)" : "";
+      const mine = key(device) === selfKey ? " (this device)" : "";
       setText(items[index], `${device.label || device.id}${mine}`);
       items[index].classList.toggle("self", Boolean(mine));
     });
