@@ -81,6 +81,30 @@ async def test_subscribers_are_notified_after_commit_with_the_entries(alice, ses
                                                      zip(result.seqs, message["bodies"], strict=True)]  # fmt: skip
 
 
+async def test_one_commit_over_several_sessions_notifies_each_sessions_subscribers(alice):
+    """A commit that wrote to three sessions tells each session's group its own entries (on
+    Redis, the three notifications go out in one pipelined round trip)."""
+    layer = get_channel_layer()
+    sessions = [await db(Session.objects.create)(name=f"n{i}", owner=alice) for i in range(3)]
+    channels = []
+    for s in sessions:
+        channels.append(await layer.new_channel())
+        await layer.group_add(log.group_name(s.pk), channels[-1])
+    before = log.committer().transactions
+    results = await asyncio.gather(
+        *(log.append(log.AppendRequest(s.pk, items(f"x{s.pk}"))) for s in sessions)
+    )
+    assert log.committer().transactions - before == 1
+    for s, channel, result in zip(sessions, channels, results, strict=True):
+        message = await asyncio.wait_for(layer.receive(channel), 5)
+        assert (message["session"], message["first"], message["last"]) == (
+            s.pk,
+            result.first,
+            result.last,
+        )
+        assert f"x{s.pk}" in message["bodies"][0]
+
+
 def test_a_stale_instance_saved_elsewhere_cannot_move_offsets_back(alice, session):
     stale = Session.objects.get(pk=session.pk)
     log.append_sync(log.AppendRequest(session.pk, items("a", "b")))
