@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 
 from sessions_app.agents.base import Handler, Turn
-from sessions_app.client import PublishError, RunCancelled, SessionsClient
+from sessions_app.client import PublishError, Run, RunCancelled, SessionsClient
 
 logger = logging.getLogger("sessions_app.agents.worker")
 TURNS_PATH = "/api/sessions/turns"
@@ -155,9 +155,10 @@ class Worker:
         handler = self.handlers[turn.agent]
         client = self._client_for(turn.session)
         try:
-            session = await client.session(turn.session, after=turn.message_offset)
-            async with session.run(agent=turn.agent, run_id=turn.run_id, turn=turn.id) as run:
-                await handler(turn, run)
+            session = client.writer(turn.session, after=turn.message_offset)
+            run = session.run(agent=turn.agent, run_id=turn.run_id, turn=turn.id, lazy=True)
+            async with run:
+                await _handle(handler, turn, run)
             self.answered += 1
         except RunCancelled:
             self.answered += 1
@@ -223,6 +224,28 @@ class Worker:
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+
+
+async def _handle(handler: Handler, turn: Turn, run: Run) -> None:
+    """Run the handler; a handler that answers at once is one append, RUN_STARTED in it.
+
+    One that is still going after its first step gets its RUN_STARTED now and the session
+    followed from the turn's message on, so a cancel or a steer sent since reaches it.
+    """
+    task = asyncio.ensure_future(handler(turn, run))
+    try:
+        await asyncio.sleep(0)  # the handler's first step, up to its first real wait
+        if not task.done():
+            await run.begin()
+            try:
+                await run.session.client.follow(run.session)
+            except PublishError as exc:  # e.g. the socket's subscription limit
+                logger.warning("turn %s: cancel and steers will not reach it: %s", turn.id, exc)
+        await task
+    except BaseException:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        raise
 
 
 def _copy(client: SessionsClient) -> SessionsClient:

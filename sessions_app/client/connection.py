@@ -142,7 +142,9 @@ class SessionsClient:
         # from the moment the connection counts as up, callers send their own frames.
         generation = self._generation
         while True:
-            sessions = [s for s in self.sessions.values() if s.sent_on != generation]
+            sessions = [
+                s for s in self.sessions.values() if s.following and s.sent_on != generation
+            ]
             unsent = sorted(i for i in self._pending if self._sent_on.get(i) != generation)
             if not sessions and not unsent:
                 return
@@ -224,11 +226,28 @@ class SessionsClient:
         """
 
         if name not in self.sessions:
-            session = self.sessions[name] = Session(self, name, after, inbox)
-            if self._connected.is_set() and self._ws is not None:
-                with contextlib.suppress(Exception):  # if the socket just died, _resume does
-                    await self._subscribe(session)
-        session = self.sessions[name]
+            self.sessions[name] = Session(self, name, after, inbox)
+        return await self.follow(self.sessions[name])
+
+    def writer(self, name: str, after: str = "now") -> Session:
+        """A session to publish into without following it: no subscription, no round trip.
+
+        ``follow`` subscribes it later (from ``after``: nothing sent meanwhile is missed), when
+        its events are wanted (e.g. a cancel or a steer for a run that takes a while).
+        """
+        session = self.sessions.get(name)
+        if session is None:
+            session = self.sessions[name] = Session(self, name, after)
+            session.following = False
+        return session
+
+    async def follow(self, session: Session) -> Session:
+        """Subscribe ``session`` if it is not yet followed; returns when caught up."""
+        name = session.name
+        session.following = True
+        if session.sent_on == 0 and self._connected.is_set() and self._ws is not None:
+            with contextlib.suppress(Exception):  # if the socket just died, _resume does
+                await self._subscribe(session)
         await session.caught_up.wait()
         if session.error is not None:
             # Refused (no such session, too many subscriptions, ...): raised with its code.
@@ -240,7 +259,7 @@ class SessionsClient:
     async def leave(self, name: str) -> None:
         """Stop following a session (frees one of the connection's subscriptions)."""
         session = self.sessions.pop(name, None)
-        if session is None:
+        if session is None or not session.following:
             return
         with contextlib.suppress(PublishError, ConnectionClosed):
             await self.request({"op": "unsubscribe", "session": name}, retries=0)

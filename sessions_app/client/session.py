@@ -39,6 +39,7 @@ class Session:
         self.caught_up = asyncio.Event()
         self.error: dict[str, Any] | None = None
         self.sent_on = 0  # the connection its subscribe frame went out on
+        self.following = True  # subscribed (False: a ``client.writer`` not followed yet)
         self.producer: dict[str, Any] = {
             "id": f"{client.producer_prefix}-{uuid.uuid4().hex[:8]}",
             "epoch": 0,
@@ -188,12 +189,19 @@ class Session:
         parent: Run | str | None = None,
         run_id: str | None = None,
         turn: int | None = None,
+        *,
+        lazy: bool = False,
     ) -> Run:
         """A run to use as ``async with session.run(...) as run``; ``turn`` names the claimed
-        turn it answers (its RUN_STARTED is refused if the claim was lost)."""
+        turn it answers (its RUN_STARTED is refused if the claim was lost).
+
+        ``lazy``: the RUN_STARTED is not sent on entering but with the run's first append, or
+        alone by ``run.begin()``: a run that answers at once is one append, not two.
+        """
         parent_id = parent.id if isinstance(parent, Run) else parent
         run = Run(self, run_id or f"run-{uuid.uuid4().hex[:10]}", agent, parent_id)
         run.turn = turn
+        run.lazy = lazy
         return run
 
     async def flush_all(self) -> None:
@@ -227,6 +235,9 @@ class Run:
         self._lock = asyncio.Lock()
         self._acks: list[asyncio.Task[None]] = []
         self._heart: asyncio.Task[None] | None = None
+        self.lazy = False
+        self._start: list[dict[str, Any]] = []  # a lazy run's RUN_STARTED, not sent yet
+        self._unborn = False  # the append carrying RUN_STARTED was refused
 
     def _envelope(self, kind: str, **fields: Any) -> dict[str, Any]:
         event = {"type": kind, "run": self.id, **fields}
@@ -239,11 +250,30 @@ class Run:
         data: dict[str, Any] = {"parentRunId": self.parent} if self.parent else {}
         if self.turn is not None:
             data["turn"] = self.turn
-        await self.session.publish(
-            [self._envelope("RUN_STARTED", **({"data": data} if data else {}))]
-        )
+        self._start = [self._envelope("RUN_STARTED", **({"data": data} if data else {}))]
+        if not self.lazy:
+            await self.begin()
         self._heart = asyncio.create_task(self._heartbeat())
         return self
+
+    async def begin(self) -> None:
+        """Send a lazy run's RUN_STARTED now if no append has carried it yet (a refusal, e.g.
+        ``turn_fenced``, is kept and raised here and by the run's next call)."""
+        if self._start:
+            try:
+                await self._publish([])
+            except PublishError as exc:
+                self.error = exc
+                raise
+
+    async def _publish(self, events: list[dict[str, Any]]) -> dict[str, Any]:
+        """Append events of this run; the first append also carries its RUN_STARTED."""
+        start, self._start = self._start, []
+        try:
+            return await self.session.publish([*start, *events])
+        except PublishError:
+            self._unborn = bool(start)  # the run does not exist: nothing of it can land
+            raise
 
     async def _heartbeat(self) -> None:
         # While the agent thinks without writing, the server must still know it is alive.
@@ -283,6 +313,8 @@ class Run:
 
     async def _fail(self, exc: BaseException) -> None:
         """End the run with RUN_ERROR (after the text that can still land)."""
+        if self._unborn:
+            return  # its RUN_STARTED was refused (e.g. turn_fenced): there is no run to end
         if self.error is None:
             with contextlib.suppress(PublishError):
                 await self.flush()
@@ -316,7 +348,7 @@ class Run:
             events[:0] = [*self._opening(), end]
             self._message = None
         self._ended = True
-        await self.session.publish(events)
+        await self._publish(events)
 
     # --- output --------------------------------------------------------------------------
 
@@ -373,7 +405,7 @@ class Run:
             if not events:
                 continue
             try:
-                await self.session.publish(events)
+                await self._publish(events)
             except PublishError as exc:
                 self.error = exc
                 raise
@@ -391,7 +423,7 @@ class Run:
         await self.flush()
         if self._message is not None:
             end = self._envelope("TEXT_MESSAGE_END", message=self._message)
-            await self.session.publish([*self._opening(), end])
+            await self._publish([*self._opening(), end])
             self._unstarted = False
             self._message = None
 
@@ -407,12 +439,12 @@ class Run:
             events.append(
                 self._envelope("TOOL_CALL_RESULT", data={"toolCallId": call_id, "content": result})
             )
-        await self.session.publish(events)
+        await self._publish(events)
         return call_id
 
     async def state(self, snapshot: Any) -> None:
         self._check()
-        await self.session.publish([self._envelope("STATE_SNAPSHOT", data={"snapshot": snapshot})])
+        await self._publish([self._envelope("STATE_SNAPSHOT", data={"snapshot": snapshot})])
 
     async def usage(
         self,
@@ -434,7 +466,7 @@ class Run:
 
     async def custom(self, name: str, value: Any) -> None:
         self._check()
-        await self.session.publish([self._envelope("CUSTOM", data={"name": name, "value": value})])
+        await self._publish([self._envelope("CUSTOM", data={"name": name, "value": value})])
 
     # --- control -------------------------------------------------------------------------
 
@@ -453,7 +485,7 @@ class Run:
 
     async def _publish_quietly(self, events: list[dict[str, Any]]) -> None:
         try:
-            await self.session.publish(events)
+            await self._publish(events)
         except PublishError as exc:  # an acknowledgement, no text: the run goes on
             logger.warning("run %s: an acknowledgement was refused: %s", self.id, exc)
 
@@ -516,7 +548,7 @@ class Run:
         await self.end_message()
         call_id = call_id or f"call-{uuid.uuid4().hex[:8]}"
         data = {"toolCallId": call_id, "toolCallName": name}
-        await self.session.publish([self._envelope("TOOL_CALL_START", data=data)])
+        await self._publish([self._envelope("TOOL_CALL_START", data=data)])
         return call_id
 
     async def tool_args(self, call_id: str, delta: str) -> None:
@@ -524,12 +556,12 @@ class Run:
         self._check()
         for piece in self._pieces(delta):  # each in its own append, as text is
             data = {"toolCallId": call_id, "delta": piece}
-            await self.session.publish([self._envelope("TOOL_CALL_ARGS", data=data)])
+            await self._publish([self._envelope("TOOL_CALL_ARGS", data=data)])
 
     async def tool_end(self, call_id: str) -> None:
         """The tool call's arguments are complete (the tool may now run)."""
         self._check()
-        await self.session.publish([self._envelope("TOOL_CALL_END", data={"toolCallId": call_id})])
+        await self._publish([self._envelope("TOOL_CALL_END", data={"toolCallId": call_id})])
 
     async def tool_result(self, call_id: str, content: str) -> None:
         """What the tool returned (text; JSON for anything else).
@@ -545,7 +577,7 @@ class Run:
             shown = split_text(content, max(limit - 64, 12))[0]
             content = f"{shown}\n[… {len(content) - len(shown)} more characters not shown]"
         data = {"toolCallId": call_id, "content": content}
-        await self.session.publish([self._envelope("TOOL_CALL_RESULT", data=data)])
+        await self._publish([self._envelope("TOOL_CALL_RESULT", data=data)])
 
     async def reasoning(self, delta: str) -> None:
         """Stream the model's visible reasoning (a reasoning message, started on first use)."""
@@ -566,7 +598,7 @@ class Run:
                     "REASONING_MESSAGE_CONTENT", message=self._reasoning, data={"delta": piece}
                 )
             )
-            await self.session.publish(events)
+            await self._publish(events)
             events = []
 
     async def end_reasoning(self) -> None:
@@ -574,7 +606,7 @@ class Run:
         message = self._reasoning
         if message is not None:
             self._reasoning = None
-            await self.session.publish(
+            await self._publish(
                 [
                     self._envelope("REASONING_MESSAGE_END", message=message),
                     self._envelope("REASONING_END", message=message),
@@ -589,4 +621,4 @@ class Run:
         """A named step of the agent (e.g. a graph node) starts, or with ``finished`` ends."""
         self._check()
         kind = "STEP_FINISHED" if finished else "STEP_STARTED"
-        await self.session.publish([self._envelope(kind, data={"stepName": name})])
+        await self._publish([self._envelope(kind, data={"stepName": name})])
