@@ -128,7 +128,12 @@ class RunTracker:
             ):
                 stale.append(row)
         if stale:
-            Run.objects.filter(pk__in=[row.pk for row in stale]).update(heartbeat_at=now)
+            # Plain SQL: a streaming run's appends write this about once a second, and the
+            # ORM's query building cost more CPU than the statement (issue #25's profile).
+            pks = [row.pk for row in stale]
+            with connection.cursor() as cursor:
+                stamp = connection.ops.adapt_datetimefield_value(now)
+                cursor.execute(_beat_sql(len(pks)), [stamp, *pks])
             for row in stale:
                 row.heartbeat_at = now
 
@@ -207,6 +212,13 @@ class RunTracker:
             )
             if reason or change.status is not RunStatus.CANCELLED:
                 row.reason = str(reason or "")[:200]
+
+
+@functools.lru_cache(maxsize=64)
+def _beat_sql(count: int) -> str:
+    table = connection.ops.quote_name(Run._meta.db_table)
+    column = connection.ops.quote_name(Run._meta.get_field("heartbeat_at").column)
+    return f"UPDATE {table} SET {column} = %s WHERE id IN ({', '.join(['%s'] * count)})"
 
 
 @functools.lru_cache(maxsize=256)

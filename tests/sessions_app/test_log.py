@@ -183,3 +183,22 @@ async def test_one_batch_of_producers_and_runs_over_several_sessions_lands_each_
         assert run.status == "finished"
         with pytest.raises(RunEnded):
             await log.append(log.AppendRequest(s.pk, text, claim(s, 3)))
+
+
+async def test_an_append_to_a_run_is_a_sign_of_life_of_its_agent(alice, session):
+    """Streaming into a run renews its heartbeat (at most once a second), so the watchdog
+    does not take a run whose agent is writing for a dead one."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from sessions_app.models import Run
+
+    await log.append(log.AppendRequest(session.pk, [run_item("RUN_STARTED", "r1")]))
+    old = timezone.now() - timedelta(minutes=5)
+    await db(Run.objects.filter(session=session, run_id="r1").update)(heartbeat_at=old)
+    await log.append(log.AppendRequest(session.pk, [run_item("TEXT_MESSAGE_CONTENT", "r1")]))
+    run = await db(Run.objects.get)(session=session, run_id="r1")
+    assert run.heartbeat_at > old + timedelta(minutes=4)
+    stale = await db(Run.objects.filter(heartbeat_at__lt=old + timedelta(minutes=1)).count)()
+    assert stale == 0  # stored in the column's own form: queries compare it right
