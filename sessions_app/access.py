@@ -10,7 +10,7 @@ from django.core import signing
 from django.db.models import Q, QuerySet
 
 from sessions_app.domain.errors import Conflict, Forbidden, LimitExceeded, NotFound
-from sessions_app.models import Session
+from sessions_app.models import Membership, Session
 
 TOKEN_SALT = "sessions_app.token"
 MAX_NAME_LENGTH = 255
@@ -110,6 +110,69 @@ def get_session(actor: Actor, name: object) -> Session:
     return session
 
 
+def reachable_by(asked: list[tuple[Actor, list[str]]]) -> list[set[str]]:
+    """For each (actor, names) asked: the names ``get_session`` gives that actor, found for all
+    of them at once in two queries (three when a worker key is among them), however many are
+    asked: the periodic access re-check of every open socket of a worker."""
+    asked = [(actor, names if actor.authenticated else []) for actor, names in asked]
+    sessions = _live_sessions({n for _, names in asked for n in names if _valid(n)})
+    pks = sorted(pk for pk, _ in sessions.values())
+    members = _pairs(Membership, "session_id", pks, "user_id", {a.user.pk for a, _ in asked})
+    workers = {a.key for a, _ in asked if a.agents and a.key is not None}
+    held = _pairs(Session, "pk", pks, "turns__key_id", workers, turns__state="claimed")
+    out = []
+    for actor, names in asked:
+        allowed = set()
+        for name in names:
+            pk, owner = sessions.get(name, (None, None))
+            mine = owner == actor.user.pk or (pk, actor.user.pk) in members
+            if pk is not None and (
+                (mine and in_scope(actor, name)) or (actor.agents and (pk, actor.key) in held)
+            ):
+                allowed.add(name)
+        out.append(allowed)
+    return out
+
+
+def _live_sessions(names: set[str]) -> dict[str, tuple[int, Any]]:
+    """Name -> (pk, owner id) of the sessions among ``names`` not deleted."""
+    found: dict[str, tuple[int, Any]] = {}
+    for chunk in _chunks(sorted(names)):
+        rows = Session.objects.filter(name__in=chunk, deleted=False)
+        found.update(
+            (n, (pk, owner)) for n, pk, owner in rows.values_list("name", "pk", "owner_id")
+        )
+    return found
+
+
+def _pairs(
+    model: Any, left: str, lefts: list[Any], right: str, rights: set[Any], **where: Any
+) -> set[tuple[Any, Any]]:
+    """The (left, right) pairs of ``model``'s rows with left in ``lefts``, right in ``rights``
+    (and ``where``): memberships (session, user), claimed turns (session, key)."""
+    found: set[tuple[Any, Any]] = set()
+    for chunk in _chunks(lefts) if rights else ():
+        for by in _chunks(sorted(rights, key=str)):
+            rows = model.objects.filter(**{f"{left}__in": chunk, f"{right}__in": by}, **where)
+            found.update(rows.values_list(left, right))
+    return found
+
+
+CHUNK = 5000  # values in one IN (...): SQLite takes at most 32,766 parameters a query
+
+
+def _chunks(values: list[Any]) -> list[list[Any]]:
+    return [values[i : i + CHUNK] for i in range(0, len(values), CHUNK)]
+
+
+def _valid(name: object) -> bool:
+    try:
+        check_name(name)
+    except NotFound:
+        return False
+    return True
+
+
 def holding_turn(key: int) -> QuerySet[Session]:
     """Sessions in which worker key ``key`` holds a claimed turn: it answers there, and only
     while the claim lasts (a lost lease or the turn's end takes the session away)."""
@@ -138,3 +201,16 @@ def active_user(pk: Any) -> Any:
     from django.contrib.auth import get_user_model
 
     return get_user_model()._default_manager.filter(pk=pk, is_active=True).first()
+
+
+def active_users(pks: list[Any]) -> dict[Any, Any]:
+    """``active_user`` for many at once: the active users among ``pks``, by primary key."""
+    from django.contrib.auth import get_user_model
+
+    found: dict[Any, Any] = {}
+    for chunk in _chunks(sorted(set(pks), key=str)):
+        found.update(
+            (u.pk, u)
+            for u in get_user_model()._default_manager.filter(pk__in=chunk, is_active=True)
+        )
+    return found

@@ -11,7 +11,12 @@ Two ways, because a channel-layer broadcast is at-most-once:
 
 Asking again goes through the same resolvers as connecting did (``credentials.actor_for_key``
 for a key, ``access.active_user`` for a token or cookie, then
-``access.get_session`` or the door's own check), so it can never disagree with them.
+``access.get_session`` or the door's own check), so it can never disagree with them. The
+periodic check of a worker's sockets asks their batch versions, next to them
+(``keys.authenticate_many``, ``keys.actors_for``, ``access.active_users``,
+``access.reachable_by``): a fixed number of queries per worker and interval, however many
+sockets are open (it was a few per socket: at 10,000 sockets it held the database threads that
+connects need).
 """
 
 from __future__ import annotations
@@ -29,8 +34,8 @@ from channels.layers import get_channel_layer
 from django.contrib.auth.models import AnonymousUser
 from django.db import transaction
 
-from sessions_app import credentials, dbexec, log
-from sessions_app.access import Actor, active_user, get_session
+from sessions_app import credentials, dbexec, keys, log
+from sessions_app.access import Actor, active_user, active_users, get_session, reachable_by
 from sessions_app.conf import setting
 from sessions_app.domain.errors import SessionError, Unavailable
 
@@ -188,12 +193,33 @@ def follow(consumer: Any) -> None:
     _followers[loop].add(consumer)
 
 
+def current_actors(grants: list[Grant]) -> list[Actor]:
+    """``current_actor`` of each grant, for all of them at once (a fixed number of queries)."""
+    by_text = keys.authenticate_many(g.api_key for g in grants if g.api_key is not None)
+    by_key = keys.actors_for({k.pk: k for k in by_text.values()}.values())
+    tokens = [g.actor.user.pk for g in grants if g.api_key is None and g.actor.authenticated]
+    users = active_users(tokens)
+    out = []
+    for grant in grants:
+        if grant.api_key is not None:
+            key = by_text.get(grant.api_key)
+            out.append(by_key[key.pk] if key is not None else Actor(AnonymousUser()))
+            continue
+        user = users.get(grant.actor.user.pk) if grant.actor.authenticated else None
+        out.append(Actor(user or AnonymousUser(), grant.actor.sessions))
+    return out
+
+
 def _check_all(work: list[tuple[Grant, list[str]]]) -> list[tuple[Actor, set[str]]]:
-    return [reachable(grant, names) for grant, names in work]
+    """``reachable`` (with ``get_session``) for every socket of a worker at once."""
+    actors = current_actors([grant for grant, _ in work])
+    allowed = reachable_by([(actor, names) for actor, (_, names) in zip(actors, work, strict=True)])
+    return list(zip(actors, allowed, strict=True))
 
 
 async def check(loop: asyncio.AbstractEventLoop) -> None:
-    """Ask again for every authenticated socket of ``loop``, in one trip to the database."""
+    """Ask again for every authenticated socket of ``loop``, in one trip to the database
+    and a fixed number of queries (``_check_all``)."""
     consumers = [c for c in list(_followers.get(loop, ())) if getattr(c, "grant", None)]
     if not consumers:
         return

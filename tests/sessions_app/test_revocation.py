@@ -8,12 +8,14 @@ import json
 
 import pytest
 from channels.db import database_sync_to_async
+from django.db import connection
 from django.test import AsyncClient, override_settings
+from django.test.utils import CaptureQueriesContext
 from django.urls import include, path
 
-from sessions_app import keys, log, services
-from sessions_app.access import mint_token
-from sessions_app.models import ApiKey, Entry, Membership, Session
+from sessions_app import keys, log, revocation, services
+from sessions_app.access import Actor, mint_token
+from sessions_app.models import ApiKey, Entry, Membership, Session, Turn
 from tests.sessions_app.conftest import add_member, connect, text
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.urls(__name__)]
@@ -110,6 +112,60 @@ async def test_a_change_no_signal_announces_is_found_by_the_periodic_check(alice
         await db(ApiKey.objects.filter(pk=key.pk).update)(revoked_at="2020-01-01T00:00:00Z")
         _, code = await closed_with(agent, timeout=3)
         assert code == 4401
+
+
+def test_the_periodic_recheck_of_many_sockets_costs_a_few_queries_and_answers_as_connecting(
+    alice, make_user, session
+):
+    # Every kind of socket a worker may hold, each following sessions it may or may not reach.
+    chat2 = Session.objects.create(name="chat-2", owner=alice)
+    Session.objects.create(name="chat-3", owner=alice, deleted=True)
+    names = ["chat-1", "chat-2", "chat-3", "nowhere"]
+    work = []
+    for i in range(30):  # members, former members, a deactivated user: browsers with tokens
+        user = make_user(f"u{i}")
+        if i % 2 == 0:
+            add_member(session, user)
+        if i == 4:
+            user.is_active = False
+            user.save()
+        work.append((revocation.Grant(Actor(user)), names))
+    work.append((revocation.Grant(Actor(alice, frozenset({"chat-1", "chat-3"}))), names))
+    texts = [
+        keys.create_key(alice, "all", all_sessions=True)[1],
+        keys.create_key(alice, "one", [chat2])[1],
+        keys.create_key(make_user("gone"), "all", all_sessions=True)[1],
+        "dsk_nope_nope",
+        "not a key",
+    ]
+    revoked, text = keys.create_key(alice, "revoked", all_sessions=True)
+    keys.revoke(revoked)
+    worker, worker_text = keys.create_key(alice, "worker", agents="*")
+    Turn.objects.create(session=chat2, message="m", message_seq=1, agent="a", state="claimed",
+                        key=worker)  # fmt: skip
+    for raw in [*texts, text, worker_text, worker_text]:
+        actor = Actor(alice)  # what it was let in as does not matter for a key: asked again
+        work.append((revocation.Grant(actor, raw), names))
+    type(alice)._default_manager.filter(username="gone").update(is_active=False)
+    with CaptureQueriesContext(connection) as asked:
+        answers = revocation._check_all(work)
+    # The same answers as asking socket by socket, as connecting does ...
+    assert answers == [revocation.reachable(grant, names) for grant, names in work]
+    assert answers[0][1] == {"chat-1"} and answers[1][1] == set() and answers[4][1] == set()
+    assert answers[30][1] == {"chat-1"}
+    assert [allowed for _, allowed in answers[31:]] == [
+        {"chat-1", "chat-2"},
+        {"chat-2"},
+        set(),
+        set(),
+        set(),
+        set(),
+        {"chat-2"},
+        {"chat-2"},
+    ]
+    # ... in a few queries for 39 sockets (keys, their use, their scopes, users, sessions,
+    # memberships, turns), not a few per socket.
+    assert len(asked) <= 7, [q["sql"] for q in asked]
 
 
 # --- HTTP streams ------------------------------------------------------------------------------
