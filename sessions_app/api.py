@@ -74,6 +74,7 @@ from sessions_app.schemas import (
     SnapshotOut,
     SteerIn,
 )
+from sessions_app.ws import roster
 
 NINJA_CODES = {400: "bad_request", 401: "unauthenticated", 403: "forbidden", 404: "not_found",
                405: "method_not_allowed", 422: "invalid_input"}  # fmt: skip
@@ -553,7 +554,7 @@ def feedback(request: HttpRequest, name: str, payload: FeedbackIn) -> Any:
 async def presence(request: HttpRequest, name: str) -> Any:
     who = await sync_to_async(_request_actor)(request)
     session = await dbexec.run_read(get_session, who, name)
-    return {"devices": await log.attached_devices(session.pk)}
+    return {"devices": await roster.attached(session.pk)}
 
 
 # --- API keys ------------------------------------------------------------------------------

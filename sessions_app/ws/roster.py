@@ -50,6 +50,9 @@ class Store(Protocol):
     async def drop_expired(self, pk: int, keys: list[str], now: float) -> list[str]:
         """Delete the entries of fields ``keys`` still expired at ``now``; return those deleted."""
 
+    async def read(self, pk: int) -> Entries:
+        """Session ``pk``'s roster as it is now (expired entries included)."""
+
 
 class MemoryStore:
     """The roster of a single process (the in-memory channel layer reaches no other)."""
@@ -89,6 +92,9 @@ class MemoryStore:
         for key in dropped:
             del roster[key]
         return dropped
+
+    async def read(self, pk: int) -> Entries:
+        return dict(self.rosters.get(pk, {}))
 
 
 _DROP_IF_EXPIRED = """
@@ -199,6 +205,9 @@ class RedisStore:
         dropped = await self.client().eval(_DROP_IF_EXPIRED, 1, self.key(pk), now, *keys)
         return [d.decode() if isinstance(d, bytes) else str(d) for d in dropped]
 
+    async def read(self, pk: int) -> Entries:
+        return _decode_all(await self.client().hgetall(self.key(pk)))
+
 
 def _encode(device: dict[str, Any], until: float) -> str:
     return json.dumps({"d": device, "u": until}, separators=(",", ":"))
@@ -229,6 +238,15 @@ def _decode_all(raw: dict[bytes, bytes]) -> Entries:
         ok = entry is not None and field(entry[0]) == name
         out[name] = entry if entry is not None and ok else (device_of(name), 0.0)
     return out
+
+
+async def attached(pk: int) -> list[dict[str, Any]]:
+    """The devices attached to session ``pk`` now, on every worker: one read of the roster
+    (the REST presence endpoint), in the order of their ids, then users."""
+    now = time.time()
+    entries = await store().read(pk)
+    live = [device for device, until in entries.values() if until > now]
+    return sorted(live, key=lambda d: (d["id"], d["user"]))
 
 
 _store: Store | None = None

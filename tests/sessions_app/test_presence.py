@@ -13,6 +13,7 @@ from contextlib import AsyncExitStack
 import pytest
 import websockets
 from channels.db import database_sync_to_async
+from django.test import AsyncClient
 
 from sessions_app.access import mint_token
 from tests.e2e.servers import DaphneProcess, session_with_token, site_database
@@ -89,6 +90,8 @@ async def test_a_member_who_takes_another_members_device_id_neither_replaces_nor
     await database_sync_to_async(add_member)(session, bob)
     phone_token = await database_sync_to_async(mint_token)(alice)
     bob_token = await database_sync_to_async(mint_token)(bob)
+    browser = AsyncClient()
+    await database_sync_to_async(browser.force_login)(alice)
     async with (
         connect(token=phone_token + "&device=phone") as phone,
         connect(alice) as laptop,
@@ -102,6 +105,9 @@ async def test_a_member_who_takes_another_members_device_id_neither_replaces_nor
             listed = await impostor.request("presence", session="chat-1")
             assert listed["self"] == {"id": "phone", "user": "bob", "label": ""}
             assert owners(listed) == [("alice", laptop_id), ("alice", "phone"), ("bob", "phone")]
+            # the REST door reads the same roster: both phones, each once
+            rest = await browser.get("/api/sessions/chat-1/presence")
+            assert owners(rest.json()) == owners(listed)
         heard = await drain(laptop)
         seen = [(f["event"], f["device"]["user"], f["device"]["id"]) for f in heard]
         # bob's device came and went; alice's phone was never announced as gone
