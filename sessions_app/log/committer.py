@@ -47,7 +47,10 @@ def _raise_or_return(result: Outcome) -> AppendResult:
 
 
 def _log_results(requests: Sequence[AppendRequest | None], results: Sequence[Outcome]) -> None:
+    debug = logger.isEnabledFor(logging.DEBUG)
     for request, result in zip(requests, results, strict=True):
+        if not debug and not isinstance(result, SessionError):
+            continue  # nothing to log: the line's fields are not worth building per append
         ids = {
             "session": request.session_pk if request else None,
             "producer": request.producer.id if request and request.producer else None,
@@ -57,7 +60,7 @@ def _log_results(requests: Sequence[AppendRequest | None], results: Sequence[Out
         }
         if isinstance(result, SessionError):
             logger.info("append refused: %s", result.message, extra={**ids, "code": result.code})
-        elif logger.isEnabledFor(logging.DEBUG):
+        else:
             logger.debug("appended", extra={**ids, "offset": result.last, "entries": result.wrote})
 
 

@@ -40,7 +40,8 @@ async def test_concurrent_appends_share_transactions_and_get_distinct_contiguous
         assert session.head == 40
 
 
-async def test_a_refused_append_in_a_batch_does_not_sink_the_others(alice):
+async def test_a_refused_append_in_a_batch_does_not_sink_the_others(alice, caplog):
+    caplog.set_level("INFO", logger="sessions_app.log")
     open_, closed = (await db(Session.objects.create)(name="open", owner=alice),
                      await db(Session.objects.create)(name="closed", owner=alice, closed=True))  # fmt: skip
     outcomes = await asyncio.gather(
@@ -52,6 +53,9 @@ async def test_a_refused_append_in_a_batch_does_not_sink_the_others(alice):
     assert isinstance(outcomes[1], StreamClosed)
     assert [o.first for o in (outcomes[0], outcomes[2])] == [1, 2]
     assert await db(Entry.objects.filter(session=closed).count)() == 0
+    # The refusal is logged with the session it concerns; the appends that landed are not.
+    logged = [r for r in caplog.records if r.name == "sessions_app.log"]
+    assert [(r.getMessage()[:14], r.session) for r in logged] == [("append refused", closed.pk)]
 
 
 async def test_an_absent_session_is_not_found(alice):
