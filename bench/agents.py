@@ -169,7 +169,51 @@ def open_turns(env: dict[str, str]) -> int:
     return int(row[0]) if row else 0
 
 
-def dispatch_rate(env: dict[str, str], base: str, key: str, own: str, turns: int) -> float:
+class CpuMeter:
+    """CPU seconds of the server, the workers and the site database's PostgreSQL backends,
+    between two ``snap()`` calls (Redis, shared with everything else, is left out)."""
+
+    def __init__(self, server: int, workers: list[int], database: str) -> None:
+        self.groups = {"server": [server], "workers": workers}
+        self.database = database
+        self.marks: list[dict[str, float]] = []
+
+    def _backends(self) -> list[int]:
+        import psutil
+
+        found = []
+        for proc in psutil.process_iter(["cmdline"]):
+            line = " ".join(proc.info["cmdline"] or [])
+            if line.startswith("postgres:") and f" {self.database} " in line:
+                found.append(proc.pid)
+        return found
+
+    def snap(self) -> None:
+        import psutil
+
+        mark: dict[str, float] = {}
+        for group, pids in {**self.groups, "postgres": self._backends()}.items():
+            for pid in pids:
+                try:
+                    times = psutil.Process(pid).cpu_times()
+                except psutil.Error:
+                    continue
+                mark[f"{group}:{pid}"] = times.user + times.system
+        self.marks.append(mark)
+
+    def spent(self) -> dict[str, float]:
+        """CPU seconds per group from the first mark to the last (a backend that came up in
+        between counts from zero)."""
+        first, last = self.marks[0], self.marks[-1]
+        out: dict[str, float] = {"server": 0.0, "workers": 0.0, "postgres": 0.0}
+        for key, value in last.items():
+            out[key.split(":")[0]] += value - first.get(key, 0.0)
+        return out
+
+
+def dispatch_rate(
+    env: dict[str, str], base: str, key: str, own: str, turns: int, server: int = 0
+) -> float:
     """4 worker processes answer ``turns`` turns queued beforehand (one per session)."""
     names = [f"s-{i}" for i in range(turns)]
     patch_agent(base, own, names, "noop")
@@ -179,14 +223,25 @@ def dispatch_rate(env: dict[str, str], base: str, key: str, own: str, turns: int
         for name in names:
             http.post(f"/api/sessions/{name}/messages", json={"text": "go"}).raise_for_status()
     procs = workers(env, base, key, 4)
+    meter = CpuMeter(server, [p.pid for p in procs], env["DATABASE_URL"].rsplit("/", 1)[-1])
     started = time.perf_counter()
+    measured_from = None  # open turns when the CPU count started (the workers are up)
     try:
-        while open_turns(env):
+        while left := open_turns(env):
+            if measured_from is None and left <= turns - min(100, turns // 4):
+                meter.snap()
+                measured_from = left
             time.sleep(0.2)
         took = time.perf_counter() - started
+        meter.snap()
     finally:
         stop_all(procs)
     print(f"    answered exactly once: {answered_once(env)}")
+    if measured_from:
+        spent = meter.spent()
+        per = ", ".join(f"{k} {v / measured_from * 1000:.2f}" for k, v in spent.items())
+        print(f"    CPU ms per turn over the last {measured_from} turns: {per}; "
+              f"total {sum(spent.values()) / measured_from * 1000:.2f}")  # fmt: skip
     print(f"    steady rate (first to last turn done, workers' start-up left out): {steady(env)}")
     return turns / took
 
@@ -284,7 +339,8 @@ def main() -> None:
                             f"(a) {existing:>6} sessions, scanning agent: ack -> RUN_STARTED {ms(found)}"
                         )
             if "b" in parts:
-                rate = dispatch_rate(env, base, key, own, args.turns)
+                pid = server.proc.pid if server.proc is not None else 0
+                rate = dispatch_rate(env, base, key, own, args.turns, pid)
                 print(
                     f"(b) {args.turns} turns, 4 worker processes, no-op handler: {rate:,.0f} turns/s"
                 )
