@@ -40,9 +40,12 @@ def main() -> None:
     parser.add_argument(
         "--stages", action="store_true", help="no database: CPU per conversation of each stage"
     )
+    parser.add_argument(
+        "--deltas", type=int, default=1, help="with --stages: text events an answer (streamed)"
+    )
     args = parser.parse_args()
     if args.stages:
-        stages(min(args.conversations, 10_000), args.turns)
+        stages(min(args.conversations, 10_000), args.turns, args.deltas)
         return
     from tests.e2e.servers import postgres_database
 
@@ -68,7 +71,7 @@ def main() -> None:
             connections.close_all()
 
 
-def stages(count: int, turns: int) -> None:
+def stages(count: int, turns: int, deltas: int = 1) -> None:
     """The export's stages in memory, without a profiler's distortion: CPU time per
     conversation to parse the stored events (one JSON array a conversation, as PostgreSQL
     hands them over), fold them, build the conversation, and redact, encode and deduplicate
@@ -80,15 +83,15 @@ def stages(count: int, turns: int) -> None:
     from sessions_app.domain.dataset import Exporter, Filters
     from sessions_app.domain.dataset import conversation as build
     from sessions_app.domain.events import encode_event
-    from sessions_app.domain.fold import SessionState, apply
+    from sessions_app.domain.fold import SessionState, apply, apply_all
 
     arrays = [
-        ("[" + ",".join(encode_event(e, 1) for e in conversation(i, turns)) + "]").encode()
+        ("[" + ",".join(encode_event(e, 1) for e in conversation(i, turns, deltas)) + "]").encode()
         for i in range(count)
     ]
     filters = Filters(corrections=True)
 
-    def upto(last: int) -> float:
+    def upto(last: int) -> float:  # the stages up to ``last``, streamed
         exporter = Exporter(encode=orjson.dumps)
         started = time.process_time()
         for index, array in enumerate(arrays):
@@ -96,8 +99,11 @@ def stages(count: int, turns: int) -> None:
             if last == 0:
                 continue
             state = SessionState()
-            for event in events:
-                apply(state, 1, event)
+            if last == -1:  # the fold event by event, as the export did before apply_all
+                for event in events:
+                    apply(state, 1, event)
+                continue
+            apply_all(state, 1, events)
             if last == 1:
                 continue
             found = build(state, filters)
@@ -106,13 +112,15 @@ def stages(count: int, turns: int) -> None:
             exporter.take(f"c{index}", "2026-01-01", found)
         return time.process_time() - started
 
+    one_by_one = upto(-1)
     totals = [upto(last) for last in range(4)]
     names = ("parse", "fold", "conversation", "redact+encode+dedup")
     costs = [(b - a) / count * 1e3 for a, b in zip([0.0, *totals], totals, strict=False)]
     print(
-        f"CPU per conversation ({count} of {turns} turns): "
+        f"CPU per conversation ({count} of {turns} turns, {deltas} text events an answer): "
         + ", ".join(f"{n} {c:.3f} ms" for n, c in zip(names, costs, strict=True))
-        + f"; total {sum(costs):.3f} ms ({1e3 / sum(costs):,.0f} conversations/s on one core)"
+        + f"; total {sum(costs):.3f} ms ({1e3 / sum(costs):,.0f} conversations/s on one core); "
+        f"the fold event by event (apply) {(one_by_one - totals[0]) / count * 1e3:.3f} ms"
     )
 
 
@@ -127,21 +135,25 @@ def kept_database(base_url: str, name: str) -> Iterator[str]:
     yield f"{base_url.rsplit('/', 1)[0]}/{name}"
 
 
-def conversation(index: int, turns: int) -> list[dict]:
+def conversation(index: int, turns: int, deltas: int = 1) -> list[dict]:
+    """A conversation's events; ``deltas`` splits each answer into that many text events,
+    as a streamed answer is logged (the seeded data has one)."""
     events: list[dict] = []
     for turn in range(turns):
         run, user, bot = f"r{turn}", f"u{turn}", f"a{turn}"
         question = (
             f"Question {turn} of conversation {index}: write to me at user{index}@example.com"
         )
+        answer = f"Answer {turn} to {index}: " + "lorem ipsum " * 20
+        step = -(-len(answer) // deltas)
         events += [
             {"type": "TEXT_MESSAGE_START", "message": user, "data": {"role": "user"}},
             {"type": "TEXT_MESSAGE_CONTENT", "message": user, "data": {"delta": question}},
             {"type": "TEXT_MESSAGE_END", "message": user},
             {"type": "RUN_STARTED", "run": run, "agent": "bench"},
             {"type": "TEXT_MESSAGE_START", "message": bot, "run": run, "data": {"role": "assistant"}},
-            {"type": "TEXT_MESSAGE_CONTENT", "message": bot, "run": run,
-             "data": {"delta": f"Answer {turn} to {index}: " + "lorem ipsum " * 20}},
+            *({"type": "TEXT_MESSAGE_CONTENT", "message": bot, "run": run,
+               "data": {"delta": answer[at:at + step]}} for at in range(0, len(answer), step)),
             {"type": "TEXT_MESSAGE_END", "message": bot, "run": run},
             {"type": "RUN_FINISHED", "run": run},
         ]  # fmt: skip

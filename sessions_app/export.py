@@ -35,7 +35,7 @@ from sessions_app.domain.dataset import (
     conversation,
     redact,
 )
-from sessions_app.domain.fold import SessionState, apply
+from sessions_app.domain.fold import SessionState, apply, apply_all
 from sessions_app.log import loads
 from sessions_app.models import JSON_CONTENT_TYPE, Entry, Export, Run, Session
 
@@ -263,8 +263,7 @@ def _fold_array(state: SessionState, count: int, last: int, body: Any) -> bool:
         return False
     if not isinstance(events, list) or len(events) != count:
         return False
-    for event in events:
-        apply(state, last, event)
+    apply_all(state, last, events)
     return True
 
 
