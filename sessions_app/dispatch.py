@@ -86,7 +86,9 @@ def claim(actor: Actor, agents: list[str], worker: str, limit: int) -> list[Clai
             taken, fenced = _claim(actor, agents, worker, limit)
     for session_pk, run_id, message in fenced:
         _end_lost_run(session_pk, run_id, message)
-    return [_describe(turn) for turn in taken]
+    pks = {turn.session_id for turn in taken}
+    names = dict(Session.objects.filter(pk__in=pks).values_list("pk", "name")) if pks else {}
+    return [_describe(turn, names.get(turn.session_id, "")) for turn in taken]
 
 
 def _candidates(actor: Actor, agents: list[str], now: Any) -> Any:
@@ -168,8 +170,7 @@ def _end_lost_run(session_pk: int, run_id: str, message: str) -> None:
         logger.info("lost run %s was not ended by the claim: %s", run_id, exc)
 
 
-def _describe(turn: Turn) -> Claimed:
-    name = Session.objects.filter(pk=turn.session_id).values_list("name", flat=True).first()
+def _describe(turn: Turn, name: str) -> Claimed:
     state = log.fold_session(turn.session_id)
     history: list[dict[str, Any]] = []
     text = ""
@@ -179,9 +180,7 @@ def _describe(turn: Turn) -> Claimed:
         if message.id == turn.message:
             text = message.text
             break
-    return Claimed(
-        turn, name or "", text, rules.conversation(history, setting("TURN_CONTEXT_CHARS"))
-    )
+    return Claimed(turn, name, text, rules.conversation(history, setting("TURN_CONTEXT_CHARS")))
 
 
 def renew(actor: Actor, worker: str, ids: list[int]) -> list[int]:

@@ -98,7 +98,7 @@ class RunTracker:
     ) -> list[tuple[Run, _Change]]:
         """Record the changes; return the runs they ended, each with its final change."""
         pk = request.session_pk
-        saved = set()
+        touched: dict[str, Run] = {}  # saved once each: a run started and ended in one append
         ended = []
         for change in changes:
             row = self.runs.get((pk, change.run_id))
@@ -106,11 +106,12 @@ class RunTracker:
                 row = self._start(pk, change, first_seq + change.index)
             self._move(row, change, now)
             row.heartbeat_at = now
-            row.save()
-            self.runs[(pk, change.run_id)] = row
-            saved.add(change.run_id)
+            self.runs[(pk, change.run_id)] = touched[change.run_id] = row
             if change.status.is_final:
                 ended.append((row, change))
+        for row in touched.values():
+            row.save()
+        saved = set(touched)
         self._beat(pk, {item.run for item in request.items if item.run} - saved, now)
         self._add_usage(pk, request)
         for item in request.items:

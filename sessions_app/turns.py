@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from django.db import connection
+
 from sessions_app import metrics
 from sessions_app.conf import setting
 from sessions_app.domain import turns as rules
@@ -68,6 +70,9 @@ class _Asked:
 class TurnTracker:
     """Per transaction: user messages become turns; runs that end move their turn on."""
 
+    # (turn, run) -> (attempts, agent) of the turns whose start this transaction checked
+    held: dict[tuple[int, str], tuple[int, str]] = dataclasses.field(default_factory=dict)
+
     # --- before offsets are allocated ------------------------------------------------------
 
     def plan(
@@ -114,11 +119,16 @@ class TurnTracker:
             turn = (item.data or {}).get("turn") if item.type == "RUN_STARTED" else None
             if turn is None:
                 continue
-            held = Turn.objects.filter(
-                pk=turn if isinstance(turn, int) else -1, session_id=request.session_pk
-            ).values_list("state", "run_id")
-            found = held.first()
-            if found is None or found != (TurnState.CLAIMED.value, item.run):
+            # Plain SQL: a turn's start and end are on every answer's path (issue #20's
+            # dispatch profile: the ORM's query building for these was a fifth of the writer).
+            found = _select_one(
+                f"SELECT state, run_id, attempts, agent FROM {_TURNS} "
+                "WHERE id = %s AND session_id = %s",
+                [turn if isinstance(turn, int) else -1, request.session_pk],
+            )
+            if found is not None and tuple(found[:2]) == (TurnState.CLAIMED.value, item.run):
+                self.held[(turn, item.run)] = (int(found[2]), str(found[3]))
+            else:
                 raise TurnFenced(
                     f"run {item.run!r} does not answer turn {turn!r}: the turn is not claimed "
                     "for this run (its claim was lost, or it ended)",
@@ -155,26 +165,42 @@ class TurnTracker:
         return wake
 
     def _run_ended(self, turn_id: int, run_id: str, change: Any, now: Any) -> set[str]:
-        turn = Turn.objects.filter(pk=turn_id, run_id=run_id, state=TurnState.CLAIMED.value).first()
-        if turn is None:  # an earlier attempt's run: the turn has moved on
-            return set()
+        where = "WHERE id = %s AND run_id = %s AND state = %s"
+        claimed = [turn_id, run_id, TurnState.CLAIMED.value]
+        held = self.held.get((turn_id, run_id))  # its start was checked in this transaction
+        if held is None:
+            found = _select_one(f"SELECT attempts, agent FROM {_TURNS} {where}", claimed)
+            if found is None:  # an earlier attempt's run: the turn has moved on
+                return set()
+            held = (int(found[0]), str(found[1]))
+        attempts, agent = held
         state = rules.after_run(
-            change.status.value,
-            change.data.get("code"),
-            turn.attempts,
-            setting("TURN_MAX_ATTEMPTS"),
+            change.status.value, change.data.get("code"), attempts, setting("TURN_MAX_ATTEMPTS")
         )
-        turn.state = state.value
-        turn.reason = str(change.data.get("message") or change.data.get("reason") or "")[:200]
-        turn.lease_until = None
+        reason = str(change.data.get("message") or change.data.get("reason") or "")[:200]
         if state is TurnState.QUEUED:
-            turn.worker, turn.key_id = "", None
-            metrics.TURNS.labels("retried").inc()
+            sets, values = "worker = '', key_id = NULL", []
         else:
-            turn.ended_at = now
-            metrics.TURNS.labels(state.value).inc()
-        turn.save()
-        return {turn.agent}  # it is offered again, or the session's next turn may be now
+            sets, values = "ended_at = %s", [now]
+        with connection.cursor() as cursor:
+            # Guarded like the read: a turn claimed again meanwhile is another attempt's now.
+            cursor.execute(
+                f"UPDATE {_TURNS} SET state = %s, reason = %s, lease_until = NULL, {sets} {where}",
+                [state.value, reason, *values, *claimed],
+            )
+            if cursor.rowcount == 0:
+                return set()
+        metrics.TURNS.labels("retried" if state is TurnState.QUEUED else state.value).inc()
+        return {agent}  # it is offered again, or the session's next turn may be now
+
+
+_TURNS = Turn._meta.db_table
+
+
+def _select_one(sql: str, params: list[Any]) -> tuple[Any, ...] | None:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchone()
 
 
 def _user_messages(items: Any) -> list[_Asked]:
