@@ -13,6 +13,12 @@ PORT ?= 8000
 TEST_DATABASE_URL ?= postgres://$(shell id -un)@127.0.0.1:5432/test
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 PYTEST_ARGS ?=
+# Each pass spreads its test files over worker processes (pytest-xdist): most tests wait on the
+# servers, browsers and training they start, so two workers per pass keep the cores busy. A
+# file stays on one worker (its module fixtures, such as a started site, are made once).
+# `make test PYTEST_WORKERS=0` runs each pass in one process.
+PYTEST_WORKERS ?= 2
+PYTEST_XDIST = $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
 
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
@@ -53,19 +59,19 @@ test: $(STAMP) ## Run the whole suite: SQLite + in-memory layer, and beside it P
 	@logs=$$(mktemp -d); \
 	echo "The second pass (PostgreSQL + Redis) runs beside this one; its output follows."; \
 	( $(MAKE) --no-print-directory test-real >$$logs/real 2>&1; echo $$? >$$logs/rc ) & \
-	$(PY) -m pytest $(PYTEST_ARGS); first=$$?; wait; \
+	$(PY) -m pytest $(PYTEST_XDIST) $(PYTEST_ARGS); first=$$?; wait; \
 	printf '\n=== second pass: PostgreSQL + Redis\n'; cat $$logs/real; second=$$(cat $$logs/rc); \
 	rm -rf $$logs; \
 	[ $$first -eq 0 ] && [ $$second -eq 0 ] || { echo "failed: first pass $$first, second $$second"; exit 1; }
 
 .PHONY: test-default
 test-default: $(STAMP) ## Only the first pass (SQLite + in-memory channel layer)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_XDIST) $(PYTEST_ARGS)
 
 .PHONY: test-real
 test-real: $(STAMP) ## Only the second pass (PostgreSQL + Redis; skips if they are not running)
 	TEST_ENGINES=real DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) \
-		CHANNEL_LAYER_PREFIX=test$$$$ $(PY) -m pytest $(PYTEST_ARGS)
+		CHANNEL_LAYER_PREFIX=test$$$$ $(PY) -m pytest $(PYTEST_XDIST) $(PYTEST_ARGS)
 
 .PHONY: screenshots
 screenshots: $(STAMP) ## Rewrite docs/screenshots/ from the browser tests (needs chromium)

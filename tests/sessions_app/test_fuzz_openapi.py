@@ -52,7 +52,15 @@ def world(alice):
 
 @pytest.fixture(autouse=True)
 def _short_long_polls(settings):
-    settings.SESSIONS_APP = {"REST_LONG_POLL_MAX": 0.2}
+    settings.SESSIONS_APP = {"REST_LONG_POLL_MAX": 0.2, "TURN_CLAIM_WAIT_MAX": 0.2}
+
+
+@pytest.fixture(autouse=True)
+def _jobs_wait_in_the_queue(settings):
+    # As on a site with a job worker: an accepted job is queued, not run inside the request
+    # (the suite's inline backend would train a model for every generated job body; the
+    # jobs' own runs are tested in tests/mlexec_app).
+    settings.TASKS = {"default": {"BACKEND": "django_tasks.backends.dummy.DummyBackend"}}
 
 
 def rows() -> dict[str, int]:
