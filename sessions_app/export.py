@@ -1,8 +1,10 @@
 """``python manage.py sessions export-dataset``: sessions as a fine-tuning dataset (JSONL).
 
 Streams: sessions are read in chunks (``.iterator(chunk_size=...)``), each chunk's entries in
-one ordered query, each session folded on its own and written out at once, so memory holds
-one chunk, never the export. What a conversation is, the filters, the split and the card:
+one query (on PostgreSQL one JSON array a session), each session folded on its own and
+written out at once, so memory holds a few chunks, never the export; outside a transaction a
+thread reads the next chunks while this one is folded. A fork's fold starts with the history
+it inherits from its source. What a conversation is, the filters, the split and the card:
 ``sessions_app.domain.dataset``. The redaction hook is the operator's: a dotted path from the
 ``SESSIONS_EXPORT_REDACT`` setting or ``--redact`` (never a caller's).
 """
