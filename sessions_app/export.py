@@ -220,6 +220,9 @@ def _read_ahead(chunks: Iterator[_Chunk], depth: int) -> Iterator[_Chunk]:
         except BaseException as error:  # handed to the consumer, raised there
             put((True, error))
         finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:  # a consumer that stopped early: the cursor, here
+                close()
             connections.close_all()  # this thread's connections only
 
     thread = threading.Thread(target=produce, name="export-fetch", daemon=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 
 import pytest
 from django.core.management import call_command
@@ -33,3 +34,19 @@ def test_sessions_longer_than_a_chunks_budget_are_exported_whole(alice, tmp_path
     assert exported(tmp_path, "small") == whole
     monkeypatch.setattr(export, "ENTRY_BUDGET", 20)  # two sessions a chunk, then a third
     assert exported(tmp_path, "pairs") == whole
+
+
+def failing_redact(text):
+    if "Question 2" in text:
+        raise ValueError("the redaction hook failed")
+    return text, {}
+
+
+def test_an_export_stopped_by_an_error_leaves_no_reader_thread(alice, tmp_path, monkeypatch):
+    for index in range(5):
+        chat(alice, f"chat-{index}", f"Question {index}?", f"Answer {index}.")
+    monkeypatch.setattr(export, "ENTRY_BUDGET", 5)  # a chunk a session: the reader is ahead
+    with pytest.raises(ValueError, match="the redaction hook failed"):
+        call_command("sessions", "export-dataset", "--out", str(tmp_path / "data.jsonl"),
+                     "--redact", f"{__name__}.failing_redact", stderr=io.StringIO())  # fmt: skip
+    assert "export-fetch" not in [thread.name for thread in threading.enumerate()]
