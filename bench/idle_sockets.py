@@ -20,6 +20,10 @@ and the Redis channel layer, RLIMIT_NOFILE raised to the hard limit in both proc
   is caught up, and until every socket has been shown all the devices of its session (the
   largest ``devices`` list it received holds every one). Then each socket's list is checked:
   every device of its session exactly once, nobody else's.
+* access re-check (``--recheck-sockets N``): one periodic access re-check
+  (``revocation._check_all``) of N sockets held as the memory part holds them (the bench
+  user's token, 20 sockets per session), run twice in a Django shell on the same database:
+  its queries and wall time.
 """
 
 from __future__ import annotations
@@ -53,6 +57,27 @@ from bench.sessions_log import (
 )
 
 BEGIN, END = "<!-- idle-sockets:begin -->", "<!-- idle-sockets:end -->"
+RECHECK = """
+import json, time
+from django.contrib.auth import get_user_model
+from django.db import connection
+from sessions_app import revocation
+from sessions_app.access import Actor
+user = get_user_model().objects.get(username="bench")
+work = [(revocation.Grant(Actor(user)), [f"idle-{{i // 20}}"]) for i in range({count})]
+queries = [0]
+def counted(execute, *args):
+    queries[0] += 1
+    return execute(*args)
+out = []
+with connection.execute_wrapper(counted):
+    for _ in range(2):
+        queries[0], started = 0, time.perf_counter()
+        answers = revocation._check_all(work)
+        out.append({{"queries": queries[0], "seconds": time.perf_counter() - started}})
+assert all(allowed == set(names) for (_, allowed), (_, names) in zip(answers, work))
+print(json.dumps(out))
+"""
 PER_SESSION = 20
 OPEN_AT_ONCE = 25
 
@@ -206,7 +231,8 @@ async def join_storm(server: Server, token: str, count: int, sessions: int) -> d
 def run_all(args: argparse.Namespace) -> dict[str, Any]:
     pid = os.getpid()
     results: dict[str, Any] = {"code": code_version(), "load_start": os.getloadavg()}
-    names = [f"idle-{i}" for i in range(args.sockets // PER_SESSION + 10)]
+    most = max(args.sockets, args.recheck_sockets)
+    names = [f"idle-{i}" for i in range(most // PER_SESSION + 10)]
     names += [f"storm-{i}" for i in range(args.storm_sessions)]
     _raise_nofile()
     with postgres_database(BASE_DB, f"bench_idlesock_{pid}") as db:
@@ -215,6 +241,12 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
         run_manage("migrate", "--no-input", env=env)
         token = manage_output("shell", "-c", SETUP.format(names=names), env=env)
         token = token.strip().splitlines()[-1]
+        if args.recheck_sockets:
+            log(f"access re-check: {args.recheck_sockets} sockets")
+            out = manage_output("shell", "-c", RECHECK.format(count=args.recheck_sockets), env=env)
+            results["recheck"] = {"sockets": args.recheck_sockets,
+                                  "runs": json.loads(out.strip().splitlines()[-1])}  # fmt: skip
+            log(f"  {results['recheck']}")
         if args.sockets:
             with daphne("config.asgi:application", env) as ours:
                 log(f"idle memory: {args.sockets} sockets (ours)")
@@ -259,6 +291,15 @@ def table(res: dict[str, Any]) -> str:
             f"{PER_SESSION} per session) | {kb:.1f} KB{peer}; opened and subscribed in "
             f"{idle['open_seconds']:.0f} s | <= 25 KB | {'met' if kb <= 25 else 'not met'} |"
         )
+    recheck = res.get("recheck")
+    if recheck:
+        runs = ", ".join(
+            f"{r['queries']:,} queries in {r['seconds']:.2f} s" for r in recheck["runs"]
+        )
+        lines.append(
+            f"| One periodic access re-check of {recheck['sockets']:,} sockets | {runs} | "
+            f"well under ACCESS_RECHECK_SECONDS | |"
+        )
     storm = res.get("storm")
     if storm:
         shown = storm["shown_seconds"]
@@ -293,6 +334,9 @@ def main() -> None:
     parser.add_argument("--plain", action="store_true", help="measure plain Channels too")
     parser.add_argument("--storm-sockets", type=int, default=10_000, help="0: skip the storm")
     parser.add_argument("--storm-sessions", type=int, default=100)
+    parser.add_argument(
+        "--recheck-sockets", type=int, default=0, help="time one access re-check of N sockets"
+    )
     parser.add_argument("--write", action="store_true", help="record in bench/README.md")
     parser.add_argument("--json", type=Path, help="also save the raw results here")
     args = parser.parse_args()
