@@ -181,7 +181,7 @@ def run(count: int, turns: int, profile: str | None = None) -> None:
             profiler.enable()
         card = export_files(options, Path(folder) / "data.jsonl", sys.stdout)
         took, cpu = time.perf_counter() - started, time.process_time() - cpu
-        if profiler:
+        if profiler and profile:
             profiler.disable()
             profiler.dump_stats(profile)
         size = sum(path.stat().st_size for path in Path(folder).iterdir())
