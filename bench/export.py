@@ -8,6 +8,8 @@ streams), so run it at two sizes and compare the peak.
 ``--keep NAME`` seeds a database NAME (next to ``--database``) only if it holds no sessions
 yet and keeps it afterwards, so that two versions of the export can be timed on the same
 data without seeding again; ``--profile FILE`` writes a cProfile of the export.
+``--stages [--deltas N]`` needs no database: the CPU per conversation of each stage of the
+export (parse, fold, conversation, redaction with encoding), with answers of N text events.
 """
 
 from __future__ import annotations
