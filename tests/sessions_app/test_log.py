@@ -206,3 +206,23 @@ async def test_an_append_to_a_run_is_a_sign_of_life_of_its_agent(alice, session)
     assert run.heartbeat_at > old + timedelta(minutes=4)
     stale = await db(Run.objects.filter(heartbeat_at__lt=old + timedelta(minutes=1)).count)()
     assert stale == 0  # stored in the column's own form: queries compare it right
+
+
+async def test_a_large_batch_over_several_sessions_lands_once_with_its_producers(alice):
+    """A batch too large for the one-statement write (over 20 entries: heads, producers and
+    COPY apart) stores every session's head and producer state: a retry is a duplicate."""
+    sessions = [await db(Session.objects.create)(name=f"L{i}", owner=alice) for i in range(3)]
+
+    def append(s, seq):
+        claim = ProducerClaim(f"bulk-{s.pk}", 0, seq)
+        return log.append(log.AppendRequest(s.pk, items(*"abcdefghij"), claim))
+
+    await asyncio.gather(*(append(s, 0) for s in sessions))  # the producers' rows exist
+    before = log.committer().transactions
+    results = await asyncio.gather(*(append(s, 1) for s in sessions))
+    assert log.committer().transactions - before == 1
+    assert [r.seqs for r in results] == [range(11, 21)] * 3
+    for s in sessions:
+        assert (await db(Session.objects.get)(pk=s.pk)).head == 20
+        again = await append(s, 1)
+        assert (again.seqs, again.duplicate) == (range(11, 21), True)
