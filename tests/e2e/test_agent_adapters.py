@@ -73,6 +73,12 @@ def outcome(events, run_id):
     return ends[0]["type"], ends[0].get("data", {}).get("outcome")
 
 
+def usage_of(events):
+    """The usage reports among ``events``."""
+    return [e["data"]["value"] for e in events
+            if e["type"] == "CUSTOM" and e["data"]["name"] == "sessions.USAGE"]  # fmt: skip
+
+
 def children(events, run_id):
     return {
         e["run"]: e.get("agent")
@@ -353,6 +359,7 @@ def test_langgraph_streams_text_tool_calls_state_steps_and_a_subgraph(site):
     from langgraph.graph import START, MessagesState, StateGraph
     from langgraph.prebuilt import ToolNode, tools_condition
 
+    from sessions_app.agents.adapters.actions import Prices
     from sessions_app.agents.adapters.langgraph import handler
 
     @tool
@@ -360,13 +367,19 @@ def test_langgraph_streams_text_tool_calls_state_steps_and_a_subgraph(site):
         """The weather in a city."""
         return f"sunny in {city}"
 
+    def used(given, taken):  # a chunk's usage_metadata, and the model's name
+        return {"usage_metadata": {"input_tokens": given, "output_tokens": taken,
+                                   "total_tokens": given + taken},
+                "response_metadata": {"model_name": "big-1"}}  # fmt: skip
+
     model = scripted_chat_model([
         [AIMessageChunk(content=[{"type": "reasoning", "reasoning": "Paris, so ask"}]),
          AIMessageChunk(content="", tool_call_chunks=[
              {"name": "weather", "args": '{"city":', "id": "w1", "index": 0}]),
          AIMessageChunk(content="", chunk_position="last", tool_call_chunks=[
-             {"name": None, "args": ' "Paris"}', "id": None, "index": 0}])],
-        [AIMessageChunk(content="It is "), AIMessageChunk(content="sunny.", chunk_position="last")],
+             {"name": None, "args": ' "Paris"}', "id": None, "index": 0}], **used(100, 20))],
+        [AIMessageChunk(content="It is "),
+         AIMessageChunk(content="sunny.", chunk_position="last", **used(130, 3))],
     ])  # fmt: skip
 
     class Conversation(MessagesState):
@@ -396,10 +409,18 @@ def test_langgraph_streams_text_tool_calls_state_steps_and_a_subgraph(site):
     graph.add_edge("tools", "assistant")
 
     session = new_session(site)
-    run_id = asyncio.run(answer(site, session, handler(graph.compile()), "Weather in Paris?"))
+    prices = {"big-1": Prices(input=1.0, output=10.0)}  # per million tokens
+    given = handler(graph.compile(), prices=prices)
+    run_id = asyncio.run(answer(site, session, given, "Weather in Paris?"))
     events = history(site, session)
     mine = of_run(events, run_id)
     assert text_of(mine) == "It is sunny."
+    first, second = usage_of(mine)  # one report per model call, each priced and timed
+    assert (first["model"], first["input_tokens"], first["output_tokens"]) == ("big-1", 100, 20)
+    assert first["cost"] == pytest.approx(300e-6) and first["currency"] == "USD"
+    assert 0 <= first["first_token_ms"] <= first["latency_ms"]
+    assert (second["input_tokens"], second["output_tokens"]) == (130, 3)
+    assert "first_token_ms" not in second and second["latency_ms"] >= 0
     reasoning = [e["data"]["delta"] for e in mine if e["type"] == "REASONING_MESSAGE_CONTENT"]
     assert reasoning == ["Paris, so ask"]
     assert tool_calls(mine) == {"w1": {"name": "weather", "args": '{"city": "Paris"}',
@@ -412,6 +433,7 @@ def test_langgraph_streams_text_tool_calls_state_steps_and_a_subgraph(site):
     [(child, agent)] = children(events, run_id).items()
     assert agent == "research"
     assert text_of(of_run(events, child)) == "Three good museums."
+    assert usage_of(of_run(events, child)) == []  # its model reported no usage
     assert outcome(events, child) == ("RUN_FINISHED", "success")
     assert outcome(events, run_id) == ("RUN_FINISHED", "success")
 
@@ -518,6 +540,7 @@ def untraced():
 def test_openai_agents_stream_text_reasoning_tool_calls_and_a_handoff(site):
     from agents import Agent, function_tool
 
+    from sessions_app.agents.adapters.actions import Prices
     from sessions_app.agents.adapters.openai_agents import handler
 
     @function_tool
@@ -525,19 +548,25 @@ def test_openai_agents_stream_text_reasoning_tool_calls_and_a_handoff(site):
         """The weather in a city."""
         return f"sunny in {city}"
 
-    billing = Agent(
-        name="billing", model=scripted_agents_model([[("text", ["Your bill ", "is paid."])]])
-    )
+    billing = Agent(name="billing", model=scripted_agents_model(
+        [[("text", ["Your bill ", "is paid."])]], usage=(50, 6), model_name="small"))  # fmt: skip
     triage = Agent(name="triage", tools=[weather], handoffs=[billing], model=scripted_agents_model([
         [("reasoning", ["Paris, ", "so ask"]), ("call", "weather", "w1", ['{"city":', ' "Paris"}'])],
         [("text", ["Sunny. "]), ("call", "transfer_to_billing", "h1", ["{}"])],
-    ]))  # fmt: skip
+    ], usage=(100, 10), model_name="big"))  # fmt: skip
 
     session = new_session(site)
-    run_id = asyncio.run(answer(site, session, handler(triage, run_config=untraced()), "Hi"))
+    prices = {"big": Prices(input=2.0, output=8.0, currency="EUR")}  # "small" has none
+    given = handler(triage, run_config=untraced(), prices=prices)
+    run_id = asyncio.run(answer(site, session, given, "Hi"))
     events = history(site, session)
     mine = of_run(events, run_id)
     assert text_of(mine) == "Sunny. "
+    first, second = usage_of(mine)  # the triage agent's two model calls
+    assert (first["model"], first["input_tokens"], first["output_tokens"]) == ("big", 100, 10)
+    assert first["cost"] == pytest.approx(280e-6) and first["currency"] == "EUR"
+    assert 0 <= first["first_token_ms"] <= first["latency_ms"]
+    assert second["input_tokens"] == 100 and "first_token_ms" not in second
     reasoning = [e["data"]["delta"] for e in mine if e["type"] == "REASONING_MESSAGE_CONTENT"]
     assert "".join(reasoning) == "Paris, so ask"
     calls = tool_calls(mine)
@@ -547,6 +576,9 @@ def test_openai_agents_stream_text_reasoning_tool_calls_and_a_handoff(site):
     [(child, agent)] = children(events, run_id).items()
     assert agent == "billing"
     assert text_of(of_run(events, child)) == "Your bill is paid."
+    [billed] = usage_of(of_run(events, child))  # the agent handed to reports in its own run
+    assert (billed["model"], billed["input_tokens"], billed["output_tokens"]) == ("small", 50, 6)
+    assert "cost" not in billed
     assert outcome(events, child) == ("RUN_FINISHED", "success")
     assert outcome(events, run_id) == ("RUN_FINISHED", "success")
 

@@ -3,7 +3,8 @@
 Each adapter turns its framework's stream events into *actions* with a pure function (tested
 from recorded events, no I/O); ``Driver`` applies them to the SDK's ``Run``. ``key`` names the
 run an action is for: ``""`` is the turn's own run, any other key a child run opened by
-``Enter`` (a handoff's or a sub-agent's) and closed by ``Leave``.
+``Enter`` (a handoff's or a sub-agent's) and closed by ``Leave``. ``Usage`` is what a model
+call cost as the framework reported it; the driver times and prices it (``usage_report``).
 
 Importable without Django and without any agent framework.
 """
@@ -14,7 +15,8 @@ import asyncio
 import contextlib
 import importlib
 import json
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -118,10 +120,67 @@ class Leave:
     key: str
 
 
+@dataclass(frozen=True)
+class Usage:
+    """Tokens of one or more model calls as the framework reported them (None: not reported)."""
+
+    model: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    key: str = ""
+
+
+@dataclass(frozen=True)
+class Prices:
+    """A model's prices per million input and output tokens."""
+
+    input: float
+    output: float
+    currency: str = "USD"
+
+
+# One price for every model, or one per model name (a graph may call several models).
+PriceList = Prices | Mapping[str, Prices]
+
 Action = (
     Text | TextEnd | Reasoning | ReasoningEnd | ToolStart | ToolArgs | ToolEnd | ToolResult
-    | State | Step | Custom | Enter | Leave
+    | State | Step | Custom | Enter | Leave | Usage
 )  # fmt: skip
+# What the model writes: the first of these is its first token.
+WRITTEN = (Text, Reasoning, ToolStart, ToolArgs)
+
+
+def token_count(value: Any) -> int | None:
+    """A token count a framework reported, if it is one ``run.usage`` accepts."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 10**15:
+        return value
+    return None
+
+
+def usage_report(
+    usage: Usage,
+    prices: PriceList | None = None,
+    first_token_ms: float | None = None,
+    latency_ms: float | None = None,
+) -> dict[str, Any]:
+    """What ``run.usage`` gets for ``usage``: its valid tokens and model name, their cost if
+    ``prices`` price that model and both counts are known, and the measured times."""
+    report: dict[str, Any] = {}
+    if isinstance(usage.model, str) and usage.model:
+        report["model"] = usage.model[:200]
+    for key in ("input_tokens", "output_tokens"):
+        count = token_count(getattr(usage, key))
+        if count is not None:
+            report[key] = count
+    price = prices.get(usage.model or "") if isinstance(prices, Mapping) else prices
+    if price is not None and "input_tokens" in report and "output_tokens" in report:
+        spent = price.input * report["input_tokens"] + price.output * report["output_tokens"]
+        report["cost"], report["currency"] = spent / 1e6, price.currency
+    if first_token_ms is not None:
+        report["first_token_ms"] = first_token_ms
+    if latency_ms is not None:
+        report["latency_ms"] = latency_ms
+    return report
 
 
 def as_text(value: Any) -> str:
@@ -169,10 +228,19 @@ class Driver:
     Reasoning and tool argument deltas are held for up to the client's ``coalesce_seconds``
     (as ``run.text`` holds text) and joined: a model streaming thousands of thinking tokens
     makes a few appends, not one per token. Anything else sends what is held first.
+
+    It also times the turn for ``Usage``: each report's ``latency_ms`` is the time since the
+    previous report (or the start), so a run's reports add up to its model time; the first
+    report into the turn's own run carries ``first_token_ms``, from the start to the first
+    thing the model wrote.
     """
 
-    def __init__(self, run: Run) -> None:
+    def __init__(self, run: Run, prices: PriceList | None = None) -> None:
         self.runs: dict[str, Run] = {"": run}
+        self.prices = prices
+        self.started = self.reported = time.monotonic()
+        self.first_token: float | None = None
+        self._timed_first = False
         self.held: Reasoning | ToolArgs | None = None
         self._lock = asyncio.Lock()
         self._timer: asyncio.Task[None] | None = None
@@ -180,6 +248,8 @@ class Driver:
 
     async def apply(self, actions: Iterable[Action]) -> None:
         for action in coalesce(actions):
+            if self.first_token is None and isinstance(action, WRITTEN):
+                self.first_token = time.monotonic()
             async with self._lock:
                 if self._failed is not None:
                     raise self._failed
@@ -246,6 +316,15 @@ class Driver:
                 await run.step(name, finished=finished)
             case Custom(name=name, value=value):
                 await run.custom(name, value)
+            case Usage():
+                await run.usage(**self._timed(action))
+
+    def _timed(self, usage: Usage) -> dict[str, Any]:
+        now, first = time.monotonic(), None
+        latency, self.reported = (now - self.reported) * 1000, now
+        if not usage.key and not self._timed_first and self.first_token is not None:
+            first, self._timed_first = (self.first_token - self.started) * 1000, True
+        return usage_report(usage, self.prices, first, latency)
 
     async def _enter(self, action: Enter) -> None:
         if action.key in self.runs:
@@ -312,9 +391,12 @@ async def until_cancelled(run: Run, work: Coroutine[Any, Any, None]) -> None:
     task.result()
 
 
-async def drive(run: Run, stream: Callable[[Driver], Awaitable[None]]) -> None:
-    """Call ``stream(driver)`` under ``until_cancelled``; close what it left open."""
-    driver = Driver(run)
+async def drive(
+    run: Run, stream: Callable[[Driver], Awaitable[None]], prices: PriceList | None = None
+) -> None:
+    """Call ``stream(driver)`` under ``until_cancelled``; close what it left open. ``prices``
+    price the ``Usage`` the stream reports."""
+    driver = Driver(run, prices)
 
     async def work() -> None:
         try:

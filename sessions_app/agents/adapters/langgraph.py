@@ -13,7 +13,10 @@ subgraph its own child run. The input is ``{"messages": turn.messages}`` unless 
 says otherwise. A cancel cancels the task that runs the graph: its stream is closed and no
 further node runs. LangGraph has no way to add to a running graph's state from outside (short
 of an interrupt and a checkpointer), so steers are not applied by themselves: a model node
-that wants them calls ``take_steers()`` before its model call. Importable without Django.
+that wants them calls ``take_steers()`` before its model call. Each AI message's
+``usage_metadata`` (summed over its chunks, as LangChain adds them) is reported with the
+model's name (``response_metadata["model_name"]``, else the stream's ``ls_model_name``) in
+the run the message streamed in, when the message ends. Importable without Django.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from sessions_app.agents.adapters.actions import (
     Driver,
     Enter,
     Leave,
+    PriceList,
     Reasoning,
     ReasoningEnd,
     State,
@@ -38,10 +42,12 @@ from sessions_app.agents.adapters.actions import (
     ToolEnd,
     ToolResult,
     ToolStart,
+    Usage,
     as_text,
     drive,
     jsonable,
     require,
+    token_count,
 )
 
 if TYPE_CHECKING:
@@ -82,13 +88,14 @@ class ChunkMapping:
         self.calls: dict[tuple[str, str | None, int | None], str] = {}
         self.open_calls: dict[str, str] = {}  # call id -> key
         self.states: dict[str, Any] = {}
+        self.usage: dict[str, Usage] = {}  # key -> the usage of the message being streamed
 
     def actions(self, item: Any) -> list[Action]:
         namespace, mode, chunk = item
         key, out = self._scope(tuple(namespace))
         if mode == "messages":
-            message, _metadata = chunk
-            out += self._message(key, message)
+            message, metadata = chunk
+            out += self._message(key, message, metadata)
         elif mode == "tasks":
             out += self._task(key, chunk)
         elif mode == "values":
@@ -110,7 +117,7 @@ class ChunkMapping:
             parent = key
         return parent, out
 
-    def _message(self, key: str, message: Any) -> list[Action]:
+    def _message(self, key: str, message: Any, metadata: Any = None) -> list[Action]:
         kind = getattr(message, "type", None)
         if kind == "tool":
             return self._tool_message(key, message)
@@ -121,6 +128,7 @@ class ChunkMapping:
         if self.message.get(key) != mid:
             out += self._end_message(key)
             self.message[key] = mid
+        self._count(key, message, metadata)
         out += self._content(key, message)
         chunks = getattr(message, "tool_call_chunks", None)
         if kind == "AIMessageChunk" or chunks:
@@ -172,9 +180,29 @@ class ChunkMapping:
             out.append(ToolArgs(call_id, str(chunk["args"]), key))
         return out
 
+    def _count(self, key: str, message: Any, metadata: Any) -> None:
+        """Add a message chunk's tokens to its message's usage (chunks carry parts of it)."""
+        counted = getattr(message, "usage_metadata", None)
+        if not isinstance(counted, dict):
+            return
+        named = (getattr(message, "response_metadata", None) or {}).get("model_name")
+        if not isinstance(named, str) or not named:
+            named = metadata.get("ls_model_name") if isinstance(metadata, dict) else None
+        seen = self.usage.get(key, Usage(key=key))
+        given = _add(seen.input_tokens, counted.get("input_tokens"))
+        taken = _add(seen.output_tokens, counted.get("output_tokens"))
+        model = named if isinstance(named, str) and named else seen.model
+        self.usage[key] = Usage(model, given, taken, key)
+
+    def finish(self) -> list[Action]:
+        """The usage of messages the stream left open (their end never came)."""
+        return [self.usage.pop(key) for key in list(self.usage)]
+
     def _end_message(self, key: str) -> list[Action]:
         mid = self.message.pop(key, None)
         out: list[Action] = [ReasoningEnd(key), TextEnd(key)] if mid is not None else []
+        if key in self.usage:
+            out.append(self.usage.pop(key))
         for (owner, message, _index), call_id in list(self.calls.items()):
             if owner == key and message == mid and call_id in self.open_calls:
                 del self.open_calls[call_id]
@@ -208,7 +236,8 @@ class ChunkMapping:
                 out += self._leave(child)
         del self.children[key]
         self.message.pop(key, None)
-        return [*out, Leave(key)]
+        counted = [self.usage.pop(key)] if key in self.usage else []
+        return [*out, *counted, Leave(key)]
 
     def _state(self, key: str, values: Any) -> list[Action]:
         if not isinstance(values, dict):
@@ -218,6 +247,14 @@ class ChunkMapping:
             return []
         self.states[key] = state
         return [State(state, key)]
+
+
+def _add(total: int | None, count: Any) -> int | None:
+    """``total`` plus a chunk's token ``count`` (None while no valid count was seen)."""
+    count = token_count(count)
+    if count is None:
+        return total
+    return count if total is None else total + count
 
 
 def _custom(key: str, chunk: Any) -> Custom:
@@ -231,11 +268,13 @@ def handler(
     *,
     input: Callable[[Turn], Any] | None = None,
     config: Callable[[Turn], dict[str, Any]] | None = None,
+    prices: PriceList | None = None,
 ) -> Handler:
     """A turn handler that answers with ``graph`` (a compiled LangGraph graph).
 
     ``input(turn)`` gives the graph's input (default ``{"messages": turn.messages}``) and
-    ``config(turn)`` its run config (e.g. a ``thread_id`` for a checkpointer).
+    ``config(turn)`` its run config (e.g. a ``thread_id`` for a checkpointer). ``prices``
+    (``Prices``, or one per model name) turn the reported tokens into a cost.
     """
     _require()
 
@@ -251,9 +290,10 @@ def handler(
                     given, options, stream_mode=STREAM_MODES, subgraphs=True
                 ):
                     await driver.apply(mapping.actions(item))
+                await driver.apply(mapping.finish())
             finally:
                 _current.reset(token)
 
-        await drive(run, stream)
+        await drive(run, stream, prices)
 
     return answer

@@ -14,7 +14,10 @@ results; a handoff (``AgentUpdatedStreamEvent``) moves the rest of the answer in
 of the agent handed to. A steer is added as a user input item to every model call after it
 arrives (``RunConfig.call_model_input_filter``). A cancel cancels the task that consumes the
 stream and the SDK's run (``RunResultStreaming.cancel()``): no further model call or tool
-runs. Importable without Django.
+runs. Each model response's usage (``response.completed``: the tokens the SDK adds to
+``context_wrapper.usage``, and the response's model) is reported in the run of the agent
+that made the call: a handoff's in its child run, an agent used as a tool in its own.
+Importable without Django.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from sessions_app.agents.adapters.actions import (
     Driver,
     Enter,
     Leave,
+    PriceList,
     Reasoning,
     ReasoningEnd,
     Text,
@@ -37,6 +41,7 @@ from sessions_app.agents.adapters.actions import (
     ToolEnd,
     ToolResult,
     ToolStart,
+    Usage,
     as_text,
     drive,
     require,
@@ -103,7 +108,18 @@ class StreamMapping:
             return self._item_added(data.item)
         if kind == "response.output_item.done":
             return self._item_done(data.item)
+        if kind == "response.completed":
+            return self._usage(getattr(data, "response", None))
         return []
+
+    def _usage(self, response: Any) -> list[Action]:
+        usage = getattr(response, "usage", None)
+        if usage is None:  # the model reported none (the SDK counts no tokens either)
+            return []
+        model = getattr(response, "model", None)
+        return [Usage(model if isinstance(model, str) else None,
+                      getattr(usage, "input_tokens", None), getattr(usage, "output_tokens", None),
+                      self.key)]  # fmt: skip
 
     def _item_added(self, item: Any) -> list[Action]:
         if _field(item, "type") != "function_call":
@@ -192,12 +208,14 @@ def handler(
     *,
     run_config: Any = None,
     options: Callable[[Turn], dict[str, Any]] | None = None,
+    prices: PriceList | None = None,
 ) -> Handler:
     """A turn handler that answers with ``agent`` (an ``agents.Agent``).
 
     ``run_config`` is the SDK's ``RunConfig`` to start from (its own
     ``call_model_input_filter`` still runs, before the steers are added); ``options(turn)``
-    gives more keyword arguments of ``Runner.run_streamed`` (e.g. ``context``, ``max_turns``).
+    gives more keyword arguments of ``Runner.run_streamed`` (e.g. ``context``, ``max_turns``);
+    ``prices`` (``Prices``, or one per model name) turn the reported tokens into a cost.
     """
     sdk = _agents()
 
@@ -236,6 +254,6 @@ def handler(
                 if result is not None and not result.is_complete:
                     result.cancel()
 
-        await drive(run, stream)
+        await drive(run, stream, prices)
 
     return answer

@@ -17,7 +17,6 @@ without Django.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -27,6 +26,7 @@ import httpx
 from sessions_app.agents.adapters.actions import (
     Action,
     Driver,
+    Prices,
     Reasoning,
     ReasoningEnd,
     Text,
@@ -34,8 +34,10 @@ from sessions_app.agents.adapters.actions import (
     ToolArgs,
     ToolEnd,
     ToolStart,
+    Usage,
     drive,
 )
+from sessions_app.agents.adapters.actions import usage_report as report_of
 
 if TYPE_CHECKING:
     from sessions_app.agents.base import Handler, Turn
@@ -176,27 +178,28 @@ class ChunkMapping:
         return [*self._end_reasoning(), TextEnd(), *ends]
 
 
+def usage_of(settings: LLMSettings, usage: Any) -> Usage:
+    """The stream's usage chunk (``prompt_tokens``, ``completion_tokens``) as ``Usage``."""
+    usage = usage if isinstance(usage, dict) else {}
+    return Usage(settings.model, usage.get("prompt_tokens"), usage.get("completion_tokens"))
+
+
+def prices_of(settings: LLMSettings) -> Prices | None:
+    """The settings' prices, if both are given (none: tokens only)."""
+    if settings.input_price is None or settings.output_price is None:
+        return None
+    return Prices(settings.input_price, settings.output_price, settings.currency)
+
+
 def usage_report(
     settings: LLMSettings,
     usage: Any,
     first_token_ms: float | None,
     latency_ms: float,
 ) -> dict[str, Any]:
-    """What ``run.usage`` gets from a stream: its usage chunk's tokens (``prompt_tokens``,
-    ``completion_tokens``), their cost at the settings' prices, and the measured times."""
-    usage = usage if isinstance(usage, dict) else {}
-    report: dict[str, Any] = {"model": settings.model[:200] or None, "latency_ms": latency_ms}
-    if first_token_ms is not None:
-        report["first_token_ms"] = first_token_ms
-    for key, field in (("input_tokens", "prompt_tokens"), ("output_tokens", "completion_tokens")):
-        count = usage.get(field)
-        if isinstance(count, int) and not isinstance(count, bool) and 0 <= count <= 10**15:
-            report[key] = count
-    prices = ((settings.input_price, "input_tokens"), (settings.output_price, "output_tokens"))
-    if all(price is not None and key in report for price, key in prices):
-        report["cost"] = sum(price * report[key] for price, key in prices if price) / 1e6
-        report["currency"] = settings.currency
-    return report
+    """What ``run.usage`` gets from a stream: its usage chunk's tokens, their cost at the
+    settings' prices, and the measured times."""
+    return report_of(usage_of(settings, usage), prices_of(settings), first_token_ms, latency_ms)
 
 
 def handler(settings: LLMSettings) -> Handler:
@@ -206,16 +209,10 @@ def handler(settings: LLMSettings) -> Handler:
     async def answer(turn: Turn, run: Run) -> None:
         async def stream(driver: Driver) -> None:
             mapping = ChunkMapping()
-            started, first = time.monotonic(), None
             async for chunk in stream_chunks(settings, list(turn.messages)):
-                actions = mapping.actions(chunk)
-                if first is None and actions:
-                    first = (time.monotonic() - started) * 1000
-                await driver.apply(actions)
-            await driver.apply(mapping.finish())
-            latency = (time.monotonic() - started) * 1000
-            await run.usage(**usage_report(settings, mapping.usage, first, latency))
+                await driver.apply(mapping.actions(chunk))
+            await driver.apply([*mapping.finish(), usage_of(settings, mapping.usage)])
 
-        await drive(run, stream)
+        await drive(run, stream, prices_of(settings))
 
     return answer

@@ -30,6 +30,7 @@ from sessions_app.agents.adapters.actions import (
     Action,
     Custom,
     Driver,
+    PriceList,
     Reasoning,
     ReasoningEnd,
     State,
@@ -39,11 +40,13 @@ from sessions_app.agents.adapters.actions import (
     ToolEnd,
     ToolResult,
     ToolStart,
+    Usage,
     as_text,
     drive,
     jsonable,
     pump_steers,
     require,
+    token_count,
 )
 from sessions_app.client.errors import RunCancelled
 
@@ -52,9 +55,9 @@ if TYPE_CHECKING:
     from sessions_app.client import Run
 
 EXTRA = "pydantic-ai"
-# The run the current task streams an agent into: how ``delegate`` finds
-# where a sub-agent's child run goes.
-_current: contextvars.ContextVar[Run | None] = contextvars.ContextVar(
+# The run the current task streams an agent into and its driver: how ``delegate`` finds
+# where a sub-agent's child run goes (and the prices of its usage).
+_current: contextvars.ContextVar[tuple[Run, Driver] | None] = contextvars.ContextVar(
     "sessions_app_pydantic_ai_run", default=None
 )
 
@@ -161,7 +164,7 @@ async def stream_agent(agent: Any, run: Run, driver: Driver, key: str, **options
     """Run ``agent`` with ``options`` (those of ``Agent.iter``), its events into ``driver``
     under ``key``; steers of ``run`` go into its next model request. Returns its output."""
     Agent = _pydantic_ai().Agent
-    token = _current.set(run)
+    token = _current.set((run, driver))
     try:
         async with agent.iter(**options) as agent_run:
             steers = asyncio.create_task(pump_steers(run, agent_run.enqueue))
@@ -184,33 +187,33 @@ async def stream_agent(agent: Any, run: Run, driver: Driver, key: str, **options
             usage = agent_run.usage  # a property in pydantic-ai 2 (a method before)
             if callable(usage) and not hasattr(usage, "input_tokens"):
                 usage = usage()
-            report = usage_report(agent, usage)
-            if report:
-                await run.usage(**report)
+            await driver.apply(usage_of(agent, usage, key))
             return agent_run.result.output if agent_run.result is not None else None
     finally:
         _current.reset(token)
 
 
-def usage_report(agent: Any, usage: Any) -> dict[str, Any]:
-    """What ``run.usage`` gets from pydantic-ai's ``RunUsage``: its tokens and the model's
-    name (pydantic-ai reports no cost)."""
-    report: dict[str, Any] = {}
-    for key in ("input_tokens", "output_tokens"):
-        count = getattr(usage, key, None)
-        if isinstance(count, int) and not isinstance(count, bool) and 0 <= count <= 10**15:
-            report[key] = count
+def usage_of(agent: Any, usage: Any, key: str = "") -> list[Action]:
+    """pydantic-ai's ``RunUsage`` as a ``Usage`` with the model's name (pydantic-ai reports
+    no cost), if it counted any tokens."""
+    given, taken = getattr(usage, "input_tokens", None), getattr(usage, "output_tokens", None)
+    if token_count(given) is None and token_count(taken) is None:
+        return []
     model = getattr(getattr(agent, "model", None), "model_name", None)
-    if report and isinstance(model, str) and model:
-        report["model"] = model[:200]
-    return report
+    return [Usage(model if isinstance(model, str) else None, given, taken, key)]
 
 
-def handler(agent: Any, *, options: Callable[[Turn], dict[str, Any]] | None = None) -> Handler:
+def handler(
+    agent: Any,
+    *,
+    options: Callable[[Turn], dict[str, Any]] | None = None,
+    prices: PriceList | None = None,
+) -> Handler:
     """A turn handler that answers with ``agent`` (a ``pydantic_ai.Agent``).
 
     ``options(turn)`` gives extra keyword arguments of ``Agent.iter`` (e.g. ``deps``); the
-    prompt and the message history come from ``turn.messages``.
+    prompt and the message history come from ``turn.messages``. ``prices`` (``Prices``, or
+    one per model name) turn the reported tokens into a cost.
     """
     _pydantic_ai()
 
@@ -223,7 +226,7 @@ def handler(agent: Any, *, options: Callable[[Turn], dict[str, Any]] | None = No
                 agent, run, driver, "", user_prompt=prompt, message_history=history, **extra
             )
 
-        await drive(run, stream)
+        await drive(run, stream, prices)
 
     return answer
 
@@ -232,12 +235,13 @@ async def delegate(agent: Any, prompt: str, *, name: str | None = None, **option
     """From a tool of an agent being streamed by ``handler``: run ``agent`` (another pydantic-ai
     agent) on ``prompt`` in a child run of the turn's run, named ``name`` (default: the
     agent's name), and return its output. Outside a handler it simply runs the agent."""
-    run = _current.get()
-    if run is None:
+    current = _current.get()
+    if current is None:
         return (await agent.run(prompt, **options)).output
+    run, parent = current
     child = run.session.run(agent=name or getattr(agent, "name", None) or "sub-agent", parent=run)
     await child.__aenter__()
-    driver = Driver(child)
+    driver = Driver(child, parent.prices)
     try:
         output = await stream_agent(agent, child, driver, "", user_prompt=prompt, **options)
         await driver.close()

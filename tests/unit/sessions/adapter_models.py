@@ -6,11 +6,13 @@ from __future__ import annotations
 import itertools
 
 
-def scripted_agents_model(script):
+def scripted_agents_model(script, usage=None, model_name="scripted"):
     """An OpenAI Agents SDK ``Model`` streaming Responses events from a script: each call
     streams the next list of items, ``("text", [deltas])``, ``("reasoning", [deltas])`` or
     ``("call", name, call_id, [argument deltas])``; a callable item is awaited first (a pause
-    the test controls). ``model.inputs`` keeps what each call was given."""
+    the test controls). ``model.inputs`` keeps what each call was given. ``usage``: the
+    ``(input_tokens, output_tokens)`` each call's completed response reports (default none),
+    for a model named ``model_name``."""
     from agents.models.interface import Model
     from openai.types.responses import (
         Response,
@@ -24,8 +26,10 @@ def scripted_agents_model(script):
         ResponseReasoningItem,
         ResponseReasoningSummaryTextDeltaEvent,
         ResponseTextDeltaEvent,
+        ResponseUsage,
     )
     from openai.types.responses.response_reasoning_item import Summary
+    from openai.types.responses.response_usage import InputTokensDetails, OutputTokensDetails
 
     class ScriptedModel(Model):
         def __init__(self, script):
@@ -135,10 +139,20 @@ def scripted_agents_model(script):
                     sequence_number=next(self.seq),
                 )
                 output.append(done)
+            tokens = None
+            if usage is not None:
+                tokens = ResponseUsage(
+                    input_tokens=usage[0],
+                    output_tokens=usage[1],
+                    total_tokens=sum(usage),
+                    input_tokens_details=InputTokensDetails(cached_tokens=0, cache_write_tokens=0),
+                    output_tokens_details=OutputTokensDetails(reasoning_tokens=0),
+                )
             response = Response(
                 id=f"resp-{next(self.seq)}",
                 created_at=0,
-                model="scripted",
+                model=model_name,
+                usage=tokens,
                 object="response",
                 output=output,
                 parallel_tool_calls=True,

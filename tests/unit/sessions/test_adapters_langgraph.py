@@ -22,6 +22,7 @@ from sessions_app.agents.adapters.actions import (
     ToolEnd,
     ToolResult,
     ToolStart,
+    Usage,
 )
 from tests.unit.sessions.adapter_models import scripted_chat_model
 
@@ -29,7 +30,7 @@ pytest.importorskip("langgraph")
 pytestmark = pytest.mark.engine_independent
 
 
-def recorded(graph):
+def recorded(graph, finish=False):
     from sessions_app.agents.adapters.langgraph import STREAM_MODES, ChunkMapping
 
     async def run():
@@ -38,7 +39,7 @@ def recorded(graph):
                                stream_mode=STREAM_MODES, subgraphs=True)  # fmt: skip
         async for item in stream:
             actions += mapping.actions(item)
-        return actions
+        return actions + (mapping.finish() if finish else [])
 
     return asyncio.run(run())
 
@@ -112,6 +113,60 @@ def test_a_subgraph_is_a_child_run_left_when_its_node_finishes_and_custom_writes
         Step("researcher", True, child),
         Step("research", True), Leave(child),
     ]  # fmt: skip
+
+
+def test_each_message_reports_its_usage_metadata_in_the_run_it_streamed_in():
+    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+    from langchain_core.messages import AIMessage, AIMessageChunk
+    from langgraph.graph import START, MessagesState, StateGraph
+
+    def tokens(given, taken):
+        return {"input_tokens": given, "output_tokens": taken, "total_tokens": given + taken}
+
+    # Streamed: the input tokens on the first chunk, the output on the next (as Anthropic
+    # streams them).
+    streamed = scripted_chat_model([[
+        AIMessageChunk(content="Look", usage_metadata=tokens(120, 0)),
+        AIMessageChunk(content="ing.", usage_metadata=tokens(0, 9),
+                       response_metadata={"model_name": "big-1"}),
+    ]])  # fmt: skip
+    # Not streamed: the whole message, with its usage, as a node's model returned it.
+    whole = GenericFakeChatModel(disable_streaming=True, messages=iter([AIMessage(
+        "Found.", usage_metadata=tokens(40, 3), response_metadata={"model_name": "small-1"})]))  # fmt: skip
+
+    async def researcher(state):
+        return {"messages": [await whole.ainvoke(state["messages"])]}
+
+    async def assistant(state):
+        return {"messages": [await streamed.ainvoke(state["messages"])]}
+
+    research = StateGraph(MessagesState)
+    research.add_node("researcher", researcher)
+    research.add_edge(START, "researcher")
+    graph = StateGraph(MessagesState)
+    graph.add_node("research", research.compile())
+    graph.add_node("assistant", assistant)
+    graph.add_edge(START, "research")
+    graph.add_edge("research", "assistant")
+    actions = recorded(graph.compile(), finish=True)
+    [enter] = [a for a in actions if isinstance(a, Enter)]
+    reports = [a for a in actions if isinstance(a, Usage)]
+    assert reports == [Usage("small-1", 40, 3, enter.key), Usage("big-1", 120, 9)]
+    assert actions.index(reports[0]) < actions.index(Leave(enter.key))  # before its run ends
+    assert actions[-3:] == [TextEnd(), reports[1], Step("assistant", True)]  # at its end
+
+
+def test_a_message_the_stream_left_open_reports_its_usage_at_the_end():
+    from langchain_core.messages import AIMessageChunk
+
+    from sessions_app.agents.adapters.langgraph import ChunkMapping
+
+    mapping = ChunkMapping()
+    tokens = {"input_tokens": 7, "output_tokens": 2, "total_tokens": 9}
+    chunk = AIMessageChunk(content="Hi", id="m1", usage_metadata=tokens)
+    assert mapping.actions(((), "messages", (chunk, {"ls_model_name": "tiny-2"}))) == [Text("Hi")]
+    assert mapping.finish() == [Usage("tiny-2", 7, 2)]  # the model name from the stream's
+    assert mapping.finish() == []
 
 
 @settings(max_examples=20, deadline=None)

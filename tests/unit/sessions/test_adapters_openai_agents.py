@@ -19,6 +19,7 @@ from sessions_app.agents.adapters.actions import (
     ToolEnd,
     ToolResult,
     ToolStart,
+    Usage,
 )
 from tests.unit.sessions.adapter_models import scripted_agents_model
 
@@ -77,3 +78,28 @@ def test_text_in_any_chunks_arrives_whole(chunks):
 
     actions = recorded(Agent(name="a", model=scripted_agents_model([[("text", chunks)]])))
     assert actions == [*(Text(c) for c in chunks), TextEnd()]
+
+
+def test_each_response_reports_its_usage_in_the_run_of_the_agent_that_made_it():
+    from agents import Agent, RunConfig, Runner
+
+    from sessions_app.agents.adapters.openai_agents import StreamMapping
+
+    billing = Agent(name="billing", model=scripted_agents_model(
+        [[("text", ["Paid."])]], usage=(30, 4), model_name="small"))  # fmt: skip
+    triage = Agent(name="triage", handoffs=[billing], model=scripted_agents_model(
+        [[("call", "transfer_to_billing", "h1", ["{}"])]], usage=(100, 7), model_name="big"))  # fmt: skip
+
+    async def run():
+        result = Runner.run_streamed(triage, "hi", run_config=RunConfig(tracing_disabled=True))
+        mapping, actions = StreamMapping(), []
+        async for event in result.stream_events():
+            actions += mapping.actions(event)
+        return actions, result.context_wrapper.usage
+
+    actions, total = asyncio.run(run())
+    reports = [a for a in actions if isinstance(a, Usage)]
+    # The handoff's call is the triage agent's (the turn's run), the answer billing's.
+    assert reports == [Usage("big", 100, 7), Usage("small", 30, 4, "handoff-1")]
+    assert (total.input_tokens, total.output_tokens) == (130, 11)  # what the SDK counted
+    assert actions.index(reports[0]) < actions.index(Enter("handoff-1", "billing"))
