@@ -450,13 +450,17 @@ TOGETHER_MOST = 20
 def _write(batch: _Batch) -> None:
     """Write what the batch judged: the sessions' heads, producers, entries and changes.
 
-    On PostgreSQL a batch of up to TOGETHER_MOST entries takes one statement (the heads and
-    producers are updated by data-modifying CTEs of the entries' INSERT): two or three round
-    trips fewer per commit, and less Python per statement than the three cost (issue #25).
+    On PostgreSQL a batch of up to TOGETHER_MOST entries for several sessions or producers
+    (an agent's streaming appends) takes one statement (the heads and producers are updated by
+    data-modifying CTEs of the entries' INSERT): two or three round trips fewer per commit, and
+    less Python than the three statements cost (issue #25).
     """
     heads = [[row.head, row.added, pk] for pk, row in batch.rows.items() if row.written]
     updates = _producer_updates(batch)
-    if connection.vendor == "postgresql" and 0 < len(batch.entries) <= TOGETHER_MOST:
+    # Only where it replaces three statements: for one session's head and its entries alone,
+    # psycopg's quoting of the arrays costs more than the statement it saves.
+    replaces = bool(updates) or len(heads) > 1
+    if connection.vendor == "postgresql" and replaces and 0 < len(batch.entries) <= TOGETHER_MOST:
         _write_together(batch, heads, updates)
     else:
         _update_heads(batch, heads)
