@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import time
 import weakref
-from collections.abc import Callable
 from typing import Any
 
 from channels.layers import get_channel_layer
@@ -26,9 +24,9 @@ from ninja import Field, Router, Schema
 from sessions_app import credentials, dbexec, dispatch, log
 from sessions_app.access import Actor
 from sessions_app.conf import setting
-from sessions_app.domain.errors import SessionError, Unauthenticated
-from sessions_app.refusals import error_response
-from sessions_app.schemas import ErrorOut
+from sessions_app.domain.errors import Unauthenticated
+from sessions_app.refusals import domain_errors
+from sessions_app.schemas import ErrorOut, RowId
 
 ERRORS: dict[Any, Any] = {frozenset({400, 401, 403, 404, 409, 413, 422, 503}): ErrorOut}
 logger = logging.getLogger("sessions_app.turns")
@@ -62,7 +60,7 @@ class ClaimOut(Schema):
 
 class RenewIn(Schema):
     worker: str = Field(min_length=1, max_length=200)
-    turns: list[int] = Field(max_length=500)
+    turns: list[RowId] = Field(max_length=500)
 
 
 class RenewOut(Schema):
@@ -71,26 +69,15 @@ class RenewOut(Schema):
 
 class ReleaseIn(Schema):
     worker: str = Field(min_length=1, max_length=200)
-    turn: int
+    turn: RowId
 
 
 class ReleaseOut(Schema):
     released: bool
 
 
-def _refusals(view: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(view)
-    async def answer(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return await view(request, *args, **kwargs)
-        except SessionError as exc:
-            return error_response(exc)
-
-    return answer
-
-
 router = Router(tags=["turns"], auth=None)
-router.add_decorator(_refusals, mode="operation")
+router.add_decorator(domain_errors, mode="operation")
 
 
 def _worker_actor(request: HttpRequest) -> Actor:
