@@ -86,7 +86,12 @@ class Session(models.Model):
 
     class Meta:
         verbose_name = "session"
-        indexes = [models.Index(fields=["owner", "-last_activity"])]
+        indexes = [
+            models.Index(fields=["owner", "-last_activity"]),
+            # The export's order (sessions_app/export.py): no sort of the whole table at its
+            # cursor's open, and a --since/--until export reads only its range.
+            models.Index(fields=["created_at", "id"], name="sessions_created_id_idx"),
+        ]
 
     def __str__(self) -> str:
         return self.title or self.name
