@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import importlib
 import json
+import math
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
@@ -174,8 +175,11 @@ def usage_report(
             report[key] = count
     price = prices.get(usage.model or "") if isinstance(prices, Mapping) else prices
     if price is not None and "input_tokens" in report and "output_tokens" in report:
-        spent = price.input * report["input_tokens"] + price.output * report["output_tokens"]
-        report["cost"], report["currency"] = spent / 1e6, price.currency
+        spent = (
+            price.input * report["input_tokens"] + price.output * report["output_tokens"]
+        ) / 1e6
+        if math.isfinite(spent) and 0 <= spent <= 1e15:  # else the server refuses the report
+            report["cost"], report["currency"] = spent, price.currency[:8]
     if first_token_ms is not None:
         report["first_token_ms"] = first_token_ms
     if latency_ms is not None:

@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sessions_app.agents.adapters.actions import (
+    Prices,
     Reasoning,
     ReasoningEnd,
     Text,
@@ -14,7 +15,9 @@ from sessions_app.agents.adapters.actions import (
     ToolArgs,
     ToolEnd,
     ToolStart,
+    Usage,
     coalesce,
+    usage_report,
 )
 from sessions_app.agents.adapters.openai_compat import ChunkMapping
 
@@ -102,3 +105,30 @@ def test_coalescing_keeps_every_streams_text_and_its_order(actions):
         mergeable = isinstance(before, Reasoning | ToolArgs) and type(before) is type(after)
         assert not (mergeable and before.key == after.key
                     and getattr(before, "call_id", None) == getattr(after, "call_id", None))  # fmt: skip
+
+
+junk = st.one_of(
+    st.none(), st.booleans(), st.integers(-(10**16), 10**16), st.floats(), st.text(max_size=300)
+)
+price = st.floats(allow_nan=True, allow_infinity=True)
+
+
+@given(
+    st.builds(Usage, model=junk, input_tokens=junk, output_tokens=junk),
+    st.one_of(st.none(), st.builds(Prices, price, price, st.text(max_size=20))),
+)
+def test_whatever_a_framework_reports_the_server_accepts_the_report(usage, prices):
+    """A framework's odd counts or a site's odd prices never make the report (and so the
+    run) fail: what is not valid is left out."""
+    from sessions_app.domain.judgement import validate_usage
+
+    report = usage_report(usage, prices, 1.5, 20.0)
+    assert validate_usage(report) == report
+    assert ("cost" in report) <= ("input_tokens" in report and "output_tokens" in report)
+
+
+def test_prices_by_model_price_only_the_models_they_name():
+    prices = {"big": Prices(1.0, 10.0, "EUR")}
+    assert usage_report(Usage("big", 100, 20), prices)["cost"] == pytest.approx(300e-6)
+    assert "cost" not in usage_report(Usage("small", 100, 20), prices)
+    assert "cost" not in usage_report(Usage("big", 100, None), prices)  # a count is missing
