@@ -144,11 +144,30 @@ def _claim(
             turn.key_id = actor.key
             turn.lease_until = now + lease
             turn.claimed_at = now
-            turn.save()
             metrics.TURNS.labels("claimed").inc()
             metrics.CLAIM_LATENCY.observe(max(waited.total_seconds(), 0.0))
             taken.append(turn)
+        _mark_claimed(taken)
     return taken, fenced
+
+
+def _mark_claimed(taken: list[Turn]) -> None:
+    """Write the claimed turns: one statement sent for all of them (a ``save()`` each was a
+    tenth of the server's CPU in issue #20's dispatch profile)."""
+    if not taken:
+        return
+    sql = (
+        f"UPDATE {Turn._meta.db_table} SET state = %s, attempts = %s, run_id = %s, "
+        "worker = %s, key_id = %s, lease_until = %s, claimed_at = %s WHERE id = %s"
+    )
+    when = connection.ops.adapt_datetimefield_value  # SQLite stores them as Django writes them
+    rows = [
+        (t.state, t.attempts, t.run_id, t.worker, t.key_id, when(t.lease_until),
+         when(t.claimed_at), t.pk)
+        for t in taken
+    ]  # fmt: skip
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, rows)
 
 
 def _lost(turn: Turn, most: int, gave_up: bool) -> str:

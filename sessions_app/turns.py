@@ -181,7 +181,7 @@ class TurnTracker:
         if state is TurnState.QUEUED:
             sets, values = "worker = '', key_id = NULL", []
         else:
-            sets, values = "ended_at = %s", [now]
+            sets, values = "ended_at = %s", [connection.ops.adapt_datetimefield_value(now)]
         with connection.cursor() as cursor:
             # Guarded like the read: a turn claimed again meanwhile is another attempt's now.
             cursor.execute(
