@@ -611,6 +611,28 @@ def test_openai_agents_an_agent_used_as_a_tool_streams_into_a_child_run(site):
     assert finished < result  # the sub-agent's run ends before its answer is the tool's result
 
 
+def test_openai_agents_usage_adds_up_to_what_the_sdk_counted(site):
+    from agents import Agent
+
+    from sessions_app.agents.adapters.openai_agents import handler
+
+    # An agent used as a tool without on_stream: its model call is not streamed to us.
+    researcher = Agent(name="researcher", model=scripted_agents_model(
+        [[("text", ["Three museums."])]], usage=(40, 4), model_name="small"))  # fmt: skip
+    research = researcher.as_tool(tool_name="research", tool_description="Research a topic.")
+    manager = Agent(name="manager", tools=[research], model=scripted_agents_model(
+        [[("call", "research", "r1", ['{"input": "Paris"}'])], [("text", ["See them."])]],
+        usage=(100, 10), model_name="big"))  # fmt: skip
+    session = new_session(site)
+    run_id = asyncio.run(answer(site, session, handler(manager, run_config=untraced()), "Paris?"))
+    events = history(site, session)
+    reports = usage_of(of_run(events, run_id))
+    assert reports == usage_of(events)  # all in the turn's run
+    assert [r.get("model") for r in reports] == ["big", "big", None]  # the rest, at the end
+    assert sum(r["input_tokens"] for r in reports) == 240  # 100 + 100 + 40, as the SDK counts
+    assert sum(r["output_tokens"] for r in reports) == 24
+
+
 def test_openai_agents_cancel_stops_the_run_before_its_next_tool(site):
     from agents import Agent, function_tool
 

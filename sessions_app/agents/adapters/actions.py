@@ -245,6 +245,7 @@ class Driver:
         self.started = self.reported = time.monotonic()
         self.first_token: float | None = None
         self._timed_first = False
+        self.tokens = {"input_tokens": 0, "output_tokens": 0}  # reported so far, all runs
         self.held: Reasoning | ToolArgs | None = None
         self._lock = asyncio.Lock()
         self._timer: asyncio.Task[None] | None = None
@@ -328,7 +329,10 @@ class Driver:
         latency, self.reported = (now - self.reported) * 1000, now
         if not usage.key and not self._timed_first and self.first_token is not None:
             first, self._timed_first = (self.first_token - self.started) * 1000, True
-        return usage_report(usage, self.prices, first, latency)
+        report = usage_report(usage, self.prices, first, latency)
+        for name in self.tokens:
+            self.tokens[name] += report.get(name, 0)
+        return report
 
     async def _enter(self, action: Enter) -> None:
         if action.key in self.runs:

@@ -16,7 +16,8 @@ arrives (``RunConfig.call_model_input_filter``). A cancel cancels the task that 
 stream and the SDK's run (``RunResultStreaming.cancel()``): no further model call or tool
 runs. Each model response's usage (``response.completed``: the tokens the SDK adds to
 ``context_wrapper.usage``, and the response's model) is reported in the run of the agent
-that made the call: a handoff's in its child run, an agent used as a tool in its own.
+that made the call: a handoff's in its child run, an agent used as a tool in its own; what
+the SDK counted beyond them (a tool agent not streamed) is reported in the turn's run at the end.
 Importable without Django.
 """
 
@@ -45,6 +46,7 @@ from sessions_app.agents.adapters.actions import (
     as_text,
     drive,
     require,
+    token_count,
 )
 
 if TYPE_CHECKING:
@@ -203,6 +205,17 @@ async def child_runs(payload: Any) -> None:
         raise
 
 
+def unseen(total: Any, reported: dict[str, int]) -> list[Action]:
+    """What the SDK counted in the run (``context_wrapper.usage``) beyond the responses we
+    saw (an agent used as a tool without ``on_stream=child_runs`` streams none): a report of
+    the rest for the turn's run, its model unknown."""
+    rest = {name: (token_count(getattr(total, name, None)) or 0) - seen
+            for name, seen in reported.items()}  # fmt: skip
+    if all(count <= 0 for count in rest.values()):
+        return []
+    return [Usage(None, max(rest["input_tokens"], 0), max(rest["output_tokens"], 0))]
+
+
 def handler(
     agent: Any,
     *,
@@ -249,6 +262,7 @@ def handler(
                 )
                 async for event in result.stream_events():
                     await driver.apply(mapping.actions(event))
+                await driver.apply(unseen(result.context_wrapper.usage, driver.tokens))
             finally:
                 _current.reset(token)
                 if result is not None and not result.is_complete:

@@ -38,7 +38,18 @@ def scripted_agents_model(script, usage=None, model_name="scripted"):
             self.seq = itertools.count()
 
         async def get_response(self, *args, **kwargs):
-            raise NotImplementedError("streams only")
+            """The streamed script's completed response at once (an agent used as a tool
+            without ``on_stream`` is run this way)."""
+            from agents.items import ModelResponse
+            from agents.usage import Usage
+
+            async for event in self.stream_response(*args, **kwargs):
+                response = event.response if event.type == "response.completed" else None
+            tokens = response.usage
+            counted = Usage(requests=1, input_tokens=tokens.input_tokens,
+                            output_tokens=tokens.output_tokens,
+                            total_tokens=tokens.total_tokens) if tokens else Usage()  # fmt: skip
+            return ModelResponse(output=response.output, usage=counted, response_id=response.id)
 
         async def stream_response(self, system_instructions, input, *args, **kwargs):
             self.inputs.append(input)
