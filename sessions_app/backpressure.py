@@ -13,7 +13,6 @@ Anything else answers None, and the limit is not enforced (e.g. the test communi
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 
@@ -39,24 +38,6 @@ def buffered_bytes(send: Any) -> int | None:
         - int(getattr(transport, "offset", 0))
         + int(getattr(transport, "_tempDataLen", 0))
     )
-
-
-def gauge(send: Any) -> Callable[[], int] | None:
-    """``buffered_bytes(send)`` as a function of no arguments, with the transport looked up
-    once (a socket's transport does not change): asked for every frame delivered."""
-    transport = getattr(_protocol(send), "transport", None)
-    if transport is None:
-        return None
-    size = getattr(transport, "get_write_buffer_size", None)
-    if callable(size):
-        return size  # type: ignore[no-any-return]
-    if getattr(transport, "dataBuffer", None) is None:
-        return None
-
-    def queued() -> int:
-        return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
-
-    return queued
 
 
 def send_may_block(send: Any) -> bool:

@@ -11,7 +11,7 @@ from typing import Any, NoReturn
 from channels.exceptions import StopConsumer
 
 from sessions_app import metrics
-from sessions_app.backpressure import gauge, send_may_block
+from sessions_app.backpressure import buffered_bytes, send_may_block
 from sessions_app.conf import setting
 from sessions_app.domain.errors import SlowConsumer
 
@@ -33,12 +33,10 @@ class Flow:
         self.patience: float | None = (
             setting("SLOW_CONSUMER_TIMEOUT") if send_may_block(consumer.base_send) else None
         )
-        # The socket's backlog in bytes (None: the server does not tell), asked per frame.
-        self.queued = gauge(consumer.base_send)
 
     def over_limit(self) -> bool:
-        queued = self.queued
-        return queued is not None and queued() > setting("MAX_BUFFERED_BYTES")
+        queued = buffered_bytes(self.consumer.base_send)
+        return queued is not None and queued > setting("MAX_BUFFERED_BYTES")
 
     async def make_room(self) -> None:
         """Wait while the client's backlog is over the limit; cut a client that stopped reading.
@@ -48,22 +46,20 @@ class Flow:
         for ``SLOW_CONSUMER_TIMEOUT`` seconds is closed with 4008, so what the server holds
         for a socket stays below the limit plus one frame.
         """
-        gauge = self.queued
-        if gauge is None:
-            return
+        base_send = self.consumer.base_send
         limit = setting("MAX_BUFFERED_BYTES")
-        queued = gauge()
-        if queued <= limit:
+        queued = buffered_bytes(base_send)
+        if queued is None or queued <= limit:
             return
         loop = asyncio.get_running_loop()
         patience = setting("SLOW_CONSUMER_TIMEOUT")
         deadline = loop.time() + patience
-        while queued > limit:
+        while queued is not None and queued > limit:
             if loop.time() >= deadline:
                 await self.cut_off(f"{queued} bytes queued")
             await asyncio.sleep(DRAIN_POLL_SECONDS)
-            now = gauge()
-            if now < queued:
+            now = buffered_bytes(base_send)
+            if now is not None and now < queued:
                 deadline = loop.time() + patience
             queued = now
 
