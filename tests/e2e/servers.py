@@ -102,8 +102,11 @@ def _drop_postgres(server: str, name: str) -> None:
 
 
 def wait_until_serving(
-    url: str, proc: subprocess.Popen[bytes], log_path: Path, timeout: float = 30
+    url: str, proc: subprocess.Popen[bytes], log_path: Path, timeout: float = 90
 ) -> None:
+    # A server's start is 2-3 s of CPU (Django, Channels, both apps); on a loaded 2-core CI
+    # machine with four test workers it has taken over 30 s. Waiting longer costs nothing when
+    # it starts sooner, and a server that died is reported at once (its exit status).
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
