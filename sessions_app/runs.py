@@ -218,7 +218,7 @@ class RunTracker:
 @functools.lru_cache(maxsize=64)
 def _beat_sql(count: int) -> str:
     table = connection.ops.quote_name(Run._meta.db_table)
-    column = connection.ops.quote_name(Run._meta.get_field("heartbeat_at").column)
+    column = connection.ops.quote_name(str(Run._meta.get_field("heartbeat_at").column))
     return f"UPDATE {table} SET {column} = %s WHERE id IN ({', '.join(['%s'] * count)})"
 
 

@@ -166,7 +166,7 @@ class TurnTracker:
 
     def _run_ended(self, turn_id: int, run_id: str, change: Any, now: Any) -> set[str]:
         where = "WHERE id = %s AND run_id = %s AND state = %s"
-        claimed = [turn_id, run_id, TurnState.CLAIMED.value]
+        claimed: list[Any] = [turn_id, run_id, TurnState.CLAIMED.value]
         held = self.held.get((turn_id, run_id))  # its start was checked in this transaction
         if held is None:
             found = _select_one(f"SELECT attempts, agent FROM {_TURNS} {where}", claimed)
@@ -178,6 +178,7 @@ class TurnTracker:
             change.status.value, change.data.get("code"), attempts, setting("TURN_MAX_ATTEMPTS")
         )
         reason = str(change.data.get("message") or change.data.get("reason") or "")[:200]
+        values: list[Any]
         if state is TurnState.QUEUED:
             sets, values = "worker = '', key_id = NULL", []
         else:
