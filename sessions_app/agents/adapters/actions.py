@@ -179,7 +179,9 @@ def usage_report(
             price.input * report["input_tokens"] + price.output * report["output_tokens"]
         ) / 1e6
         if math.isfinite(spent) and 0 <= spent <= 1e15:  # else the server refuses the report
-            report["cost"], report["currency"] = spent, price.currency[:8]
+            report["cost"] = spent
+            if isinstance(price.currency, str) and price.currency:  # an empty one is no currency
+                report["currency"] = price.currency[:8]
     if first_token_ms is not None:
         report["first_token_ms"] = first_token_ms
     if latency_ms is not None:
