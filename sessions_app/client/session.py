@@ -372,13 +372,21 @@ class Run:
             self._flusher = asyncio.create_task(self._flush_later())
 
     async def _flush_later(self) -> None:
-        await asyncio.sleep(self.session.client.coalesce_seconds)
-        # Text written while a flush waited (e.g. for a reconnect) goes out right after it.
+        window = self.session.client.coalesce_seconds
+        await asyncio.sleep(window)
+        clock = asyncio.get_running_loop().time
         while self._buffer and self.error is None and not self._ended:
+            began = clock()
             try:
                 await self.flush()
             except (RunCancelled, PublishError):
                 return  # a refusal is kept in self.error and raised by the run's next call
+            # One append per window: text written meanwhile waits out the rest of it (an ack
+            # can come back in a few milliseconds). After a flush that took longer than the
+            # window (e.g. through a reconnect), what was written meanwhile goes at once.
+            rest = window - (clock() - began)
+            if rest > 0 and self._buffer:
+                await asyncio.sleep(rest)
 
     async def flush(self) -> None:
         """Publish buffered text now (split over several events if it is long)."""

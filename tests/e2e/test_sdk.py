@@ -52,15 +52,21 @@ def test_text_is_coalesced_into_few_appends_and_folds_to_the_full_text(site):
         async with SessionsClient(site["base"], api_key=site["key"]) as client:
             session = await client.session("talk")
             async with session.run(agent="writer") as run:
+                began = time.monotonic()
                 for i in range(200):
                     await run.text(f"t{i} ")
                     await asyncio.sleep(0.001)
-            return run.id
+                streamed = time.monotonic() - began
+            return run.id, streamed
 
-    run_id = asyncio.run(agent())
+    run_id, streamed = asyncio.run(agent())
     events = run_events(site, run_id)
     deltas = [e for e in events if e["type"] == "TEXT_MESSAGE_CONTENT"]
-    assert 1 <= len(deltas) < 40, f"{len(deltas)} appends for 200 tokens"
+    # One append per coalescing window (30 ms by default) at most, however long a loaded
+    # machine takes to produce the 200 tokens; and far fewer appends than tokens.
+    windows = streamed / 0.03
+    assert 1 <= len(deltas) <= windows + 2, f"{len(deltas)} appends in {streamed:.2f} s"
+    assert len(deltas) < 100, f"{len(deltas)} appends for 200 tokens"
     assert "".join(e["data"]["delta"] for e in deltas) == "".join(f"t{i} " for i in range(200))
     assert [e["type"] for e in events][-2:] == ["TEXT_MESSAGE_END", "RUN_FINISHED"]
     runs = {r["id"]: r for r in snapshot(site)["runs"]}
