@@ -18,7 +18,10 @@ from sessions_app.client.errors import ConnectionClosed, PublishError
 from sessions_app.client.session import Session
 
 logger = logging.getLogger("sessions_app.client")
-UNAVAILABLE_RETRIES = 12  # about a minute of backoff for a database restart
+# How long an `unavailable` answer (the database restarting) is retried, whatever max_backoff
+# spaces the attempts at; and how many times a frame refused for the socket's frame rate is.
+UNAVAILABLE_SECONDS = 60.0
+RATE_RETRIES = 12
 
 
 class SessionsClient:
@@ -182,10 +185,17 @@ class SessionsClient:
 
     # --- requests ------------------------------------------------------------------------
 
-    async def request(self, frame: dict[str, Any], retries: int = -1) -> dict[str, Any]:
-        """Send a frame and wait for its answer, across reconnects and database outages."""
-        if retries < 0:
-            retries = UNAVAILABLE_RETRIES
+    async def request(
+        self,
+        frame: dict[str, Any],
+        *,
+        retry: bool = True,
+        _attempt: int = 0,
+        _since: float | None = None,
+    ) -> dict[str, Any]:
+        """Send a frame and wait for its answer, across reconnects and database outages
+        (``retry=False``: an ``unavailable`` or rate refusal is raised at once)."""
+        clock = asyncio.get_running_loop().time
         if self._closing:
             raise ConnectionClosed("the client is closed")
         self._ids += 1
@@ -203,18 +213,19 @@ class SessionsClient:
         finally:
             self._pending.pop(request_id, None)
             self._sent_on.pop(request_id, None)
-        if reply.get("type") == "error" and reply.get("code") == "unavailable" and retries > 0:
-            # The database is down for a moment: send the same frame (same producer seq) again.
-            await asyncio.sleep(min(self.max_backoff, 0.2 * 2 ** (UNAVAILABLE_RETRIES - retries)))
-            return await self.request(frame, retries=retries - 1)
+        if retry and reply.get("type") == "error" and reply.get("code") == "unavailable":
+            # The database is down for a moment: send the same frame (same producer seq) again,
+            # for UNAVAILABLE_SECONDS from the first refusal (a restart takes what it takes).
+            since = clock() if _since is None else _since
+            if clock() - since < UNAVAILABLE_SECONDS:
+                await asyncio.sleep(min(self.max_backoff, 0.2 * 2 ** min(_attempt, 10)))
+                return await self.request(frame, _attempt=_attempt + 1, _since=since)
         if reply.get("type") == "error" and reply.get("limit") == "frames_per_second":
             # Over the socket's frame rate: the frame was refused unread, so it is sent again
             # (same producer seq) once the server's token bucket has refilled a little.
-            if retries > 0:
-                await asyncio.sleep(
-                    min(self.max_backoff, 0.05 * 2 ** (UNAVAILABLE_RETRIES - retries))
-                )
-                return await self.request(frame, retries=retries - 1)
+            if retry and _attempt < RATE_RETRIES:
+                await asyncio.sleep(min(self.max_backoff, 0.05 * 2**_attempt))
+                return await self.request(frame, _attempt=_attempt + 1)
         if reply.get("type") == "error":
             raise PublishError(reply)
         return reply
@@ -262,7 +273,7 @@ class SessionsClient:
         if session is None or not session.following:
             return
         with contextlib.suppress(PublishError, ConnectionClosed):
-            await self.request({"op": "unsubscribe", "session": name}, retries=0)
+            await self.request({"op": "unsubscribe", "session": name}, retry=False)
 
     # --- REST helpers ---------------------------------------------------------------------
 

@@ -160,5 +160,22 @@ def ws():
 
 
 @pytest.fixture
+def long_poll_waiting(monkeypatch):
+    """Set once a long poll waits for the next commit (it has read and found nothing): what a
+    test does next happens during the poll, however slowly a loaded machine got it there."""
+    from sessions_app import revocation
+
+    waiting = asyncio.Event()
+    real = revocation.Waiter.wait
+
+    async def wait(self, seconds):
+        waiting.set()
+        return await real(self, seconds)
+
+    monkeypatch.setattr(revocation.Waiter, "wait", wait)
+    return waiting
+
+
+@pytest.fixture
 def get_user_model_fixture():
     return get_user_model()

@@ -289,7 +289,9 @@ async def test_a_long_poll_wakes_when_the_websocket_door_publishes(alice, sessio
 
 
 @override_settings(SESSIONS_APP={**PUBLIC, "LONG_POLL_TIMEOUT": 0.6})
-async def test_a_long_poll_still_delivers_when_the_notification_is_lost(monkeypatch):
+async def test_a_long_poll_still_delivers_when_the_notification_is_lost(
+    monkeypatch, long_poll_waiting
+):
     client = AsyncClient()
     await client.put(URL + "public/lost", data=b"[]", content_type=JSON)
     stream = await db(store.load)("public/lost")
@@ -299,7 +301,7 @@ async def test_a_long_poll_still_delivers_when_the_notification_is_lost(monkeypa
 
     monkeypatch.setattr("sessions_app.log.fanout.notify", lost)
     poll = asyncio.create_task(client.get(URL + "public/lost?offset=now&live=long-poll"))
-    await asyncio.sleep(0.2)
+    await asyncio.wait_for(long_poll_waiting.wait(), 10)
     await log.append(log.AppendRequest(stream.pk, [log.Item(b'{"n":1}')]))
     response = await poll
     assert response.status_code == 200  # the re-check at the timeout found it

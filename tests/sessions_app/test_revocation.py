@@ -234,12 +234,14 @@ async def test_a_durable_streams_sse_reader_removed_from_the_session_is_ended(al
     await publish(session)
 
 
-async def test_a_durable_streams_long_poll_of_a_deactivated_user_answers_404(alice, session):
+async def test_a_durable_streams_long_poll_of_a_deactivated_user_answers_404(
+    alice, session, long_poll_waiting
+):
     headers = await bearer(alice)
     polling = asyncio.ensure_future(
         AsyncClient().get("/v1/stream/chat-1?offset=-1&live=long-poll", headers=headers)
     )
-    await asyncio.sleep(0.3)
+    await asyncio.wait_for(long_poll_waiting.wait(), 10)
     alice.is_active = False
     await db(alice.save)()
     response = await asyncio.wait_for(polling, 5)
