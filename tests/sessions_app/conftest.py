@@ -163,16 +163,20 @@ def ws():
 def long_poll_waiting(monkeypatch):
     """Set once a long poll waits for the next commit (it has read and found nothing): what a
     test does next happens during the poll, however slowly a loaded machine got it there."""
-    from sessions_app import revocation
+    from sessions_app import log, revocation
 
     waiting = asyncio.Event()
-    real = revocation.Waiter.wait
 
-    async def wait(self, seconds):
-        waiting.set()
-        return await real(self, seconds)
+    def signalling(real):
+        async def wait(self, seconds):
+            waiting.set()
+            return await real(self, seconds)
 
-    monkeypatch.setattr(revocation.Waiter, "wait", wait)
+        return wait
+
+    # REST's long poll waits on the log's Waiter, the other doors on revocation's subclass.
+    for waiter in (log.Waiter, revocation.Waiter):
+        monkeypatch.setattr(waiter, "wait", signalling(waiter.wait))
     return waiting
 
 

@@ -160,11 +160,11 @@ def test_the_snapshot_folds_the_history(api, session):
     }  # fmt: skip
 
 
-async def test_long_poll_answers_when_an_entry_is_committed(alice, session):
+async def test_long_poll_answers_when_an_entry_is_committed(alice, session, long_poll_waiting):
     client = AsyncClient()
     await db(client.force_login)(alice)
     waiting = asyncio.ensure_future(client.get(f"{BASE}/chat-1/events/wait?timeout=10"))
-    await asyncio.sleep(0.3)
+    await asyncio.wait_for(long_poll_waiting.wait(), 10)
     assert not waiting.done()
     await log.append(services.request(session.pk, [text("wake up")]))
     reply = await asyncio.wait_for(waiting, 5)
@@ -203,7 +203,9 @@ def test_runs_start_finish_and_fail_as_a_tree(api, session):
     assert post(api, "/chat-1/runs/boss/finish", {}).json()["code"] == "run_ended"
 
 
-async def test_a_cancel_over_rest_reaches_an_agent_that_long_polls(alice, session):
+async def test_a_cancel_over_rest_reaches_an_agent_that_long_polls(
+    alice, session, long_poll_waiting
+):
     phone, agent = AsyncClient(), AsyncClient()
     await db(phone.force_login)(alice)
     _, secret = await db(keys.create_key)(alice, "agent", all_sessions=True)
@@ -213,7 +215,7 @@ async def test_a_cancel_over_rest_reaches_an_agent_that_long_polls(alice, sessio
     waiting = asyncio.ensure_future(
         agent.get(f"{BASE}/chat-1/events/wait?after={head}&timeout=10", headers=auth)
     )
-    await asyncio.sleep(0.2)
+    await asyncio.wait_for(long_poll_waiting.wait(), 10)
     reply = await phone.post(
         f"{BASE}/chat-1/cancel", {"run": "r1"}, content_type="application/json"
     )

@@ -273,11 +273,13 @@ async def test_websocket_subscribers_see_appends_made_over_http(alice, session):
 
 
 @override_settings(SESSIONS_APP={"LONG_POLL_TIMEOUT": 10})
-async def test_a_long_poll_wakes_when_the_websocket_door_publishes(alice, session):
+async def test_a_long_poll_wakes_when_the_websocket_door_publishes(
+    alice, session, long_poll_waiting
+):
     headers = await auth(alice)
     url = URL + "chat-1?offset=now&live=long-poll"
     poll = asyncio.create_task(AsyncClient().get(url, headers=headers))
-    await asyncio.sleep(0.3)
+    await asyncio.wait_for(long_poll_waiting.wait(), 10)
     started = time.monotonic()
     async with connect(alice) as ws:
         await ws.publish("chat-1", [event("live")])
