@@ -36,6 +36,8 @@ from pathlib import Path
 
 import httpx
 
+from bench.procs import stop
+
 ROOT = Path(__file__).resolve().parent.parent
 NODE_DIR = ROOT / "tests" / "e2e" / "durable_streams"
 README = ROOT / "bench" / "README.md"
@@ -70,12 +72,7 @@ def process(args: list[str], cwd: Path, env: dict[str, str], probe: str) -> Iter
         wait_for(probe, proc)
         yield
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 @contextmanager
