@@ -290,7 +290,7 @@ async def test_a_long_poll_wakes_when_the_websocket_door_publishes(
     assert response["Stream-Up-To-Date"] == "true" and response["Stream-Cursor"].isdigit()
 
 
-@override_settings(SESSIONS_APP={**PUBLIC, "LONG_POLL_TIMEOUT": 0.6})
+@override_settings(SESSIONS_APP={**PUBLIC, "LONG_POLL_TIMEOUT": 3})
 async def test_a_long_poll_still_delivers_when_the_notification_is_lost(
     monkeypatch, long_poll_waiting
 ):
