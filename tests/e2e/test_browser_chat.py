@@ -80,7 +80,8 @@ def test_second_device_opened_mid_run_shows_the_same_text(demo_site, agent, prox
     phone.open(session)
     # A fresh device asks for the folded state (one frame), not the whole history.
     assert offsets_sent_in(phone.subscribes(at_least=1)) == ["snapshot"]
-    assert phone.assistant_text(), "the phone shows nothing of the answer so far"
+    # "connected" means the socket said hello; the snapshot answers the subscribe after.
+    assert phone.wait_text_longer_than(0), "the phone shows nothing of the answer so far"
     laptop.page.wait_for_selector('#presence li:has-text("phone")')
     phone.page.wait_for_selector('#presence li:has-text("laptop")')
 
