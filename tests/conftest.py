@@ -48,8 +48,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             elif "own_engines" in item.keywords and missing and not engines.in_ci():
                 item.add_marker(skip_own)  # in CI it runs, and fails saying what is missing
         return
-    # Pure logic (tests/unit, no Django), tests whose subject does not touch the engines
-    # (training, the tracking client: marked engine_independent) and tests that start
+    # Tests whose subject does not touch the engines (pure logic, training, the tracking
+    # client: marked engine_independent) and tests that start
     # engines of their own (chaos: own_engines) ran in the first pass.
     once = [item for item in items if _first_pass_only(item)]
     if once and len(once) < len(items):
@@ -58,8 +58,4 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def _first_pass_only(item: pytest.Item) -> bool:
-    return (
-        item.nodeid.startswith("tests/unit/")
-        or "engine_independent" in item.keywords
-        or "own_engines" in item.keywords
-    )
+    return "engine_independent" in item.keywords or "own_engines" in item.keywords

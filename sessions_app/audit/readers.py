@@ -1,7 +1,7 @@
 """Protocol readers of the delivery audit: SSE events -> what the protocol's client holds.
 
 Pure (standard library only), so the probes stay thin and each reader is unit-tested on bytes
-written by hand (tests/unit/sessions/test_audit.py). Everything here comes from the endpoint
+written by hand (tests/sessions_app/domain/test_audit.py). Everything here comes from the endpoint
 under audit and is hostile: lines, events and the text kept are bounded, bad JSON is text,
 nothing is evaluated.
 

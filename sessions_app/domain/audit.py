@@ -3,7 +3,7 @@
 Pure (standard library only). The probes (``sessions_app/audit/probes.py``) talk to the
 endpoint and hand this module :class:`Observations`; everything a user reads in the report is
 decided here, so each verdict is unit-tested on observations written by hand
-(tests/unit/sessions/test_audit.py).
+(tests/sessions_app/domain/test_audit.py).
 
 Capabilities, after the method the project follows (docs/sessions/audit.md):
 

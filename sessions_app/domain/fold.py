@@ -270,7 +270,7 @@ def apply_all(state: SessionState, seq: int, events: Iterable[Mapping[str, Any]]
     text deltas (most of a conversation's log) folded here, not through three calls each.
 
     Used where many events are folded at once (the dataset export); what a delta does is
-    ``_text_content``'s, and tests/unit/sessions/test_fold_all.py holds the two to one result.
+    ``_text_content``'s, and tests/sessions_app/domain/test_fold_all.py holds the two to one result.
     """
     messages = state.messages
     folded = False

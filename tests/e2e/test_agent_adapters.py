@@ -20,7 +20,7 @@ from sessions_app.client import SessionsClient
 from tests.e2e import screen
 from tests.e2e.screen import text_of, tool_calls
 from tests.e2e.servers import api_key_for, daphne_server, site_database
-from tests.unit.sessions.adapter_models import scripted_agents_model, scripted_chat_model
+from tests.sessions_app.agents.adapters.models import scripted_agents_model, scripted_chat_model
 
 # The adapters are clients of the doors; the engines behind them are not their subject.
 pytestmark = [pytest.mark.e2e, pytest.mark.engine_independent]
