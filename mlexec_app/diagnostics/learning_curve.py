@@ -17,7 +17,10 @@ and a shape by its weight, refits, and is shifted by the error the averaged shap
 held-out sizes (pooled over every split of the measured sizes into a fitted start and the
 largest), grown in proportion to how far (in log size) the prediction reaches. The 10th
 and 90th percentiles, plus the binomial noise of measuring a dev error on the dev set such data
-would have, give each prediction its interval (80% by default). The verdict reads the
+would have, give each prediction its interval (80% by default). The gain of more data is
+never below 0 (more data does not raise the expected dev error) nor below the least gain the
+measured fall over the last doubling guarantees if the error above its floor falls no faster
+than ``1/n`` (see :class:`Fall`). The verdict reads the
 interval, never the point alone: more data helps only when the whole interval of what ten
 times the data gains is material, won't help only when none of it is, and can't tell yet
 otherwise.
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -64,6 +68,12 @@ FACTORS = (2.0, 10.0)
 NEVER = 1e30
 #: How far beyond today's data the report's band of the averaged curve reaches.
 BAND_FACTOR = 10.0
+#: The steepest power law the error above its floor is assumed to fall by (``n^-1``, the
+#: parametric rate): it turns a measured fall into a least further gain (see :func:`fall`).
+MAX_EXPONENT = 1.0
+#: The measured fall the least further gain rests on spans this multiple of sizes: the last
+#: doubling of today's data.
+FALL_SPAN = 2.0
 
 
 def material_gain(current: float) -> float:
@@ -131,6 +141,9 @@ class LearningCurve:
     #: The averaged curve beyond today's data with its interval, for drawing:
     #: ``[{"size", "value", "low", "high"}, ...]``.
     band: list[dict[str, float]] = field(default_factory=list)
+    #: Dev error's fall over the last doubling of the measured sizes, with its lower bound:
+    #: ``{"start", "end", "value", "low"}`` (see :class:`Fall`).
+    fall: dict[str, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -286,10 +299,14 @@ class Bootstrap:
     #: Today's train error: training error only grows with the data and dev error only falls
     #: towards it, so no extrapolated dev error goes below it.
     train_floor: float = 0.0
+    #: The measured fall over the last doubling, and its lower bound (see :func:`fall`).
+    fall: Fall | None = None
 
     def value(self, n: float) -> float:
-        """The averaged curve at ``n``."""
+        """The averaged curve at ``n``, at least the measured fall's least gain below today."""
         mean = sum(w * _curve(s, self.points[s], [n])[0, 0] for s, w in self.weights.items())
+        if self.fall is not None:
+            mean = min(mean, self.current_value - self.fall.least_gain(n / self.largest))
         return float(max(mean, self.train_floor))
 
     def replicas(self, n: np.ndarray | float) -> np.ndarray:
@@ -319,7 +336,18 @@ class Bootstrap:
         return _estimate(self.value(n), reps)
 
     def gain_at(self, n: float) -> Estimate:
-        return _estimate(self.current_value - self.value(n), self.current - self.replicas(n)[:, 0])
+        """What ``n`` training examples gain over today's dev error.
+
+        The bootstrap's interval, with two things known about it: more data of the same kind
+        does not raise the expected dev error (no gain below 0), and the measured fall over the
+        last doubling sets a least gain (:meth:`Fall.least_gain`); the point is never below
+        that lower end.
+        """
+        boot = _estimate(self.current_value - self.value(n), self.current - self.replicas(n)[:, 0])
+        least = self.fall.least_gain(n / self.largest) if self.fall else 0.0
+        low = max(boot.low, least, 0.0)
+        value = max(boot.value, low)
+        return Estimate(round(value, 4), round(low, 4), round(max(boot.high, value), 4))
 
     def asymptote(self) -> Estimate:
         point = sum(w * float(_floor(s, self.points[s])[0]) for s, w in self.weights.items())
@@ -367,6 +395,74 @@ def _estimate(point: float, reps: np.ndarray) -> Estimate:
     low, high = np.quantile(reps, [tail, 1 - tail])
     return Estimate(
         round(float(point), 4), round(float(min(low, point)), 4), round(float(max(high, point)), 4)
+    )
+
+
+@dataclass(frozen=True)
+class Fall:
+    """How much the dev error fell over the last doubling of the measured sizes.
+
+    ``value`` is the mean over folds of each fold's fall from ``start`` to ``end`` training
+    examples; ``low`` its one-sided lower bound at the interval's tail (Student's t over the
+    folds, never narrower than the noise of the dev rows whose answer changed).
+    """
+
+    start: int
+    end: int
+    value: float
+    low: float
+
+    def least_gain(self, factor: float) -> float:
+        """The least that ``factor`` times today's data gains, given the fall measured.
+
+        If the error above its floor falls as ``n^-b`` (or, like the plateau shape, ever
+        faster towards such a tail), with ``b`` at most ``MAX_EXPONENT``, then a fall ``D``
+        over a ratio ``q`` of sizes leaves at least ``D / (q^b - 1)`` above the floor, of which
+        ``factor`` times the data removes the share ``1 - factor^-b``: the ratio of the two
+        shrinks as ``b`` grows, so ``b = MAX_EXPONENT`` gives the least.
+        """
+        if self.low <= 0 or factor <= 1:
+            return 0.0
+        b, q = MAX_EXPONENT, self.end / self.start
+        return float(self.low * (1 - factor**-b) / (q**b - 1))
+
+
+def fall(
+    sizes: np.ndarray, dev_by_fold: np.ndarray, dev_rows: int, span: float = FALL_SPAN
+) -> Fall | None:
+    """The measured fall of dev error over the last ``span`` times the largest size (the
+    measured size nearest ``largest / span`` in log size to the largest); None with one size."""
+    sizes = np.asarray(sizes, float)
+    if len(sizes) < 2:
+        return None
+    first = int(np.argmin(np.abs(np.log(sizes[:-1]) - np.log(sizes[-1] / span))))
+    drops = dev_by_fold[:, first] - dev_by_fold[:, -1]
+    folds = len(drops)
+    tail = 1 - (1 - LEVEL) / 2
+    value = float(drops.mean())
+    rows = max(dev_rows, 1)
+    if folds >= 3:
+        # Both errors are measured on the same dev rows, so the fall's noise is that of the
+        # rows whose answer changed: at least |fall| of them (McNemar), whatever the folds say.
+        changed = min(max(abs(value), 1.0 / rows), 1.0)
+        paired = math.sqrt((changed - value**2) / rows)
+        spread = max(float(drops.std(ddof=1)) / math.sqrt(folds), paired)
+        margin = _t_quantile(tail, folds - 1) * spread
+    else:  # no fold spread to read: both ends' binomial noise, as if independent
+        ends = np.clip(dev_by_fold.mean(0)[[first, -1]], 0.01, 0.99)
+        margin = NormalDist().inv_cdf(tail) * float(np.sqrt((ends * (1 - ends)).sum() / rows))
+    return Fall(int(sizes[first]), int(sizes[-1]), round(value, 4), round(value - margin, 4))
+
+
+def _t_quantile(p: float, df: int) -> float:
+    """Student's t quantile (Cornish-Fisher expansion around the normal one; within 1% of the
+    exact value from 2 degrees of freedom at the 90th percentile)."""
+    z = NormalDist().inv_cdf(p)
+    return (
+        z
+        + (z**3 + z) / (4 * df)
+        + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+        + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * df**3)
     )
 
 
@@ -420,6 +516,7 @@ def bootstrap(
     return Bootstrap(
         law, weights, points, params, pick, shift, spread, float(sizes[-1]),
         errors[:, -1], float(mean[-1]), rows, seed, float(train_error),
+        fall(sizes, dev_by_fold, rows),
     )  # fmt: skip
 
 
@@ -558,6 +655,7 @@ def judge(
         found["asymptote"] = asdict(boot.asymptote())
         found["gain"] = asdict(boot.gain_at(largest * 10))
         found["shapes"] = {shape: round(w, 3) for shape, w in boot.weights.items()}
+        found["fall"] = asdict(boot.fall) if boot.fall else None
         found["band"] = [
             {"size": int(n), **asdict(boot.predicted(n))}
             for n in largest * np.geomspace(1.0, BAND_FACTOR, 13)
@@ -596,8 +694,9 @@ def _verdict(
     )
     Ten_x = ten_x[0].upper() + ten_x[1:]  # noqa: N806
     if gain.low >= floor:
+        fell = _fell(boot.fall)
         if target is None:
-            return WILL_HELP, HELPS, f"{Ten_x}, from {current:.3f}.", {}
+            return WILL_HELP, HELPS, f"{Ten_x}, from {current:.3f}.{fell}", {}
         point, low, high = boot.needed(target)
         needed = {"value": point, "low": low, "high": high}
         if point is not None and point / largest <= MAX_PRACTICAL_FACTOR:
@@ -611,7 +710,7 @@ def _verdict(
                 REACHES_TARGET,
                 f"The extrapolated dev error reaches the target {target:.3f} at about "
                 f"{point:,.0f} training examples ({point / largest:.1f}x today's {largest:,}; "
-                f"{LEVEL:.0%} interval {span}). {Ten_x}.",
+                f"{LEVEL:.0%} interval {span}). {Ten_x}.{fell}",
                 {"needed": needed, "needed_size": int(math.ceil(point))},
             )
         return (
@@ -619,7 +718,7 @@ def _verdict(
             BEYOND_PRACTICAL,
             f"More data helps but does not reach the target at a practical size. {Ten_x}; the "
             f"target {target:.3f} needs more than {MAX_PRACTICAL_FACTOR:.0f}x today's data "
-            f"({_levels_off(boot.asymptote().value, target)}).",
+            f"({_levels_off(boot.asymptote().value, target)}).{fell}",
             {"needed": needed},
         )
     if gain.high < floor:
@@ -663,6 +762,17 @@ def _verdict(
         f"Can't tell yet: {ten_x}, an interval on both sides of the {floor:.3f} worth "
         f"collecting it for; {more}.",
         {"tell_factor": round(factor, 1)},
+    )
+
+
+def _fell(measured: Fall | None) -> str:
+    """The measured fall a "will help" rests on, when it sets the gain's lower end."""
+    if measured is None or measured.low <= 0:
+        return ""
+    return (
+        f" Measured: dev error fell by {measured.value:.3f} from {measured.start:,} to "
+        f"{measured.end:,} training examples (at least {measured.low:.3f} at "
+        f"{1 - (1 - LEVEL) / 2:.0%} confidence)."
     )
 
 

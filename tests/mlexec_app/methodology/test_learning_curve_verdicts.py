@@ -106,6 +106,10 @@ def test_verdict_reason_and_plan_agree_on_every_curve(generated):
             assert curve.gain["low"] < floor <= curve.gain["high"]
             assert curve.tell_factor is not None and curve.tell_factor >= 2
     assert curve.gain is None or curve.gain["low"] <= curve.gain["value"] <= curve.gain["high"]
+    # More data does not raise the expected dev error, and a measured fall sets a least gain.
+    assert curve.gain is None or curve.gain["low"] >= 0
+    if curve.verdict == md.WILL_HELP and curve.fall is not None:
+        assert ("Measured: dev error fell" in curve.reason) == (curve.fall["low"] > 0)
     # Reachable at a practical size, or its own case with its own words.
     if curve.case == md.REACHES_TARGET:
         assert curve.needed_size is not None
