@@ -18,7 +18,8 @@ report the mean absolute error of the prediction and how often the truth lies in
 interval. At f = 0.1 the truth is the dev error at ten times the data, which is what the
 verdict is about: where the real gain is clearly material (at least 1.5 times the threshold)
 the right verdict is "more data will help", where it is clearly not (at most half the
-threshold) "more data won't help"; other cases are not counted.
+threshold) "more data won't help"; other cases are not counted. Each verdict line also gives
+the measured fall over the last doubling that the gain's lower end rests on.
 
 **Time.** The full diagnosis (label issues, learning curve, baseline, slices) of the digits with
 180 labels flipped, in a warm process and as a cold process; and a 20-trial hyperparameter
@@ -144,7 +145,7 @@ def accuracy(
                     {
                         "dataset": name, "seed": seed, "verdict": curve.verdict, "truth": clear,
                         "gain": real_gain, "predicted_gain": curve.gain,
-                        "tell": curve.tell_factor, "size": sizes[-1],
+                        "tell": curve.tell_factor, "size": sizes[-1], "fall": curve.fall,
                         "right": clear is not None and curve.verdict == clear,
                         "abstained": clear is not None and curve.verdict == CANT_TELL,
                     }
@@ -258,6 +259,12 @@ def body(acc: dict | None, diag: dict | None, search: dict | None) -> str:
                 f"predicted {v['predicted_gain']['value']:+.3f} "
                 f"[{v['predicted_gain']['low']:+.3f}, {v['predicted_gain']['high']:+.3f}]; "
                 f"clear truth: {v['truth'] or 'not clear'})"
+                + (
+                    f"; measured fall {v['fall']['value']:+.3f} (at least "
+                    f"{v['fall']['low']:+.3f}) from {v['fall']['start']} to {v['fall']['end']}"
+                    if v.get("fall")
+                    else ""
+                )
                 + (
                     f"; would tell at about {v['tell']:g}x its {v['size']} training examples"
                     if v["tell"]
