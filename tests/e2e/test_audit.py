@@ -3,7 +3,7 @@ helpers (without and with resume), and this project's own doors (AG-UI, AI SDK, 
 which come out all green.
 
 The Python fixtures (plain SSE, SSE with ids, pydantic-ai's AG-UI server) are in
-tests/sessions_app/test_audit_fixtures.py.
+tests/sessions_app/audit/test_fixtures.py.
 """
 
 from __future__ import annotations

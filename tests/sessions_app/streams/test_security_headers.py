@@ -17,7 +17,7 @@ from django.apps import apps
 from django.test import AsyncClient, override_settings
 from django.urls import URLResolver, get_resolver
 
-from tests.sessions_app.test_durable_streams_security import Door
+from tests.sessions_app.streams.test_security import Door
 
 # Judged on the demo site (config.urls and its security middleware), which installs both apps.
 pytestmark = [

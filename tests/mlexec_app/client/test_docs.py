@@ -18,7 +18,7 @@ from mlexec_app.models import Run
 # Its subject does not touch the engines: the first test pass runs it, the second does not.
 pytestmark = pytest.mark.engine_independent
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "mlexec" / "tracking.md"
+DOC = Path(__file__).resolve().parents[3] / "docs" / "mlexec" / "tracking.md"
 
 
 def blocks(language):

@@ -9,7 +9,7 @@ from django.core.management import call_command
 from sessions_app.audit.store import save
 from sessions_app.domain.audit import Observations, Stream, report
 from sessions_app.models import Audit
-from tests.sessions_app import audit_servers as fixtures
+from tests.sessions_app.audit import servers as fixtures
 
 pytestmark = pytest.mark.django_db
 

@@ -13,7 +13,7 @@ import pytest
 
 from sessions_app.audit import run_audit
 from sessions_app.audit.report import to_dict, to_html, to_text
-from tests.sessions_app import audit_servers as fixtures
+from tests.sessions_app.audit import servers as fixtures
 
 pytestmark = [pytest.mark.engine_independent, pytest.mark.timeout(60)]
 

@@ -10,7 +10,14 @@ from django.test import AsyncClient, override_settings
 from django.urls import include, path
 
 from sessions_app.access import mint_token
-from tests.sessions_app.doors import answer_when_asked, db, entries, publish, read_sse, run_events
+from tests.sessions_app.doors.clients import (
+    answer_when_asked,
+    db,
+    entries,
+    publish,
+    read_sse,
+    run_events,
+)
 
 pytest.importorskip("ag_ui")  # the doors' URLs import both doors
 

@@ -11,7 +11,7 @@ from django.urls import include, path
 
 from sessions_app.access import mint_token
 from sessions_app.models import Run
-from tests.sessions_app.doors import (
+from tests.sessions_app.doors.clients import (
     answer_when_asked,
     db,
     entries,

@@ -20,7 +20,7 @@ from tests.e2e.servers import free_port
 # Its subject does not touch the engines: the first test pass runs it, the second does not.
 pytestmark = pytest.mark.engine_independent
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture
