@@ -119,8 +119,12 @@ def wait_until_serving(
     raise TimeoutError(f"{url} did not answer within {timeout}s")
 
 
+# daphne refuses (403) a WebSocket its application has not accepted within 5 s; a freshly
+# started test site on a loaded CI machine can take longer for its first socket (URLs, consumer
+# and database connection are set up on first use). The tests' own timeouts judge speed.
+DAPHNE_CONNECT_TIMEOUT = ["--websocket_connect_timeout", "60"]
 SERVERS = {
-    "daphne": ["-m", "daphne", "-b", "127.0.0.1", "-p", "{port}"],
+    "daphne": ["-m", "daphne", *DAPHNE_CONNECT_TIMEOUT, "-b", "127.0.0.1", "-p", "{port}"],
     "uvicorn": ["-m", "uvicorn", "--host", "127.0.0.1", "--port", "{port}"],
 }
 

@@ -14,7 +14,15 @@ from pathlib import Path
 
 import websockets
 
-from tests.e2e.servers import ROOT, free_port, migrate, run_manage, site_env, wait_until_serving
+from tests.e2e.servers import (
+    DAPHNE_CONNECT_TIMEOUT,
+    ROOT,
+    free_port,
+    migrate,
+    run_manage,
+    site_env,
+    wait_until_serving,
+)
 
 
 class Process:
@@ -53,7 +61,8 @@ class DemoSite:
         self.env = site_env(tmp, DEBUG="1", LOG_LEVEL="WARNING")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        args = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port)]
+        args = [sys.executable, "-m", "daphne", *DAPHNE_CONNECT_TIMEOUT]
+        args += ["-b", "127.0.0.1", "-p", str(self.port)]
         self.server = Process("daphne", [*args, "config.asgi:application"], self.env)
 
     def setup(self) -> DemoSite:
