@@ -26,6 +26,7 @@ from sessions_app.access import visible_to
 from sessions_app.conf import setting
 from sessions_app.domain import turns as rules
 from sessions_app.domain.errors import SessionError
+from sessions_app.domain.fold import SessionState
 from sessions_app.domain.offsets import format_offset
 from sessions_app.domain.turns import TurnState
 from sessions_app.models import Session, Turn
@@ -88,7 +89,11 @@ def claim(actor: Actor, agents: list[str], worker: str, limit: int) -> list[Clai
         _end_lost_run(session_pk, run_id, message)
     pks = {turn.session_id for turn in taken}
     names = dict(Session.objects.filter(pk__in=pks).values_list("pk", "name")) if pks else {}
-    return [_describe(turn, names.get(turn.session_id, "")) for turn in taken]
+    states = log.fold_sessions(pks) if pks else {}  # every conversation at once
+    return [
+        _describe(turn, names.get(turn.session_id, ""), states.get(turn.session_id))
+        for turn in taken
+    ]
 
 
 def _candidates(actor: Actor, agents: list[str], now: Any) -> Any:
@@ -189,11 +194,10 @@ def _end_lost_run(session_pk: int, run_id: str, message: str) -> None:
         logger.info("lost run %s was not ended by the claim: %s", run_id, exc)
 
 
-def _describe(turn: Turn, name: str) -> Claimed:
-    state = log.fold_session(turn.session_id)
+def _describe(turn: Turn, name: str, state: SessionState | None) -> Claimed:
     history: list[dict[str, Any]] = []
     text = ""
-    for message in state.messages.values():
+    for message in state.messages.values() if state is not None else ():
         if message.role in ("user", "assistant") and message.text:
             history.append({"role": message.role, "content": message.text})
         if message.id == turn.message:
