@@ -2,9 +2,10 @@
 
 Appends that arrive while a commit runs are written together in the next one, across
 sessions and doors, and each gets its own result. ``GROUP_COMMIT_WINDOW`` makes the committer
-wait that long for company first; a door whose callers wait for each answer (Durable Streams)
-asks for a window of 0. A lone plain append may run on the event loop's own connection
-(``lanes``); everything else runs in the writer thread (``executors``). After each commit:
+wait that long for company first, unless a lone append follows a lone commit; a door whose
+callers wait for each answer (Durable Streams) asks for a window of 0. A lone plain append
+may run on the event loop's own connection (``lanes``); everything else runs in the writer
+thread (``executors``). After each commit:
 the metrics, the log lines, and the notifications (sent on their own task, in commit order,
 beside the next commit).
 """
@@ -96,6 +97,7 @@ class GroupCommitter:
         self._queue: list[Queued] = []
         self._task: asyncio.Task[None] | None = None
         self.transactions = 0  # how many commits this committer made (for metrics and tests)
+        self._last_batch = 0  # requests in the previous commit
         # Fan-out runs beside the next commit, in commit order, on its own task.
         self._outbox = Notes()
         self._sender: asyncio.Task[None] | None = None
@@ -116,10 +118,11 @@ class GroupCommitter:
     async def _drain(self) -> None:
         limit = setting("GROUP_COMMIT_MAX_ENTRIES")
         while self._queue:
-            window = min(wait for _, _, wait in self._queue)
+            window = self._window()
             if window:
                 await asyncio.sleep(window)
             batch = self._take(limit)
+            self._last_batch = len(batch)
             requests = [request for request, _, _ in batch]
             self.transactions += 1
             started = time.monotonic()
@@ -147,6 +150,15 @@ class GroupCommitter:
         # A finished task still holds its loop, which keys this committer in ``_committers``:
         # let go, so that a loop that ends takes its committer (and connection) with it.
         self._task = None
+
+    def _window(self) -> float:
+        """How long the next commit waits for company: not at all for a lone append after a
+        lone commit. A caller that waits for each answer (one publisher, one event a frame) has
+        no company coming, and the 2 ms default was most of its round trip (bench/README.md,
+        session 9). Appends that queue up during a commit, or arrive together, still wait."""
+        if len(self._queue) == 1 and self._last_batch <= 1:
+            return 0.0
+        return min(wait for _, _, wait in self._queue)
 
     async def _on_loop(self, pending: Pending) -> tuple[AppendRequest | None, Outcome] | None:
         """A lone append on the event loop's own connection: its outcome, or None for the
