@@ -77,7 +77,7 @@ async def test_a_revoked_key_closes_its_socket(alice, session):
         assert not [f for f in frames if f["type"] == "events"]
         await publish(session)
         await agent.send({"op": "publish", "id": 1, "session": "chat-1", "events": [text()]})
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.3)  # a bound on a negative: time for a wrongly taken publish to land
     assert await entry_count(session) == 1
 
 
@@ -171,7 +171,7 @@ def test_the_periodic_recheck_of_many_sockets_costs_a_few_queries_and_answers_as
 # --- HTTP streams ------------------------------------------------------------------------------
 
 
-async def read_until_end(response, timeout=5.0) -> str:
+async def read_until_end(response, timeout=10.0) -> str:
     text = ""
 
     async def read():
@@ -191,7 +191,9 @@ def run_started(run="r1"):
     return [{"type": "RUN_STARTED", "run": run, "agent": "writer"}]
 
 
-async def test_an_agui_stream_of_a_removed_member_ends_with_run_error(alice, bob, session):
+async def test_an_agui_stream_of_a_removed_member_ends_with_run_error(
+    alice, bob, session, long_poll_waiting
+):
     await db(add_member)(session, bob)
     await log.append(services.request(session.pk, run_started()))
     response = await AsyncClient().get(
@@ -199,14 +201,14 @@ async def test_an_agui_stream_of_a_removed_member_ends_with_run_error(alice, bob
     )
     assert response.status_code == 200
     reading = asyncio.ensure_future(read_until_end(response))
-    await asyncio.sleep(0.3)
+    await asyncio.wait_for(long_poll_waiting.wait(), 10)  # its groups joined: it hears the change
     await db(Membership.objects.filter(user=bob).delete)()
     body = await reading
     events = [json.loads(line[6:]) for line in body.splitlines() if line.startswith("data: ")]
     assert events[-1]["type"] == "RUN_ERROR" and events[-1]["code"] == "not_found"
 
 
-async def test_an_aisdk_stream_of_a_revoked_key_ends(alice, session):
+async def test_an_aisdk_stream_of_a_revoked_key_ends(alice, session, long_poll_waiting):
     key, secret = await db(keys.create_key)(alice, "agent", all_sessions=True)
     await log.append(services.request(session.pk, run_started()))
     response = await AsyncClient().get(
@@ -214,21 +216,23 @@ async def test_an_aisdk_stream_of_a_revoked_key_ends(alice, session):
     )
     assert response.status_code == 200
     reading = asyncio.ensure_future(read_until_end(response))
-    await asyncio.sleep(0.3)
+    await asyncio.wait_for(long_poll_waiting.wait(), 10)  # its groups joined: it hears the change
     await db(keys.revoke)(key)
     body = await reading
     assert '"type":"error"' in body.replace(" ", "") and body.rstrip().endswith("[DONE]")
 
 
 @override_settings(SESSIONS_APP={"ANONYMOUS_STREAM_PREFIX": None})
-async def test_a_durable_streams_sse_reader_removed_from_the_session_is_ended(alice, bob, session):
+async def test_a_durable_streams_sse_reader_removed_from_the_session_is_ended(
+    alice, bob, session, long_poll_waiting
+):
     await db(add_member)(session, bob)
     response = await AsyncClient().get(
         "/v1/stream/chat-1?offset=-1&live=sse", headers=await bearer(bob)
     )
     assert response.status_code == 200
     reading = asyncio.ensure_future(read_until_end(response))
-    await asyncio.sleep(0.3)
+    await asyncio.wait_for(long_poll_waiting.wait(), 10)  # its groups joined: it hears the change
     await db(Membership.objects.filter(user=bob).delete)()
     await reading  # ends well before SSE_MAX_SECONDS
     await publish(session)
