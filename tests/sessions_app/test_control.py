@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
+from datetime import timedelta
 
 import pytest
 from channels.db import database_sync_to_async
 from django.test import override_settings
+from django.utils import timezone
 
 from sessions_app.models import Entry, Run
 from tests.sessions_app.conftest import connect
@@ -83,7 +84,7 @@ async def test_an_unacknowledged_cancel_times_out_and_the_run_refuses_appends(al
         await agent.publish("chat-1", start() + delta("Partial"))
         await phone.subscribe("chat-1")
         await phone.request("cancel", session="chat-1")  # every active run
-        finished = await wait_for_event(phone, "RUN_FINISHED", timeout=6)
+        finished = await wait_for_event(phone, "RUN_FINISHED", timeout=20)
         assert finished["data"] == {"outcome": "cancelled", "reason": "timeout"}
         refused = await agent.publish("chat-1", delta("more"))
         assert refused["code"] == "run_ended"
@@ -200,20 +201,26 @@ async def test_sub_agents_start_child_runs_and_publish_themselves(alice, session
     assert child.parent.run_id == "boss" and child.agent == "researcher"
 
 
-@override_settings(SESSIONS_APP={"AGENT_HEARTBEAT_TIMEOUT": 1})
+@override_settings(SESSIONS_APP={"AGENT_HEARTBEAT_TIMEOUT": None})  # nobody is lost yet
 async def test_a_silent_agent_is_declared_lost_and_its_run_fails(alice, session):
+    # Silence is dated, not waited for: with a real timeout of a second and heartbeats 0.4 s
+    # apart, a starved test process that stalled for a second lost the live agent too.
     async with connect(alice) as agent, connect(alice) as phone:
         await agent.publish("chat-1", start("quiet") + start("alive", message="m2"))
         await phone.subscribe("chat-1")
-        for _ in range(6):  # one agent keeps saying it is alive; the other says nothing
+        hour_ago = timezone.now() - timedelta(hours=1)  # both agents last spoke an hour ago ...
+        await db(Run.objects.filter(session=session).update)(
+            started_at=hour_ago, heartbeat_at=hour_ago
+        )
+        for _ in range(3):  # ... then one says it is alive; the other says nothing
             assert (await agent.request("heartbeat", session="chat-1", run="alive"))[
                 "running"
             ] is True
-            await asyncio.sleep(0.4)
-        lost = await wait_for_event(phone, "RUN_ERROR", timeout=6)
-        assert (lost["run"], lost["data"]["code"]) == ("quiet", "agent_lost")
-        assert (await agent.publish("chat-1", delta("late", run="quiet", message="m1")))[
-            "code"
-        ] == "run_ended"
+        with override_settings(SESSIONS_APP={"AGENT_HEARTBEAT_TIMEOUT": 60}):
+            lost = await wait_for_event(phone, "RUN_ERROR", timeout=20)
+            assert (lost["run"], lost["data"]["code"]) == ("quiet", "agent_lost")
+            assert (await agent.publish("chat-1", delta("late", run="quiet", message="m1")))[
+                "code"
+            ] == "run_ended"
     assert await run_status("quiet") == "failed"
     assert await run_status("alive") == "running"
