@@ -49,8 +49,6 @@ class Worker:
         drain_seconds: float = 30.0,
         max_backoff: float = 5.0,
         turns_per_socket: int = 4,
-        claim_batch: int | None = None,
-        claim_gather: float = 0.05,
     ) -> None:
         if not handlers:
             raise ValueError("a worker needs at least one handler (see sessions_app.agents)")
@@ -61,12 +59,6 @@ class Worker:
         self.wait = wait
         self.drain_seconds = drain_seconds
         self.max_backoff = max_backoff
-        # A busy worker claims when ``claim_batch`` slots are free, or ``claim_gather``
-        # seconds after the first one freed: a claim per finished turn was a third of the
-        # server's CPU per turn in issue #20's dispatch profile (an HTTP request, the key's
-        # check, the claim's query), for one or two turns each.
-        self.claim_batch = max(1, min(self.concurrency, claim_batch or self.concurrency // 4))
-        self.claim_gather = max(0.0, claim_gather)
         self.active: dict[int, asyncio.Task[None]] = {}
         self.turns: dict[int, Turn] = {}  # the claimed turns being answered, by id
         self.answered = 0  # turns this worker's handlers finished (for tests and logs)
@@ -109,22 +101,13 @@ class Worker:
     async def _claim_until(self, stop: asyncio.Event) -> None:
         failures = 0
         stopping = asyncio.create_task(stop.wait())
-        clock = asyncio.get_running_loop().time
-        gathering_until: float | None = None
         try:
             while not stop.is_set():
-                free = self.concurrency - len(self.active)
-                if free > 0 and free < self.claim_batch and gathering_until is None:
-                    gathering_until = clock() + self.claim_gather
-                left = gathering_until - clock() if gathering_until is not None else 0.0
-                if free <= 0 or (free < self.claim_batch and left > 0):
+                if len(self.active) >= self.concurrency:
                     await asyncio.wait(
-                        [stopping, *self.active.values()],
-                        timeout=left if free > 0 else None,
-                        return_when=asyncio.FIRST_COMPLETED,
+                        [stopping, *self.active.values()], return_when=asyncio.FIRST_COMPLETED
                     )
                     continue
-                gathering_until = None
                 claim = asyncio.create_task(self._claim(self.concurrency - len(self.active)))
                 await asyncio.wait([claim, stopping], return_when=asyncio.FIRST_COMPLETED)
                 if not claim.done():  # stopping: a turn claimed now would be handed back

@@ -5,7 +5,6 @@ starts its run at once and follows the session, so a cancel reaches it."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 
 import pytest
 
@@ -96,76 +95,3 @@ def test_a_fenced_run_start_stops_the_handler_before_it_writes():
     worker = answer(client, waiting)
     assert wrote == [] and client.appends == [] and client.followed == []
     assert worker.answered == 0
-
-
-class Backlog(Worker):
-    """A worker over an endless backlog: records each claim's limit; a turn ends when told."""
-
-    def __init__(self, **options) -> None:
-        super().__init__(Recorder(), {"a": None}, concurrency=8, **options)
-        self.limits: list[int] = []
-        self.ends: dict[int, asyncio.Event] = {}
-
-    async def _claim(self, limit: int) -> list[Turn]:
-        self.limits.append(limit)
-        made = [dataclasses.replace(TURN, id=len(self.ends) + i) for i in range(limit)]
-        self.ends.update((turn.id, asyncio.Event()) for turn in made)
-        return made
-
-    async def _answer(self, turn: Turn) -> None:
-        await self.ends[turn.id].wait()
-        self.active.pop(turn.id, None)
-        self.turns.pop(turn.id, None)
-
-
-async def until(condition) -> None:
-    for _ in range(2000):  # up to about 2 s
-        if condition():
-            return
-        await asyncio.sleep(0.001)
-    raise AssertionError("the worker never got there")
-
-
-async def settle() -> None:
-    for _ in range(20):  # loop steps, no time: the fakes answer without any I/O
-        await asyncio.sleep(0)
-
-
-def claims_while_turns_end_one_by_one(**options) -> list[int]:
-    async def go():
-        worker, stop = Backlog(**options), asyncio.Event()
-        serving = asyncio.create_task(worker._claim_until(stop))
-        await until(lambda: len(worker.active) == 8)
-        for turn_id in range(4):  # four turns end, one after another
-            worker.ends[turn_id].set()
-            await settle()  # the worker has done what it does for one freed slot
-        await until(lambda: len(worker.active) == 8)
-        stop.set()
-        for end in worker.ends.values():
-            end.set()
-        await serving
-        return worker.limits
-
-    return asyncio.run(go())
-
-
-def test_a_busy_worker_claims_for_several_freed_slots_at_once_not_one_claim_per_turn():
-    # claim_gather is long here: the fourth freed slot, not the clock, sends the claim.
-    assert claims_while_turns_end_one_by_one(claim_batch=4, claim_gather=30) == [8, 4]
-    # One claim per finished turn (what a worker did before): four claims.
-    assert claims_while_turns_end_one_by_one(claim_batch=1) == [8, 1, 1, 1, 1]
-
-
-def test_a_lone_freed_slot_is_claimed_after_claim_gather_seconds():
-    async def go():
-        worker, stop = Backlog(claim_batch=4, claim_gather=0.01), asyncio.Event()
-        serving = asyncio.create_task(worker._claim_until(stop))
-        await until(lambda: len(worker.active) == 8)
-        worker.ends[0].set()
-        await until(lambda: worker.limits == [8, 1])
-        stop.set()
-        for end in worker.ends.values():
-            end.set()
-        await serving
-
-    asyncio.run(go())
