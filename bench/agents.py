@@ -251,11 +251,16 @@ def steady(env: dict[str, str]) -> str:
 
     with psycopg.connect(env["DATABASE_URL"], autocommit=True) as conn:
         row = conn.execute(
-            "SELECT count(*), extract(epoch FROM max(ended_at) - min(ended_at)) "
+            "SELECT count(*), extract(epoch FROM max(ended_at) - min(ended_at)), "
+            "count(DISTINCT (worker, claimed_at)) "
             "FROM sessions_app_turn WHERE agent = 'noop' AND state = 'done'"
         ).fetchone()
-    done, span = (int(row[0]), float(row[1] or 0)) if row else (0, 0.0)
-    return f"{(done - 1) / span:,.0f} turns/s over {span:.1f} s" if span > 0 else "n/a"
+    done, span, claims = (int(row[0]), float(row[1] or 0), int(row[2])) if row else (0, 0.0, 0)
+    if span <= 0:
+        return "n/a"
+    # A claim stamps its turns with one claimed_at and its worker's name.
+    per = f"; {claims} claims, {done / max(claims, 1):.1f} turns each"
+    return f"{(done - 1) / span:,.0f} turns/s over {span:.1f} s{per}"
 
 
 def answered_once(env: dict[str, str]) -> str:
