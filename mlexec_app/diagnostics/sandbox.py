@@ -142,7 +142,12 @@ def _supervise(
             last_beat = now
         if cancel_sent is None:
             if should_cancel():
-                conn.send_bytes(b'["cancel", null]')
+                try:
+                    conn.send_bytes(b'["cancel", null]')
+                except OSError:
+                    # The child finished (or died) since the wait: what it sent before it
+                    # went, a report or nothing, decides on the next turn of the loop.
+                    pass
                 cancel_sent = now
         elif now - cancel_sent > CANCEL_GRACE_SECONDS:
             child.kill()
