@@ -39,13 +39,20 @@ def ensure_node_modules() -> None:
 
 @contextmanager
 def agent_site(
-    tmp_path: Path, label: str, sessions: list[str], workers: int = 1
+    tmp_path: Path,
+    label: str,
+    sessions: list[str],
+    workers: int = 1,
+    settings: dict[str, object] | None = None,
 ) -> Iterator[dict[str, str]]:
     """A migrated site with ``sessions`` owned by the agent's user, the demo agent answering
     in them (connected to the first worker); yields the base URL (``base``; ``base2`` for a
-    second worker process on the same database and channel layer) and an API key."""
+    second worker process on the same database and channel layer) and an API key.
+    ``settings``: SESSIONS_APP settings of the site's processes."""
     ensure_node_modules()
     with site_database(tmp_path, label) as env, ExitStack() as stack:
+        if settings:
+            env = {**env, "SESSIONS_APP_JSON": json.dumps(settings)}
         manage_output("shell", "-c", SETUP.format(user=USER, names=sessions), env=env)
         key = api_key_for(env, user=USER)
         bases = [stack.enter_context(daphne_server(env)) for _ in range(workers)]
