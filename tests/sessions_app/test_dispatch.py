@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 from django.db import connection
+from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
 from sessions_app import dispatch, log, services
@@ -11,7 +14,7 @@ from sessions_app.access import Actor, get_session
 from sessions_app.domain import control
 from sessions_app.domain.errors import NotFound
 from sessions_app.keys import create_key
-from sessions_app.models import Session
+from sessions_app.models import Session, Turn
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -73,3 +76,78 @@ def test_a_worker_key_reaches_a_session_only_while_it_holds_a_turn_there(alice, 
     Session.objects.filter(pk=held.pk).update(deleted=True)
     with pytest.raises(NotFound):
         get_session(worker, "held")
+
+
+def lapse(session: Session) -> None:
+    """The session's claimed turn's worker let its lease run out."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    past = timezone.now() - timedelta(seconds=1)
+    Turn.objects.filter(session=session, state="claimed").update(lease_until=past)
+
+
+def test_a_lapsed_claim_is_taken_again_as_the_next_attempt_and_the_old_worker_is_fenced(alice):
+    held = chat(alice, "lapse")
+    ask(held, "hi")
+    me = Actor(alice)
+    first = dispatch.claim(me, ["a"], "w1", 5)
+    assert [t.turn.attempts for t in first] == [1]
+    assert dispatch.claim(me, ["a"], "w2", 5) == []  # held under a live lease
+    lapse(held)
+    second = dispatch.claim(me, ["a"], "w2", 5)
+    assert [(t.turn.pk, t.turn.attempts, t.turn.run_id) for t in second] == [
+        (first[0].turn.pk, 2, f"turn-{first[0].turn.pk}-2")
+    ]
+    assert dispatch.renew(me, "w1", [first[0].turn.pk]) == []  # w1 no longer holds it
+    assert dispatch.renew(me, "w2", [first[0].turn.pk]) == [first[0].turn.pk]
+
+
+@override_settings(SESSIONS_APP={"TURN_MAX_ATTEMPTS": 2})
+def test_a_turn_whose_claims_all_lapsed_fails_and_the_session_s_next_turn_is_offered(alice):
+    held = chat(alice, "doomed")
+    ask(held, "first")
+    ask(held, "second")
+    me = Actor(alice)
+    for _ in range(2):
+        assert [t.text for t in dispatch.claim(me, ["a"], "w", 5)] == ["first"]
+        lapse(held)
+    assert dispatch.claim(me, ["a"], "w", 5) == []  # this claim fails the lost turn
+    assert [t.state for t in Turn.objects.filter(session=held).order_by("id")] == [
+        "failed",
+        "queued",
+    ]
+    assert [t.text for t in dispatch.claim(me, ["a"], "w", 5)] == ["second"]
+
+
+def test_a_user_s_key_claims_turns_of_its_own_sessions_and_of_its_scope_only(alice, bob):
+    ask(chat(alice, "mine"), "hi")
+    ask(chat(alice, "also-mine"), "hi")
+    ask(chat(bob, "bobs"), "hi")
+    assert dispatch.claim(Actor(alice, frozenset()), ["a"], "w", 5) == []  # emptied scope
+    scoped = dispatch.claim(Actor(alice, frozenset({"mine", "bobs"})), ["a"], "w", 5)
+    assert [t.session for t in scoped] == ["mine"]
+    assert [t.session for t in dispatch.claim(Actor(alice), ["a"], "w", 5)] == ["also-mine"]
+    assert [t.session for t in dispatch.claim(Actor(bob), ["a", "b"], "w", 5)] == ["bobs"]
+
+
+def test_claims_at_once_from_many_threads_never_take_a_turn_twice(alice):
+    for i in range(40):
+        ask(chat(alice, f"race{i}"), "hi")
+    me = Actor(alice)
+
+    def worker(name: str) -> list[int]:
+        try:
+            got: list[int] = []
+            while taken := dispatch.claim(me, ["a"], name, 3):
+                got += [t.turn.pk for t in taken]
+            return got
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(4) as pool:
+        claims = list(pool.map(worker, [f"w{i}" for i in range(4)]))
+    every = [pk for got in claims for pk in got]
+    assert len(every) == len(set(every)) == 40
+    assert Turn.objects.filter(state="claimed", attempts=1).count() == 40
