@@ -19,14 +19,27 @@ import orjson
 from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from pydantic import ValidationError
 
-from sessions_app import dbexec, log, metrics, revocation, runs, services, tails, watchdog
+from sessions_app import (
+    credentials,
+    dbexec,
+    dispatch,
+    log,
+    metrics,
+    revocation,
+    runs,
+    services,
+    tails,
+    watchdog,
+)
 from sessions_app.access import Actor, get_session
 from sessions_app.conf import setting
 from sessions_app.domain import control
 from sessions_app.domain.errors import (
     BadRequest,
     Conflict,
+    Forbidden,
     LimitExceeded,
     NotFound,
     RateLimited,
@@ -35,6 +48,7 @@ from sessions_app.domain.errors import (
 )
 from sessions_app.domain.limits import TokenBucket
 from sessions_app.domain.offsets import BEGINNING, parse_start
+from sessions_app.schemas import ClaimIn
 from sessions_app.ws.flow import CLOSE_SLOW_CONSUMER, Flow
 from sessions_app.ws.presence import Presence
 from sessions_app.ws.subscriptions import Subscription, Subscriptions
@@ -64,6 +78,10 @@ class SessionConsumer(AsyncWebsocketConsumer):
         rate = "WORKER_FRAMES_PER_SECOND" if self.actor.agents else "MAX_FRAMES_PER_SECOND"
         self.bucket = TokenBucket(setting(rate), max(setting(rate), setting("FRAME_BURST")))
         self.in_flight: set[asyncio.Task[None]] = set()  # publishes waiting for their commit
+        # Claims (workers): only a socket opened with an API key, like the REST door; one
+        # claim waits at a time, beside the socket's other frames.
+        self.keyed = credentials.scope_bearer(self.scope) is not None
+        self.claiming: asyncio.Task[None] | None = None
         self.flow = Flow(self)
         await self.accept()
         metrics.SOCKETS.inc()
@@ -99,6 +117,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
         for task in (
             self.presence.heartbeat if self.presence is not None else None,
             subscriptions.catching_up if subscriptions is not None else None,
+            getattr(self, "claiming", None),
             *getattr(self, "in_flight", ()),
         ):
             if task is not None and task is not asyncio.current_task():
@@ -256,6 +275,36 @@ class SessionConsumer(AsyncWebsocketConsumer):
             {"type": "ack", "id": frame.get("id"), "session": name, **services.ack(result), **extra}
         )
 
+    async def op_claim(self, frame: dict[str, Any]) -> None:
+        """Claim turns for a worker; a ``turns`` frame answers once turns are claimed or
+        ``wait`` has passed, while the socket's other frames go on. The same claim as the REST
+        door's (``dispatch``), for the socket's credential as it is at each look."""
+        if not self.keyed:
+            raise Forbidden("claims need an API key: open the socket with Authorization: Bearer")
+        ask = _claim_ask(frame)
+        if self.claiming is not None:
+            raise Conflict("a claim is waiting on this connection already: one at a time")
+        self.claiming = asyncio.create_task(self._claim(frame.get("id"), ask))
+
+    async def _claim(self, frame_id: Any, ask: ClaimIn) -> None:
+        try:
+            taken = await dispatch.claim_waiting(
+                lambda: self.actor, ask.agents, ask.worker, ask.limit, ask.wait
+            )
+            answer = {"type": "turns", "id": frame_id, "turns": [t.as_dict() for t in taken]}
+        except SessionError as exc:
+            answer = {"type": "error", "id": frame_id, **exc.as_dict()}
+        except Exception:
+            logger.exception("unexpected error claiming turns")
+            answer = {"type": "error", "id": frame_id, "code": "internal"}
+            answer["message"] = "internal error"
+        finally:
+            self.claiming = None  # the worker's next claim may come as soon as it reads this
+        try:
+            await self.send_frame(answer)
+        except Exception:  # the client went away: what it claimed is offered again later
+            logger.info("claim %r was not answered: the client went away", frame_id)
+
     async def op_presence(self, frame: dict[str, Any]) -> None:
         sub = self.subscriptions.subs.get(frame.get("session"))  # type: ignore[arg-type]
         if sub is None or self.presence is None:
@@ -398,6 +447,16 @@ def _parse(raw: str | bytes) -> dict[str, Any]:
     return frame
 
 
+def _claim_ask(frame: dict[str, Any]) -> ClaimIn:
+    fields = {k: frame[k] for k in ("agents", "worker", "limit", "wait") if k in frame}
+    try:
+        return ClaimIn.model_validate(fields)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise BadRequest(f"claim: {where}: {first['msg']}", field=where) from None
+
+
 OPERATIONS = {
     "ping": SessionConsumer.op_ping,
     "subscribe": SessionConsumer.op_subscribe,
@@ -410,4 +469,5 @@ OPERATIONS = {
     "interrupt": SessionConsumer.op_interrupt,
     "heartbeat": SessionConsumer.op_heartbeat,
     "feedback": SessionConsumer.op_feedback,
+    "claim": SessionConsumer.op_claim,
 }

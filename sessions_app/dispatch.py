@@ -1,5 +1,6 @@
 """Agent workers' side of turns: claim, renew the lease, hand back. The REST door for
-workers (``api_turns``) calls these; see ``domain.turns`` for the rules.
+workers (``api_turns``) and the WebSocket's ``claim`` frame (``consumers``) call these; see
+``domain.turns`` for the rules.
 
 Claims take the oldest open turn of each session, one per session at a time, with
 ``SELECT ... FOR UPDATE SKIP LOCKED`` on PostgreSQL (workers in many processes never wait on
@@ -10,18 +11,24 @@ the lost worker's later appends are refused: one turn gets one answer.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import threading
+import time
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 from django.core.exceptions import EmptyResultSet
 from django.db import connection, transaction
 from django.utils import timezone
 
-from sessions_app import log, metrics, services
+from sessions_app import dbexec, log, metrics, services
 from sessions_app.access import visible_to
 from sessions_app.conf import setting
 from sessions_app.domain import turns as rules
@@ -35,6 +42,7 @@ if TYPE_CHECKING:
     from sessions_app.access import Actor
 
 logger = logging.getLogger("sessions_app.dispatch")
+POLL_SECONDS = 2.0  # a waiting claim looks again this often: a lost wake-up costs no more
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,95 @@ class Claimed:
             "messages": self.messages,
             "input": turn.input or {},
         }
+
+
+async def claim_waiting(
+    actor: Callable[[], Actor], agents: list[str], worker: str, limit: int, wait: float
+) -> list[Claimed]:
+    """``claim``, waiting up to ``wait`` seconds (at most ``TURN_CLAIM_WAIT_MAX``) for a turn:
+    woken by the channel layer when turns may be claimed, looking again every
+    ``POLL_SECONDS`` anyway. ``actor`` is asked before every look, so a connection's access
+    re-check reaches a claim that waits on it."""
+    agents = [a for a in agents if _valid_agent(a)]
+    run = dbexec.run_write if connection.vendor == "sqlite" else dbexec.run_read  # one writer
+    wait = min(wait, setting("TURN_CLAIM_WAIT_MAX"))
+    deadline = time.monotonic() + wait
+    wakeups = await _wakeups() if wait > 0 else None
+    while True:
+        woken = wakeups.next() if wakeups is not None else None  # taken before looking
+        taken = await run(claim, actor(), agents, worker, limit)
+        left = deadline - time.monotonic()
+        if taken or left <= 0:
+            return taken
+        if woken is None:
+            await asyncio.sleep(min(left, POLL_SECONDS))
+            continue
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(woken.wait(), min(left, POLL_SECONDS))
+
+
+def _valid_agent(name: str) -> bool:
+    return (
+        0 < len(name) <= 128
+        and name.replace("_", "").replace(".", "").replace("-", "").replace("*", "").isalnum()
+    )
+
+
+class Wakeups:
+    """This event loop's one listener for "turns may be claimed" (``log.wake_workers``).
+
+    Every waiting claim of the process waits on the same event instead of joining the group
+    itself: one channel and one group membership per process, renewed well before the channel
+    layer's group expiry, and no receive is ever cancelled.
+    """
+
+    RENEW_SECONDS = 600.0
+
+    def __init__(self, layer: Any) -> None:
+        self.layer = layer
+        self.event = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    def next(self) -> asyncio.Event:
+        """The event the next wake-up sets (take it before looking for work)."""
+        return self.event
+
+    async def start(self) -> None:
+        channel = await self.layer.new_channel()
+        await self.layer.group_add(log.TURNS_GROUP, channel)
+        self.task = asyncio.create_task(self._listen(channel))
+
+    async def _listen(self, channel: str) -> None:
+        joined = time.monotonic()
+        while True:
+            try:
+                await self.layer.receive(channel)
+            except Exception:  # the layer is down for a moment: claims poll meanwhile
+                logger.warning("turn wake-ups: the channel layer failed", exc_info=True)
+                await asyncio.sleep(1.0)
+            woken, self.event = self.event, asyncio.Event()
+            woken.set()
+            if time.monotonic() - joined > self.RENEW_SECONDS:
+                with contextlib.suppress(Exception):
+                    await self.layer.group_add(log.TURNS_GROUP, channel)
+                    joined = time.monotonic()
+
+
+_wakeups_by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Wakeups] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def _wakeups() -> Wakeups | None:
+    layer = get_channel_layer()
+    if layer is None:
+        return None
+    loop = asyncio.get_running_loop()
+    found = _wakeups_by_loop.get(loop)
+    if found is None or found.task is None or found.task.done():
+        found = _wakeups_by_loop[loop] = Wakeups(layer)
+        await found.start()
+    return found
 
 
 def claimable_agents(actor: Actor, agents: list[str]) -> list[str]:

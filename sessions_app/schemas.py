@@ -13,6 +13,15 @@ NAME_PATTERN = r"^[A-Za-z0-9._~-]{1,200}$"
 RowId = Annotated[int, Field(ge=1, le=2**63 - 1)]
 
 
+class ClaimIn(Schema):
+    """What a worker asks for: the REST door's body and the WebSocket's ``claim`` frame."""
+
+    agents: list[str] = Field(min_length=1, max_length=50)
+    worker: str = Field(min_length=1, max_length=200)
+    limit: int = Field(1, ge=1, le=50)
+    wait: float = Field(0, ge=0, le=60)
+
+
 class ErrorOut(Schema):
     code: str = Field(description="Machine-readable error code, e.g. not_found, bad_event.")
     message: str

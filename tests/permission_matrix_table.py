@@ -78,6 +78,7 @@ OWNER_ONLY = (A, N, N, U, N, N, U, U)  # only the owner manages it
 SIGNED_IN = (A, A, A, U, A, A, U, U)  # anyone authenticated; names no resource
 SESSION_LIST = (A, A, L, U, L, L, U, U)
 WORKER = (A, A, A, U, A, A, U, U)  # any key; it acts on no one's session but its own
+WS_WORKER = (F, F, F, U, A, A, U, U)  # the users' sockets here carry signed tokens: no claims
 CREATE_SESSION = (A, A, A, U, F, F, U, U)  # a scoped key makes no new sessions
 DS = (A, A, N, N, U, U, U, U)  # keys are not credentials here: 401
 DS_CREATE = (A, A, C, U, U, U, U, U)  # someone else's name: taken, like a reserved one
@@ -137,6 +138,9 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("run heartbeat", "WebSocket", '{"op": "heartbeat", "run": …}', SESSION_USE, True),
     Operation("rate a message", "WebSocket", '{"op": "feedback"}', SESSION_USE, writes=True),
     Operation("presence", "WebSocket", '{"op": "presence"}', SESSION_USE),
+    # A worker's claim over its socket: API keys only, as at the REST door (a browser's
+    # signed token or cookie may not claim: 403).
+    Operation("claim turns", "WebSocket", '{"op": "claim"}', WS_WORKER, True, True),
     # --- Durable Streams ----------------------------------------------------------------------
     Operation("create", "Durable Streams", "PUT /v1/stream/{name}", DS_CREATE, writes=True),
     Operation("read", "Durable Streams", "GET /v1/stream/{name}", DS),

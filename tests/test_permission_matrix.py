@@ -394,6 +394,7 @@ def ws_frames(op: table.Operation, ids: dict[str, str]) -> list[dict[str, Any]]:
         "heartbeat": [{"op": "heartbeat", "session": name, "run": "r1"}],
         "feedback": [{"op": "feedback", "session": name, "message": "a1", "rating": "up"}],
         "presence": [subscribed, {"op": "presence", "session": name}],
+        "claim": [{"op": "claim", "agents": ["assistant"], "worker": "w"}],
     }[table.ws_op(op)]
     return [{**frame, "id": i} for i, frame in enumerate(frames)]
 
@@ -423,7 +424,8 @@ async def perform_ws(op: table.Operation, ids: dict[str, str], credential: Crede
                     break
         if reply["type"] == "error":
             reply.pop("id")
-            return (table.NOT_FOUND if reply["code"] == "not_found" else reply["code"]), reply
+            codes = {"not_found": table.NOT_FOUND, "forbidden": table.FORBIDDEN}
+            return codes.get(reply["code"], reply["code"]), reply
         if reply["type"] == "heartbeat":
             assert reply["running"], reply  # the run is going: the heartbeat was taken
         return table.ALLOW, None

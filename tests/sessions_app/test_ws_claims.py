@@ -1,0 +1,140 @@
+"""Claims over a worker's WebSocket (the ``claim`` frame): the REST door's claim, refused to
+browsers, validated, one at a time per socket, and never taking a turn the key may not."""
+
+from __future__ import annotations
+
+import pytest
+from channels.db import database_sync_to_async
+
+from sessions_app import keys, log, services
+from sessions_app.domain import control
+from sessions_app.models import Session, Turn
+from tests.sessions_app.conftest import connect
+
+pytestmark = pytest.mark.django_db(transaction=True)
+db = database_sync_to_async
+
+
+def key_headers(secret: str) -> list[tuple[bytes, bytes]]:
+    return [(b"authorization", f"Bearer {secret}".encode())]
+
+
+@db
+def ask(owner, name: str, agent: str = "a") -> Session:
+    session, _ = Session.objects.get_or_create(
+        name=name, owner=owner, defaults={"metadata": {"turns": {"agent": agent}}}
+    )
+    _, events = control.user_message("hello")
+    log.append_sync(services.request(session.pk, events))
+    return session
+
+
+@db
+def states() -> dict[str, str]:
+    return {t.session.name: t.state for t in Turn.objects.select_related("session")}
+
+
+@pytest.fixture
+def worker_key(make_user):
+    return keys.create_key(make_user("robot"), "workers", agents="a")
+
+
+async def test_a_worker_key_claims_over_its_socket_and_other_frames_go_on_while_it_waits(
+    alice, worker_key
+):
+    key, secret = worker_key
+    await ask(alice, "first")
+    async with connect(headers=key_headers(secret)) as worker:
+        got = await worker.request("claim", agents=["a"], worker="w1", limit=5)
+        assert got["type"] == "turns"
+        assert [(t["session"], t["attempt"], t["text"]) for t in got["turns"]] == [
+            ("first", 1, "hello")
+        ]
+        # A claim that waits: the socket still answers, and a new turn wakes the claim.
+        await worker.send({"op": "claim", "id": "later", "agents": ["a"], "worker": "w1",
+                           "wait": 30})  # fmt: skip
+        assert (await worker.request("ping"))["type"] == "pong"
+        await ask(alice, "second")
+        woken = await worker.recv_type("turns", timeout=20)
+        assert woken["id"] == "later" and [t["session"] for t in woken["turns"]] == ["second"]
+    claimed = await db(lambda: set(Turn.objects.values_list("key_id", "worker")))()
+    assert claimed == {(key.pk, "w1")}
+
+
+async def test_a_socket_without_an_api_key_may_not_claim_and_claims_nothing(alice):
+    await ask(alice, "mine")
+    async with connect(alice) as browser:  # a signed token, as browsers open sockets
+        refused = await browser.request("claim", agents=["a"], worker="w1")
+        assert refused["type"] == "error" and refused["code"] == "forbidden"
+    assert await states() == {"mine": "queued"}
+
+
+async def test_a_key_claims_only_what_its_scope_reaches(alice, bob, make_user):
+    await ask(alice, "alices")
+    await ask(bob, "bobs", agent="b")
+    robot2 = await db(make_user)("robot2")
+    _, other_agents = await db(keys.create_key)(robot2, "w", agents="x,b")
+    _, bobs_own = await db(keys.create_key)(bob, "own", all_sessions=True)
+    quiet = await db(Session.objects.create)(name="quiet", owner=alice)
+    _, elsewhere = await db(keys.create_key)(alice, "scoped elsewhere", [quiet])
+    for secret, agents in ((other_agents, ["a"]), (bobs_own, ["a"]), (elsewhere, ["a", "b"])):
+        async with connect(headers=key_headers(secret)) as worker:
+            got = await worker.request("claim", agents=agents, worker="w")
+            assert got == {"type": "turns", "id": got["id"], "turns": []}
+    assert await states() == {"alices": "queued", "bobs": "queued"}
+    async with connect(headers=key_headers(bobs_own)) as own:
+        got = await own.request("claim", agents=["a", "b"], worker="w")
+        assert [t["session"] for t in got["turns"]] == ["bobs"]  # a user's key: their own
+    assert await states() == {"alices": "queued", "bobs": "claimed"}
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"worker": "w"}, "agents"),
+        ({"agents": "a", "worker": "w"}, "agents"),
+        ({"agents": [], "worker": "w"}, "agents"),
+        ({"agents": ["a"]}, "worker"),
+        ({"agents": ["a"], "worker": "w", "limit": 0}, "limit"),
+        ({"agents": ["a"], "worker": "w", "limit": "many"}, "limit"),
+        ({"agents": ["a"], "worker": "w", "wait": -1}, "wait"),
+        ({"agents": ["a"], "worker": "w", "wait": 61}, "wait"),
+        ({"agents": [{"a": 1}], "worker": "w"}, "agents.0"),
+        ({"agents": ["a"], "worker": "x" * 201}, "worker"),
+    ],
+)
+async def test_a_malformed_claim_is_refused_with_its_field_and_claims_nothing(
+    alice, worker_key, fields, field
+):
+    await ask(alice, "waiting")
+    _, secret = worker_key
+    async with connect(headers=key_headers(secret)) as worker:
+        refused = await worker.request("claim", **fields)
+        assert refused["type"] == "error" and refused["code"] == "bad_request"
+        assert refused["field"] == field
+        assert (await worker.request("ping"))["type"] == "pong"  # the socket goes on
+    assert await states() == {"waiting": "queued"}
+
+
+async def test_one_claim_waits_at_a_time_on_a_socket(worker_key):
+    _, secret = worker_key
+    async with connect(headers=key_headers(secret)) as worker:
+        await worker.send({"op": "claim", "id": "one", "agents": ["a"], "worker": "w", "wait": 30})
+        second = await worker.request("claim", agents=["a"], worker="w", wait=30)
+        assert second["type"] == "error" and second["code"] == "conflict"
+
+
+async def test_a_key_revoked_while_its_claim_waits_closes_the_socket_and_claims_nothing(
+    alice, worker_key
+):
+    key, secret = worker_key
+    async with connect(headers=key_headers(secret)) as worker:
+        await worker.send({"op": "claim", "id": "c", "agents": ["a"], "worker": "w", "wait": 30})
+        await worker.send({"op": "ping", "id": "p"})
+        assert await worker.recv_type("pong", "turns", "error") == {"type": "pong", "id": "p"}
+        await db(keys.revoke)(key)
+        while (message := await worker.ws.receive_output(10))["type"] != "websocket.close":
+            assert '"turns"' not in message.get("text", "")
+        assert message["code"] == 4401
+    await ask(alice, "after")
+    assert await states() == {"after": "queued"}
