@@ -253,14 +253,35 @@ def test_a_session_with_no_agent_makes_no_turn(site):
     assert answers(site, "chat-25") == []
 
 
+# A worker process's first answer includes its start-up (Django's, the SDK's connect): on a
+# loaded CI machine that took more than 20 s.
+STARTED = 90.0
+_processes: list[subprocess.Popen[bytes]] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_worker_outlives_its_test():
+    """A test that fails before it stops its worker would leave the worker answering the
+    next tests' messages (a failure there that is not theirs): kill what is left."""
+    yield
+    while _processes:
+        process = _processes.pop()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
 def _worker_process(site, *modules, pace="0.01", drain="20", concurrency="4"):
     env = {**site["env"], "RUNTIME_AGENT_PACE": pace}
     args = [sys.executable, "manage.py", "run_agents", *modules, "--url", site["base"],
             "--api-key", site["key"], "--concurrency", concurrency, "--drain", drain]  # fmt: skip
-    return subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)  # fmt: skip
+    process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE)  # fmt: skip
+    _processes.append(process)
+    return process
 
 
+@pytest.mark.timeout(300)  # the worker's start-up may take STARTED
 def test_a_killed_worker_s_turn_is_answered_by_another_after_its_lease(site):
     slow = _worker_process(site, "tests.e2e.runtime_agents", pace="0.5")
 
@@ -268,7 +289,7 @@ def test_a_killed_worker_s_turn_is_answered_by_another_after_its_lease(site):
         async with Device(site) as device:
             await device.send("chat-26", " ".join(["word"] * 40))
             await until(lambda: any(e["type"] == "TEXT_MESSAGE_CONTENT" and e.get("run")
-                                    for e in events(site, "chat-26")))  # fmt: skip
+                                    for e in events(site, "chat-26")), STARTED)  # fmt: skip
             os.kill(slow.pid, signal.SIGKILL)
             slow.wait()
             await serving(
@@ -288,6 +309,7 @@ def test_a_killed_worker_s_turn_is_answered_by_another_after_its_lease(site):
     assert "another worker takes the turn" in error["data"]["message"]
 
 
+@pytest.mark.timeout(300)  # the worker's start-up may take STARTED
 def test_sigterm_drains_the_worker_finishing_its_running_turn(site):
     worker = _worker_process(site, "tests.e2e.runtime_agents", pace="0.05")
 
@@ -295,7 +317,7 @@ def test_sigterm_drains_the_worker_finishing_its_running_turn(site):
         async with Device(site) as device:
             await device.send("chat-27", " ".join(["word"] * 20))
             await until(lambda: any(e["type"] == "TEXT_MESSAGE_CONTENT" and e.get("run")
-                                    for e in events(site, "chat-27")))  # fmt: skip
+                                    for e in events(site, "chat-27")), STARTED)  # fmt: skip
             worker.send_signal(signal.SIGTERM)
 
     asyncio.run(scenario())
@@ -349,6 +371,7 @@ def test_many_turns_over_three_worker_processes_each_answered_once(site):
     assert set(per_message.values()) == {1}  # no turn answered twice
 
 
+@pytest.mark.timeout(300)  # the worker's start-up may take STARTED
 def test_a_worker_stopped_before_its_turn_ends_hands_the_turn_back(site):
     worker = _worker_process(site, "tests.e2e.runtime_agents", pace="1.0", drain="0.5")
 
@@ -356,7 +379,7 @@ def test_a_worker_stopped_before_its_turn_ends_hands_the_turn_back(site):
         async with Device(site) as device:
             await device.send("chat-40", " ".join(["word"] * 40))
             await until(lambda: any(e["type"] == "TEXT_MESSAGE_CONTENT" and e.get("run")
-                                    for e in events(site, "chat-40")))  # fmt: skip
+                                    for e in events(site, "chat-40")), STARTED)  # fmt: skip
             worker.send_signal(signal.SIGTERM)
 
     asyncio.run(scenario())
