@@ -43,8 +43,10 @@ if env_bool("TRUST_X_FORWARDED_PROTO", False):
     # Only behind a proxy that terminates TLS and always sets (overwrites) this header.
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
+# Not "daphne": its app only makes `runserver` serve ASGI, and it imports Twisted into every
+# process (0.65 s of CPU a `manage.py` command here). The demo is served by `python -m daphne`
+# (`make run`); `runserver` would serve its pages without WebSockets.
 INSTALLED_APPS = [
-    "daphne",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",

@@ -32,7 +32,7 @@ from django.utils.module_loading import import_string
 
 from mlexec_app import services
 from mlexec_app.conf import get_config
-from mlexec_app.diagnostics.pipeline import ALL as PIPELINE_DIAGNOSTICS
+from mlexec_app.diagnostics.names import ALL as PIPELINE_DIAGNOSTICS
 from mlexec_app.exceptions import InvalidInput, InvalidTransition, NotFound
 from mlexec_app.models import DiagnosticJob, MetricDirection, Project, RunStatus
 

@@ -11,7 +11,6 @@ import csv
 import io
 from typing import Any
 
-import numpy as np
 from django.db import transaction
 
 from mlexec_app import jobs, services
@@ -95,6 +94,8 @@ def corrected_labels_csv(job: DiagnosticJob) -> str:
 def corrected_labels_npz(job: DiagnosticJob) -> bytes:
     """The accepted fixes as NPZ arrays ``index``, ``given``, ``corrected`` (no pickled objects:
     ``numpy.load`` reads them with ``allow_pickle=False``)."""
+    import numpy as np  # here: the admin imports this module in every Django process
+
     accepted = list(
         job.label_decisions.filter(verdict=LabelDecision.Verdict.ACCEPT)
         .order_by("index")

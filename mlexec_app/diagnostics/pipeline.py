@@ -21,13 +21,11 @@ from mlexec_app.diagnostics import learning_curve as curve_mod
 from mlexec_app.diagnostics import sanity, slices
 from mlexec_app.diagnostics.data import Dataset
 from mlexec_app.diagnostics.exceptions import DiagnosticsError
+from mlexec_app.diagnostics.names import ALL, FULL
 from mlexec_app.diagnostics.networks import ModelSpec
 from mlexec_app.diagnostics.progress import Progress
 from mlexec_app.diagnostics.training import TrainConfig
 
-ALL = ("overfit_batch", "lr_range", "label_issues", "learning_curve", "baseline", "slices")
-#: The full diagnosis: evidence on data quality, on more data, and the four error rates.
-FULL = ("label_issues", "learning_curve", "baseline", "slices")
 #: Suspected label errors drawn as images in a report (the rest are listed).
 IMAGES_IN_REPORT = 24
 #: Misclassified dev examples kept for the error-analysis page, and the features shown per

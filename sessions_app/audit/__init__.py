@@ -12,44 +12,23 @@ See docs/sessions/audit.md for each probe, each verdict and the JSON format.
 
 from __future__ import annotations
 
-import asyncio
-import ssl
-from collections.abc import Mapping
-from dataclasses import replace
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from sessions_app.audit.probes import AuditInputError, Target, observe
-from sessions_app.domain import audit as verdicts
-from sessions_app.domain.audit import Report
+if TYPE_CHECKING:
+    from sessions_app.audit.probes import AuditInputError, Target
+    from sessions_app.audit.run import audit, run_audit
 
 __all__ = ["AuditInputError", "Target", "audit", "run_audit"]
 
-
-async def audit(
-    url: str,
-    protocol: str = "sse",
-    *,
-    headers: Mapping[str, str] | None = None,
-    prompt: str | None = None,
-    thread: str = "",
-    model: str = "gpt-4o-mini",
-    timeout: float = 60.0,  # noqa: ASYNC109 (each stream's bound, not the whole audit's)
-    settle: float | None = None,
-    verify: bool | ssl.SSLContext = True,
-) -> Report:
-    """Run the audit on the running event loop; bad input is a report, never an exception.
-
-    ``timeout`` bounds each stream (seconds); ``settle`` overrides the pause before a plain
-    SSE way back; ``verify`` is httpx's (False, or an ``ssl.SSLContext`` for a private CA).
-    """
-    target = Target(url, protocol, dict(headers or {}), thread=thread, model=model)
-    target = replace(target, timeout=timeout, settle=settle, prompt=prompt or target.prompt)
-    try:
-        target = target.checked()
-    except AuditInputError as error:
-        return verdicts.blocked(url, protocol, str(error))
-    return verdicts.report(await observe(target, verify=verify))
+# Where each public name lives. The package imports them on first use: every Django process
+# imports ``sessions_app.audit.admin`` (and so this package) when the admin loads, and the
+# probes' HTTP and WebSocket clients are not worth a start-up that never audits.
+_HOMES = {"AuditInputError": "probes", "Target": "probes", "audit": "run", "run_audit": "run"}
 
 
-def run_audit(url: str, protocol: str = "sse", **options: object) -> Report:
-    """:func:`audit` from synchronous code (its own event loop)."""
-    return asyncio.run(audit(url, protocol, **options))  # type: ignore[arg-type]
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{home}"), name)
