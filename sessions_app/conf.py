@@ -124,6 +124,6 @@ def _reset(*, setting: str, **kwargs: Any) -> None:
 
 
 def connect_signals() -> None:
-    from django.test.signals import setting_changed
+    from django.core.signals import setting_changed  # not django.test: its client and utils
 
     setting_changed.connect(_reset, dispatch_uid="sessions_app.conf.reset")

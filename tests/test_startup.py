@@ -15,7 +15,7 @@ import pytest
 pytestmark = pytest.mark.engine_independent
 
 ROOT = Path(__file__).resolve().parents[1]
-HEAVY = ("numpy", "torch", "twisted", "httpx", "sessions_app.audit.probes")
+HEAVY = ("numpy", "torch", "twisted", "httpx", "sessions_app.audit.probes", "django.test")
 PROBE = f"""
 import json, sys
 import django
