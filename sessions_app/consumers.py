@@ -82,6 +82,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
         # claim waits at a time, beside the socket's other frames.
         self.keyed = credentials.scope_bearer(self.scope) is not None
         self.claiming: asyncio.Task[None] | None = None
+        self.claim_stop = asyncio.Event()
         self.flow = Flow(self)
         await self.accept()
         metrics.SOCKETS.inc()
@@ -284,12 +285,20 @@ class SessionConsumer(AsyncWebsocketConsumer):
         ask = _claim_ask(frame)
         if self.claiming is not None:
             raise Conflict("a claim is waiting on this connection already: one at a time")
-        self.claiming = asyncio.create_task(self._claim(frame.get("id"), ask))
+        self.claim_stop = stop = asyncio.Event()
+        self.claiming = asyncio.create_task(self._claim(frame.get("id"), ask, stop))
 
-    async def _claim(self, frame_id: Any, ask: ClaimIn) -> None:
+    async def op_stop_claim(self, frame: dict[str, Any]) -> None:
+        """End the socket's waiting claim now (a worker stopping): it answers with what it
+        has taken (a look under way finishes), so nothing is claimed for a worker that left."""
+        waiting = self.claiming is not None
+        self.claim_stop.set()
+        await self.send_frame({"type": "claim_stopped", "id": frame.get("id"), "waiting": waiting})
+
+    async def _claim(self, frame_id: Any, ask: ClaimIn, stop: asyncio.Event) -> None:
         try:
             taken = await dispatch.claim_waiting(
-                lambda: self.actor, ask.agents, ask.worker, ask.limit, ask.wait
+                lambda: self.actor, ask.agents, ask.worker, ask.limit, ask.wait, stop
             )
             answer = {"type": "turns", "id": frame_id, "turns": [t.as_dict() for t in taken]}
         except SessionError as exc:
@@ -470,4 +479,5 @@ OPERATIONS = {
     "heartbeat": SessionConsumer.op_heartbeat,
     "feedback": SessionConsumer.op_feedback,
     "claim": SessionConsumer.op_claim,
+    "stop_claim": SessionConsumer.op_stop_claim,
 }

@@ -72,28 +72,39 @@ class Claimed:
 
 
 async def claim_waiting(
-    actor: Callable[[], Actor], agents: list[str], worker: str, limit: int, wait: float
+    actor: Callable[[], Actor],
+    agents: list[str],
+    worker: str,
+    limit: int,
+    wait: float,
+    stop: asyncio.Event | None = None,
 ) -> list[Claimed]:
     """``claim``, waiting up to ``wait`` seconds (at most ``TURN_CLAIM_WAIT_MAX``) for a turn:
     woken by the channel layer when turns may be claimed, looking again every
     ``POLL_SECONDS`` anyway. ``actor`` is asked before every look, so a connection's access
-    re-check reaches a claim that waits on it."""
+    re-check reaches a claim that waits on it; ``stop`` ends the wait (a look under way
+    finishes, and what it took is returned)."""
     agents = [a for a in agents if _valid_agent(a)]
     run = dbexec.run_write if connection.vendor == "sqlite" else dbexec.run_read  # one writer
     wait = min(wait, setting("TURN_CLAIM_WAIT_MAX"))
     deadline = time.monotonic() + wait
     wakeups = await _wakeups() if wait > 0 else None
-    while True:
-        woken = wakeups.next() if wakeups is not None else None  # taken before looking
+    stop = stop or asyncio.Event()
+    while not stop.is_set():
+        woken = wakeups.next() if wakeups is not None else asyncio.Event()  # before looking
         taken = await run(claim, actor(), agents, worker, limit)
         left = deadline - time.monotonic()
         if taken or left <= 0:
             return taken
-        if woken is None:
-            await asyncio.sleep(min(left, POLL_SECONDS))
-            continue
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(woken.wait(), min(left, POLL_SECONDS))
+        waits = [asyncio.ensure_future(e.wait()) for e in (woken, stop)]
+        try:
+            await asyncio.wait(
+                waits, timeout=min(left, POLL_SECONDS), return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+    return []
 
 
 def _valid_agent(name: str) -> bool:

@@ -141,6 +141,7 @@ OPERATIONS: tuple[Operation, ...] = (
     # A worker's claim over its socket: API keys only, as at the REST door (a browser's
     # signed token or cookie may not claim: 403).
     Operation("claim turns", "WebSocket", '{"op": "claim"}', WS_WORKER, True, True),
+    Operation("stop a waiting claim", "WebSocket", '{"op": "stop_claim"}', SIGNED_IN),
     # --- Durable Streams ----------------------------------------------------------------------
     Operation("create", "Durable Streams", "PUT /v1/stream/{name}", DS_CREATE, writes=True),
     Operation("read", "Durable Streams", "GET /v1/stream/{name}", DS),

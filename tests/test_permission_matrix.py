@@ -395,6 +395,7 @@ def ws_frames(op: table.Operation, ids: dict[str, str]) -> list[dict[str, Any]]:
         "feedback": [{"op": "feedback", "session": name, "message": "a1", "rating": "up"}],
         "presence": [subscribed, {"op": "presence", "session": name}],
         "claim": [{"op": "claim", "agents": ["assistant"], "worker": "w"}],
+        "stop_claim": [{"op": "stop_claim"}],
     }[table.ws_op(op)]
     return [{**frame, "id": i} for i, frame in enumerate(frames)]
 

@@ -33,6 +33,7 @@ from sessions_app.client import ConnectionClosed, PublishError, Run, RunCancelle
 
 logger = logging.getLogger("sessions_app.agents.worker")
 TURNS_PATH = "/api/sessions/turns"
+STOP_CLAIM_SECONDS = 10.0  # a stopped claim answers at once; a server that does not is left
 
 
 class Worker:
@@ -110,10 +111,8 @@ class Worker:
                     continue
                 claim = asyncio.create_task(self._claim(self.concurrency - len(self.active)))
                 await asyncio.wait([claim, stopping], return_when=asyncio.FIRST_COMPLETED)
-                if not claim.done():  # stopping: a turn claimed now would be handed back
-                    claim.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await claim
+                if not claim.done():  # stopping: what the claim took yet is handed back
+                    await self._stop_claim(claim)
                     break
                 try:
                     turns = claim.result()
@@ -146,6 +145,19 @@ class Worker:
             self.lease = float(raw.get("lease_seconds") or self.lease)
             turns.append(_turn(raw))
         return turns
+
+    async def _stop_claim(self, claim: asyncio.Task[list[Turn]]) -> None:
+        """End the waiting claim on the server (it answers at once with what it took) and hand
+        those turns back: a turn claimed for a worker that stops is offered again now, not
+        after its lease."""
+        with contextlib.suppress(PublishError, ConnectionClosed):
+            await asyncio.wait_for(
+                self.client.request({"op": "stop_claim"}, retry=False), STOP_CLAIM_SECONDS
+            )
+        with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
+            for turn in await asyncio.wait_for(claim, STOP_CLAIM_SECONDS):
+                await self._release(turn.id)
+        claim.cancel()
 
     # --- one turn ------------------------------------------------------------------------
 
@@ -217,14 +229,17 @@ class Worker:
         # Handed back first: the server ends each run (agent_lost) and offers the turn again;
         # then the handlers stop (what they still write is refused: their run has ended).
         for turn_id in [t for t, task in self.active.items() if task in pending]:
-            with contextlib.suppress(httpx.HTTPError):
-                assert self._http is not None
-                await self._http.post(
-                    f"{TURNS_PATH}/release", json={"worker": self.name, "turn": turn_id}
-                )
+            await self._release(turn_id)
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _release(self, turn_id: int) -> None:
+        with contextlib.suppress(httpx.HTTPError):
+            assert self._http is not None
+            await self._http.post(
+                f"{TURNS_PATH}/release", json={"worker": self.name, "turn": turn_id}
+            )
 
 
 async def _handle(handler: Handler, turn: Turn, run: Run) -> None:

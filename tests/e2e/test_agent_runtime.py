@@ -387,3 +387,29 @@ def test_a_worker_stopped_before_its_turn_ends_hands_the_turn_back(site):
     # Handed back (not left to its lease): the server ended the run and offers the turn again.
     error = next(e for e in events(site, "chat-40") if e["type"] == "RUN_ERROR")
     assert "shut down" in error["data"]["message"], error
+
+
+def test_a_worker_stopped_while_its_claim_waits_claims_nothing_more(site):
+    reply = httpx.post(f"{site['base']}/api/sessions/", json={"name": "chat-after-stop"},
+                       headers={"Authorization": f"Bearer {site['own']}"})  # fmt: skip
+    reply.raise_for_status()
+
+    async def scenario():
+        async with SessionsClient(site["base"], api_key=site["key"]) as client:
+            stop = asyncio.Event()
+            stopped = Worker(client, {"echo": runtime_agents.noop}, wait=30)
+            task = asyncio.create_task(stopped.serve(stop))
+            await asyncio.sleep(1.0)  # its claim waits on the server
+            stop.set()
+            await task  # its socket stays open: a claim left waiting there would take the turn
+            async with Device(site) as device:
+                await device.send("chat-after-stop", "anyone there?")
+            await serving(
+                site,
+                {"echo": runtime_agents.noop},
+                until(lambda: any(o for _, o in answers(site, "chat-after-stop")), timeout=60),
+            )
+
+    asyncio.run(scenario())
+    [(run, outcome)] = answers(site, "chat-after-stop")
+    assert outcome == "success" and run.endswith("-1")  # the first attempt: never taken before

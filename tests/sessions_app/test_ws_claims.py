@@ -138,3 +138,18 @@ async def test_a_key_revoked_while_its_claim_waits_closes_the_socket_and_claims_
         assert message["code"] == 4401
     await ask(alice, "after")
     assert await states() == {"after": "queued"}
+
+
+async def test_a_stopped_claim_answers_at_once_and_claims_nothing_after(alice, worker_key):
+    _, secret = worker_key
+    async with connect(headers=key_headers(secret)) as worker:
+        await worker.send({"op": "claim", "id": "c", "agents": ["a"], "worker": "w", "wait": 30})
+        stopped = await worker.request("stop_claim")
+        assert stopped["type"] == "claim_stopped" and stopped["waiting"] is True
+        ended = await worker.recv_type("turns", timeout=10)  # not after the claim's 30 s
+        assert ended == {"type": "turns", "id": "c", "turns": []}
+        await ask(alice, "after")
+        assert await worker.nothing_more(0.5)
+        assert await states() == {"after": "queued"}
+        again = await worker.request("claim", agents=["a"], worker="w", wait=30)
+        assert [t["session"] for t in again["turns"]] == ["after"]  # a new claim works
