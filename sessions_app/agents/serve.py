@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import Mapping
@@ -29,6 +30,10 @@ async def run(
     label: str = "agent worker",
 ) -> None:
     """Serve ``handlers`` on the site at ``url`` until SIGTERM or SIGINT, then drain."""
+    # What start-up made (Django, the handlers' frameworks) lives as long as the process: out
+    # of the collector's sight, the first full collection does not stall an answer for it.
+    gc.collect()
+    gc.freeze()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
