@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 
 from django.core.asgi import get_asgi_application
@@ -24,3 +25,8 @@ application = ProtocolTypeRouter(
         "websocket": websocket_application(),
     }
 )
+
+# What start-up made lives as long as the process: out of the collector's sight, the first full
+# collection does not stall every socket of the worker for it.
+gc.collect()
+gc.freeze()

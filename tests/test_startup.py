@@ -49,3 +49,22 @@ def test_the_audit_names_still_import_from_the_package():
     assert audit.Target.__module__ == "sessions_app.audit.probes"
     with pytest.raises(AttributeError):
         audit.nothing_here  # noqa: B018
+
+
+def test_the_demo_asgi_application_freezes_its_start_up_objects(tmp_path):
+    """The server's collector no longer walks what start-up made (Django, the apps, the API
+    schema): the first full collection stalled a worker's answers for 85-100 ms in issue #20's
+    benchmark; in the server it would stall every socket of the process."""
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        "DEBUG": "1",
+    }
+    env.pop("REDIS_URL", None)
+    probe = "import gc, config.asgi; print(gc.get_freeze_count())"
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=120, check=True,
+    )  # fmt: skip
+    assert int(done.stdout.split()[-1]) > 10_000
