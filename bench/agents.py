@@ -8,7 +8,8 @@
 (c) a worker killed (SIGKILL) mid-turn: time until another worker starts the turn again,
     against the lease.
 
-``python -m bench agents [--messages 60] [--turns 2000] [--sizes 10,1000,10000]``
+``python -m bench agents [--messages 60] [--turns 2000] [--sizes 10,1000,10000]
+[--server daphne|uvicorn]``
 """
 
 from __future__ import annotations
@@ -308,6 +309,7 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=2000)
     parser.add_argument("--sizes", default="10,1000,10000")
     parser.add_argument("--parts", default="a,b,c", help="which measurements to run")
+    parser.add_argument("--server", choices=("daphne", "uvicorn"), default="daphne")
     args = parser.parse_args()
     os.environ.setdefault("DATABASE_URL", "postgres://root@127.0.0.1:5432/test")
     os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -319,7 +321,7 @@ def main() -> None:
     with site_database(Path(tempfile.mkdtemp()), "benchagents") as env:
         env["SESSIONS_APP_JSON"] = json.dumps(settings)
         env["RUNTIME_AGENT_PACE"] = "0"
-        with DaphneProcess(env) as server:
+        with DaphneProcess(env, server=args.server) as server:
             base = server.base
             parts = set(args.parts.split(","))
             for size in [int(s) for s in args.sizes.split(",")] if "a" in parts else [args.turns]:
