@@ -11,7 +11,8 @@ Run from the repository root::
 **Accuracy.** For each dataset (scikit-learn's digits, breast cancer and wine, and
 ``make_classification`` variants whose label noise sets a known Bayes-error floor) and each
 fraction f of it (a stratified random subset, three seeds each), the learning curve is measured
-on the subset exactly as a diagnostic job measures it (5 folds x 6 sizes) and asked for the dev
+on the subset exactly as a diagnostic job measures it (5 folds x 6 sizes, in as many passes of
+the folds as its rows call for: ``repeats_for``, 1 from 1,200 rows) and asked for the dev
 error at the training size the *whole* dataset gives (1/f times the data). Then the whole
 dataset is measured by the same procedure, and its dev error at that size is the truth. We
 report the mean absolute error of the prediction and how often the truth lies in the 80%
@@ -105,18 +106,19 @@ def accuracy(
     for name, data in datasets().items():
         if names and name not in names:
             continue
-        full_sizes, _, full_dev = measure(data)
+        full_sizes, _, full_dev, _ = measure(data)
         truth_size = full_sizes[-1]
         truth = float(full_dev[:, -1].mean())
         for fraction in fractions:
             for seed in seeds:
                 sub = data.subset(stratified_subset(data.y, fraction, seed))
                 started = time.perf_counter()
-                sizes, train, dev = measure(sub)
+                sizes, train, dev, wrong = measure(sub)
                 boot = bootstrap(
-                    sizes, dev, dev_rows=len(sub.y), train_error=float(train.mean(0)[-1])
-                )
-                curve = judge(sizes, train.mean(0), dev, None, dev_rows=len(sub.y))
+                    sizes, dev, dev_rows=len(sub.y), train_error=float(train.mean(0)[-1]),
+                    wrong=wrong,
+                )  # fmt: skip
+                curve = judge(sizes, train.mean(0), dev, None, dev_rows=len(sub.y), wrong=wrong)
                 seconds.append(time.perf_counter() - started)
                 if boot is None:  # under three training sizes: nothing to extrapolate
                     skipped.append(f"{name} at {fraction}")
@@ -127,7 +129,7 @@ def accuracy(
                         "dataset": name, "fraction": fraction, "seed": seed,
                         "predicted": pred.value, "low": pred.low, "high": pred.high,
                         "truth": truth, "inside": pred.low <= truth <= pred.high,
-                        "error": abs(pred.value - truth),
+                        "error": abs(pred.value - truth), "passes": len(wrong),
                     }
                 )  # fmt: skip
                 if fraction != 0.1:
@@ -234,14 +236,15 @@ def body(acc: dict | None, diag: dict | None, search: dict | None) -> str:
         )
         lines += [
             "",
-            "| dataset | fraction | MAE | inside 80% interval |",
-            "| --- | --- | --- | --- |",
+            "| dataset | fraction | passes of the 5 folds | MAE | inside 80% interval |",
+            "| --- | --- | --- | --- | --- |",
         ]
         for name in dict.fromkeys(c["dataset"] for c in cases):
             for fraction in sorted({c["fraction"] for c in cases if c["dataset"] == name}):
                 group = [c for c in cases if c["dataset"] == name and c["fraction"] == fraction]
                 lines.append(
-                    f"| {name} | {fraction} | {np.mean([c['error'] for c in group]):.3f} | "
+                    f"| {name} | {fraction} | {group[0]['passes']} | "
+                    f"{np.mean([c['error'] for c in group]):.3f} | "
                     f"{sum(c['inside'] for c in group)}/{len(group)} |"
                 )
         if acc["skipped"]:

@@ -1,7 +1,8 @@
 """Learning curves: train and dev error as the training set grows, and what more data buys.
 
 For each of ``k`` folds the held-out fold is the dev set, and models train on nested, stratified
-subsets of the other folds (all sizes and folds train at once, see ``training``). Three curve
+subsets of the other folds (all sizes and folds train at once, see ``training``); data under
+1,200 rows is measured in several passes of the folds (see :func:`repeats_for`). Three curve
 shapes are fitted to the mean dev errors, each size weighted by its size over its binomial
 noise: a power law with a floor ``a n^-b + c`` (``c`` is the error more data cannot remove), a
 power law without one ``a n^-b``, and a plateau that falls and levels off
@@ -11,19 +12,19 @@ and scored on those (plus Akaike's 2 per free parameter), and the prediction is 
 weighted by that score (a likelihood).
 
 How sure the extrapolation is comes from a bootstrap over folds and sizes and shapes: each
-replicate draws the folds with replacement (their dev errors averaged per size), the training
-sizes with replacement (a size drawn twice weighs twice, one not drawn is left out of the fit)
-and a shape by its weight, refits, and is shifted by the error the averaged shapes made on the
-held-out sizes (pooled over every split of the measured sizes into a fitted start and the
-largest), grown in proportion to how far (in log size) the prediction reaches. The 10th
-and 90th percentiles, plus the binomial noise of measuring a dev error on the dev set such data
-would have, give each prediction its interval (80% by default). The gain of more data is
-never below 0 (more data does not raise the expected dev error) nor below the least gain the
-measured fall over the last doubling guarantees if the error above its floor falls no faster
-than ``1/n`` (see :class:`Fall`). The verdict reads the
-interval, never the point alone: more data helps only when the whole interval of what ten
-times the data gains is material, won't help only when none of it is, and can't tell yet
-otherwise.
+replicate draws the folds with replacement (their dev errors averaged per size; with several
+passes, the rows and the passes, crossed), the training sizes with replacement (a size drawn
+twice weighs twice, one not drawn is left out of the fit) and a shape by its weight, refits,
+and is shifted by the error the averaged shapes made on the held-out sizes (pooled over every
+split of the measured sizes into a fitted start and the largest), grown in proportion to how
+far (in log size) the prediction reaches. The 10th and 90th percentiles, plus the binomial
+noise of measuring a dev error on the dev set such data would have, give each prediction its
+interval (80% by default). The gain of more data is never below 0 (more data does not raise
+the expected dev error) nor below the least gain the measured fall over the last doubling
+guarantees if the error above its floor falls no faster than ``1/n`` (see :class:`Fall`). The
+verdict reads the interval, never the point alone: more data helps only when the whole
+interval of what ten times the data gains is material, won't help only when none of it is,
+and can't tell yet otherwise.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 from statistics import NormalDist
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -74,6 +75,18 @@ MAX_EXPONENT = 1.0
 #: The measured fall the least further gain rests on spans this multiple of sizes: the last
 #: doubling of today's data.
 FALL_SPAN = 2.0
+#: Small data is measured several times over (new folds, new nested subsets, new models) until
+#: about this many dev answers back each size: each model costs the same whatever its training
+#: size (see ``training``), so the repeats cost in proportion to their count, and only data
+#: under half this many rows gets any.
+REPEAT_ROWS = 2400
+#: At most this many passes of the k folds (300 rows: 8 x 30 models, about 15 s on one core).
+MAX_REPEATS = 8
+
+
+def repeats_for(rows: int) -> int:
+    """Passes of the k folds a learning curve measures on ``rows`` rows (1 from 1,200 rows)."""
+    return int(min(MAX_REPEATS, max(1, REPEAT_ROWS // max(rows, 1))))
 
 
 def material_gain(current: float) -> float:
@@ -428,17 +441,30 @@ class Fall:
 
 
 def fall(
-    sizes: np.ndarray, dev_by_fold: np.ndarray, dev_rows: int, span: float = FALL_SPAN
+    sizes: np.ndarray,
+    dev_by_fold: np.ndarray,
+    dev_rows: int,
+    span: float = FALL_SPAN,
+    *,
+    wrong: np.ndarray | None = None,
 ) -> Fall | None:
     """The measured fall of dev error over the last ``span`` times the largest size (the
-    measured size nearest ``largest / span`` in log size to the largest); None with one size."""
+    measured size nearest ``largest / span`` in log size to the largest); None with one size.
+
+    With ``wrong`` (repeats, sizes, rows) from two passes or more, its noise is read from the
+    rows and the passes (see :func:`_repeated_margin`)."""
     sizes = np.asarray(sizes, float)
     if len(sizes) < 2:
         return None
     first = int(np.argmin(np.abs(np.log(sizes[:-1]) - np.log(sizes[-1] / span))))
+    tail = 1 - (1 - LEVEL) / 2
+    if wrong is not None and len(wrong) >= 2:
+        changes = np.asarray(wrong[:, first], float) - np.asarray(wrong[:, -1], float)
+        value = float(changes.mean())
+        margin = _repeated_margin(changes, tail)
+        return Fall(int(sizes[first]), int(sizes[-1]), round(value, 4), round(value - margin, 4))
     drops = dev_by_fold[:, first] - dev_by_fold[:, -1]
     folds = len(drops)
-    tail = 1 - (1 - LEVEL) / 2
     value = float(drops.mean())
     rows = max(dev_rows, 1)
     if folds >= 3:
@@ -454,9 +480,28 @@ def fall(
     return Fall(int(sizes[first]), int(sizes[-1]), round(value, 4), round(value - margin, 4))
 
 
+def _repeated_margin(changes: np.ndarray, tail: float) -> float:
+    """Margin below a fall measured in several passes over the same dev rows.
+
+    ``changes`` is (passes, rows): each row's change of answer between the two sizes (1: wrong
+    at the smaller, right at the larger; -1: the reverse).
+    Two noises add up: the dev rows' (each row's change averaged over the passes, their
+    spread over √rows) and the training draws' (each pass's mean, their spread over
+    √passes, with Student's t). Each row's average still holds a little of the training
+    noise, so the sum counts that part twice: a little wide rather than narrow.
+    """
+    passes, rows = changes.shape
+    by_rows = float(changes.mean(0).var(ddof=1)) / rows
+    by_passes = float(changes.mean(1).var(ddof=1)) / passes
+    z = NormalDist().inv_cdf(tail)
+    return math.sqrt(z * z * by_rows + _t_quantile(tail, passes - 1) ** 2 * by_passes)
+
+
 def _t_quantile(p: float, df: int) -> float:
     """Student's t quantile (Cornish-Fisher expansion around the normal one; within 1% of the
-    exact value from 2 degrees of freedom at the 90th percentile)."""
+    exact value from 2 degrees of freedom at the 90th percentile; exact at 1, Cauchy's)."""
+    if df == 1:
+        return math.tan(math.pi * (p - 0.5))
     z = NormalDist().inv_cdf(p)
     return (
         z
@@ -474,9 +519,11 @@ def bootstrap(
     replicates: int = REPLICATES,
     seed: int = 0,
     train_error: float = 0.0,
+    wrong: np.ndarray | None = None,
 ) -> Bootstrap | None:
     """Fit the curve's shapes, weigh them by how well they extrapolated on the measured sizes,
-    and fit ``replicates`` resampled curves (folds and sizes with replacement)."""
+    and fit ``replicates`` resampled curves (folds, or with ``wrong`` from two passes or more
+    rows and passes, and sizes with replacement)."""
     sizes = np.asarray(sizes, float)
     dev_by_fold = np.atleast_2d(np.asarray(dev_by_fold, float))
     n_folds, n_sizes = dev_by_fold.shape
@@ -498,8 +545,12 @@ def bootstrap(
     weights, spread = _shape_weights(sizes, mean, precision, variance)
     law = PowerLaw(*(float(v) for v in points[POWER_LAW][0]))
     rng = np.random.default_rng(seed)
-    picks = rng.integers(0, n_folds, (replicates, n_folds))
-    errors = dev_by_fold[picks].mean(1)  # (B, S)
+    repeated = wrong is not None and len(wrong) >= 2
+    if repeated:
+        errors = _crossed(np.asarray(wrong, float), replicates, rng)  # (B, S)
+    else:
+        picks = rng.integers(0, n_folds, (replicates, n_folds))
+        errors = dev_by_fold[picks].mean(1)  # (B, S)
     drawn = np.stack(
         [
             np.bincount(rng.integers(0, n_sizes, n_sizes), minlength=n_sizes)
@@ -518,8 +569,22 @@ def bootstrap(
     return Bootstrap(
         law, weights, points, params, pick, shift, spread, float(sizes[-1]),
         errors[:, -1], float(mean[-1]), rows, seed, float(train_error),
-        fall(sizes, dev_by_fold, rows),
+        fall(sizes, dev_by_fold, rows, wrong=wrong if repeated else None),
     )  # fmt: skip
+
+
+def _crossed(wrong: np.ndarray, replicates: int, rng: np.random.Generator) -> np.ndarray:
+    """(B, S) mean dev errors of curves resampled over rows and passes at once.
+
+    The passes share their dev rows, so resampling their folds as if independent would count
+    the rows' noise once per pass. Instead each replicate draws the rows (the dev set's noise)
+    and the passes (the training draws' noise) with replacement, crossed: a little wide rather
+    than narrow (McCullagh 2000, "Resampling and exchangeable arrays", Bernoulli 6).
+    """
+    repeats, _, rows = wrong.shape
+    by_pass = rng.multinomial(repeats, np.full(repeats, 1 / repeats), replicates)
+    by_row = rng.multinomial(rows, np.full(rows, 1 / rows), replicates)
+    return np.einsum("br,rsn,bn->bs", by_pass, wrong, by_row) / (repeats * rows)
 
 
 def _shape_weights(
@@ -571,12 +636,26 @@ def learning_curve(
     spec: ModelSpec | None = None,
     config: TrainConfig | None = None,
     progress: Progress | None = None,
+    repeats: int | None = None,
 ) -> LearningCurve:
     """Measure the curve on ``data`` and judge whether more data reaches ``target_error``."""
-    sizes, train, dev = measure(
-        data, folds=folds, n_sizes=n_sizes, spec=spec, config=config, progress=progress
-    )
-    return judge(sizes, train.mean(0), dev, target_error, dev_rows=len(data.y))
+    sizes, train, dev, wrong = measure(
+        data, folds=folds, n_sizes=n_sizes, spec=spec, config=config, progress=progress,
+        repeats=repeats,
+    )  # fmt: skip
+    return judge(sizes, train.mean(0), dev, target_error, dev_rows=len(data.y), wrong=wrong)
+
+
+class Measured(NamedTuple):
+    """What :func:`measure` measured; ``train`` and ``dev`` are (repeats x folds, sizes),
+    one row per fold of each pass, pass after pass."""
+
+    sizes: list[int]
+    train: np.ndarray
+    dev: np.ndarray
+    #: (repeats, sizes, rows): whether each row's answer was wrong, in each pass, from the
+    #: model of the fold that held it out.
+    wrong: np.ndarray
 
 
 def measure(
@@ -588,25 +667,32 @@ def measure(
     config: TrainConfig | None = None,
     progress: Progress | None = None,
     sizes: list[int] | None = None,
-) -> tuple[list[int], np.ndarray, np.ndarray]:
-    """Train and dev error of every fold at every size: ``(sizes, train, dev)``, (folds, S).
+    repeats: int | None = None,
+) -> Measured:
+    """Train and dev error of every fold at every size, in ``repeats`` passes of the folds,
+    each with its own folds and nested subsets. The default is :func:`repeats_for` the rows
+    for the models that train as one batched ensemble, and one pass for the others (a CNN or
+    a user's model trains member after member: every pass would cost as much as the first).
 
     ``sizes`` (ascending, at most the pool each fold leaves) replaces the default spacing.
     """
     spec = spec or ModelSpec()
     config = config or TrainConfig()
-    dev_masks = stratified_folds(data.y, folds, config.seed)
+    repeats = repeats or (repeats_for(len(data.y)) if spec.vectorizable else 1)
+    passes = [stratified_folds(data.y, folds, config.seed + r) for r in range(repeats)]
+    dev_masks = [dev for masks_of_pass in passes for dev in masks_of_pass]
     pool = len(data.y) - max(int(m.sum()) for m in dev_masks)
     sizes = list(sizes) if sizes else training_sizes(pool, data.n_classes, n_sizes)
-    order = _stratified_order(data.y, config.seed)
     masks, owners = [], []
-    for fold, dev in enumerate(dev_masks):
-        ranked = order[~dev[order]]
-        for size in sizes:
-            mask = np.zeros(len(data.y), bool)
-            mask[ranked[:size]] = True
-            masks.append(mask)
-            owners.append((fold, size))
+    for r in range(repeats):
+        order = _stratified_order(data.y, config.seed + r)
+        for fold in range(folds):
+            ranked = order[~dev_masks[r * folds + fold][order]]
+            for size in sizes:
+                mask = np.zeros(len(data.y), bool)
+                mask[ranked[:size]] = True
+                masks.append(mask)
+                owners.append((r * folds + fold, size))
     if progress:
         progress.stage_step("sizes", 0, len(sizes), sizes=sizes)
     tick = progress.ticker("epoch") if progress else None
@@ -615,12 +701,15 @@ def measure(
         image_shape=data.image_shape, tick=tick,
     )  # fmt: skip
     wrong = probs.argmax(-1) != data.y[None]
-    train = np.zeros((folds, len(sizes)))
-    dev = np.zeros((folds, len(sizes)))
+    train = np.zeros((len(dev_masks), len(sizes)))
+    dev = np.zeros((len(dev_masks), len(sizes)))
+    rows = np.zeros((repeats, len(sizes), len(data.y)), bool)
     for m, (fold, size) in enumerate(owners):
-        train[fold, sizes.index(size)] = wrong[m][masks[m]].mean()
-        dev[fold, sizes.index(size)] = wrong[m][dev_masks[fold]].mean()
-    return sizes, train, dev
+        j, held = sizes.index(size), dev_masks[fold]
+        train[fold, j] = wrong[m][masks[m]].mean()
+        dev[fold, j] = wrong[m][held].mean()
+        rows[fold // folds, j, held] = wrong[m][held]
+    return Measured(sizes, train, dev, rows)
 
 
 def judge(
@@ -631,17 +720,20 @@ def judge(
     *,
     dev_rows: int | None = None,
     seed: int = 0,
+    wrong: np.ndarray | None = None,
 ) -> LearningCurve:
     """Fit the law with its bootstrap and turn it into a verdict (pure maths, no training).
 
-    ``dev_by_fold`` is (folds, sizes), or one row of mean dev errors.
+    ``dev_by_fold`` is (folds, sizes), or one row of mean dev errors; ``wrong`` (repeats,
+    sizes, rows), from :func:`measure`, lets the bootstrap and the fall read the repeats.
     """
     dev_by_fold = np.atleast_2d(np.asarray(dev_by_fold, float))
     train_error = np.asarray(train_error, float)
     dev_error = dev_by_fold.mean(0)
     boot = bootstrap(
-        sizes, dev_by_fold, dev_rows=dev_rows, seed=seed, train_error=float(train_error[-1])
-    )
+        sizes, dev_by_fold, dev_rows=dev_rows, seed=seed, train_error=float(train_error[-1]),
+        wrong=wrong,
+    )  # fmt: skip
     current = float(dev_error[-1])
     train = float(train_error[-1])
     largest = int(sizes[-1])
