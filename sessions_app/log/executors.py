@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from django.db import DatabaseError, InterfaceError, OperationalError, connections
 
 from sessions_app.domain.errors import Unavailable
+from sessions_app.log.binding import bind, unpreparable
 from sessions_app.log.lanes import close_all as close_loop_connections
 
 T = TypeVar("T")
@@ -39,15 +40,19 @@ def _executors() -> tuple[ThreadPoolExecutor, ThreadPoolExecutor]:
 
 
 def guarded(fn: Callable[..., T], *args: Any) -> T:
-    """Run ``fn`` on this thread's connection; an outage becomes ``Unavailable``."""
+    """Run ``fn`` on this thread's connection (bound on the server: ``log.binding``); an
+    outage becomes ``Unavailable``."""
     try:
+        bind(connections["default"])
         return fn(*args)
     except (OperationalError, InterfaceError) as exc:
         # The connection is probably gone (database restarted): reconnect next time.
         connections.close_all()
         raise Unavailable(f"the database did not answer: {exc}".strip()) from exc
-    except DatabaseError:
+    except DatabaseError as exc:
         connections.close_all()
+        if unpreparable(exc):  # a pooler under us: nothing was written, send it again
+            raise Unavailable("the database lost a prepared statement; try again") from exc
         raise
     finally:
         # These connections live long: with DEBUG on, Django would keep every statement.

@@ -12,12 +12,11 @@ session up over the same connection first (``Deferred.resolve_on_loop``).
 
 Two things make it cheap, each measured in bench/README.md:
 
-- Its statements are prepared on the server (psycopg's ``prepare_threshold``, 5 uses).
-  Django leaves prepared statements off so that transaction-pooling poolers work; this
-  connection follows ``OPTIONS["prepare_threshold"]`` when the site sets it, and otherwise
-  prepares, turning it off for good the first time the server says a prepared statement is
-  missing or already exists (what a pooler in transaction mode causes). That statement never
-  ran, so it is sent again unprepared.
+- Its statements are prepared on the server, by the rule of the log's threads
+  (``log.binding``): the site's ``OPTIONS["prepare_threshold"]`` when set, otherwise after
+  5 uses until the server first says a prepared statement is missing or already exists
+  (what a pooler in transaction mode causes). That statement never ran, so it is sent again
+  unprepared.
 - No thread hop: the statement runs on the loop.
 
 One connection per event loop (per worker process, in practice), opened on the loop's second
@@ -43,6 +42,7 @@ from django.db import connections
 
 from sessions_app.conf import setting
 from sessions_app.domain.errors import SessionError, Unavailable
+from sessions_app.log.binding import prepare_threshold, unpreparable
 
 logger = logging.getLogger("sessions_app.log")
 
@@ -103,7 +103,6 @@ class LoopConnection:
         self._loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
         self._lone = 0  # lone appends offered so far
         self._retry_at = 0.0
-        self._prepare = True  # until the server shows it cannot keep prepared statements
         with _open_lock:
             _open.add(self)
 
@@ -126,21 +125,22 @@ class LoopConnection:
             except asyncio.CancelledError:  # mid-statement: the connection's state is unknown
                 self._drop()
                 raise
-            except _Unprepared:
-                self._prepare = False
+            except _Unprepared:  # prepared statements are now off (``unpreparable``)
                 self._drop()
             except Exception as exc:
                 raise LaneFailed(self._failed(exc)) from exc
         return None
 
     async def _fetch(self, conn: Any, sql: str, params: list[Any]) -> list[Any]:
-        from psycopg import errors
+        import psycopg
 
         try:
             cursor = await conn.execute(sql, params)
             return list(await cursor.fetchall())
-        except (errors.InvalidSqlStatementName, errors.DuplicatePreparedStatement) as exc:
-            raise _Unprepared from exc
+        except psycopg.Error as exc:
+            if unpreparable(exc):
+                raise _Unprepared from exc
+            raise
 
     def _failed(self, exc: Exception) -> SessionError:
         import psycopg
@@ -165,8 +165,7 @@ class LoopConnection:
         params = db.get_connection_params()
         params.pop("cursor_factory", None)  # Django's are sync cursors
         params.pop("pool", None)
-        if "prepare_threshold" not in options:
-            params["prepare_threshold"] = 5 if self._prepare else None
+        params["prepare_threshold"] = prepare_threshold(options)
         conn = None
         try:
             conn = await psycopg.AsyncConnection.connect(**params, autocommit=True)

@@ -16,7 +16,7 @@ from django.db import connection
 from django.test import AsyncClient, override_settings
 from django.urls import include, path
 
-from sessions_app.log import lanes
+from sessions_app.log import binding, lanes
 from sessions_app.models import Entry, Session
 
 urlpatterns = [path("v1/stream/", include("sessions_app.streams.urls"))]
@@ -126,7 +126,8 @@ async def test_an_expired_stream_is_not_appended_to_though_its_lookup_was_kept()
     assert await messages() == [{"n": n} for n in range(3)]
 
 
-async def test_prepared_statements_lost_by_a_pooler_are_sent_again_unprepared():
+async def test_prepared_statements_lost_by_a_pooler_are_sent_again_unprepared(monkeypatch):
+    monkeypatch.setattr(binding, "PREPARING", True)  # what it turns off, for this test only
     client = AsyncClient()
     await client.put(URL, data=b"[]", content_type=JSON)
     for i in range(8):
