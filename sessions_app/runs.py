@@ -20,6 +20,7 @@ from sessions_app.domain.errors import BadEvent
 from sessions_app.domain.judgement import USAGE, add_usage
 from sessions_app.domain.runs import RUN_EVENTS, RunStatus, next_status
 from sessions_app.models import Run
+from sessions_app.rows import save_row
 
 if TYPE_CHECKING:
     from sessions_app.log import AppendRequest
@@ -110,7 +111,7 @@ class RunTracker:
             if change.status.is_final:
                 ended.append((row, change))
         for row in touched.values():
-            row.save()
+            save_row(row)
         saved = set(touched)
         self._beat(pk, {item.run for item in request.items if item.run} - saved, now)
         self._add_usage(pk, request)

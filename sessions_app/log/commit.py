@@ -41,6 +41,7 @@ from sessions_app.domain.errors import (
 from sessions_app.log.ratings import FeedbackTracker
 from sessions_app.log.requests import AppendRequest, AppendResult, Item, Locked, Pending
 from sessions_app.models import Entry, Producer, Session
+from sessions_app.rows import save_row
 from sessions_app.runs import RunTracker
 from sessions_app.turns import TurnTracker
 
@@ -230,10 +231,11 @@ def _producer_updates(batch: _Batch) -> list[list[Any]]:
         prow = batch.producer_rows[(pk, producer_id)]
         assert prow is not None
         if prow.pk is None:
-            made = Producer.objects.create(
+            made = Producer(
                 session_id=pk, producer_id=producer_id, epoch=prow.epoch, last_seq=prow.last_seq,
                 last_first=prow.last_first, last_count=prow.last_count,
             )  # fmt: skip
+            save_row(made)
             prow.pk = made.pk
         else:
             updates.append(
