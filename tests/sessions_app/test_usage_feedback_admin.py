@@ -32,7 +32,9 @@ def run(session, run_id, agent, days_ago, **usage):
             {"type": "CUSTOM", "run": run_id, "data": {"name": "sessions.USAGE", "value": usage}}
         )
     append(session, events)
-    started = timezone.now().replace(hour=12) - timedelta(days=days_ago)
+    # Noon of the site's day (the page groups by the current time zone's date): a UTC noon
+    # falls on another local day for part of every day wherever TIME_ZONE is not UTC.
+    started = timezone.localtime().replace(hour=12) - timedelta(days=days_ago)
     Run.objects.filter(session=session, run_id=run_id).update(started_at=started)
 
 
