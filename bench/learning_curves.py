@@ -7,6 +7,7 @@ Run from the repository root::
     .venv/bin/python -m bench learning_curves --only accuracy  # or: time, search
     .venv/bin/python -m bench learning_curves --only accuracy --datasets digits,wine --seeds 0
         # a quick look while iterating (never --write a partial run)
+    .venv/bin/python -m bench learning_curves --write --held-out   # and the held-out seeds
 
 **Accuracy.** For each dataset (scikit-learn's digits, breast cancer and wine, and
 ``make_classification`` variants whose label noise sets a known Bayes-error floor) and each
@@ -21,6 +22,10 @@ verdict is about: where the real gain is clearly material (at least 1.5 times th
 the right verdict is "more data will help", where it is clearly not (at most half the
 threshold) "more data won't help"; other cases are not counted. Each verdict line also gives
 the measured fall over the last doubling that the gain's lower end rests on.
+
+**Held-out seeds.** ``--held-out`` also measures seeds 3-5 of every dataset and fraction and
+reports them apart (mean absolute error, interval coverage, verdicts): the method is chosen
+on seeds 0-2, so these are the check that a change did not just fit those fifteen subsets.
 
 **Time.** The full diagnosis (label issues, learning curve, baseline, slices) of the digits with
 180 labels flipped, in a warm process and as a cold process; and a 20-trial hyperparameter
@@ -47,6 +52,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings_mlexec_only")
 BEGIN, END = "<!-- mlexec-learning-curves:begin -->", "<!-- mlexec-learning-curves:end -->"
 FRACTIONS = (0.1, 0.25, 0.5)
 SEEDS = (0, 1, 2)
+#: Seeds never looked at while choosing the method (``--held-out``).
+HELD_OUT = (3, 4, 5)
 
 
 def datasets() -> dict[str, Any]:
@@ -212,6 +219,13 @@ def body(acc: dict | None, diag: dict | None, search: dict | None) -> str:
         f"{load[2]:.1f} (1 / 5 / 15 min) when the figures were written."
     )
     if acc:
+        held = [c for c in acc["cases"] if c["seed"] in HELD_OUT]
+        held_verdicts = [v for v in acc["verdicts"] if v["seed"] in HELD_OUT]
+        acc = {
+            **acc,
+            "cases": [c for c in acc["cases"] if c["seed"] not in HELD_OUT],
+            "verdicts": [v for v in acc["verdicts"] if v["seed"] not in HELD_OUT],
+        }
         cases = acc["cases"]
         mae = float(np.mean([c["error"] for c in cases]))
         inside = float(np.mean([c["inside"] for c in cases]))
@@ -225,15 +239,23 @@ def body(acc: dict | None, diag: dict | None, search: dict | None) -> str:
             f"{'met' if inside >= 0.8 else 'not met'} |",
         ]
         verdicts = acc["verdicts"]
-        clear = [v for v in verdicts if v["truth"]]
-        right = sum(v["right"] for v in clear)
-        abstained = sum(v["abstained"] for v in clear)
-        wrong = len(clear) - right - abstained
+        right, abstained, wrong, clear = _tally(verdicts)
         lines.append(
-            f"| verdict at f = 0.1 where the truth is clear ({len(clear)} of {len(verdicts)}) | "
+            f"| verdict at f = 0.1 where the truth is clear ({clear} of {len(verdicts)}) | "
             f"{right} right, {abstained} can't tell, {wrong} wrong | all right: "
-            f"{'met' if right == len(clear) else 'not met'} |"
+            f"{'met' if right == clear else 'not met'} |"
         )
+        if held:
+            h_right, h_abstained, h_wrong, h_clear = _tally(held_verdicts)
+            lines += [
+                f"| held-out seeds 3-5: mean absolute error ({len(held)} cases) | "
+                f"{np.mean([c['error'] for c in held]):.3f} | (never used to choose) |",
+                f"| held-out seeds 3-5: truth inside the 80% interval | "
+                f"{np.mean([c['inside'] for c in held]):.0%} | |",
+                f"| held-out seeds 3-5: verdicts where the truth is clear ({h_clear} of "
+                f"{len(held_verdicts)}) | {h_right} right, {h_abstained} can't tell, {h_wrong} "
+                "wrong | |",
+            ]
         lines += [
             "",
             "| dataset | fraction | passes of the 5 folds | MAE | inside 80% interval |",
@@ -256,7 +278,7 @@ def body(acc: dict | None, diag: dict | None, search: dict | None) -> str:
                 + ".",
             ]
         lines += ["", "Verdicts at f = 0.1 (real gain = dev error now minus at 10x the data):", ""]
-        for v in verdicts:
+        for v in verdicts + held_verdicts:
             lines.append(
                 f"- {v['dataset']} seed {v['seed']}: {v['verdict']} (real gain {v['gain']:+.3f}, "
                 f"predicted {v['predicted_gain']['value']:+.3f} "
@@ -312,6 +334,14 @@ def body(acc: dict | None, diag: dict | None, search: dict | None) -> str:
     return "\n".join(lines)
 
 
+def _tally(verdicts: list[dict[str, Any]]) -> tuple[int, int, int, int]:
+    """Right, can't tell, wrong, and how many had a clear truth."""
+    clear = [v for v in verdicts if v["truth"]]
+    right = sum(v["right"] for v in clear)
+    abstained = sum(v["abstained"] for v in clear)
+    return right, abstained, len(clear) - right - abstained, len(clear)
+
+
 def write_readme(text_body: str, command: str) -> None:
     path = ROOT / "bench" / "README.md"
     text = path.read_text()
@@ -337,6 +367,9 @@ def main() -> None:
     parser.add_argument("--only", choices=("accuracy", "time", "search"), default=None)
     parser.add_argument("--datasets", default="", help="comma-separated subset, e.g. digits,wine")
     parser.add_argument("--seeds", default="", help="comma-separated subset of 0,1,2")
+    parser.add_argument(
+        "--held-out", action="store_true", help="also measure seeds 3-5 and report them apart"
+    )
     parser.add_argument("--fractions", default="", help="comma-separated subset of 0.1,0.25,0.5")
     args = parser.parse_args()
     partial = bool(args.datasets or args.seeds or args.fractions)
@@ -349,6 +382,8 @@ def main() -> None:
         else FRACTIONS,
         "seeds": tuple(int(s) for s in args.seeds.split(",")) if args.seeds else SEEDS,
     }
+    if args.held_out:
+        subset["seeds"] = tuple(subset["seeds"]) + HELD_OUT
     import django
 
     django.setup()
@@ -359,6 +394,7 @@ def main() -> None:
     print(text)
     if args.write:
         command = ".venv/bin/python -m bench learning_curves --write"
+        command += " --held-out" if args.held_out else ""
         write_readme(text, command + (f" --only {args.only}" if args.only else ""))
 
 

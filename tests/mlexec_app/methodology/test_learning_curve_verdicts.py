@@ -193,3 +193,18 @@ def test_one_lucky_held_out_point_does_not_make_the_interval_collapse(dev):
     curve = judge(sizes, row * 0.2, row[None], None, dev_rows=2000)
     ten_x = curve.extrapolated["10"]
     assert ten_x["low"] <= law.predict(16_000) <= ten_x["high"]
+
+
+def test_a_curve_that_levels_off_is_not_read_as_one_that_keeps_falling():
+    """A curve with a floor (label noise, say): ten times the data gains 0.0085, less than the
+    0.011 worth collecting it for. A power law without a floor alone, which the benchmark's
+    curves (all still falling at ten times a tenth) favour, says "more data will help" here
+    (a gain of 0.023, at least 0.021) and would send the user to collect data for nothing; the
+    averaged shapes follow the floor."""
+    sizes = [50, 100, 200, 400, 800, 1600]
+    law = PowerLaw(a=0.5, exponent=0.5, asymptote=0.1)
+    dev = np.array([[law.predict(n) for n in sizes]])
+    curve = judge(sizes, dev[0] * 0.3, dev, None, dev_rows=8000)
+    real_gain = law.predict(1600) - law.predict(16_000)
+    assert curve.gain is not None and abs(curve.gain["value"] - real_gain) < 0.002
+    assert curve.verdict == md.WONT_HELP
