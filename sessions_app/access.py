@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -177,6 +178,36 @@ def _valid(name: object) -> bool:
     except NotFound:
         return False
     return True
+
+
+# (worker key, session name) -> (session pk, when granted): sessions in which a claim this
+# process answered gave the key a turn. A WebSocket keeps an answer of ``get_session`` for a
+# few seconds (until its next access re-check); a grant stands for that answer on the key's
+# sockets here, so that a turn's answer publishes without the lookup (``granted``).
+_grants: dict[tuple[int, str], tuple[int, float]] = {}
+_GRANTS_MAX = 10_000
+
+
+def grant_held(key: int, sessions: list[Session]) -> None:
+    """Record that worker key ``key`` has just claimed a turn in each of ``sessions``."""
+    now = time.monotonic()
+    if len(_grants) + len(sessions) > _GRANTS_MAX:
+        _grants.clear()  # nobody asks for a grant older than GRANT_SECONDS: start again
+    for session in sessions:
+        if not session.deleted:
+            _grants[(key, session.name)] = (session.pk, now)
+
+
+def granted(actor: Actor, name: object, since: float, seconds: float) -> int | None:
+    """The pk of session ``name`` if a claim for ``actor``'s worker key gave it a turn there
+    after ``since`` (the asking socket's last access check) and at most ``seconds`` ago: what
+    ``get_session`` answered then. None: ask ``get_session``."""
+    if actor.key is None or not actor.agents or not actor.authenticated:
+        return None
+    found = _grants.get((actor.key, name)) if isinstance(name, str) else None
+    if found is None or found[1] < since or found[1] + seconds <= time.monotonic():
+        return None
+    return found[0]
 
 
 def _held_session(key: int, name: str) -> Session | None:

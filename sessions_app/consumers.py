@@ -33,7 +33,7 @@ from sessions_app import (
     tails,
     watchdog,
 )
-from sessions_app.access import Actor, get_session
+from sessions_app.access import Actor, get_session, granted
 from sessions_app.conf import setting
 from sessions_app.domain import control
 from sessions_app.domain.errors import (
@@ -74,6 +74,9 @@ class SessionConsumer(AsyncWebsocketConsumer):
         )
         self.subscriptions = Subscriptions(self)
         self.authorized: dict[str, tuple[int, float]] = {}
+        # When the last access re-check ran: a claim's grant older than it is not used (the
+        # re-check may have found the session gone). The connect checks no session.
+        self.checked_at = 0.0
         # A worker key's socket carries the runs of many turns at once: its own, higher rate.
         rate = "WORKER_FRAMES_PER_SECOND" if self.actor.agents else "MAX_FRAMES_PER_SECOND"
         self.bucket = TokenBucket(setting(rate), max(setting(rate), setting("FRAME_BURST")))
@@ -348,6 +351,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
         credential that no longer authenticates closes the socket with 4401."""
         self.actor = actor
         self.authorized.clear()
+        self.checked_at = time.monotonic()
         subs = self.subscriptions.subs
         if not actor.authenticated:
             await self._stop_asking()
@@ -371,10 +375,14 @@ class SessionConsumer(AsyncWebsocketConsumer):
         cached = self.authorized.get(name) if isinstance(name, str) else None
         if cached is not None and cached[1] > time.monotonic():
             return cached[0]
-        session = await dbexec.run_read(get_session, self.actor, name)
+        # A claim of this key just now (on this socket or another of the worker's) answered
+        # what the lookup would ask: an answer's first publish needs no query.
+        pk = granted(self.actor, name, self.checked_at, AUTH_CACHE_SECONDS)
+        if pk is None:
+            pk = (await dbexec.run_read(get_session, self.actor, name)).pk
         assert isinstance(name, str)
-        self.authorized[name] = (session.pk, time.monotonic() + AUTH_CACHE_SECONDS)
-        return session.pk
+        self.authorized[name] = (pk, time.monotonic() + AUTH_CACHE_SECONDS)
+        return pk
 
     async def leave(self, sub: Subscription) -> None:
         """End a subscription and tell the session's other devices this one left."""

@@ -29,7 +29,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from sessions_app import dbexec, log, metrics, services
-from sessions_app.access import visible_to
+from sessions_app.access import grant_held, visible_to
 from sessions_app.conf import setting
 from sessions_app.domain import turns as rules
 from sessions_app.domain.errors import SessionError
@@ -195,12 +195,18 @@ def claim(actor: Actor, agents: list[str], worker: str, limit: int) -> list[Clai
     for session_pk, run_id, message in fenced:
         _end_lost_run(session_pk, run_id, message)
     pks = {turn.session_id for turn in taken}
-    names = dict(Session.objects.filter(pk__in=pks).values_list("pk", "name")) if pks else {}
+    sessions = {s.pk: s for s in Session.objects.filter(pk__in=pks)} if pks else {}
+    if actor.key is not None and actor.agents and taken:
+        grant_held(actor.key, list(sessions.values()))  # the answers' first publishes
     states = log.fold_sessions(pks) if pks else {}  # every conversation at once
     return [
-        _describe(turn, names.get(turn.session_id, ""), states.get(turn.session_id))
+        _describe(turn, _name(sessions.get(turn.session_id)), states.get(turn.session_id))
         for turn in taken
     ]
+
+
+def _name(session: Session | None) -> str:
+    return session.name if session is not None else ""
 
 
 def _candidates(actor: Actor, agents: list[str], now: Any, limit: int) -> list[Turn]:

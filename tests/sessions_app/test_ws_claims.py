@@ -3,13 +3,16 @@ browsers, validated, one at a time per socket, and never taking a turn the key m
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from channels.db import database_sync_to_async
+from django.test import override_settings
 
 from sessions_app import keys, log, services
 from sessions_app.domain import control
 from sessions_app.models import Session, Turn
-from tests.sessions_app.conftest import connect
+from tests.sessions_app.conftest import connect, text
 
 pytestmark = pytest.mark.django_db(transaction=True)
 db = database_sync_to_async
@@ -153,3 +156,54 @@ async def test_a_stopped_claim_answers_at_once_and_claims_nothing_after(alice, w
         assert await states() == {"after": "queued"}
         again = await worker.request("claim", agents=["a"], worker="w", wait=30)
         assert [t["session"] for t in again["turns"]] == ["after"]  # a new claim works
+
+
+async def test_a_claims_answer_publishes_without_looking_the_session_up_again(
+    alice, worker_key, make_user, monkeypatch
+):
+    """The claim has just established what an answer's first publish would ask (a claimed
+    turn of this key in a live session): the publish, on any socket of the key, lands without
+    that query. Another worker key holds no turn there and is refused as before."""
+    from sessions_app import access
+
+    lookups = []
+    real = access._held_session
+
+    def counted(key, name):
+        lookups.append((key, name))
+        return real(key, name)
+
+    monkeypatch.setattr(access, "_held_session", counted)
+    key, secret = worker_key
+    await ask(alice, "asked")
+    robot2 = await db(make_user)("robot2")
+    _, other = await db(keys.create_key)(robot2, "other workers", agents="a")
+    async with connect(headers=key_headers(secret)) as claimer:
+        got = await claimer.request("claim", agents=["a"], worker="w1", limit=1)
+        (turn,) = got["turns"]
+        started = {"type": "RUN_STARTED", "run": turn["run_id"], "agent": "a",
+                   "data": {"turn": turn["id"]}}  # fmt: skip
+        async with connect(headers=key_headers(secret)) as answerer:  # the worker's 2nd socket
+            ack = await answerer.publish("asked", [started])
+            assert ack["type"] == "ack", ack
+        assert lookups == []
+        async with connect(headers=key_headers(other)) as stranger:
+            refused = await stranger.publish("asked", [text(run=turn["run_id"])])
+            assert refused["type"] == "error" and refused["code"] == "not_found"
+    runs = await db(lambda: list(Turn.objects.values_list("run_id", "state")))()
+    assert runs == [(turn["run_id"], "claimed")]
+
+
+@override_settings(SESSIONS_APP={"ACCESS_RECHECK_SECONDS": 0.2})
+async def test_a_claims_grant_ends_at_the_sockets_next_access_check(alice, worker_key):
+    """A turn taken from the worker after the claim (by an update no signal announces): once
+    the socket's periodic access check has run, a publish is refused as the lookup refuses it
+    (the key holds no turn there any more)."""
+    key, secret = worker_key
+    await ask(alice, "gone")
+    async with connect(headers=key_headers(secret)) as worker:
+        (turn,) = (await worker.request("claim", agents=["a"], worker="w1", limit=1))["turns"]
+        await db(Turn.objects.filter(pk=turn["id"]).update)(state="abandoned")
+        await asyncio.sleep(1.0)  # several checks of this socket
+        refused = await worker.publish("gone", [text(run=turn["run_id"])])
+        assert refused["type"] == "error" and refused["code"] == "not_found"
