@@ -196,7 +196,8 @@ async def join_storm(server: Server, token: str, count: int, sessions: int) -> d
         await asyncio.wait_for(asyncio.gather(*waiters), 600)
         all_caught_up = time.perf_counter() - started
         finished = asyncio.ensure_future(complete.wait())
-        await asyncio.wait([finished, *tasks], timeout=600, return_when=asyncio.FIRST_COMPLETED)
+        wait = float(os.environ.get("BENCH_STORM_WAIT", 600))
+        await asyncio.wait([finished, *tasks], timeout=wait, return_when=asyncio.FIRST_COMPLETED)
         for task in tasks:
             if task.done() and task.exception():
                 raise task.exception()  # type: ignore[misc]
@@ -211,6 +212,11 @@ async def join_storm(server: Server, token: str, count: int, sessions: int) -> d
             shown = s.largest
             if len(shown) != len(set(shown)) or set(shown) != by_session[s.session]:
                 wrong += 1
+                if wrong <= 3:  # what went wrong, for the first few
+                    log(
+                        f"  wrong list: {s.device} of {s.session} was shown {len(shown)} of "
+                        f"{len(by_session[s.session])} devices in {s.frames} presence frames"
+                    )
         for task in tasks:
             task.cancel()
         if os.environ.get("BENCH_STORM_TIMELINE"):

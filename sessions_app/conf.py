@@ -39,6 +39,10 @@ DEFAULTS: dict[str, Any] = {
     "ACCESS_RECHECK_SECONDS": 30.0,
     # Presence entries expire after this many seconds without a heartbeat.
     "PRESENCE_TTL": 60,
+    # Presence frames to one socket about one session: at most one per this many seconds
+    # (longer in sessions of many devices); the first change after a quiet window goes out at
+    # once, later ones together at the window's end. 0: a frame per change.
+    "PRESENCE_COALESCE": 0.25,
     # A run whose agent has not acknowledged a cancel within this many seconds is marked
     # cancelled (reason: timeout) and refuses further appends.
     "CANCEL_ACK_TIMEOUT": 10,

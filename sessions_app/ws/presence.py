@@ -3,9 +3,16 @@ attached there (``presence`` frames: docs/sessions/websocket.md).
 
 Who is attached is kept in a shared roster (``ws.roster``: a Redis hash per session, or a dict
 in a single process). A join writes its device and reads the roster in one round trip and
-announces itself with one ``group_send``: nobody is asked to reply. A worker keeps one copy of
-each session's devices for all its sockets (``SessionView``), and one heartbeat task renews
-every device of the worker in one pipeline; a socket keeps only its own device.
+announces itself with one ``group_send``: nobody is asked to reply.
+
+A worker hears the joins and leaves of the sessions it follows once (``roster.Store.follow``:
+one message per change and worker, not per socket), and keeps one copy of each session's
+devices for all its sockets (``SessionView``). It tells its sockets in coalesced frames: the
+first change after a quiet ``PRESENCE_COALESCE`` window goes out at once, later changes within
+the window go out together at its end, and the device list of such a frame is encoded once for
+all the worker's sockets in the session (issue #25: a join storm sent O(n^2) frames of O(n)
+devices each). One heartbeat task renews every device of the worker in one pipeline; a socket
+keeps only its own device.
 """
 
 from __future__ import annotations
@@ -13,17 +20,26 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 import weakref
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from sessions_app import log
 from sessions_app.conf import setting
 from sessions_app.ws import roster
 
 logger = logging.getLogger(__name__)
+
+# A session with more devices than this coalesces over a longer window, in proportion to its
+# devices: a frame lists every device, so a window's frames to a session cost n frames of n
+# devices; stretching the window with n keeps a churning session's presence bytes a second
+# growing as n instead of n^2.
+COALESCE_DEVICES = 10
+COALESCE_MAX_SECONDS = 5.0
 
 
 class Device(dict[str, Any]):
@@ -62,18 +78,119 @@ def shared(device: dict[str, Any]) -> Device:
     return known
 
 
+def window(devices: int) -> float:
+    """Seconds one coalescing window lasts in a session of ``devices`` devices."""
+    base = float(setting("PRESENCE_COALESCE"))
+    return min(max(base, COALESCE_MAX_SECONDS), base * max(1.0, devices / COALESCE_DEVICES))
+
+
+# --- frames (no I/O) -------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Change:
+    """A device joined or left; ``since``: the view's clock when its list first showed this."""
+
+    key: str
+    event: str  # "join" or "leave"
+    device: Device
+    since: int
+
+    def told_to(self, me: str, mark: int) -> bool:
+        """Whether the member of field ``me``, whose list started at clock ``mark``, is told:
+        never of its own device, nor of what its list already showed when it joined."""
+        return self.since > mark and self.key != me
+
+
+def merged(changes: Iterable[Change]) -> list[Change]:
+    """The last change of each device, in the order of those last changes: a device that came
+    and went within a window is a leave (a member may have seen it in a list meanwhile), one
+    that went and came back a join."""
+    last: dict[str, Change] = {}
+    for change in changes:
+        last.pop(change.key, None)
+        last[change.key] = change
+    return list(last.values())
+
+
+def described(changes: list[Change]) -> tuple[str, str]:
+    """The ``event`` of a frame telling ``changes`` (at least one) and what follows its
+    ``devices``: ``join``/``leave`` with ``device`` for one change, else ``changes`` with the
+    ``joined`` and ``left`` lists."""
+    if len(changes) == 1:
+        change = changes[0]
+        return change.event, ',"device":' + change.device.text
+    joined = ",".join(c.device.text for c in changes if c.event == "join")
+    left = ",".join(c.device.text for c in changes if c.event == "leave")
+    return "changes", f',"joined":[{joined}],"left":[{left}]'
+
+
+class Listing:
+    """A session's devices as JSON, joined once; each member's list puts its own device first
+    (two slices of the shared text, not a join of every device per member)."""
+
+    __slots__ = ("spans", "text")
+
+    def __init__(self, devices: Iterable[tuple[str, Device]]) -> None:
+        parts: list[str] = []
+        self.spans: dict[str, tuple[int, int]] = {}
+        at = 0
+        for key, device in devices:
+            text = device.text
+            self.spans[key] = (at, at + len(text))
+            parts.append(text)
+            at += len(text) + 1
+        self.text = ",".join(parts)
+
+    def for_member(self, key: str, mine: str) -> str:
+        span = self.spans.get(key)
+        rest = self.text
+        if span is not None:
+            start, end = span
+            if end < len(rest):
+                rest = rest[:start] + rest[end + 1 :]
+            else:
+                rest = rest[: max(start - 1, 0)]
+        return mine + "," + rest if rest else mine
+
+
+def frame_text(
+    session: str, event: str, mine: str, listed: str, tail: str = "", head: str = ""
+) -> str:
+    """A ``presence`` frame: ``session`` is the session's name as JSON, ``mine`` the member's
+    device as JSON, ``listed`` the devices (its own first), ``head`` an ``"id":..,`` part."""
+    return (
+        f'{{"type":"presence",{head}"session":{session},"event":"{event}","self":{mine},'
+        f'"devices":[{listed}]{tail}}}'
+    )
+
+
+# --- one worker's presence -------------------------------------------------------------------
+
+
 class SessionView:
     """One session's presence as one worker knows it, shared by the worker's sockets there:
     the devices attached (``roster.field`` -> (device, when last confirmed)), the worker's
-    sockets following it, and how many of them attach each of the worker's own devices (a
-    device is its id and its user: two users' devices never share an entry)."""
+    sockets following it, how many of them attach each of the worker's own devices (a device
+    is its id and its user: two users' devices never share an entry), and the changes not yet
+    told to the sockets. Its clock counts the changes of its list: a socket's list starts at
+    the clock of its join (``Presence.marks``); it is told of the changes after that."""
 
-    __slots__ = ("devices", "members", "attached")
+    __slots__ = (
+        "devices", "members", "attached", "pending", "flushing", "told_at", "ready", "clock"
+    )  # fmt: skip
 
     def __init__(self) -> None:
-        self.devices: dict[str, tuple[Device, float]] = {}
+        # roster.field -> (device, when last confirmed, the clock when the list first showed it)
+        self.devices: dict[str, tuple[Device, float, int]] = {}
         self.members: set[Presence] = set()
-        self.attached: dict[str, list[Any]] = {}  # roster.field -> [device, sockets]
+        # roster.field -> [device, sockets, written by a join (renewed from then on)]
+        self.attached: dict[str, list[Any]] = {}
+        self.pending: list[Change] = []
+        self.flushing: asyncio.Task[None] | None = None
+        self.told_at = -math.inf  # loop time of the last flush
+        self.ready: asyncio.Event | None = None  # set once the worker hears the session
+        self.clock = 0
 
     def merge(self, entries: roster.Entries, now: float) -> set[str]:
         """Take in the live entries of the roster; return their fields."""
@@ -82,22 +199,163 @@ class SessionView:
         for key, (device, until) in entries.items():
             if until > now:
                 live.add(key)
-                self.devices[key] = (shared(device), seen)
+                known = self.devices.get(key)
+                if known is None:
+                    self.clock += 1
+                self.devices[key] = (
+                    shared(device),
+                    seen,
+                    self.clock if known is None else known[2],
+                )
         return live
+
+    def attach(self, key: str, device: Device) -> int:
+        """List a device of this worker; return the clock its socket's list starts at."""
+        known = self.devices.get(key)
+        if known is None:
+            self.clock += 1
+        self.devices[key] = (device, time.monotonic(), self.clock if known is None else known[2])
+        return self.clock
+
+    async def tell(self, pk: int, changes: list[Change]) -> int:
+        """Send each member one frame with the changes it is to be told (if any); return the
+        number of frames sent."""
+        members = list(self.members)
+        sent = 0
+        if not members or not changes:
+            return sent
+        listing = Listing((key, entry[0]) for key, entry in self.devices.items())
+        keys = {c.key for c in changes}
+        first = min(c.since for c in changes)
+        everyone = described(changes)
+        names: dict[str, str] = {}
+        for member in members:
+            sub = member.consumer.subscriptions.by_pk.get(pk)
+            if sub is None:  # unsubscribing
+                continue
+            mark = member.marks.get(pk, 0)
+            if member.key not in keys and mark < first:
+                event, tail = everyone
+            else:
+                told = [c for c in changes if c.told_to(member.key, mark)]
+                if not told:
+                    continue
+                event, tail = described(told)
+            name = names.get(sub.name)
+            if name is None:
+                name = names[sub.name] = _dumps(sub.name)
+            mine = member.device.text
+            await member.deliver(
+                frame_text(name, event, mine, listing.for_member(member.key, mine), tail)
+            )
+            sent += 1
+        return sent
 
 
 class Worker:
-    """The presence of one worker (one event loop): its sessions' views and the heartbeat."""
+    """The presence of one worker (one event loop): its sessions' views, hearing their changes
+    (``roster.Store.follow``), and the heartbeat."""
 
     def __init__(self) -> None:
         self.views: dict[int, SessionView] = {}
         self.beat: asyncio.Task[None] | None = None
+        self.leaving: dict[int, asyncio.Future[Any]] = {}  # pk -> its unfollow
+        self.sending: set[asyncio.Task[Any]] = set()
 
     def view(self, pk: int) -> SessionView:
         view = self.views.get(pk)
         if view is None:
             view = self.views[pk] = SessionView()
         return view
+
+    # -- hearing the sessions' changes --
+
+    async def follow(self, pk: int, view: SessionView) -> None:
+        """Hear session ``pk``'s changes from now on (``view``'s first member asks)."""
+        store = roster.store()
+        try:
+            leaving = self.leaving.get(pk)
+            if leaving is not None:  # our last leave's unfollow must not undo this follow
+                await asyncio.wait([leaving])
+            await store.follow(pk, self.hear)
+            if self.views.get(pk) is not view:  # its members left meanwhile
+                await store.unfollow(pk)
+        except Exception:
+            logger.warning("could not follow the presence of session %s", pk, exc_info=True)
+
+    def hear(self, message: dict[str, Any]) -> None:
+        try:
+            if message.get("type") == "presence.update":
+                self.note(message.get("session"), message.get("event"), message.get("device"))
+        except Exception:
+            logger.warning("a bad presence change: %r", message, exc_info=True)
+
+    def drop(self, pk: int) -> None:
+        """Forget session ``pk`` (its last member left there)."""
+        self.views.pop(pk, None)
+        leaving = asyncio.ensure_future(roster.store().unfollow(pk))
+        self.leaving[pk] = leaving
+        leaving.add_done_callback(lambda done: self._left(pk, done))
+
+    def _left(self, pk: int, done: asyncio.Future[Any]) -> None:
+        if self.leaving.get(pk) is done:
+            del self.leaving[pk]
+        if not done.cancelled() and done.exception() is not None:
+            logger.warning("could not stop following session %s", pk, exc_info=done.exception())
+
+    # -- changes and the frames that tell them --
+
+    def note(self, pk: Any, event: Any, device: Any, *, once: bool = False) -> None:
+        """Apply a change to session ``pk``'s view and have its members told. ``once``: the
+        message may come once per socket (a worker of an earlier version sent it to the
+        sockets' group): only what changes the view is told."""
+        view = self.views.get(pk) if isinstance(pk, int) else None
+        if view is None or not isinstance(device, dict):
+            return
+        key, device = roster.field(device), shared(device)
+        known = view.devices.get(key)
+        if event == "leave":
+            # Not listed here: nobody here shows it. Still attached here: another worker's
+            # socket of the same device left; it stays.
+            if known is None or key in view.attached:
+                return
+            del view.devices[key]
+            view.clock += 1
+            since = view.clock
+        elif event in ("join", "here"):
+            event = "join"
+            if known is not None and (known[0] == device or once):
+                # listed already (e.g. read from the roster by a later socket's join): told
+                # to the sockets whose lists did not show it yet
+                view.devices[key] = (known[0], time.monotonic(), known[2])
+                if once:
+                    return
+                since = known[2]
+            else:
+                view.clock += 1
+                since = view.clock
+                view.devices[key] = (device, time.monotonic(), since)
+        else:
+            return
+        view.pending.append(Change(key, event, device, since))
+        if view.flushing is None:
+            loop = asyncio.get_running_loop()
+            delay = view.told_at + window(len(view.devices)) - loop.time()
+            view.flushing = loop.create_task(self._flush(pk, view, max(0.0, delay)))
+
+    async def _flush(self, pk: int, view: SessionView, delay: float) -> None:
+        if delay > 0:
+            await asyncio.sleep(delay)
+        changes, view.pending, view.flushing = view.pending, [], None
+        quiet, view.told_at = view.told_at, asyncio.get_running_loop().time()
+        if setting("PRESENCE_COALESCE"):
+            sent = await view.tell(pk, merged(changes))
+        else:  # coalescing off: a frame per change, as before
+            sent = sum([await view.tell(pk, [change]) for change in changes])
+        if not sent:
+            view.told_at = quiet  # nobody was told: no window started
+
+    # -- the heartbeat --
 
     def ensure_beating(self) -> None:
         if self.beat is None or self.beat.done():
@@ -118,7 +376,12 @@ class Worker:
         ttl = float(setting("PRESENCE_TTL"))
         store = roster.store()
         now = time.time()
-        wanted = {pk: [d for d, _ in view.attached.values()] for pk, view in self.views.items()}
+        # Only the devices whose join wrote them: a join that renewal wrote first would find
+        # its device there and not announce it.
+        wanted = {
+            pk: [mine[0] for mine in view.attached.values() if mine[2]]
+            for pk, view in self.views.items()
+        }
         read = await store.renew(wanted, now + ttl)
         cutoff = time.monotonic() - ttl
         for pk, entries in read.items():
@@ -132,12 +395,10 @@ class Worker:
                     device = entries[key][0]
                     await _announce(pk, {"type": "presence.update", "session": pk,
                                          "event": "leave", "device": device})  # fmt: skip
-            for key, (device, seen) in list(view.devices.items()):
+            for key, (device, seen, _) in list(view.devices.items()):
                 if key in live or key in view.attached or seen >= cutoff:
                     continue
-                del view.devices[key]  # e.g. its leave was lost; nobody renews it
-                for member in list(view.members):
-                    await member.tell(pk, "leave", device)
+                self.note(pk, "leave", device)  # e.g. its leave was lost; nobody renews it
 
 
 _workers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Worker] = weakref.WeakKeyDictionary()
@@ -152,27 +413,24 @@ def worker() -> Worker:
 
 
 async def _announce(pk: int, message: dict[str, Any]) -> None:
-    from channels.layers import get_channel_layer
-
-    layer = get_channel_layer()
-    if layer is not None:
-        await layer.group_send(log.group_name(pk), message)
+    roster.store().publish(pk, message)
 
 
 class Presence:
     """The device of one consumer's socket. Subscriptions are ``consumer.subscriptions``;
-    frames go out through ``consumer.send_frame``."""
+    frames go out through ``consumer.send``."""
 
-    __slots__ = ("consumer", "device", "joined", "__weakref__")
+    __slots__ = ("consumer", "device", "key", "marks", "__weakref__")
 
     heartbeat = None  # one task per worker now (Worker.beat); kept for the consumer's cleanup
 
     def __init__(self, consumer: Any, device: dict[str, Any]) -> None:
         self.consumer = consumer
         self.device = shared(device)
-        # Per session: the number of this socket's join there. The devices of earlier joins
-        # were in the roster it read (its list shows them): their join frames are not repeated.
-        self.joined: dict[int, int] = {}
+        self.key = roster.field(self.device)
+        # Per session: the view's clock when this socket joined. What its list showed then
+        # is not told to it again.
+        self.marks: dict[int, int] = {}
 
     def _update(self, pk: int, event: str, **extra: Any) -> dict[str, Any]:
         return {"type": "presence.update", "session": pk, "event": event,
@@ -183,25 +441,40 @@ class Presence:
         here = worker()
         view = here.view(sub.pk)
         view.members.add(self)
-        key = roster.field(self.device)
-        mine = view.attached.setdefault(key, [shared(self.device), 0])
+        mine = view.attached.setdefault(self.key, [self.device, 0, False])
         mine[1] += 1
         here.ensure_beating()
+        if view.ready is None:
+            # The worker's first socket there: heard first, then read. A join after the
+            # roster read reaches this worker; the others' sockets join what it knows.
+            view.ready = asyncio.Event()
+            try:
+                await here.follow(sub.pk, view)
+                new = await self._write(sub.pk, view, read=True)
+            finally:
+                view.ready.set()
+        else:
+            await view.ready.wait()
+            new = await self._write(sub.pk, view, read=False)
+        self.marks[sub.pk] = view.attach(self.key, mine[0])
+        if new:
+            await _announce(sub.pk, self._update(sub.pk, "join"))
+
+    async def _write(self, pk: int, view: SessionView, read: bool) -> bool:
+        """Write this device into the roster (and read it into ``view``); return whether the
+        device is new there."""
         now = time.time()
+        mine = view.attached[self.key]
         try:
-            new, entries, joined = await roster.store().join(
-                sub.pk, self.device, now + float(setting("PRESENCE_TTL"))
+            new, entries = await roster.store().join(
+                pk, self.device, now + float(setting("PRESENCE_TTL")), read
             )
         except Exception:
-            logger.warning("could not write presence of session %s", sub.pk, exc_info=True)
-            new, entries, joined = mine[1] == 1, {}, 0
-        self.joined[sub.pk] = joined
+            logger.warning("could not write presence of session %s", pk, exc_info=True)
+            new, entries = mine[1] == 1 and not mine[2], {}
+        mine[2] = True  # renewed by the heartbeat from now on
         view.merge(entries, now)
-        view.devices[key] = (mine[0], time.monotonic())
-        if new:
-            await self.consumer.channel_layer.group_send(
-                log.group_name(sub.pk), self._update(sub.pk, "join", joined=joined)
-            )
+        return bool(new)
 
     def forget(self, name: str) -> None:
         """Nothing to forget: a socket keeps no copy of the others' devices."""
@@ -209,89 +482,59 @@ class Presence:
     async def announce_leave(self, sub: Any) -> None:
         here = worker()
         view = here.views.get(sub.pk)
-        key = roster.field(self.device)
-        self.joined.pop(sub.pk, None)
+        self.marks.pop(sub.pk, None)
         if view is not None and self in view.members:
             view.members.discard(self)
-            mine = view.attached.get(key)
+            mine = view.attached.get(self.key)
             if mine is not None:
                 mine[1] -= 1
                 if mine[1] > 0:
                     return  # another socket of this worker still attaches the device
-                del view.attached[key]
-            view.devices.pop(key, None)
+                del view.attached[self.key]
             if not view.members:
-                del here.views[sub.pk]
+                here.drop(sub.pk)
         try:
-            if await roster.store().leave(sub.pk, key):
-                layer = self.consumer.channel_layer
-                await layer.group_send(log.group_name(sub.pk), self._update(sub.pk, "leave"))
+            if await roster.store().leave(sub.pk, self.key):
+                await _announce(sub.pk, self._update(sub.pk, "leave"))
         except Exception:
             logger.warning("could not announce leaving session %s", sub.pk, exc_info=True)
 
     async def on_update(self, sub: Any, message: dict[str, Any]) -> None:
-        """Another device joined, is still here (a worker of an earlier version says so), or
-        left ``sub``'s session."""
-        device = message["device"]
-        key = roster.field(device)
-        if key == roster.field(self.device):
-            return
-        view = worker().views.get(sub.pk)
-        if view is None:
-            return
-        event = message["event"]
-        if event == "leave":
-            if key not in view.attached:
-                view.devices.pop(key, None)
-            await self.send(sub, None, event="leave", device=device)
-            return
-        if event == "join" and message.get("reply_to"):  # a worker of an earlier version asks
+        """A change sent to the session's sockets by a worker of an earlier version (this
+        version sends them to the workers' presence group): applied once per worker."""
+        if message.get("event") == "join" and message.get("reply_to"):
             await self.consumer.channel_layer.send(
                 message["reply_to"], self._update(sub.pk, "here")
             )
-        known = key in view.devices
-        view.devices[key] = (shared(device), time.monotonic())
-        if event == "join":
-            joined = message.get("joined")
-            if isinstance(joined, int) and joined <= self.joined.get(sub.pk, 0):
-                return  # it was in the roster this socket read when it joined
-            await self.send(sub, None, event="join", device=device)
-        elif not known:
-            await self.send(sub, None, event="join", device=device)
+        worker().note(sub.pk, message.get("event"), message.get("device"), once=True)
 
     async def on_query(self, pk: int, reply_to: str) -> None:
         await self.consumer.channel_layer.send(reply_to, self._update(pk, "here"))
 
-    async def tell(self, pk: int, event: str, device: dict[str, Any]) -> None:
-        """Send a presence frame about ``device`` for session ``pk``, if still subscribed."""
-        sub = self.consumer.subscriptions.by_pk.get(pk)
-        if sub is None:
-            return
+    async def deliver(self, text: str) -> None:
+        """Send a presence frame built by the session's view."""
+        flow = getattr(self.consumer, "flow", None)
+        if getattr(flow, "patience", None) is None:
+            await self._send(text)  # the server buffers: this does not wait for the client
+        else:  # a send may wait for this client: not the others' frames with it
+            here = worker()
+            task = asyncio.get_running_loop().create_task(self._send(text))
+            here.sending.add(task)
+            task.add_done_callback(here.sending.discard)
+
+    async def _send(self, text: str) -> None:
         try:
-            await self.send(sub, None, event=event, device=device)
+            await self.consumer.send(text_data=text)
         except Exception:  # the client went away: its own disconnect cleans up
             logger.debug("could not send presence to a socket", exc_info=True)
 
-    async def send(
-        self,
-        sub: Any,
-        frame_id: Any,
-        event: str = "list",
-        device: dict[str, Any] | None = None,
-    ) -> None:
-        # The frame is {"type": "presence", "id"?, "session", "event", "self", "devices",
-        # "device"?}, put together from each device's JSON, encoded once per worker.
+    async def send(self, sub: Any, frame_id: Any) -> None:
+        """Answer a presence request: the session's devices now (``event`` ``list``)."""
         view = worker().views.get(sub.pk)
-        me = roster.field(self.device)
         mine = self.device.text
-        others = [d.text for i, (d, _) in (view.devices.items() if view else ()) if i != me]
+        others = [e[0].text for k, e in (view.devices.items() if view else ()) if k != self.key]
+        head = "" if frame_id is None else '"id":' + _dumps(frame_id) + ","
         listed = ",".join([mine, *others])
-        head = '{"type":"presence",' + (
-            "" if frame_id is None else '"id":' + _dumps(frame_id) + ","
+        await self.consumer.send(
+            text_data=frame_text(_dumps(sub.name), "list", mine, listed, head=head)
         )
-        about = "" if device is None else ',"device":' + shared(device).text
-        text = (
-            f'{head}"session":{_dumps(sub.name)},"event":"{event}","self":{mine},'
-            f'"devices":[{listed}]{about}}}'
-        )
-        await self.consumer.send(text_data=text)

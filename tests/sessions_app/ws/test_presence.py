@@ -31,7 +31,14 @@ async def drain(client, quiet: float = 0.5) -> list[dict]:
 
 
 def joins(frames: list[dict]) -> list[str]:
-    return [f["device"]["id"] for f in frames if f["type"] == "presence" and f["event"] == "join"]
+    """The devices ``frames`` told of joining: one ``join`` or the ``joined`` of a ``changes``."""
+    told = []
+    for frame in frames:
+        if frame["type"] == "presence" and frame["event"] == "join":
+            told.append(frame["device"]["id"])
+        elif frame["type"] == "presence" and frame["event"] == "changes":
+            told.extend(d["id"] for d in frame["joined"])
+    return told
 
 
 @pytest.mark.django_db(transaction=True)
@@ -126,12 +133,14 @@ async def test_a_member_who_takes_another_members_device_id_neither_replaces_nor
 # --- two workers on one Redis ----------------------------------------------------------------
 
 TTL = 1.5  # seconds: short, so that a dead worker's devices expire within the test
+WINDOW = 1.0  # PRESENCE_COALESCE of the two workers
 
 
 @pytest.fixture(scope="module")
 def workers(tmp_path_factory):
     with site_database(tmp_path_factory.mktemp("presence"), "presence") as env:
-        env = {**env, "SESSIONS_APP_JSON": json.dumps({"PRESENCE_TTL": TTL})}
+        settings = {"PRESENCE_TTL": TTL, "PRESENCE_COALESCE": WINDOW}
+        env = {**env, "SESSIONS_APP_JSON": json.dumps(settings)}
         token = session_with_token(env, "room", user="alice")
         first, second = DaphneProcess(env), DaphneProcess(env)
         first.start()
@@ -193,6 +202,41 @@ def test_devices_on_two_workers_see_each_other_join_list_and_leave(workers):
         assert left["event"] == "leave" and left["device"]["id"] == "laptop"
         assert listed(await phone.ask("presence", session="room")) == ["phone"]
         await phone.conn.close()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.real_engines
+def test_changes_on_another_worker_within_a_window_reach_a_device_in_one_frame(workers):
+    first, second, token = workers
+
+    async def scenario():
+        watch = await Device.open(first, token, "watch")
+        assert (await watch.ask("subscribe", session="room"))["type"] == "caught_up"
+        assert listed(await watch.ask("presence", session="room")) == ["watch"]
+        await asyncio.sleep(WINDOW)  # a quiet window
+        names = ["c-1", "c-2", "c-3"]
+        others = [await Device.open(second, token, name) for name in names]
+        # The first join goes out at once; the two that follow within the window, together.
+        await others[0].ask("subscribe", session="room")
+        joined = await watch.presence()
+        assert joined["event"] == "join" and joined["device"]["id"] == "c-1"
+        subscribed = await asyncio.gather(*(d.ask("subscribe", session="room") for d in others[1:]))
+        assert [frame["type"] for frame in subscribed] == ["caught_up", "caught_up"]
+        merged = await watch.presence(timeout=5 * WINDOW)
+        assert merged["event"] == "changes" and merged["left"] == []
+        assert sorted(d["id"] for d in merged["joined"]) == ["c-2", "c-3"]
+        assert listed(merged) == ["watch", *names]
+        # Three leaves within a window: none is lost, and they come in at most two frames.
+        for device in others:
+            await device.conn.close()
+        frames = [await watch.presence(timeout=5 * WINDOW)]
+        while listed(frames[-1]) != ["watch"]:
+            frames.append(await watch.presence(timeout=5 * WINDOW))
+        assert len(frames) <= 2
+        gone = [d["id"] for f in frames for d in (f["left"] if "left" in f else [f["device"]])]
+        assert sorted(gone) == names
+        await watch.conn.close()
 
     asyncio.run(scenario())
 
