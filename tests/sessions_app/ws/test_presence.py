@@ -226,7 +226,7 @@ def test_changes_on_another_worker_within_a_window_reach_a_device_in_one_frame(w
         merged = await watch.presence(timeout=5 * WINDOW)
         assert merged["event"] == "changes" and merged["left"] == []
         assert sorted(d["id"] for d in merged["joined"]) == ["c-2", "c-3"]
-        assert listed(merged) == ["watch", *names]
+        assert listed(merged)[0] == "watch" and sorted(listed(merged)[1:]) == names
         # Three leaves within a window: none is lost, and they come in at most two frames.
         for device in others:
             await device.conn.close()
