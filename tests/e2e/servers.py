@@ -153,7 +153,11 @@ class DaphneProcess:
                 [sys.executable, *args, "config.asgi:application"],
                 cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip
-        wait_until_serving(self.base + "/", self.proc, self.log)
+        try:
+            wait_until_serving(self.base + "/", self.proc, self.log)
+        except BaseException:  # a start that fails or times out leaves no server behind
+            self.stop(kill=True)
+            raise
         return self.base
 
     def stop(self, *, kill: bool = False) -> None:

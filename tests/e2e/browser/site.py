@@ -73,7 +73,11 @@ class DemoSite:
     def start(self) -> None:
         self.server.start()
         assert self.server.proc is not None
-        wait_until_serving(self.url + "/", self.server.proc, self.server.log)
+        try:
+            wait_until_serving(self.url + "/", self.server.proc, self.server.log)
+        except BaseException:  # a start that fails or times out leaves no server behind
+            self.server.stop()
+            raise
 
     def stop(self) -> None:
         self.server.stop()
