@@ -188,6 +188,20 @@ def _check_streams(config: dict[str, Any]) -> list[Any]:
                 id="sessions_app.E012",
             )
         )
+    coalesce = config["PRESENCE_COALESCE"]
+    if (
+        not isinstance(coalesce, int | float)
+        or isinstance(coalesce, bool)
+        or not 0 <= coalesce <= 60
+    ):
+        errors.append(
+            Error(
+                "SESSIONS_APP['PRESENCE_COALESCE'] must be a number of seconds from 0 to 60, "
+                f"not {coalesce!r}.",
+                hint="0 sends a presence frame per change; the default is 0.25.",
+                id="sessions_app.E013",
+            )
+        )
     return errors
 
 
