@@ -50,7 +50,7 @@ async def test_joins_within_a_window_reach_each_member_as_one_merged_frame(alice
         newcomers = [await device_of(c) for c in storm]
         everyone = sorted([*mine, await device_of(first), *newcomers])
         for me, watcher in zip(mine, watchers, strict=True):
-            frames = presence(await drain(watcher, quiet=2.5))
+            frames = presence(await drain(watcher, quiet=4.5))
             assert len(frames) == 1, frames
             merged = frames[0]
             assert merged["event"] == "changes"
@@ -79,15 +79,18 @@ async def test_a_lone_join_arrives_at_once_and_the_next_one_waits_for_the_window
 
 
 @pytest.mark.django_db(transaction=True)
-@override_settings(SESSIONS_APP={"PRESENCE_COALESCE": 2.0})
+@override_settings(SESSIONS_APP={"PRESENCE_COALESCE": 4.0})
 async def test_a_leave_within_a_window_is_told_and_a_device_that_came_and_went_is_not_listed(
     alice, session
 ):
+    # A window of 4 s: the leave and the brief visit below must fall in one window even on a
+    # loaded CI machine; and the watcher waits out the window its first join opened, so that
+    # the next join is told at once.
     async with connect(alice) as watcher, connect(alice) as leaving:
         await watcher.subscribe("chat-1")
         await leaving.subscribe("chat-1")
         gone = await device_of(leaving)
-        await drain(watcher)
+        await drain(watcher, quiet=4.5)
         async with connect(alice) as staying:
             await staying.subscribe("chat-1")  # the first change: told at once
             assert (await watcher.recv_type("presence"))["event"] == "join"
@@ -96,7 +99,7 @@ async def test_a_leave_within_a_window_is_told_and_a_device_that_came_and_went_i
             async with connect(alice) as brief:
                 await brief.subscribe("chat-1")
                 fleeting = await device_of(brief)
-            frames = presence(await drain(watcher, quiet=2.5))
+            frames = presence(await drain(watcher, quiet=4.5))
             assert len(frames) == 1, frames
             merged = frames[0]
             assert merged["event"] == "changes" and merged["joined"] == []
