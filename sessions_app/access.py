@@ -121,6 +121,23 @@ def reachable_by(asked: list[tuple[Actor, list[str]]]) -> list[set[str]]:
     """For each (actor, names) asked: the names ``get_session`` gives that actor, found for all
     of them at once in two queries (three when a worker key is among them), however many are
     asked: the periodic access re-check of every open socket of a worker."""
+    return [set(found) for found in _reach(asked)]
+
+
+def sessions_for(asked: list[tuple[Actor, object]]) -> list[int | NotFound]:
+    """For each (actor, name) asked: the primary key of the session ``get_session`` gives,
+    or the NotFound it raises, found for all of them at once as ``reachable_by`` finds them:
+    the subscribes that arrive together on a worker (a join storm, issue #25)."""
+    names = [[name] if isinstance(name, str) and _valid(name) else [] for _, name in asked]
+    found = _reach([(actor, n) for (actor, _), n in zip(asked, names, strict=True)])
+    return [
+        pks[n[0]] if n and n[0] in pks else NotFound("no such session")
+        for pks, n in zip(found, names, strict=True)
+    ]
+
+
+def _reach(asked: list[tuple[Actor, list[str]]]) -> list[dict[str, int]]:
+    """For each (actor, names): name -> pk of the names ``get_session`` gives that actor."""
     asked = [(actor, names if actor.authenticated else []) for actor, names in asked]
     sessions = _live_sessions({n for _, names in asked for n in names if _valid(n)})
     pks = sorted(pk for pk, _ in sessions.values())
@@ -129,14 +146,14 @@ def reachable_by(asked: list[tuple[Actor, list[str]]]) -> list[set[str]]:
     held = _pairs(Session, "pk", pks, "turns__key_id", workers, turns__state="claimed")
     out = []
     for actor, names in asked:
-        allowed = set()
+        allowed = {}
         for name in names:
             pk, owner = sessions.get(name, (None, None))
             mine = owner == actor.user.pk or (pk, actor.user.pk) in members
             if pk is not None and (
                 (mine and in_scope(actor, name)) or (actor.agents and (pk, actor.key) in held)
             ):
-                allowed.add(name)
+                allowed[name] = pk
         out.append(allowed)
     return out
 

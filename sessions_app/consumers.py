@@ -33,7 +33,7 @@ from sessions_app import (
     tails,
     watchdog,
 )
-from sessions_app.access import Actor, get_session, granted
+from sessions_app.access import Actor, granted
 from sessions_app.conf import setting
 from sessions_app.domain import control
 from sessions_app.domain.errors import (
@@ -49,6 +49,7 @@ from sessions_app.domain.errors import (
 from sessions_app.domain.limits import TokenBucket
 from sessions_app.domain.offsets import BEGINNING, parse_start
 from sessions_app.schemas import ClaimIn
+from sessions_app.ws import lookups
 from sessions_app.ws.flow import CLOSE_SLOW_CONSUMER, Flow
 from sessions_app.ws.presence import Presence
 from sessions_app.ws.subscriptions import Subscription, Subscriptions
@@ -379,7 +380,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
         # what the lookup would ask: an answer's first publish needs no query.
         pk = granted(self.actor, name, self.checked_at, AUTH_CACHE_SECONDS)
         if pk is None:
-            pk = (await dbexec.run_read(get_session, self.actor, name)).pk
+            pk = await lookups.authorize(self.actor, name)
         assert isinstance(name, str)
         self.authorized[name] = (pk, time.monotonic() + AUTH_CACHE_SECONDS)
         return pk

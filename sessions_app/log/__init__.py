@@ -12,6 +12,7 @@ executors  the writer thread and reader pool; ``lanes``: the event loop's own co
            the writer's strategy for a lone plain append
 fanout     the one notifier (``log.entries`` and ``stream.changed`` after commit)
 reads      reads, folded state, compaction; ``waiting``: waiting for commits, presence
+batches    lookups of one event loop that arrive together, answered by one call
 
 Offsets are allocated inside the transaction that stores the entries by advancing
 ``Session.head`` under the row's lock, so they follow commit order, and a unique constraint
@@ -48,9 +49,11 @@ from sessions_app.log.reads import (
     fold_session,
     fold_sessions,
     head_and_tail,
+    heads_and_tails,
     loads,
     now_ms,
     read,
+    read_many,
 )
 from sessions_app.log.requests import AppendRequest, AppendResult, Deferred, Item, Locked
 from sessions_app.log.waiting import PRESENCE_QUIET, Waiter, attached_devices
@@ -89,10 +92,12 @@ __all__ = [
     "fold_sessions",
     "group_name",
     "head_and_tail",
+    "heads_and_tails",
     "loads",
     "notify",
     "wake_workers",
     "now_ms",
     "read",
+    "read_many",
     "seed",
 ]

@@ -81,6 +81,26 @@ def head_and_tail(session_pk: int) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
+def heads_and_tails(pks: list[int]) -> list[tuple[int, int] | NotFound]:
+    """``head_and_tail`` of many sessions in one query (for ``batches.Batcher``)."""
+    found = dict[int, tuple[int, int]]()
+    for chunk in _chunks(sorted(set(pks))):
+        rows = Session.objects.filter(pk__in=chunk).values_list("pk", "head", "tail")
+        found.update((pk, (int(head), int(tail))) for pk, head, tail in rows)
+    return [found.get(pk) or NotFound("no such session") for pk in pks]
+
+
+def read_many(asked: list[tuple[int, int, int, int | None]]) -> list[list[tuple[int, bytes]]]:
+    """``read`` for many (session, after, limit, max_bytes) in one thread hop; the same read
+    asked several times (the sockets of one session subscribing together) is read once."""
+    found = {ask: read(*ask) for ask in dict.fromkeys(asked)}
+    return [found[ask] for ask in asked]
+
+
+def _chunks(values: list[int], size: int = 5000) -> list[list[int]]:
+    return [values[i : i + size] for i in range(0, len(values), size)]
+
+
 def fold_session(session_pk: int) -> SessionState:
     """The folded state of a session: its stored snapshot plus every retained entry.
 

@@ -19,6 +19,7 @@ from sessions_app.conf import setting
 from sessions_app.domain import delivery
 from sessions_app.domain.errors import BadRequest, OffsetExpired, SessionError, Unavailable
 from sessions_app.domain.offsets import SNAPSHOT, format_offset
+from sessions_app.ws import lookups
 from sessions_app.ws.flow import SHARED_FRAMES, Frames
 
 logger = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ class Subscriptions:
             # before any of them is sent).
             first = None if start.now else self._read_after(sub, start.seq)
             try:
-                head, tail = await dbexec.run_read(log.head_and_tail, sub.pk)
+                head, tail = await lookups.HEADS.ask(sub.pk)
             except BaseException:
                 _drop(first)
                 raise
@@ -133,7 +134,7 @@ class Subscriptions:
         )
 
     def _read_after(self, sub: Subscription, after: int) -> asyncio.Future[list[tuple[int, bytes]]]:
-        read = log.aread(sub.pk, after, setting("REPLAY_BATCH"), REPLAY_READ_BYTES)
+        read = lookups.READS.ask((sub.pk, after, setting("REPLAY_BATCH"), REPLAY_READ_BYTES))
         return asyncio.ensure_future(read)
 
     async def replay(
