@@ -129,12 +129,16 @@ def ml_demo(user: Any) -> tuple[Any, Any]:
 def baseline_run(data: Any) -> dict[str, Any]:
     """A quick first model (logistic regression, under a second): the run a newcomer brings."""
     from sklearn.linear_model import LogisticRegression
+    from threadpoolctl import threadpool_limits
 
     from mlexec_app.diagnostics.baseline import split_rows
 
     rows = split_rows(data.y)
     X = data.X / 16.0
-    model = LogisticRegression(max_iter=500).fit(X[rows["train"]], data.y[rows["train"]])
+    # One BLAS thread, as the diagnostics train on one torch thread: on a 2-core machine with
+    # other work running, OpenBLAS's second thread spin-waits and this fit took 6-8 s, not 0.06.
+    with threadpool_limits(limits=1, user_api="blas"):
+        model = LogisticRegression(max_iter=500).fit(X[rows["train"]], data.y[rows["train"]])
     accuracy = {
         split: round(float((model.predict(X[r]) == data.y[r]).mean()), 4)
         for split, r in rows.items()
