@@ -39,7 +39,9 @@ def site(tmp_path_factory):
             agent.stop()
 
 
-async def until(device, predicate, timeout=20):
+# Long enough for the agent process's own start-up, which the first answer waits for: at load
+# 10-13 in CI it took longer than the 20 s this was.
+async def until(device, predicate, timeout=60):
     async def loop():
         while not predicate(device.events):
             device.take(await device.recv(timeout))
