@@ -38,7 +38,7 @@ from sessions_app.domain.dataset import (
     redact,
 )
 from sessions_app.domain.fold import SessionState, apply, apply_all
-from sessions_app.log import loads
+from sessions_app.log import forks, loads
 from sessions_app.models import JSON_CONTENT_TYPE, Entry, Export, Run, Session
 
 CHUNK = 200  # sessions a query reads (their entries come in one more query)
@@ -133,9 +133,9 @@ def _chunks(options: Options) -> Iterator[tuple[list[Row], int]]:
 
 def _forked(row: Row) -> bool:
     """A fork whose own log still starts at the fork point: its fold starts from the history
-    it inherits (a fork compacted past that point starts from its own snapshot, as before)."""
+    it inherits (a fork compacted past that point starts from its own snapshot)."""
     _pk, _name, _created, _snapshot, tail, _cp, _cp_seq, _head, parent, fork_seq = row
-    return parent is not None and fork_seq > 0 and tail <= fork_seq
+    return forks.is_fork(parent, fork_seq, tail)
 
 
 def _start(row: Row) -> int:
@@ -288,37 +288,10 @@ def _initial(row: Row) -> SessionState:
     snapshot."""
     _pk, _name, _created, snapshot, tail, checkpoint, checkpoint_seq, _head, parent, upto = row
     if _forked(row):
-        return _inherited(parent, upto)
+        return forks.inherited(parent, upto)
     if checkpoint is not None and checkpoint_seq >= tail:
         return SessionState.from_dict(checkpoint, checkpoint_seq)
     return SessionState.from_dict(snapshot, tail) if snapshot else SessionState(seq=tail)
-
-
-def _inherited(parent: int | None, upto: int) -> SessionState:
-    """The fold of the history a fork inherits: its source's entries up to the fork point,
-    and below the source's own fork point its source's, and so on (as the stream's reads
-    walk ``forked_from``). Forks are few: a query per ancestor, entries through a cursor."""
-    chain: list[tuple[Row, int]] = []  # the ancestors, newest first, with the last seq taken
-    while parent is not None and upto > 0:
-        row = Session.objects.filter(pk=parent).values_list(*COLUMNS).first()
-        if row is None:
-            break
-        chain.append((row, upto))
-        parent, upto = (row[8], min(upto, row[9])) if _forked(row) else (None, 0)
-    if not chain:
-        return SessionState()
-    root, root_upto = chain[-1]
-    state = _initial(root) if not _forked(root) else SessionState()
-    if state.seq > root_upto:  # its checkpoint or snapshot is past the fork point
-        _pk, _n, _c, snapshot, tail, *_ = root
-        state = SessionState.from_dict(snapshot, tail) if snapshot else SessionState(seq=tail)
-        if state.seq > root_upto:  # retention removed the inherited part
-            return SessionState()
-    for row, last in reversed(chain):
-        entries = Entry.objects.filter(session_id=row[0], seq__gt=state.seq, seq__lte=last)
-        found = entries.order_by("seq").values_list("session_id", "seq", "body")
-        _fold_rows({row[0]: state}, found.iterator(chunk_size=2000))
-    return state
 
 
 def _orjson_line(obj: dict[str, Any]) -> bytes:

@@ -33,6 +33,7 @@ from sessions_app.domain.errors import (
 from sessions_app.domain.fold import SessionState, fold
 from sessions_app.domain.offsets import format_offset
 from sessions_app.domain.runs import RunStatus
+from sessions_app.log import forks
 from sessions_app.models import Run, Session, Turn
 
 FOLD_BATCH = 5000
@@ -228,16 +229,20 @@ async def cancel(session: Session, run_id: str | None, reason: str) -> dict[str,
 
 def fold_until(session_pk: int, until: int) -> SessionState:
     """The folded state of a session up to and including offset ``until``."""
-    row = Session.objects.filter(pk=session_pk).values_list("snapshot", "tail").first()
+    columns = ("snapshot", "tail", "forked_from_id", "fork_seq")
+    row = Session.objects.filter(pk=session_pk).values_list(*columns).first()
     if row is None:
         raise NotFound("no such session")
-    snapshot, tail = row
+    snapshot, tail, parent, fork_seq = row
     if until < tail:
         raise OffsetExpired(
             "entries at this offset were removed by retention", earliest=format_offset(tail)
         )
-    state = SessionState.from_dict(snapshot, tail) if snapshot else SessionState(seq=tail)
-    after = tail
+    if forks.is_fork(parent, fork_seq, tail):
+        state = forks.inherited(parent, min(until, fork_seq))
+    else:
+        state = SessionState.from_dict(snapshot, tail) if snapshot else SessionState(seq=tail)
+    after = state.seq
     while after < until:
         batch = [(s, b) for s, b in log.read(session_pk, after, FOLD_BATCH) if s <= until]
         fold(((seq, json.loads(body)) for seq, body in batch), state)

@@ -10,7 +10,8 @@ Protocol state the session columns have no place for (the last ``Stream-Seq``, w
 log; the original ``Stream-Expires-At`` text, the fork request) lives under
 ``metadata["durable_streams"]``.
 
-A fork shares its source's entries ``1..fork_seq``: reads walk up the ``forked_from`` chain.
+A fork shares its source's entries ``1..fork_seq``: the log's reads walk up the ``forked_from``
+chain (``sessions_app.log.forks``).
 A stream with forks is only soft-deleted; deleting the last fork removes soft-deleted (or
 expired) ancestors that nothing references any more.
 """
@@ -49,7 +50,7 @@ from sessions_app.domain.kept import Kept
 from sessions_app.domain.offsets import format_offset
 from sessions_app.log import STATE_KEY, announce_change, change_group
 from sessions_app.log.requests import Fetch
-from sessions_app.models import Entry, Membership, Session
+from sessions_app.models import Membership, Session
 from sessions_app.streams import protocol
 from sessions_app.streams.errors import ContentTypeMismatch, Forbidden, Gone, Unauthorized
 
@@ -511,42 +512,9 @@ def _remove(pk: int) -> None:
 # --- reads -----------------------------------------------------------------------------------
 
 
-def segments(stream: Stream) -> list[tuple[int, int, int | None]]:
-    """Where a stream's entries live: (session pk, above seq, up to seq), oldest first."""
-    found: list[tuple[int, int, int | None]] = [(stream.pk, stream.fork_seq, None)]
-    parent_id, upper = stream.forked_from_id, stream.fork_seq
-    while parent_id is not None and upper > 0:
-        row = Session.objects.filter(pk=parent_id).values_list("forked_from_id", "fork_seq").first()
-        if row is None:
-            break
-        found.append((parent_id, row[1], upper))
-        parent_id, upper = row[0], min(upper, row[1])
-    return found[::-1]
-
-
 def read(stream: Stream, after: int, limit: int) -> list[tuple[int, bytes]]:
-    """Entries above ``after`` (own and inherited), in order, at most ``limit``."""
-    rows: list[tuple[int, bytes]] = []
-    for pk, low, high in segments(stream):
-        if len(rows) >= limit or (high is not None and high <= after):
-            continue
-        rows.extend(_entries(pk, max(after, low), high, limit - len(rows)))
-    return rows
-
-
-def _entries(pk: int, after: int, upto: int | None, limit: int) -> list[tuple[int, bytes]]:
-    # Plain SQL: catch-up reads move thousands of rows, and the ORM's per-row work showed up
-    # as a third of a 10,000-entry read (bench/durable_streams.py).
-    table = connection.ops.quote_name(Entry._meta.db_table)
-    bound = " AND seq <= %s" if upto is not None else ""
-    params = [pk, after, *([upto] if upto is not None else []), limit]
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT seq, body FROM {table} WHERE session_id = %s AND seq > %s{bound} "
-            "ORDER BY seq LIMIT %s",
-            params,
-        )
-        return [(seq, bytes(body)) for seq, body in cursor.fetchall()]
+    """Entries above ``after`` (own and inherited: ``log.forks``), in order, at most ``limit``."""
+    return log.read(stream.pk, after, limit)
 
 
 def read_batch(stream: Stream, after: int) -> list[tuple[int, bytes]]:
