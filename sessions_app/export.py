@@ -140,7 +140,7 @@ def _forked(row: Row) -> bool:
 
 def _start(row: Row) -> int:
     """The offset a session's own entries are read from: its checkpoint's, else its
-    snapshot's (a fork's checkpoint is not used: it was folded without the inherited part)."""
+    snapshot's (a fork's own entries all follow its inherited fold, so from its tail)."""
     _pk, _name, _created, _snapshot, tail, checkpoint, checkpoint_seq, *_ = row
     if _forked(row):
         return int(tail)
