@@ -56,14 +56,13 @@ from sessions_app.log.reads import (
     read_many,
 )
 from sessions_app.log.requests import AppendRequest, AppendResult, Deferred, Item, Locked
-from sessions_app.log.waiting import PRESENCE_QUIET, Waiter, attached_devices
+from sessions_app.log.waiting import Waiter
 
 __all__ = [
     "CHECKPOINT_ENTRIES",
     "COPY_COLUMNS",
     "FOLD_BATCH",
     "NOTIFY_INLINE_BYTES",
-    "PRESENCE_QUIET",
     "STATE_KEY",
     "TURNS_GROUP",
     "AppendRequest",
@@ -79,7 +78,6 @@ __all__ = [
     "append",
     "append_queued",
     "append_sync",
-    "attached_devices",
     "aread",
     "change_group",
     "commit",

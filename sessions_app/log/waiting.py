@@ -1,4 +1,4 @@
-"""Waiting for a session's next commit, and asking its subscribers which devices they are."""
+"""Waiting for a session's next commit."""
 
 from __future__ import annotations
 
@@ -51,28 +51,3 @@ class Waiter:
         except TimeoutError:
             return False
         return True
-
-
-PRESENCE_QUIET = 0.25  # seconds without a new answer before the list is complete
-
-
-async def attached_devices(session_pk: int, limit: float = 1.0) -> list[dict[str, Any]]:
-    """Ask every subscriber of the session, on every worker, which device it is."""
-    layer = get_channel_layer()
-    if layer is None:
-        return []
-    channel = await layer.new_channel()
-    await layer.group_send(group_name(session_pk), {"type": "presence.query", "session": session_pk,
-                                                    "reply_to": channel})  # fmt: skip
-    devices: dict[str, dict[str, Any]] = {}
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + limit
-    while (left := deadline - loop.time()) > 0:
-        try:
-            message = await asyncio.wait_for(layer.receive(channel), min(PRESENCE_QUIET, left))
-        except TimeoutError:
-            break
-        device = message.get("device")
-        if isinstance(device, dict) and "id" in device:
-            devices[device["id"]] = device
-    return sorted(devices.values(), key=lambda d: d["id"])

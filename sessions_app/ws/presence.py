@@ -509,6 +509,8 @@ class Presence:
         worker().note(sub.pk, message.get("event"), message.get("device"), once=True)
 
     async def on_query(self, pk: int, reply_to: str) -> None:
+        """A device list asked of every socket by a worker of an earlier version (its REST
+        presence, before it read the roster): answered while such workers remain."""
         await self.consumer.channel_layer.send(reply_to, self._update(pk, "here"))
 
     async def deliver(self, text: str) -> None:
