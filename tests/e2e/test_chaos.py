@@ -86,7 +86,13 @@ def test_kill_9_a_worker_mid_stream_repeatedly_loses_and_repeats_nothing(cluster
     assert agent_reconnects >= 1
 
 
-def test_redis_restart_mid_stream_live_delivery_comes_back_within_2s(cluster):
+# How fast it comes back is `bench chaos`'s figure (at most 0.99 s over 5 restarts, bench/README.md);
+# here the bound only catches a delivery that never comes back: at CI's load the 2 s this test
+# once asserted was a speed check, and failed with nothing wrong.
+RECOVERY_BOUND = 30.0
+
+
+def test_redis_restart_mid_stream_live_delivery_comes_back_by_itself(cluster):
     async def scenario():
         subscribers = [Subscriber(cluster.url, cluster.token, "redis").start() for _ in range(3)]
         agent = await Agent(cluster.url, cluster.key, "redis").start()
@@ -100,7 +106,7 @@ def test_redis_restart_mid_stream_live_delivery_comes_back_within_2s(cluster):
             probe = agent.acked[mark]  # acknowledged after Redis came back
             return all(probe in s.values() for s in subscribers)
 
-        recovered = await wait_until(live_again, 2.0, step=0.01)
+        recovered = await wait_until(live_again, RECOVERY_BOUND, step=0.01)
         took = time.monotonic() - back
         await _finish(subscribers, agent, cluster, "redis")
         return recovered, took
