@@ -32,8 +32,9 @@ Rows = list[tuple[int, bytes]]
 
 
 def is_fork(parent: int | None, fork_seq: int, tail: int) -> bool:
-    """A fork whose own log still starts at its fork point (not compacted past it)."""
-    return parent is not None and fork_seq > 0 and tail <= fork_seq
+    """A fork that still reads part of its history from its source (its compaction has not
+    reached its fork point: once it has, its snapshot holds all it inherited)."""
+    return parent is not None and fork_seq > 0 and tail < fork_seq
 
 
 def fork_point(session_pk: int) -> tuple[int, int] | None:
@@ -64,12 +65,24 @@ def ancestry(parent: int | None, upto: int) -> list[Part]:
 
 
 def read_up_to(source: int) -> int:
-    """How far compaction may remove ``source``'s entries: not past the earliest fork point of
-    a fork that reads them (a fork compacted past its own fork point reads them no more)."""
+    """How far compaction may remove ``source``'s entries: a fork reads them from above its
+    own tail up to its fork point, so not past the lowest tail among the forks still reading
+    (usually 0: a source that forks read keeps its entries until they no longer do)."""
     reading = Session.objects.filter(
-        forked_from_id=source, fork_seq__gt=0, tail__lte=models.F("fork_seq")
-    ).aggregate(first=models.Min("fork_seq"))["first"]
+        forked_from_id=source, fork_seq__gt=0, tail__lt=models.F("fork_seq")
+    ).aggregate(lowest=models.Min("tail"))["lowest"]
     return int(reading) if reading is not None else sys.maxsize
+
+
+def inherited_tail(parent: int, upto: int) -> int:
+    """The highest offset below ``upto`` whose entry a fork of ``parent`` can no longer read:
+    its sources' retention (a fork made of a compacted source, or one compacted before forks
+    held their sources back). A fork's readers treat it as the fork's own tail."""
+    gone = 0
+    for pk, _above, part_upto in ancestry(parent, upto):
+        tail = Session.objects.filter(pk=pk).values_list("tail", flat=True).first() or 0
+        gone = max(gone, min(int(tail), part_upto))
+    return gone
 
 
 def read_inherited(parts: list[Part], after: int, limit: int) -> Rows:

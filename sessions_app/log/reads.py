@@ -12,7 +12,7 @@ import itertools
 import json
 import logging
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from django.db import DatabaseError, connection, models, transaction
@@ -25,6 +25,7 @@ from sessions_app.log.forks import (
     bounded,
     fork_point,
     inherited,
+    inherited_tail,
     is_fork,
     read_inherited,
     read_up_to,
@@ -99,20 +100,32 @@ async def aread(
     return await run_read(read, session_pk, after, limit, max_bytes)
 
 
+_HEAD = ("head", "tail", "forked_from_id", "fork_seq")
+
+
 def head_and_tail(session_pk: int) -> tuple[int, int]:
-    row = Session.objects.filter(pk=session_pk).values_list("head", "tail").first()
+    """The session's last offset and the offset below which its entries can no longer be read
+    (retention; for a fork, its sources' too)."""
+    row = Session.objects.filter(pk=session_pk).values_list(*_HEAD).first()
     if row is None:
         raise NotFound("no such session")
-    return int(row[0]), int(row[1])
+    return _head_tail(*row)
 
 
 def heads_and_tails(pks: list[int]) -> list[tuple[int, int] | NotFound]:
     """``head_and_tail`` of many sessions in one query (for ``batches.Batcher``)."""
     found = dict[int, tuple[int, int]]()
     for chunk in _chunks(sorted(set(pks))):
-        rows = Session.objects.filter(pk__in=chunk).values_list("pk", "head", "tail")
-        found.update((pk, (int(head), int(tail))) for pk, head, tail in rows)
+        rows = Session.objects.filter(pk__in=chunk).values_list("pk", *_HEAD)
+        found.update((pk, _head_tail(*rest)) for pk, *rest in rows)
     return [found.get(pk) or NotFound("no such session") for pk in pks]
+
+
+def _head_tail(head: int, tail: int, parent: int | None, fork_seq: int) -> tuple[int, int]:
+    if is_fork(parent, fork_seq, tail):
+        assert parent is not None
+        tail = max(tail, inherited_tail(parent, fork_seq))
+    return int(head), int(tail)
 
 
 def read_many(asked: list[tuple[int, int, int, int | None]]) -> list[list[tuple[int, bytes]]]:
@@ -137,7 +150,8 @@ def fold_session(session_pk: int) -> SessionState:
     if row is None:
         raise NotFound("no such session")
     state = _start(*row)
-    start = after = state.seq
+    after = state.seq
+    start = _began(row, state)
     while True:
         batch = read(session_pk, after, FOLD_BATCH)
         fold(((seq, loads(body)) for seq, body in batch), state)
@@ -150,6 +164,15 @@ def fold_session(session_pk: int) -> SessionState:
 
 
 _START = ("snapshot", "tail", "checkpoint", "checkpoint_seq", "forked_from_id", "fork_seq")
+
+
+def _began(row: Sequence[Any], state: SessionState) -> int:
+    """Where the fold's work began: a fork's inherited fold counts too (its checkpoint saves
+    folding its source's entries again), so from its own tail."""
+    _snapshot, tail, checkpoint, checkpoint_seq, parent, fork_seq = row
+    if (checkpoint is None or checkpoint_seq < tail) and is_fork(parent, fork_seq, tail):
+        return int(tail)
+    return state.seq
 
 
 def _start(
@@ -174,7 +197,10 @@ def fold_sessions(session_pks: Collection[int]) -> dict[int, SessionState]:
     issue #20's dispatch profile). Sessions that no longer exist are left out; when the
     entries to fold pass ``FOLD_BATCH`` the sessions are folded one by one instead."""
     rows = Session.objects.filter(pk__in=list(session_pks)).values_list("pk", *_START)
-    states = {pk: _start(*rest) for pk, *rest in rows}
+    states, began = {}, {}
+    for pk, *rest in rows:
+        states[pk] = _start(*rest)
+        began[pk] = _began(rest, states[pk])
     if not states:
         return {}
     starts = {pk: state.seq for pk, state in states.items()}
@@ -184,7 +210,7 @@ def fold_sessions(session_pks: Collection[int]) -> dict[int, SessionState]:
     for pk, entries in itertools.groupby(batch, key=lambda row: row[0]):
         fold(((seq, loads(body)) for _, seq, body in entries), states[pk])
     for pk, state in states.items():
-        if state.seq - starts[pk] >= CHECKPOINT_ENTRIES:
+        if state.seq - began[pk] >= CHECKPOINT_ENTRIES:
             _save_checkpoint(pk, state)
     return states
 

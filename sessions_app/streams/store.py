@@ -397,7 +397,10 @@ def _plan_fork(access: Access, request: CreateRequest, now: datetime) -> ForkPla
         raise BadRequest(
             f"Stream-Fork-Offset is beyond the source's tail {format_offset(source.head)}"
         )
-    if anchor < source.tail:
+    # The source's row is locked until the fork commits: compaction (which locks it too) then
+    # either ran before, and its tail is seen here, or runs after and sees the fork.
+    locked = Session.objects.select_for_update().filter(pk=source.pk).values_list("tail")
+    if anchor < max(source.tail, *(int(tail) for (tail,) in locked)):
         raise OffsetExpired("the fork offset was removed by retention")
     fork_seq, prefix = _sub_offset(source, anchor, request.sub_offset)
     state = {"fork": {"from": source.name, "offset": anchor, "sub": request.sub_offset}}

@@ -9,6 +9,7 @@ import importlib
 import json
 
 import pytest
+from channels.db import database_sync_to_async
 from django.apps import apps
 from django.test import Client
 
@@ -16,6 +17,7 @@ from sessions_app import dispatch, feedback, log, services
 from sessions_app.access import Actor
 from sessions_app.domain import control
 from sessions_app.domain.fold import fold
+from sessions_app.domain.offsets import format_offset
 from sessions_app.doors import common
 from sessions_app.log import forks
 from sessions_app.models import Session
@@ -24,6 +26,7 @@ from tests.sessions_app.test_export import chat
 from tests.sessions_app.test_export_forks import fork, turn
 
 pytestmark = pytest.mark.django_db(transaction=True)
+db = database_sync_to_async
 
 
 @pytest.fixture
@@ -114,28 +117,61 @@ def test_an_agent_answering_in_a_fork_is_given_the_conversation_it_inherits(alic
     ]
 
 
-def test_compacting_a_fork_keeps_what_it_inherits_and_what_its_own_forks_read(alice, family):
-    _source, first, grandchild = family
-    # entries 9..11 of the fork are read by the fork of the fork: compaction stops there
-    assert log.compact(first.pk, 16) == 3
-    assert conversation(log.fold_session(first.pk)) == FORK
+def test_a_source_that_forks_read_is_not_compacted_until_they_no_longer_do(alice, family):
+    source, first, grandchild = family
+    assert log.compact(source.pk, 16) == 0  # the fork reads 1..8
+    assert log.compact(first.pk, 16) == 0  # the fork of the fork reads 9..11 of it
+    assert [seq for seq, _ in log.read(grandchild.pk, 0, 100)] == list(range(1, 20))
+    # compacted past its fork point, a fork's snapshot holds what it inherited
+    assert log.compact(grandchild.pk, 19) == 8
     assert conversation(log.fold_session(grandchild.pk)) == GRANDCHILD
+    assert log.compact(first.pk, 16) == 8
+    assert conversation(log.fold_session(first.pk)) == FORK
+    assert log.compact(source.pk, 16) == 16
+    assert conversation(log.fold_session(source.pk))[-1] == ("assistant", "No.")
+    assert conversation(log.fold_session(first.pk)) == FORK
     api = Client()
     api.force_login(alice)
     refused = api.get("/api/sessions/fork/events")
     assert refused.status_code == 410 and json.loads(refused.content)["code"] == "offset_expired"
-    assert [seq for seq, _ in log.read(first.pk, 11, 100)] == [12, 13, 14, 15, 16]
 
 
-def test_compacting_a_source_never_removes_what_its_forks_inherit(family):
-    source, first, grandchild = family
-    assert log.compact(source.pk, 16) == 8  # 1..8 only: the forks read up to 8
-    assert conversation(log.fold_session(first.pk)) == FORK
-    assert conversation(log.fold_session(grandchild.pk)) == GRANDCHILD
-    assert conversation(log.fold_session(source.pk))[-1] == ("assistant", "No.")
+def test_a_fork_of_a_compacted_source_reads_as_expired_below_the_source_s_tail(alice):
+    source = chat(alice, "source", "Capital of Italy?", "Rome.")
+    assert log.compact(source.pk, 4) == 4  # before any fork: 1..4 folded into its snapshot
+    made = fork(source, "fork", 8, turn("u2", "And of Spain?", "r2", "Madrid."))
+    assert log.head_and_tail(made.pk) == (16, 4)
+    api = Client()
+    api.force_login(alice)
+    refused = api.get("/api/sessions/fork/events")
+    assert refused.status_code == 410 and json.loads(refused.content)["code"] == "offset_expired"
+    page = api.get("/api/sessions/fork/events?after=" + format_offset(4)).json()
+    assert [e["offset"] for e in page["events"]][0] == format_offset(5)
+    assert conversation(log.fold_session(made.pk)) == FORK  # from the source's snapshot
     # an AG-UI reconnect folds the fork up to where the client was
-    assert conversation(common.fold_until(first.pk, 16)) == FORK
-    assert conversation(common.fold_until(first.pk, 10)) == FORK[:3]
+    assert conversation(common.fold_until(made.pk, 16)) == FORK
+    assert conversation(common.fold_until(made.pk, 10)) == FORK[:3]
+
+
+async def test_a_websocket_resume_below_a_fork_s_inherited_tail_is_offered_the_snapshot(alice):
+    source = await db(chat)(alice, "source", "Capital of Italy?", "Rome.")
+    await db(log.compact)(source.pk, 4)
+    await db(fork)(source, "fork", 8, turn("u2", "And of Spain?", "r2", "Madrid."))
+    async with connect(alice) as client:
+        _replayed, refused = await client.subscribe("fork")
+        assert refused["type"] == "error" and refused["code"] == "offset_expired"
+        (snapshot,), _ = await client.subscribe("fork", after="snapshot")
+        assert [(m["role"], m["text"]) for m in snapshot["state"]["messages"]] == FORK
+
+
+def test_a_fork_that_folds_its_inherited_history_leaves_a_checkpoint(family, monkeypatch):
+    from sessions_app.log import reads
+
+    monkeypatch.setattr(reads, "CHECKPOINT_ENTRIES", 10)  # the fork folds 8 + 8 entries
+    _source, first, _grandchild = family
+    assert conversation(log.fold_session(first.pk)) == FORK
+    assert Session.objects.get(pk=first.pk).checkpoint_seq == 16
+    assert conversation(log.fold_session(first.pk)) == FORK  # from the checkpoint
 
 
 def test_the_migration_forgets_fork_checkpoints_folded_without_the_inherited_history(family):
