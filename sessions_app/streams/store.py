@@ -326,6 +326,9 @@ def _create_once(access: Access, request: CreateRequest) -> tuple[Stream, bool]:
         else:  # a token may name the stream it creates, so only the quota applies here
             check_quota(access.actor.user)
         fork = _plan_fork(access, request, now) if request.fork_from else None
+        if fork is not None and owner is None and fork.source.owner_id is not None:
+            # Anyone may read an anonymous stream: as a fork, it would publish what it inherits.
+            raise Forbidden("a session of a user cannot be forked into an anonymous stream")
         return _insert_stream(request, owner, fork, now), True
 
 

@@ -21,7 +21,7 @@ from django.urls import include, path
 from sessions_app.access import mint_token
 from sessions_app.models import Entry, Session
 from sessions_app.streams.asgi import with_streams
-from tests.sessions_app.conftest import text
+from tests.sessions_app.conftest import add_member, text
 
 urlpatterns = [path("v1/stream/", include("sessions_app.streams.urls"))]
 
@@ -447,3 +447,30 @@ async def test_a_user_at_the_sessions_quota_cannot_create_a_stream(door, alice):
         assert (refused.status, refused.json["code"]) == (413, "limit_exceeded")
         assert refused.json["limit"] == "sessions_per_user"
         assert not await exists("second")
+
+
+@override_settings(SESSIONS_APP=PUBLIC)
+async def test_a_user_s_session_cannot_be_forked_into_an_anonymous_stream_anyone_reads(
+    door, alice, bob
+):
+    private = {"Content-Type": JSON, **await door.login(alice, csrf=True)}
+    secret = json.dumps([text(delta="secret")])
+    assert (await door.call("PUT", URL + "diary", secret, private)).status == 201
+    await db(add_member)(await db(Session.objects.get)(name="diary"), bob)
+    for user in (alice, bob):  # neither the owner nor a member may publish its history
+        headers = {"Content-Type": JSON, **await door.login(user, csrf=True)}
+        refused = await door.call(
+            "PUT", URL + "public/leak", b"", {**headers, "Stream-Forked-From": URL + "diary"}
+        )
+        assert refused.status == 403 and refused.json["code"] == "forbidden"
+    assert not await exists("public/leak")
+    door.cookies.clear()
+    assert (await door.call("GET", URL + "public/leak?offset=-1")).status == 404
+    # forked under a name of its own, a fork stays its owner's
+    mine = {"Content-Type": JSON, **await door.login(bob, csrf=True)}
+    kept = await door.call(
+        "PUT", URL + "bobs-copy", b"", {**mine, "Stream-Forked-From": URL + "diary"}
+    )
+    assert kept.status == 201
+    door.cookies.clear()
+    assert (await door.call("GET", URL + "bobs-copy?offset=-1")).status in (401, 404)
