@@ -234,6 +234,8 @@ def fold_until(session_pk: int, until: int) -> SessionState:
     if row is None:
         raise NotFound("no such session")
     snapshot, tail, parent, fork_seq = row
+    if forks.is_fork(parent, fork_seq, tail):  # its sources' retention is its own
+        tail = max(tail, forks.inherited_tail(parent, fork_seq))
     if until < tail:
         raise OffsetExpired(
             "entries at this offset were removed by retention", earliest=format_offset(tail)

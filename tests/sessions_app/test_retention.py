@@ -10,7 +10,7 @@ from channels.db import database_sync_to_async
 from django.core.management import call_command
 from django.utils import timezone
 
-from sessions_app import log
+from sessions_app import log, services
 from sessions_app.models import Entry, Session
 from tests.sessions_app.conftest import connect, text
 
@@ -163,3 +163,26 @@ async def test_a_long_session_is_folded_once_and_later_snapshots_still_see_every
     async with connect(alice) as client:
         frames, caught_up = await client.subscribe("chat-1", after="snapshot")
     assert frames[0]["state"] == state and caught_up["offset"].endswith(str(head))
+
+
+def test_retention_counts_only_what_it_did_and_holds_back_a_source_that_a_fork_reads(alice):
+    source = Session.objects.create(name="source", owner=alice, retention_days=7)
+    log.append_sync(services.request(source.pk, [text(delta=d) for d in "abcd"]))
+    age_entries(source, 4, days=30)
+    Session.objects.create(name="fork", owner=alice, forked_from=source, fork_seq=2, head=2)
+    hidden = Session.objects.create(
+        name="hidden", owner=alice, expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    Session.objects.create(name="fork-2", owner=alice, forked_from=hidden)
+    said = [prune_saying(), prune_saying()]
+    assert said[0] == "delete 1 expired sessions; compact 0 sessions (0 entries folded"
+    assert said[1] == "delete 0 expired sessions; compact 0 sessions (0 entries folded"
+    assert Entry.objects.filter(session=source).count() == 4  # the fork reads 1..2
+    Session.objects.filter(name="fork").delete()
+    assert prune_saying() == "delete 0 expired sessions; compact 1 sessions (4 entries folded"
+
+
+def prune_saying() -> str:
+    out = io.StringIO()
+    call_command("prune_sessions", stdout=out)
+    return out.getvalue().split("Retention did: ")[1].split(" into")[0]

@@ -45,14 +45,17 @@ class Command(BaseCommand):
         for pk, days in candidates.filter(Q(head__gt=0)).values_list("pk", "retention_days"):
             cutoff = now - timedelta(days=days if days is not None else default_days)
             up_to = log.expired_offset(pk, cutoff)
-            if up_to and not dry_run:
-                removed += log.compact(pk, up_to)
-            compacted += bool(up_to)
+            if up_to:
+                # a session that forks still read is held back (log.forks): not counted
+                folded = 0 if dry_run else log.compact(pk, up_to)
+                removed += folded
+                compacted += bool(folded or dry_run)
         idle = options.get("compact_finished")
         if idle is not None:
             for pk in log.finished_sessions(now - timedelta(seconds=idle)):
-                removed += 0 if dry_run else log.compact(pk, log.head_and_tail(pk)[0])
-                compacted += 1
+                folded = 0 if dry_run else log.compact(pk, log.head_and_tail(pk)[0])
+                removed += folded
+                compacted += bool(folded or dry_run)
         verb = "would" if dry_run else "did"
         self.stdout.write(
             f"Retention {verb}: delete {deleted} expired sessions; compact {compacted} sessions "
@@ -62,10 +65,13 @@ class Command(BaseCommand):
     def _delete(self, expired: Any, dry_run: bool) -> int:
         count = 0
         for session in expired:
+            kept = session.forks.exists()  # a fork still reads this one's history
+            if kept and session.deleted:
+                continue  # hidden by an earlier pass; removed with its last fork
             count += 1
             if dry_run:
                 continue
-            if session.forks.exists():  # a fork still reads this one's history
+            if kept:
                 Session.objects.filter(pk=session.pk).update(deleted=True)
             else:
                 session.delete()

@@ -16,6 +16,7 @@ from django.test import Client
 from sessions_app import dispatch, feedback, log, services
 from sessions_app.access import Actor
 from sessions_app.domain import control
+from sessions_app.domain.errors import OffsetExpired
 from sessions_app.domain.fold import fold
 from sessions_app.domain.offsets import format_offset
 from sessions_app.doors import common
@@ -151,6 +152,8 @@ def test_a_fork_of_a_compacted_source_reads_as_expired_below_the_source_s_tail(a
     # an AG-UI reconnect folds the fork up to where the client was
     assert conversation(common.fold_until(made.pk, 16)) == FORK
     assert conversation(common.fold_until(made.pk, 10)) == FORK[:3]
+    with pytest.raises(OffsetExpired):  # below what the source's retention left
+        common.fold_until(made.pk, 3)
 
 
 async def test_a_websocket_resume_below_a_fork_s_inherited_tail_is_offered_the_snapshot(alice):
