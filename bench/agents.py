@@ -123,7 +123,7 @@ async def scanning_agent(base: str, key: str, stop: asyncio.Event) -> None:
 
 def workers(env: dict[str, str], base: str, key: str, count: int, **extra: str) -> list[Any]:
     args = [sys.executable, "manage.py", "run_agents", "tests.e2e.runtime_agents", "--url", base,
-            "--api-key", key, "--concurrency", "16"]  # fmt: skip
+            "--api-key", key, "--concurrency", os.environ.get("BENCH_CONCURRENCY", "16")]  # fmt: skip
     return [
         subprocess.Popen(
             args,

@@ -7,6 +7,8 @@ from typing import Annotated, Any
 
 from ninja import Field, Schema
 
+from sessions_app.domain.turns import CLAIM_MOST
+
 NAME_PATTERN = r"^[A-Za-z0-9._~-]{1,200}$"
 # A row's id as the caller sends it: the databases' ids are 64-bit, and a larger number would
 # fail inside the query (an overflow, a 500) instead of being refused here.
@@ -18,7 +20,7 @@ class ClaimIn(Schema):
 
     agents: list[str] = Field(min_length=1, max_length=50)
     worker: str = Field(min_length=1, max_length=200)
-    limit: int = Field(1, ge=1, le=50)
+    limit: int = Field(1, ge=1, le=CLAIM_MOST)
     wait: float = Field(0, ge=0, le=60)
 
 

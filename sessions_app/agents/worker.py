@@ -30,9 +30,12 @@ import httpx
 
 from sessions_app.agents.base import Handler, Turn
 from sessions_app.client import ConnectionClosed, PublishError, Run, RunCancelled, SessionsClient
+from sessions_app.domain.turns import CLAIM_MOST
 
 logger = logging.getLogger("sessions_app.agents.worker")
 TURNS_PATH = "/api/sessions/turns"
+# A claim refused with these codes is refused again whatever the wait: the worker stops.
+REFUSED_FOR_GOOD = frozenset({"bad_request", "forbidden"})
 STOP_CLAIM_SECONDS = 10.0  # a stopped claim answers at once; a server that does not is left
 
 
@@ -109,7 +112,8 @@ class Worker:
                         [stopping, *self.active.values()], return_when=asyncio.FIRST_COMPLETED
                     )
                     continue
-                claim = asyncio.create_task(self._claim(self.concurrency - len(self.active)))
+                free = min(CLAIM_MOST, self.concurrency - len(self.active))
+                claim = asyncio.create_task(self._claim(free))
                 await asyncio.wait([claim, stopping], return_when=asyncio.FIRST_COMPLETED)
                 if not claim.done():  # stopping: what the claim took yet is handed back
                     await self._stop_claim(claim)
@@ -118,6 +122,10 @@ class Worker:
                     turns = claim.result()
                     failures = 0
                 except (PublishError, ConnectionClosed, TimeoutError, ValueError) as exc:
+                    if isinstance(exc, PublishError) and exc.code in REFUSED_FOR_GOOD:
+                        # Asking again would be refused again: the worker stops, loudly,
+                        # instead of retrying forever with nothing served.
+                        raise
                     failures += 1
                     delay = min(self.max_backoff, 0.2 * 2**failures)
                     logger.warning("claiming turns failed (%s); again in %.1f s", exc, delay)

@@ -34,6 +34,10 @@ from typing import Any, Final
 
 from sessions_app.domain.errors import BadRequest, Conflict
 
+# The most turns one claim takes (the claim frame's and the REST body's ``limit``). A worker
+# that serves more at once claims again as turns end.
+CLAIM_MOST: Final = 50
+
 
 class TurnState(enum.StrEnum):
     QUEUED = "queued"

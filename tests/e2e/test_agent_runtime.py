@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from sessions_app.agents.worker import Worker
-from sessions_app.client import SessionsClient
+from sessions_app.client import PublishError, SessionsClient
 from tests.e2e import runtime_agents
 from tests.e2e.servers import ROOT, daphne_server, manage_output, site_database
 
@@ -44,7 +44,7 @@ def site(tmp_path_factory):
     with site_database(tmp_path_factory.mktemp("runtime"), "runtime") as env:
         env = {**env, "SESSIONS_APP_JSON": json.dumps(settings)}
         token, worker_key, own_key = manage_output(
-            "shell", "-c", SETUP.format(sessions=41), env=env
+            "shell", "-c", SETUP.format(sessions=44), env=env
         ).split()[-3:]
         with daphne_server(env) as base:
             yield {"base": base, "env": env, "token": token, "key": worker_key, "own": own_key}
@@ -164,6 +164,36 @@ def test_two_workers_answer_every_message_exactly_once(site):
         assert [o for _, o in runs] == ["success", "success"], (name, runs)
     assert sum(w.answered for w in pool) == 40
     assert all(w.answered > 0 for w in pool)  # both took a share
+
+
+def test_a_worker_serving_more_turns_than_one_claim_takes_still_claims_and_answers(site):
+    # A claim takes at most 50 turns; a worker of --concurrency 60 used to ask for 60, was
+    # refused, and retried for ever without answering anything.
+    names = [f"chat-{i}" for i in range(41, 44)]
+
+    async def scenario():
+        async with Device(site) as device:
+            await asyncio.gather(*(device.send(n, "hello") for n in names))
+            await until(lambda: all(any(o for _, o in answers(site, n)) for n in names))
+
+    _, [worker] = asyncio.run(
+        serving(site, {"echo": runtime_agents.noop}, scenario(), concurrency=60)
+    )
+    assert worker.answered == 3
+    for name in names:
+        assert [o for _, o in answers(site, name)] == ["success"]
+
+
+def test_a_worker_whose_claims_can_never_succeed_stops_with_the_reason(site):
+    # A user's token may not claim turns (claims need an API key): the worker says so and stops
+    # instead of asking again and again while nothing is answered.
+    async def scenario():
+        async with SessionsClient(site["base"], token=site["token"]) as client:
+            with pytest.raises(PublishError) as refused:
+                await asyncio.wait_for(Worker(client, {"echo": runtime_agents.noop}).serve(), 30)
+            return refused.value.code
+
+    assert asyncio.run(scenario()) == "forbidden"
 
 
 def test_queue_answers_a_second_message_after_the_first(site):
