@@ -30,7 +30,7 @@ from sessions_app import dbexec, log, refusals
 from sessions_app.conf import setting
 from sessions_app.domain import agui
 from sessions_app.domain.errors import BadRequest, SessionError
-from sessions_app.domain.events import MAX_ID_LENGTH
+from sessions_app.domain.events import MAX_ID_LENGTH, has_nul
 from sessions_app.domain.fold import SessionState
 from sessions_app.domain.offsets import format_offset, parse_offset
 from sessions_app.doors import common
@@ -91,6 +91,11 @@ def forwarded(run_input: RunAgentInput) -> dict[str, Any]:
     context, state and forwardedProps (the gateway passes them on to an AG-UI upstream)."""
     dumped = run_input.model_dump(mode="json", by_alias=True)
     kept = {key: dumped.get(key) for key in ("tools", "context", "state", "forwardedProps")}
+    if has_nul(kept):  # jsonb holds none: it would fail the whole group commit, not just this
+        raise BadRequest(
+            "tools, context, state and forwardedProps must not contain NUL (\\u0000) "
+            "characters: the turn cannot store them", reason="nul",
+        )  # fmt: skip
     return {key: value for key, value in kept.items() if value not in (None, [], {})}
 
 

@@ -94,6 +94,27 @@ async def test_bad_input_is_refused_with_a_code_and_nothing_is_written(
     assert await entries(session) == []
 
 
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"forwardedProps": {"note": "a\x00b"}},
+        {"state": {"k\x00": 1}},
+        {"context": [{"description": "\x00", "value": "v"}]},
+        {"tools": [{"name": "t", "description": "\x00", "parameters": {}}]},
+    ],
+)
+async def test_nul_in_what_the_frontend_forwards_is_refused_and_nothing_is_written(
+    alice, session, extra
+):
+    """PostgreSQL's jsonb holds no NUL: the turn's input failed the whole group commit (a 500
+    ``append failed``, and every other append in that commit failed with it)."""
+    response = await AsyncClient().post(
+        URL, run_input(**extra), content_type=JSON, headers=await auth(alice)
+    )
+    assert (response.status_code, json.loads(response.content)["code"]) == (400, "bad_request")
+    assert await entries(session) == []
+
+
 async def test_a_message_id_already_in_the_session_is_a_conflict(alice, session):
     await publish(
         session, [{"type": "TEXT_MESSAGE_START", "message": "u1", "data": {"role": "user"}}]
