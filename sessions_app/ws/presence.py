@@ -9,10 +9,11 @@ A worker hears the joins and leaves of the sessions it follows once (``roster.St
 one message per change and worker, not per socket), and keeps one copy of each session's
 devices for all its sockets (``SessionView``). It tells its sockets in coalesced frames: the
 first change after a quiet ``PRESENCE_COALESCE`` window goes out at once, later changes within
-the window go out together at its end, and the device list of such a frame is encoded once for
-all the worker's sockets in the session (issue #25: a join storm sent O(n^2) frames of O(n)
-devices each). One heartbeat task renews every device of the worker in one pipeline; a socket
-keeps only its own device.
+the window go out together at its end (held further while changes keep coming, at most
+``HOLD_MAX_SECONDS`` after the first: ``held_until``), and the device list of such a frame is
+encoded once for all the worker's sockets in the session (issue #25: a join storm sent O(n^2)
+frames of O(n) devices each). One heartbeat task renews every device of the worker in one
+pipeline; a socket keeps only its own device.
 """
 
 from __future__ import annotations
@@ -40,6 +41,11 @@ logger = logging.getLogger(__name__)
 # growing as n instead of n^2.
 COALESCE_DEVICES = 10
 COALESCE_MAX_SECONDS = 5.0
+# While a session's devices keep arriving (or leaving) within a window of each other, its
+# members' next frame is held until a window passes with no change, but never longer than
+# this after the first change it tells (or one window, if a window is longer): a join storm
+# then costs each member about one frame once it settles, not one per window (issue #25).
+HOLD_MAX_SECONDS = 10.0
 
 
 class Device(dict[str, Any]):
@@ -82,6 +88,13 @@ def window(devices: int) -> float:
     """Seconds one coalescing window lasts in a session of ``devices`` devices."""
     base = float(setting("PRESENCE_COALESCE"))
     return min(max(base, COALESCE_MAX_SECONDS), base * max(1.0, devices / COALESCE_DEVICES))
+
+
+def held_until(first: float, last: float, span: float) -> float:
+    """When changes held since ``first``, the latest at ``last``, go out in a session whose
+    window is ``span`` seconds: once a window passed with no change, at the latest
+    ``max(HOLD_MAX_SECONDS, span)`` after the first."""
+    return min(last + span, first + max(HOLD_MAX_SECONDS, span))
 
 
 # --- frames (no I/O) -------------------------------------------------------------------------
@@ -177,7 +190,8 @@ class SessionView:
     the clock of its join (``Presence.marks``); it is told of the changes after that."""
 
     __slots__ = (
-        "devices", "members", "attached", "pending", "flushing", "told_at", "ready", "clock"
+        "devices", "members", "attached", "pending", "flushing", "told_at", "ready", "clock",
+        "held_since", "changed_at",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -189,6 +203,7 @@ class SessionView:
         self.pending: list[Change] = []
         self.flushing: asyncio.Task[None] | None = None
         self.told_at = -math.inf  # loop time of the last flush
+        self.held_since = self.changed_at = -math.inf  # loop times of the first, last pending
         self.ready: asyncio.Event | None = None  # set once the worker hears the session
         self.clock = 0
 
@@ -338,14 +353,20 @@ class Worker:
         else:
             return
         view.pending.append(Change(key, event, device, since))
+        loop = asyncio.get_running_loop()
+        view.changed_at = loop.time()
         if view.flushing is None:
-            loop = asyncio.get_running_loop()
-            delay = view.told_at + window(len(view.devices)) - loop.time()
+            view.held_since = view.changed_at
+            delay = view.told_at + window(len(view.devices)) - view.changed_at
             view.flushing = loop.create_task(self._flush(pk, view, max(0.0, delay)))
 
     async def _flush(self, pk: int, view: SessionView, delay: float) -> None:
-        if delay > 0:
-            await asyncio.sleep(delay)
+        if delay > 0:  # within a window of the last frame: held while changes keep coming
+            loop = asyncio.get_running_loop()
+            while delay > 0:
+                await asyncio.sleep(delay)
+                span = window(len(view.devices))
+                delay = held_until(view.held_since, view.changed_at, span) - loop.time()
         changes, view.pending, view.flushing = view.pending, [], None
         quiet, view.told_at = view.told_at, asyncio.get_running_loop().time()
         if setting("PRESENCE_COALESCE"):
