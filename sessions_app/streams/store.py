@@ -329,6 +329,9 @@ def _create_once(access: Access, request: CreateRequest) -> tuple[Stream, bool]:
         if fork is not None and owner is None and fork.source.owner_id is not None:
             # Anyone may read an anonymous stream: as a fork, it would publish what it inherits.
             raise Forbidden("a session of a user cannot be forked into an anonymous stream")
+        if fork is not None and owner is not None and fork.source.owner_id is None:
+            if fork.source.json:  # a session's entries are events; an anonymous stream's any JSON
+                raise Forbidden("a user's session cannot be forked from an anonymous JSON stream")
         return _insert_stream(request, owner, fork, now), True
 
 

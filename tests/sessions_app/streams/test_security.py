@@ -474,3 +474,26 @@ async def test_a_user_s_session_cannot_be_forked_into_an_anonymous_stream_anyone
     assert kept.status == 201
     door.cookies.clear()
     assert (await door.call("GET", URL + "bobs-copy?offset=-1")).status in (401, 404)
+
+
+@override_settings(SESSIONS_APP=PUBLIC)
+async def test_a_user_s_session_cannot_be_forked_from_an_anonymous_json_stream(door, alice):
+    """Anyone's JSON (not events) became a session's history: its events page and the AG-UI
+    reconnect answered 500, and a dataset export folding it failed."""
+    anyone = json.dumps([5, "x", {"type": "RUN_STARTED", "run": 7}])
+    assert (
+        await door.call("PUT", URL + "public/any", anyone, {"Content-Type": JSON})
+    ).status == 201
+    headers = {"Content-Type": JSON, **await door.login(alice, csrf=True)}
+    refused = await door.call(
+        "PUT", URL + "mine", b"", {**headers, "Stream-Forked-From": URL + "public/any"}
+    )
+    assert refused.status == 403 and refused.json["code"] == "forbidden"
+    assert not await exists("mine")
+    # bytes are no session's events: a byte stream still forks into a user's own
+    plain = {**headers, "Content-Type": "text/plain"}
+    assert (await door.call("PUT", URL + "public/bytes", "abc", plain)).status == 201
+    kept = await door.call(
+        "PUT", URL + "my-bytes", b"", {**plain, "Stream-Forked-From": URL + "public/bytes"}
+    )
+    assert kept.status == 201
