@@ -251,7 +251,8 @@ REDUCERS = {
 
 def apply(state: SessionState, seq: int, event: Mapping[str, Any]) -> SessionState:
     """Fold one event (entry ``seq``) into ``state``, in place; return it."""
-    reducer = REDUCERS.get(event.get("type", ""))
+    # An anonymous JSON stream's message may be any JSON (5, "x", [1]): no event, skipped.
+    reducer = REDUCERS.get(event.get("type", "")) if isinstance(event, Mapping) else None
     if reducer is not None:
         data = event.get("data")
         try:
@@ -276,7 +277,7 @@ def apply_all(state: SessionState, seq: int, events: Iterable[Mapping[str, Any]]
     folded = False
     for event in events:
         folded = True
-        if event.get("type", "") not in DELTAS:
+        if not isinstance(event, Mapping) or event.get("type", "") not in DELTAS:
             apply(state, seq, event)
             continue
         data = event.get("data")

@@ -102,3 +102,14 @@ def test_markdown_card_and_stdout(alice, tmp_path):
     assert json.loads(line)["messages"][1] == {"role": "assistant", "content": "A."}
     assert json.loads(line)["split"] in ("train", "dev", "test")
     assert card.read_text().startswith("# Dataset card") and "Conversations: 1" in card.read_text()
+
+
+def test_an_anonymous_stream_of_any_json_does_not_stop_the_export(alice, tmp_path):
+    """Anyone may create a JSON stream of any JSON under the anonymous prefix; its messages
+    (``5``, ``"x"``, ``[1]``) are no events, and folding them stopped the whole export."""
+    chat(alice, "good", "Where is Paris?", "In France.")
+    anyone = Session.objects.create(name="public/any", owner=None)
+    items = [log.Item(json.dumps(m)) for m in (5, "x", [1], {"type": "CUSTOM"})]
+    log.append_sync(log.AppendRequest(anyone.pk, items))
+    lines, card = export(tmp_path)
+    assert sum(len(rows) for rows in lines.values()) == 1

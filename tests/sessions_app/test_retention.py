@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from datetime import timedelta
 
 import pytest
@@ -186,3 +187,15 @@ def prune_saying() -> str:
     out = io.StringIO()
     call_command("prune_sessions", stdout=out)
     return out.getvalue().split("Retention did: ")[1].split(" into")[0]
+
+
+def test_an_anonymous_stream_of_any_json_does_not_stop_retention(alice, session):
+    """An anonymous JSON stream takes any JSON (``[5, "x", [1]]``), and the fold of the
+    compaction read each message as an event: ``5 .get`` stopped the whole command there."""
+    anyone = Session.objects.create(name="public/any", owner=None)
+    items = [log.Item(json.dumps(m)) for m in (5, "x", [1], {"n": 1})]
+    log.append_sync(log.AppendRequest(anyone.pk, items))
+    log.append_sync(services.request(session.pk, [text(delta="kept")]))
+    Session.objects.update(last_activity=timezone.now() - timedelta(hours=1))
+    call_command("prune_sessions", "--compact-finished", "600", stdout=io.StringIO())
+    assert [s.tail for s in Session.objects.order_by("name")] == [1, 4]  # chat-1, public/any
