@@ -161,6 +161,9 @@ class HistoryOut(Schema):
     run: int
     key: str
     points: list[PointOut]
+    next_offset: int | None = Field(
+        None, description="Where the next page starts (pass it as offset); null on the last."
+    )
 
 
 class ErrorAnalysisIn(Schema):
