@@ -60,7 +60,7 @@ def test_log_batches_then_read_the_history_in_step_order(api, project):
 
 def test_a_long_history_comes_in_bounded_pages(api, project):
     """A run takes any number of points; its whole history in one answer held a worker for
-    32 s and 160 MB at 100,000 points (and scaled on)."""
+    4-5 s and 160 MB at 100,000 points (and scaled on)."""
     run = services.record_run(project, name="long", metrics={"train": 0.1})
     points = [MetricPoint(run=run, key="loss", step=i, value=0.5) for i in range(HISTORY + 5)]
     MetricPoint.objects.bulk_create(points, batch_size=2000)
