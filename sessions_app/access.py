@@ -13,7 +13,7 @@ from django.db import connection
 from django.db.models import Q, QuerySet
 
 from sessions_app.domain.errors import Conflict, Forbidden, LimitExceeded, NotFound
-from sessions_app.models import Membership, Session
+from sessions_app.models import Membership, Session, is_json_type
 
 TOKEN_SALT = "sessions_app.token"
 MAX_NAME_LENGTH = 255
@@ -102,8 +102,15 @@ def decides(actor: Actor, name: str, owner_id: Any, anonymous_prefix: str | None
     return None
 
 
-def get_session(actor: Actor, name: object) -> Session:
-    """The session ``name`` if ``actor`` may read and publish to it; NotFound otherwise."""
+def get_session(actor: Actor, name: object, *, events: bool = True) -> Session:
+    """The session ``name`` if ``actor`` may read and publish to it; NotFound otherwise.
+
+    ``events``: a door that reads or writes events reaches sessions of events only. A user's
+    byte stream (Durable Streams, any other content type) is a session too, to manage and to
+    share (``events=False``), but its entries are the caller's bytes: read as events they
+    failed every door with a 500, and a user message there made a turn whose claim failed
+    every other turn claimed with it.
+    """
     name = check_name(name)
     session = None
     if actor.key is not None and actor.agents and actor.authenticated:
@@ -112,7 +119,7 @@ def get_session(actor: Actor, name: object) -> Session:
         session = _held_session(actor.key, name)
     if session is None and in_scope(actor, name):
         session = visible_to(actor.user).filter(name=name).first()
-    if session is None:
+    if session is None or (events and not session.is_json):
         raise NotFound("no such session")
     return session
 
@@ -159,13 +166,13 @@ def _reach(asked: list[tuple[Actor, list[str]]]) -> list[dict[str, int]]:
 
 
 def _live_sessions(names: set[str]) -> dict[str, tuple[int, Any]]:
-    """Name -> (pk, owner id) of the sessions among ``names`` not deleted."""
+    """Name -> (pk, owner id) of the sessions of events among ``names`` not deleted (what
+    ``get_session`` gives: no byte stream)."""
     found: dict[str, tuple[int, Any]] = {}
+    columns = ("name", "pk", "owner_id", "content_type")
     for chunk in _chunks(sorted(names)):
-        rows = Session.objects.filter(name__in=chunk, deleted=False)
-        found.update(
-            (n, (pk, owner)) for n, pk, owner in rows.values_list("name", "pk", "owner_id")
-        )
+        rows = Session.objects.filter(name__in=chunk, deleted=False).values_list(*columns)
+        found.update((n, (pk, owner)) for n, pk, owner, kind in rows if is_json_type(kind))
     return found
 
 

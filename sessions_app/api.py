@@ -189,7 +189,7 @@ def session_out(session: Session) -> dict[str, Any]:
 
 
 def _owned(request: HttpRequest, name: str) -> Session:
-    session = get_session(actor(request), name)
+    session = get_session(actor(request), name, events=False)
     if session.owner_id != actor(request).user.pk:
         raise NotFound("no such session")  # members may use a session, only its owner manage it
     return session
@@ -247,7 +247,7 @@ def list_sessions(
 
 @router.get("/{name}", response={200: SessionOut, **ERRORS}, summary="A session")
 def session_detail(request: HttpRequest, name: str) -> Any:
-    return session_out(get_session(actor(request), name))
+    return session_out(get_session(actor(request), name, events=False))
 
 
 @router.patch("/{name}", response={200: SessionOut, **ERRORS}, summary="Rename, annotate or close")
@@ -517,7 +517,7 @@ def _people_only(request: HttpRequest) -> Any:
 )
 def create_key(request: HttpRequest, payload: KeyIn) -> Any:
     user = _people_only(request)
-    sessions = [get_session(Actor(user), name) for name in payload.sessions]
+    sessions = [get_session(Actor(user), name, events=False) for name in payload.sessions]
     key, secret = keys.create_key(user, payload.name, sessions, all_sessions=payload.all_sessions)
     return Status(201, key_out(key, secret))
 

@@ -16,6 +16,11 @@ from sessions_app.domain.turns import TurnState
 JSON_CONTENT_TYPE = "application/json"
 
 
+def is_json_type(content_type: str) -> bool:
+    """Whether a session of this content type holds events (JSON), not a caller's bytes."""
+    return content_type.split(";")[0].strip().lower() == JSON_CONTENT_TYPE
+
+
 def new_session_name() -> str:
     return "s-" + secrets.token_hex(12)
 
@@ -113,7 +118,7 @@ class Session(models.Model):
 
     @property
     def is_json(self) -> bool:
-        return self.content_type.split(";")[0].strip().lower() == JSON_CONTENT_TYPE
+        return is_json_type(self.content_type)
 
     @property
     def head_offset(self) -> str:

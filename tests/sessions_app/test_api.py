@@ -488,3 +488,42 @@ def test_writes_without_credentials_answer_401_and_cookie_writes_still_need_csrf
     assert (refused.status_code, refused.json()["code"]) == (403, "forbidden")
     assert "CSRF" in refused.json()["message"]
     assert Session.objects.count() == 1 and entries(session) == 0
+
+
+async def test_a_byte_stream_is_no_session_of_events_at_any_door(alice, bob):
+    """A user's Durable Streams byte stream holds the user's bytes. Read as events they failed
+    the REST events page, the snapshot and the AG-UI reconnect (500), and a user message sent
+    there made a turn whose claim failed, with it, every other user's turn claimed at once."""
+    from sessions_app import dispatch
+    from sessions_app.access import Actor
+    from sessions_app.models import Turn
+
+    raw = await database_sync_to_async(Session.objects.create)(
+        name="bytes", owner=alice, content_type="text/plain"
+    )
+    await database_sync_to_async(log.append_sync)(log.AppendRequest(raw.pk, [log.Item(b"abc")]))
+    client = AsyncClient()
+    await client.aforce_login(alice)
+    refused = [
+        await client.get("/api/sessions/bytes/events"),
+        await client.get("/api/sessions/bytes/snapshot"),
+        await client.post(
+            "/api/sessions/bytes/messages", {"text": "hi"}, content_type="application/json"
+        ),
+        await client.get("/sessions/agui/bytes/connect"),
+    ]
+    assert [(r.status_code, json.loads(r.content)["code"]) for r in refused] == [
+        (404, "not_found")
+    ] * 4
+    async with connect(alice) as device:
+        _, answer = await device.subscribe("bytes")
+        assert answer["code"] == "not_found"
+    assert await database_sync_to_async(log.read)(raw.pk, 0, 10) == [(1, b"abc")]
+    assert not await database_sync_to_async(Turn.objects.exists)()
+    # still its owner's to manage and share
+    shared = await client.post(
+        "/api/sessions/bytes/members", {"username": "bob"}, content_type="application/json"
+    )
+    assert shared.status_code == 200 and shared.json()["members"] == ["bob"]
+    assert (await client.get("/api/sessions/bytes")).status_code == 200
+    assert await database_sync_to_async(dispatch.claim)(Actor(alice), ["assistant"], "w", 5) == []
