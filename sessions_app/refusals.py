@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import math
 import re
 from collections.abc import Callable
 from typing import Any
@@ -21,6 +22,9 @@ def error_response(exc: SessionError) -> JsonResponse:
 
 
 SURROGATE_ESCAPE = re.compile(rb"\\[uU][dD][89a-fA-F]")
+# A number that may be too large for a float (Python reads it as infinity): an exponent of
+# three digits or more, or 309 digits in a row.
+HUGE_NUMBER = re.compile(rb"[eE][+-]?\d{3}|\d{309}")
 
 
 def _unstorable(request: HttpRequest, kwargs: dict[str, Any]) -> str | None:
@@ -30,8 +34,12 @@ def _unstorable(request: HttpRequest, kwargs: dict[str, Any]) -> str | None:
     body = request.body if request.method in ("POST", "PUT", "PATCH") else b""
     if b"\\u0000" in body or b"\x00" in body or any("\x00" in str(v) for v in kwargs.values()):
         return "text cannot contain NUL characters"
-    if (b"NaN" in body or b"Infinity" in body) and _has_non_finite(body):
-        return "JSON has no NaN or Infinity (Python's parser would accept them; no reader could)"
+    suspect = b"NaN" in body or b"Infinity" in body or HUGE_NUMBER.search(body)
+    if suspect and _has_non_finite(body):
+        return (
+            "JSON has no NaN or Infinity, nor numbers past a float's range such as 1e400 "
+            "(Python's parser would accept them; no reader could)"
+        )
     if SURROGATE_ESCAPE.search(body):
         try:
             json.dumps(json.loads(body), ensure_ascii=False).encode()
@@ -50,10 +58,18 @@ def _non_finite(constant: str) -> Any:
     raise _NonFinite(constant)
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):  # 1e400: a number JSON allows, past what a float holds
+        raise _NonFinite(text)
+    return value
+
+
 def _has_non_finite(body: bytes) -> bool:
-    """Whether the body is JSON with a bare NaN or ±Infinity (not one inside a string)."""
+    """Whether the body is JSON with a bare NaN or ±Infinity (not one inside a string), or a
+    number too large for a float (Python reads it as infinity)."""
     try:
-        json.loads(body, parse_constant=_non_finite)
+        json.loads(body, parse_constant=_non_finite, parse_float=_finite)
     except _NonFinite:
         return True
     except (ValueError, RecursionError):
