@@ -185,7 +185,9 @@ def json_items(body: bytes, *, allow_empty: bool) -> list[Any]:
 
 
 def encode_json(item: Any) -> bytes:
-    return json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode()
+    """A message as stored: compact JSON. ValueError for a number Python read as infinity
+    (1e400): stored as ``Infinity``, it made every read of the stream invalid JSON."""
+    return json.dumps(item, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
 def json_array(bodies: Sequence[bytes]) -> bytes:

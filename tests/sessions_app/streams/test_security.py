@@ -497,3 +497,15 @@ async def test_a_user_s_session_cannot_be_forked_from_an_anonymous_json_stream(d
         "PUT", URL + "my-bytes", b"", {**plain, "Stream-Forked-From": URL + "public/bytes"}
     )
     assert kept.status == 201
+
+
+@override_settings(SESSIONS_APP=PUBLIC)
+async def test_a_number_past_a_float_s_range_is_refused_and_the_stream_stays_json(door):
+    """1e400 parses as infinity and was stored as ``Infinity``: every later read of the stream
+    (by anyone: it is public) was no longer JSON."""
+    assert (await door.call("PUT", URL + "public/j", "[1]", {"Content-Type": JSON})).status == 201
+    for body in ("[2, 1e400]", '{"n": -2.5E+999}'):
+        refused = await door.call("POST", URL + "public/j", body, {"Content-Type": JSON})
+        assert (refused.status, refused.json["code"]) == (400, "bad_request")
+    read = await door.call("GET", URL + "public/j?offset=-1")
+    assert json.loads(read.body) == [1]
