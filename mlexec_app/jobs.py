@@ -54,6 +54,9 @@ RESUMABLE = (RunStatus.CANCELLED, RunStatus.FAILED)
 #: Bounds of a search's trial budget and time budget (seconds), for every door that starts one.
 SEARCH_TRIALS = (1, 1000)
 SEARCH_SECONDS = (1.0, 86_400.0)
+#: Jobs a user may have queued or running at once (the site owner's CLI is not counted): each
+#: may hold a worker for JOB_TIME_LIMIT, so one caller could otherwise queue the pool away.
+MAX_OPEN_JOBS = 10
 
 #: Hands a queued job's id to a worker and returns the task id; installed by mlexec_app.tasks
 #: when the app loads (see set_enqueuer), so that this module needs no task backend.
@@ -103,6 +106,8 @@ def create_job(
         )
     services.all_printable({"dataset": dataset, "params": params or {}})
     check_job(project, dataset, chosen, dict(params or {}), trusted=trusted)
+    if not trusted:
+        check_open_jobs(project)
     return DiagnosticJob.objects.create(
         project=project,
         dataset=dataset,
@@ -125,6 +130,20 @@ def check_job(
         build_plan(project, diagnostics, resolved_params(params, trusted=trusted))
     except (TypeError, ValueError) as exc:  # bad keys or values: say so now, not in the worker
         raise InvalidInput(f"Invalid job parameters: {exc}", code="invalid_params") from exc
+
+
+def check_open_jobs(project: Project) -> None:
+    """InvalidTransition (``too_many_jobs``) when the project's owner has MAX_OPEN_JOBS jobs
+    queued or running (untrusted ones, in any of their projects)."""
+    open_jobs = DiagnosticJob.objects.filter(
+        project__owner_id=project.owner_id, trusted=False, status__in=(RunStatus.QUEUED, *ACTIVE)
+    )
+    if open_jobs.count() >= MAX_OPEN_JOBS:
+        raise InvalidTransition(
+            f"You have {MAX_OPEN_JOBS} jobs queued or running, the most at once; wait for one "
+            "to end or cancel one.",
+            code="too_many_jobs",
+        )
 
 
 def data_folder(project: Project) -> Path | None:
@@ -311,6 +330,7 @@ def start_search(
     """
     from mlexec_app.methodology.planner import Kind
 
+    check_open_jobs(project)  # before the plan's step is adopted: a refusal changes nothing
     step = services.plan_project(project).next
     if step is None or step.kind is not Kind.HYPERPARAMETERS:
         now = f"{step.rule_id} ({step.kind.value})" if step else "nothing"

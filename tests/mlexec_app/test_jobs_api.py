@@ -109,3 +109,16 @@ def test_an_api_key_reaches_the_jobs_of_its_projects(key_for, project):
     agent = key_for(project)
     job = jobs.create_job(project, "digits")
     assert agent.get(f"/diagnostic-jobs/{job.pk}").json()["dataset"] == "digits"
+
+
+def test_a_user_has_at_most_max_open_jobs_queued_or_running(api, project, monkeypatch):
+    """Each job may hold a worker for an hour; any user could queue as many as they liked."""
+    monkeypatch.setattr(jobs, "_enqueuer", lambda pk: f"task-{pk}")  # they stay queued
+    path = f"/projects/{project.slug}/diagnostic-jobs"
+    started = [api.post(path, {"dataset": "digits"}) for _ in range(jobs.MAX_OPEN_JOBS)]
+    assert [r.status_code for r in started] == [201] * jobs.MAX_OPEN_JOBS
+    refused = api.post(path, {"dataset": "digits"})
+    assert (refused.status_code, refused.json()["code"]) == (409, "too_many_jobs")
+    assert DiagnosticJob.objects.count() == jobs.MAX_OPEN_JOBS
+    api.post(f"/diagnostic-jobs/{started[0].json()['id']}/cancel")
+    assert api.post(path, {"dataset": "digits"}).status_code == 201
