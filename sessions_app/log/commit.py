@@ -26,12 +26,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import DataError, IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from sessions_app.domain import producers
 from sessions_app.domain.errors import (
+    BadRequest,
     Conflict,
     LimitExceeded,
     NotFound,
@@ -531,12 +532,26 @@ def _heads_update_sql() -> str:
     )
 
 
+# What the database refuses for one request's values (a constraint, a value a column cannot
+# hold): the batch is written again request by request, so only that request fails. A lost
+# connection or a server going down is neither: it fails the batch, and every caller hears it.
+REFUSED_VALUES = (IntegrityError, DataError)
+
+
+def _unstorable(exc: DataError) -> BadRequest:
+    """The caller's value is what the database refused: a 400; its words go to the log only."""
+    logger.info("append refused by the database: %s", exc)
+    return BadRequest("a value of this append cannot be stored", reason="unstorable")
+
+
 def commit_isolated(pendings: Sequence[Pending]) -> Results:
-    """Commit a batch; if the batch as a whole fails, commit each request alone."""
+    """Commit a batch; if the database refuses it for a value, commit each request alone."""
     try:
         return commit(pendings)
-    except IntegrityError:
+    except REFUSED_VALUES as exc:
         if len(pendings) == 1:
+            if isinstance(exc, DataError):
+                return [None], [_unstorable(exc)]
             raise
         logger.warning("group commit of %d appends failed; retrying them one by one", len(pendings))
     resolved: list[AppendRequest | None] = []
@@ -544,6 +559,8 @@ def commit_isolated(pendings: Sequence[Pending]) -> Results:
     for pending in pendings:
         try:
             one, result = commit([pending])
+        except DataError as exc:
+            one, result = [None], [_unstorable(exc)]
         except IntegrityError as exc:
             one, result = [None], [SessionError(f"append refused by the database: {exc}")]
         resolved.extend(one)
