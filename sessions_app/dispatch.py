@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("sessions_app.dispatch")
 POLL_SECONDS = 2.0  # a waiting claim looks again this often: a lost wake-up costs no more
+BYTE_STREAM = "a byte stream holds no conversation: the message was sent to a stream of bytes"
 
 
 @dataclass(frozen=True)
@@ -196,6 +197,8 @@ def claim(actor: Actor, agents: list[str], worker: str, limit: int) -> list[Clai
         _end_lost_run(session_pk, run_id, message)
     pks = {turn.session_id for turn in taken}
     sessions = {s.pk: s for s in Session.objects.filter(pk__in=pks)} if pks else {}
+    taken = _without_byte_streams(taken, sessions)
+    pks = {turn.session_id for turn in taken}
     if actor.key is not None and actor.agents and taken:
         grant_held(actor.key, list(sessions.values()))  # the answers' first publishes
     states = log.fold_sessions(pks) if pks else {}  # every conversation at once
@@ -203,6 +206,20 @@ def claim(actor: Actor, agents: list[str], worker: str, limit: int) -> list[Clai
         _describe(turn, _name(sessions.get(turn.session_id)), states.get(turn.session_id))
         for turn in taken
     ]
+
+
+def _without_byte_streams(taken: list[Turn], sessions: dict[int, Session]) -> list[Turn]:
+    """A turn in a byte stream (left by a version that let a user message reach one) has no
+    conversation to fold: it fails with the reason, and the claim goes on with the others."""
+    stray = [t for t in taken if (s := sessions.get(t.session_id)) is not None and not s.is_json]
+    if not stray:
+        return taken
+    Turn.objects.filter(pk__in=[t.pk for t in stray]).update(
+        state="failed", reason=BYTE_STREAM, ended_at=timezone.now(),
+        lease_until=None, worker="", key_id=None,
+    )  # fmt: skip
+    metrics.TURNS.labels("failed").inc(len(stray))
+    return [t for t in taken if t not in stray]
 
 
 def _name(session: Session | None) -> str:

@@ -8,13 +8,14 @@ import pytest
 from django.db import connection
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from sessions_app import dispatch, log, services
 from sessions_app.access import Actor, get_session
 from sessions_app.domain import control
 from sessions_app.domain.errors import NotFound
 from sessions_app.keys import create_key
-from sessions_app.models import Session, Turn
+from sessions_app.models import Entry, Session, Turn
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -151,3 +152,29 @@ def test_claims_at_once_from_many_threads_never_take_a_turn_twice(alice):
     every = [pk for got in claims for pk in got]
     assert len(every) == len(set(every)) == 40
     assert Turn.objects.filter(state="claimed", attempts=1).count() == 40
+
+
+def test_a_turn_left_in_a_byte_stream_fails_alone_and_the_claim_goes_on(alice):
+    # Before byte streams were kept from the event doors, a user message sent to one made a
+    # turn there; folding its bytes as events failed the whole claim, and every other turn the
+    # claim had taken stayed claimed with no worker told.
+    legacy, fine = chat(alice, "bytes"), chat(alice, "fine")
+    ask(legacy, "hello bytes")
+    head = Session.objects.get(pk=legacy.pk).head
+    Entry.objects.create(
+        session=legacy,
+        seq=head + 1,
+        type="",
+        run="",
+        body=b"\xff\xfe raw",
+        created_at=timezone.now(),
+    )
+    Session.objects.filter(pk=legacy.pk).update(
+        head=head + 1, content_type="application/octet-stream"
+    )
+    ask(fine, "hello fine")
+    taken = dispatch.claim(Actor(alice), ["a"], "w1", 10)
+    assert [(t.session, t.text) for t in taken] == [("fine", "hello fine")]
+    stuck = Turn.objects.get(session=legacy)
+    assert stuck.state == "failed" and "byte stream" in stuck.reason
+    assert dispatch.claim(Actor(alice), ["a"], "w1", 10) == []  # not offered again
