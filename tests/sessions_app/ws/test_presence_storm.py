@@ -24,8 +24,15 @@ from tests.e2e.servers import DaphneProcess, session_with_token, site_database
 from tests.sessions_app.conftest import connect
 from tests.sessions_app.ws.test_presence import drain
 
-WINDOW = 3.0  # PRESENCE_COALESCE of the in-process tests (sessions of at most 10 devices)
+WINDOW = 4.0  # PRESENCE_COALESCE of the in-process tests (sessions of at most 10 devices)
 GAP = 1.0  # seconds between the joins of a trickling storm: well within a window
+
+
+@pytest.fixture
+def no_bound(monkeypatch):
+    """The hold's bound out of the way (it has a test of its own): a loaded machine that
+    stretches a storm past it must not change what these tests see."""
+    monkeypatch.setattr(presence, "HOLD_MAX_SECONDS", 60.0)
 
 
 def ids(devices: list[dict]) -> list[str]:
@@ -90,18 +97,18 @@ async def join(stack: AsyncExitStack, alice):
 @pytest.mark.django_db(transaction=True)
 @override_settings(SESSIONS_APP={"PRESENCE_COALESCE": WINDOW})
 async def test_a_storm_faster_than_the_window_reaches_a_member_as_one_frame_once_it_settles(
-    alice, session
+    alice, session, no_bound
 ):
     async with AsyncExitStack() as stack:
         watch, me = await watching(stack, alice)
         newcomers = []
-        for _ in range(6):  # 5 s of joins, a window (3 s) never passing without one
+        for _ in range(6):  # 5 s of joins and more, a window (4 s) never passing without one
             newcomers.append((await join(stack, alice))[1])
             await asyncio.sleep(GAP)
         await watch.settle(quiet=WINDOW + 1.5)
         frames = watch.presence()
         # The first join at once; the five that followed, in one frame after they stopped
-        # (a frame per window before: three or more).
+        # (a frame per window before: three).
         assert [f["event"] for f in frames] == ["join", "changes"], frames
         assert frames[0]["device"]["id"] == newcomers[0]
         assert ids(frames[1]["joined"]) == sorted(newcomers[1:]) and frames[1]["left"] == []
@@ -111,20 +118,25 @@ async def test_a_storm_faster_than_the_window_reaches_a_member_as_one_frame_once
 
 @pytest.mark.django_db(transaction=True)
 @override_settings(SESSIONS_APP={"PRESENCE_COALESCE": WINDOW})
-async def test_a_leave_while_frames_are_held_reaches_the_members(alice, session):
+async def test_a_leave_while_frames_are_held_reaches_the_members(alice, session, no_bound):
     async with AsyncExitStack() as stack:
         watch, me = await watching(stack, alice)
         first = (await join(stack, alice))[1]  # told at once: the next frames are held
         await asyncio.sleep(GAP)
         leaving, gone = await join(stack, alice)
-        await asyncio.sleep(GAP)
-        staying = (await join(stack, alice))[1]
-        await asyncio.sleep(GAP)
+        staying = []
+        for _ in range(5):  # longer than a window: a frame per window would show ``gone``
+            await asyncio.sleep(GAP)
+            staying.append((await join(stack, alice))[1])
         await leaving.ws.disconnect()
         await watch.settle(quiet=WINDOW + 1.5)
-        last = watch.presence()[-1]
-        assert ids(last["devices"]) == sorted([me, first, staying])
-        assert ids(last["left"]) == [gone] and ids(last["joined"]) == [staying]
+        frames = watch.presence()
+        assert [f["event"] for f in frames] == ["join", "changes"], frames
+        last = frames[-1]
+        assert ids(last["devices"]) == sorted([me, first, *staying])
+        assert ids(last["left"]) == [gone] and ids(last["joined"]) == sorted(staying)
+        # it came and went while the frames were held: never listed to this member
+        assert all(gone not in ids(f["devices"]) for f in frames)
         assert ids((await watch.ask_presence())["devices"]) == ids(last["devices"])
 
 
@@ -159,7 +171,7 @@ async def test_a_storm_longer_than_the_bound_still_reaches_a_member_while_it_las
 @pytest.mark.django_db(transaction=True)
 @override_settings(SESSIONS_APP={"PRESENCE_COALESCE": WINDOW})
 async def test_the_presence_op_answers_at_once_with_the_devices_a_held_frame_has_not_told(
-    alice, session
+    alice, session, no_bound
 ):
     async with AsyncExitStack() as stack:
         watch, me = await watching(stack, alice)
