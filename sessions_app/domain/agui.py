@@ -474,7 +474,10 @@ def continuation(
     for sub, parent in tree.items():
         sub_state = state.runs[sub]
         stream.parents[sub] = parent
-        if sub_state.status.is_final:
+        # A sub-run whose parent ended is over for the client too (live, the parent's end
+        # ended it); announcing it under a parent the client never saw start would leave it
+        # open when the run ends. ``run_tree`` lists parents before their children.
+        if sub_state.status.is_final or (parent is not None and parent in stream.ended):
             stream.ended.add(sub)
             continue
         started: Event = {"type": "SUBAGENT_STARTED", "subagentRunId": sub,

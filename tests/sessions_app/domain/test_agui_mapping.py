@@ -322,6 +322,25 @@ def test_any_log_maps_to_a_stream_the_client_accepts(log, legacy, finish):
         assert events[-1]["type"] in ("RUN_FINISHED", "RUN_ERROR")
 
 
+def test_a_reconnect_after_a_sub_agent_failed_under_its_own_running_sub_agent_ends_cleanly():
+    # c1 runs under c2, c2 fails while c1 never ended: a client reconnecting after that was
+    # told c1 had started under a c2 it never saw start, and c1 was still open at the run's
+    # end, which the client refuses (found by the property test below).
+    log = [
+        {"type": "RUN_STARTED", "run": "r1"},
+        {"type": "RUN_STARTED", "run": "c2", "data": {"parentRunId": "r1"}},
+        {"type": "RUN_STARTED", "run": "c1", "data": {"parentRunId": "c2"}},
+        {"type": "RUN_ERROR", "run": "c2", "data": {"message": "x"}},
+        {"type": "TEXT_MESSAGE_START", "run": "c1", "message": "m", "data": {"role": "assistant"}},
+        {"type": "RUN_FINISHED", "run": "r1"},
+    ]
+    for cut in range(4, len(log) + 1):
+        stream, header = agui.continuation(fold(enumerate(log[:cut], start=1)), "chat-1", "r1")
+        events = [*header, *stream.feed_all(log[cut:])]
+        check_client_rules(events)
+        assert not any(e.get("subagentRunId") == "c1" for e in events), cut
+
+
 @settings(max_examples=100, deadline=None)
 @given(st.lists(LOG_EVENT, max_size=30), st.integers(0, 30))
 def test_any_reconnect_point_gives_a_continuation_the_client_accepts(log, cut):
