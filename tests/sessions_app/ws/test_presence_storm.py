@@ -24,6 +24,10 @@ from tests.e2e.servers import DaphneProcess, session_with_token, site_database
 from tests.sessions_app.conftest import connect
 from tests.sessions_app.ws.test_presence import drain
 
+# Each waits out storms of several seconds (15-22 s a test): left out of the single-app runs,
+# whose subject is the Django wiring (the presence rules are the same whichever apps a site has).
+pytestmark = pytest.mark.slow
+
 WINDOW = 4.0  # PRESENCE_COALESCE of the in-process tests (sessions of at most 10 devices)
 GAP = 1.0  # seconds between the joins of a trickling storm: well within a window
 
