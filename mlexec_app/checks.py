@@ -20,6 +20,11 @@ def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def _whole(value: Any) -> bool:
+    """A whole number from 0 on (not a bool)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 @register()
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     raw = getattr(settings, "MLEXEC_APP", {})
@@ -78,22 +83,21 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
                 )
             )
     limit, memory = raw.get("JOB_TIME_LIMIT", 1), raw.get("JOB_MEMORY_LIMIT_MB", 0)
-    root = raw.get("DATA_ROOT")
+    root, most = raw.get("DATA_ROOT"), raw.get("MAX_OPEN_JOBS", 0)
     if (
         not _number(limit)
         or limit <= 0
-        or not isinstance(memory, int)
-        or isinstance(memory, bool)
-        or memory < 0
+        or not _whole(memory)
+        or not _whole(most)
         or not (root is None or isinstance(root, str | PurePath))
     ):
         errors.append(
             Error(
                 "MLEXEC_APP['JOB_TIME_LIMIT'] must be a positive number of seconds, "
-                "'JOB_MEMORY_LIMIT_MB' a whole number of MiB (0: none) and 'DATA_ROOT' a "
-                "folder path or None.",
+                "'JOB_MEMORY_LIMIT_MB' a whole number of MiB (0: none), 'MAX_OPEN_JOBS' a "
+                "whole number of jobs (0: no limit) and 'DATA_ROOT' a folder path or None.",
                 hint=f"Defaults: {DEFAULTS['JOB_TIME_LIMIT']}, {DEFAULTS['JOB_MEMORY_LIMIT_MB']}, "
-                "None",
+                f"{DEFAULTS['MAX_OPEN_JOBS']}, None",
                 id="mlexec_app.E007",
             )
         )

@@ -36,6 +36,9 @@ DEFAULTS: dict[str, Any] = {
     # address space than this many MiB (0: no memory limit).
     "JOB_TIME_LIMIT": 3600,
     "JOB_MEMORY_LIMIT_MB": 4096,
+    # Jobs one user may have queued or running at once, over all their projects (the CLI's
+    # are not counted): each may hold a worker for JOB_TIME_LIMIT. 0: no limit.
+    "MAX_OPEN_JOBS": 10,
     # Where diagnostics and searches train: "auto" (CUDA when torch sees a GPU, else the CPU)
     # or a torch device string ("cpu", "cuda:1"). Recorded on every run a job writes.
     "DEVICE": "auto",

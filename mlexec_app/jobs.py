@@ -54,9 +54,6 @@ RESUMABLE = (RunStatus.CANCELLED, RunStatus.FAILED)
 #: Bounds of a search's trial budget and time budget (seconds), for every door that starts one.
 SEARCH_TRIALS = (1, 1000)
 SEARCH_SECONDS = (1.0, 86_400.0)
-#: Jobs a user may have queued or running at once (the site owner's CLI is not counted): each
-#: may hold a worker for JOB_TIME_LIMIT, so one caller could otherwise queue the pool away.
-MAX_OPEN_JOBS = 10
 
 #: Hands a queued job's id to a worker and returns the task id; installed by mlexec_app.tasks
 #: when the app loads (see set_enqueuer), so that this module needs no task backend.
@@ -133,14 +130,18 @@ def check_job(
 
 
 def check_open_jobs(project: Project) -> None:
-    """InvalidTransition (``too_many_jobs``) when the project's owner has MAX_OPEN_JOBS jobs
-    queued or running (untrusted ones, in any of their projects)."""
+    """InvalidTransition (``too_many_jobs``) when the project's owner has ``MAX_OPEN_JOBS``
+    jobs queued or running (untrusted ones, in any of their projects): each may hold a worker
+    for JOB_TIME_LIMIT, so one caller could otherwise queue the pool away."""
+    most = get_config()["MAX_OPEN_JOBS"]
+    if not most:
+        return
     open_jobs = DiagnosticJob.objects.filter(
         project__owner_id=project.owner_id, trusted=False, status__in=(RunStatus.QUEUED, *ACTIVE)
     )
-    if open_jobs.count() >= MAX_OPEN_JOBS:
+    if open_jobs.count() >= most:
         raise InvalidTransition(
-            f"You have {MAX_OPEN_JOBS} jobs queued or running, the most at once; wait for one "
+            f"You have {most} jobs queued or running, the most at once; wait for one "
             "to end or cancel one.",
             code="too_many_jobs",
         )

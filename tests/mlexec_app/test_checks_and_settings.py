@@ -24,6 +24,8 @@ from mlexec_app.checks import check_settings
         ({"JOB_TIME_LIMIT": 0}, ["mlexec_app.E007"]),
         ({"JOB_MEMORY_LIMIT_MB": 1.5}, ["mlexec_app.E007"]),
         ({"DATA_ROOT": 3}, ["mlexec_app.E007"]),
+        ({"MAX_OPEN_JOBS": -1}, ["mlexec_app.E007"]),
+        ({"MAX_OPEN_JOBS": True}, ["mlexec_app.E007"]),
         ({"DATA_ROOT": "/srv/data", "JOB_TIME_LIMIT": 60, "JOB_MEMORY_LIMIT_MB": 0}, []),
     ],
 )

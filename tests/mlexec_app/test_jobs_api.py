@@ -6,8 +6,10 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
+from django.test import override_settings
 
 from mlexec_app import jobs
+from mlexec_app.conf import get_config
 from mlexec_app.models import DiagnosticJob, RunStatus
 
 pytest.importorskip("torch")
@@ -114,11 +116,22 @@ def test_an_api_key_reaches_the_jobs_of_its_projects(key_for, project):
 def test_a_user_has_at_most_max_open_jobs_queued_or_running(api, project, monkeypatch):
     """Each job may hold a worker for an hour; any user could queue as many as they liked."""
     monkeypatch.setattr(jobs, "_enqueuer", lambda pk: f"task-{pk}")  # they stay queued
+    most = get_config()["MAX_OPEN_JOBS"]
+    assert most == 10  # the default
     path = f"/projects/{project.slug}/diagnostic-jobs"
-    started = [api.post(path, {"dataset": "digits"}) for _ in range(jobs.MAX_OPEN_JOBS)]
-    assert [r.status_code for r in started] == [201] * jobs.MAX_OPEN_JOBS
+    started = [api.post(path, {"dataset": "digits"}) for _ in range(most)]
+    assert [r.status_code for r in started] == [201] * most
     refused = api.post(path, {"dataset": "digits"})
     assert (refused.status_code, refused.json()["code"]) == (409, "too_many_jobs")
-    assert DiagnosticJob.objects.count() == jobs.MAX_OPEN_JOBS
+    assert DiagnosticJob.objects.count() == most
     api.post(f"/diagnostic-jobs/{started[0].json()['id']}/cancel")
     assert api.post(path, {"dataset": "digits"}).status_code == 201
+
+
+@pytest.mark.parametrize(("most", "accepted"), [(2, 2), (0, 12)])
+def test_the_open_jobs_limit_is_a_setting_and_0_lifts_it(api, project, monkeypatch, most, accepted):
+    monkeypatch.setattr(jobs, "_enqueuer", lambda pk: f"task-{pk}")
+    path = f"/projects/{project.slug}/diagnostic-jobs"
+    with override_settings(MLEXEC_APP={"MAX_OPEN_JOBS": most}):
+        codes = [api.post(path, {"dataset": "digits"}).status_code for _ in range(12)]
+    assert codes.count(201) == accepted and DiagnosticJob.objects.count() == accepted
