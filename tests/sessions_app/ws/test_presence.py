@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, contextmanager
 
 import pytest
 import websockets
@@ -136,10 +136,11 @@ TTL = 1.5  # seconds: short, so that a dead worker's devices expire within the t
 WINDOW = 1.0  # PRESENCE_COALESCE of the two workers
 
 
-@pytest.fixture(scope="module")
-def workers(tmp_path_factory):
-    with site_database(tmp_path_factory.mktemp("presence"), "presence") as env:
-        settings = {"PRESENCE_TTL": TTL, "PRESENCE_COALESCE": WINDOW}
+@contextmanager
+def two_workers(tmp_path_factory, name: str, settings: dict):
+    """Two daphne workers of one site (PostgreSQL, one Redis) with these SESSIONS_APP
+    settings, and a token of alice, who owns the session "room"."""
+    with site_database(tmp_path_factory.mktemp(name), name) as env:
         env = {**env, "SESSIONS_APP_JSON": json.dumps(settings)}
         token = session_with_token(env, "room", user="alice")
         first, second = DaphneProcess(env), DaphneProcess(env)
@@ -150,6 +151,13 @@ def workers(tmp_path_factory):
         finally:
             first.__exit__()
             second.__exit__()
+
+
+@pytest.fixture(scope="module")
+def workers(tmp_path_factory):
+    settings = {"PRESENCE_TTL": TTL, "PRESENCE_COALESCE": WINDOW}
+    with two_workers(tmp_path_factory, "presence", settings) as found:
+        yield found
 
 
 class Device:

@@ -20,9 +20,9 @@ import websockets
 from django.test import override_settings
 
 from sessions_app.ws import presence
-from tests.e2e.servers import DaphneProcess, session_with_token, site_database
+from tests.e2e.servers import DaphneProcess
 from tests.sessions_app.conftest import connect
-from tests.sessions_app.ws.test_presence import drain
+from tests.sessions_app.ws.test_presence import drain, two_workers
 
 # Each waits out storms of several seconds (15-22 s a test): left out of the single-app runs,
 # whose subject is the Django wiring (the presence rules are the same whichever apps a site has).
@@ -197,18 +197,8 @@ STORM_WINDOW = 1.0  # PRESENCE_COALESCE of the two workers
 
 @pytest.fixture(scope="module")
 def workers(tmp_path_factory):
-    with site_database(tmp_path_factory.mktemp("storm"), "storm") as env:
-        settings = {"PRESENCE_COALESCE": STORM_WINDOW}
-        env = {**env, "SESSIONS_APP_JSON": json.dumps(settings)}
-        token = session_with_token(env, "room", user="alice")
-        first, second = DaphneProcess(env), DaphneProcess(env)
-        first.start()
-        second.start()
-        try:
-            yield first, second, token
-        finally:
-            first.__exit__()
-            second.__exit__()
+    with two_workers(tmp_path_factory, "storm", {"PRESENCE_COALESCE": STORM_WINDOW}) as found:
+        yield found
 
 
 class Socket:
