@@ -12,13 +12,14 @@ from typing import Any
 
 from django.db.models import QuerySet
 from django.http import HttpRequest
-from ninja import Field, Query, Router, Schema, Status
-from ninja.pagination import LimitOffsetPagination, paginate
+from ninja import Query, Router, Status
+from ninja.pagination import paginate
 
 from mlexec_app import keys, reports, services
 from mlexec_app.api_common import (
     ERRORS,
     ApiKeyAuth,
+    BoundedPagination,
     CookieAuth,
     coded_errors,
     domain_errors,
@@ -65,14 +66,6 @@ router.add_decorator(domain_errors, mode="operation")
 
 
 # --- projects ------------------------------------------------------------------------------------
-
-
-class BoundedPagination(LimitOffsetPagination):
-    """Limit and offset bounded, so no page request reaches the database as an overflow."""
-
-    class Input(Schema):
-        limit: int = Field(100, ge=1, le=1000)
-        offset: int = Field(0, ge=0, le=10**9)
 
 
 @router.get("/projects", response=list[ProjectOut])
@@ -136,6 +129,7 @@ def create_assessment(request: HttpRequest, ref: str, payload: AssessmentIn) -> 
 
 
 @router.get("/projects/{ref}/assessments", response={200: list[AssessmentOut], **ERRORS})
+@paginate(BoundedPagination)
 def list_assessments(request: HttpRequest, ref: str) -> Any:
     return project_of(request, ref).assessments.all()
 
@@ -210,6 +204,7 @@ def create_error_analysis(request: HttpRequest, ref: str, payload: ErrorAnalysis
 
 
 @router.get("/projects/{ref}/error-analyses", response={200: list[ErrorAnalysisOut], **ERRORS})
+@paginate(BoundedPagination)
 def list_error_analyses(request: HttpRequest, ref: str) -> Any:
     return project_of(request, ref).error_analyses.all()
 
@@ -235,6 +230,7 @@ def adopt(request: HttpRequest, ref: str, payload: AdoptIn) -> Status:
 
 
 @router.get("/projects/{ref}/interventions", response={200: list[InterventionOut], **ERRORS})
+@paginate(BoundedPagination)
 def list_interventions(request: HttpRequest, ref: str) -> Any:
     return project_of(request, ref).interventions.all()
 
@@ -296,8 +292,10 @@ def create_key(request: HttpRequest, payload: ApiKeyIn) -> Status:
 
 
 @router.get("/api-keys", response={200: list[ApiKeyOut], **ERRORS})
+@paginate(BoundedPagination)
 def list_keys(request: HttpRequest) -> Any:
-    return ApiKey.objects.filter(owner=_session_user(request)).prefetch_related("projects")
+    mine = ApiKey.objects.filter(owner=_session_user(request))
+    return mine.prefetch_related("projects").order_by("-created_at", "-id")
 
 
 @router.delete("/api-keys/{key_id}", response={200: ApiKeyOut, **ERRORS})

@@ -15,6 +15,8 @@ from typing import Any
 
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from ninja import Field, Schema
+from ninja.pagination import LimitOffsetPagination
 from ninja.security import HttpBearer, SessionAuth
 
 from mlexec_app import keys, services
@@ -107,6 +109,39 @@ def _with_code(response: HttpResponse) -> HttpResponse:
 
 # Documented in the OpenAPI schema: every error body is an ErrorOut.
 ERRORS: dict[frozenset[int], type[ErrorOut]] = {frozenset({400, 401, 403, 404, 409, 422}): ErrorOut}
+
+
+# --- pages ---------------------------------------------------------------------------------------
+
+
+class BoundedPagination(LimitOffsetPagination):
+    """Every list comes in pages: ``items``, ``count`` and ``next_offset`` (``null`` on the last).
+
+    Limit and offset are bounded, so no page request reaches the database as an overflow, and no
+    list answers with everything it holds: a caller may create any number of rows.
+    """
+
+    class Input(Schema):
+        limit: int = Field(100, ge=1, le=1000)
+        offset: int = Field(0, ge=0, le=10**9)
+
+    class Output(Schema):
+        items: list[Any]
+        count: int
+        next_offset: int | None = Field(
+            None, description="Where the next page starts (pass it as offset); null on the last."
+        )
+
+    def paginate_queryset(
+        self, queryset: QuerySet[Any], pagination: Any, request: HttpRequest, **params: Any
+    ) -> dict[str, Any]:
+        start, end = pagination.offset, pagination.offset + pagination.limit
+        count = self._items_count(queryset)
+        return {"items": queryset[start:end], "count": count, "next_offset": _next(end, count)}
+
+
+def _next(end: int, count: int) -> int | None:
+    return end if end < count else None
 
 
 # --- who is asking -------------------------------------------------------------------------------

@@ -12,11 +12,13 @@ from typing import Any
 
 from django.http import HttpRequest, HttpResponse
 from ninja import Field, Router, Schema, Status
+from ninja.pagination import paginate
 
 from mlexec_app import jobs
 from mlexec_app.api_common import (
     ERRORS,
     ApiKeyAuth,
+    BoundedPagination,
     CookieAuth,
     coded_errors,
     principal,
@@ -114,6 +116,7 @@ def resume_search(request: HttpRequest, job_id: int) -> Status:
 
 
 @jobs_router.get("/projects/{ref}/diagnostic-jobs", response={200: list[JobSummaryOut], **ERRORS})
+@paginate(BoundedPagination)
 def list_jobs(request: HttpRequest, ref: str) -> Any:
     project = project_of(request, ref)
     return jobs.jobs_for(visible(request)).filter(project=project)

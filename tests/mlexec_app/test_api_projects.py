@@ -154,7 +154,7 @@ def test_assessment_round_trip_and_validation(api, project):
     assert good.status_code == 201
     bad = api.post(f"/projects/{project.slug}/assessments", {"dev_size": 0})
     assert bad.status_code == 422
-    listed = api.get(f"/projects/{project.slug}/assessments").json()
+    listed = api.get(f"/projects/{project.slug}/assessments").json()["items"]
     assert [a["dev_source"] for a in listed] == ["mobile app uploads"]
     assert DataAssessment.objects.count() == 1
 
@@ -168,7 +168,7 @@ def test_key_is_shown_once_and_then_authenticates(api, project):
     raw = created.json()["key"]
     stored = ApiKey.objects.get()
     assert raw not in stored.hashed_key and stored.prefix in raw
-    listed = api.get("/api-keys").json()
+    listed = api.get("/api-keys").json()["items"]
     assert "key" not in listed[0]
     from django.test import Client
 

@@ -144,7 +144,7 @@ def test_error_analysis_round_trip(api, project):
         {"categories": {"blurry": 43, "dog": 8}, "sample_size": 100},
     )
     assert response.status_code == 201
-    listed = api.get(f"/projects/{project.slug}/error-analyses").json()
+    listed = api.get(f"/projects/{project.slug}/error-analyses").json()["items"]
     assert listed[0]["categories"] == {"blurry": 43, "dog": 8}
 
 

@@ -46,7 +46,7 @@ def test_start_a_job_and_read_its_result_and_plots(api, project, npz_images):
     body = response.json()
     assert body["status"] == RunStatus.FINISHED and body["fraction_done"] == 1.0
     assert body["result"]["learning_curve"]["verdict"]
-    listed = api.get(f"/projects/{project.slug}/diagnostic-jobs").json()
+    listed = api.get(f"/projects/{project.slug}/diagnostic-jobs").json()["items"]
     assert [job["id"] for job in listed] == [body["id"]]
     assert "result" not in listed[0]
     curve = api.get(f"/diagnostic-jobs/{body['id']}/plots/learning-curve.svg")
