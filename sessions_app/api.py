@@ -19,6 +19,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import RequestDataTooBig
 from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from ninja import Query, Router, Status
 from ninja.security import HttpBearer
@@ -59,12 +60,14 @@ from sessions_app.schemas import (
     InterruptIn,
     KeyCreated,
     KeyIn,
+    KeyList,
     KeyOut,
     MemberIn,
     MessageIn,
     PresenceOut,
     PublishIn,
     RunIn,
+    RunList,
     RunOut,
     SessionIn,
     SessionList,
@@ -229,6 +232,16 @@ def create_session(request: HttpRequest, payload: SessionIn) -> Any:
     return Status(201, session_out(session))
 
 
+def _paged(
+    rows: QuerySet[Any], offset: int, limit: int, out: Callable[[Any], dict[str, Any]]
+) -> dict[str, Any]:
+    """One page of a list: its items, how many there are in all, and where the next starts."""
+    count = rows.count()
+    more = offset + limit if offset + limit < count else None
+    return {"items": [out(r) for r in rows[offset : offset + limit]], "count": count,
+            "next_offset": more}  # fmt: skip
+
+
 @router.get("/", response={200: SessionList, **ERRORS}, summary="List your sessions")
 def list_sessions(
     request: HttpRequest,
@@ -236,13 +249,10 @@ def list_sessions(
     offset: int = Query(0, ge=0, le=10**9),
 ) -> Any:
     act = actor(request)
-    sessions = visible_to(act.user).select_related("owner").order_by("-last_activity")
+    sessions = visible_to(act.user).select_related("owner").order_by("-last_activity", "-pk")
     if act.sessions is not None:
         sessions = sessions.filter(name__in=act.sessions)
-    return {
-        "items": [session_out(s) for s in sessions[offset : offset + limit]],
-        "count": sessions.count(),
-    }
+    return _paged(sessions, offset, limit, session_out)
 
 
 @router.get("/{name}", response={200: SessionOut, **ERRORS}, summary="A session")
@@ -388,10 +398,17 @@ def _run(session: Session, run_id: str) -> Run:
     return run
 
 
-@router.get("/{name}/runs", response={200: list[RunOut], **ERRORS}, summary="Runs, oldest first")
-def list_runs(request: HttpRequest, name: str) -> Any:
+@router.get("/{name}/runs", response={200: RunList, **ERRORS}, summary="Runs, oldest first")
+def list_runs(
+    request: HttpRequest,
+    name: str,
+    limit: int = Query(100, ge=1, le=500),
+    offset: int = Query(0, ge=0, le=10**9),
+) -> Any:
+    """A page of runs: a session holds any number of them (one a turn of its agent)."""
     session = get_session(actor(request), name)
-    return [run_out(r) for r in session.runs.select_related("parent").order_by("started_at", "pk")]
+    runs = session.runs.select_related("parent").order_by("started_at", "pk")
+    return _paged(runs, offset, limit, run_out)
 
 
 @router.post("/{name}/runs", response={201: RunOut, **ERRORS}, summary="Start a run")
@@ -522,12 +539,14 @@ def create_key(request: HttpRequest, payload: KeyIn) -> Any:
     return Status(201, key_out(key, secret))
 
 
-@router.get("/keys/", response={200: list[KeyOut], **ERRORS}, summary="Your API keys")
-def list_keys(request: HttpRequest) -> Any:
-    return [
-        key_out(k)
-        for k in ApiKey.objects.filter(user=_people_only(request)).order_by("-created_at")
-    ]
+@router.get("/keys/", response={200: KeyList, **ERRORS}, summary="Your API keys")
+def list_keys(
+    request: HttpRequest,
+    limit: int = Query(100, ge=1, le=500),
+    offset: int = Query(0, ge=0, le=10**9),
+) -> Any:
+    mine = ApiKey.objects.filter(user=_people_only(request)).order_by("-created_at", "-pk")
+    return _paged(mine, offset, limit, key_out)
 
 
 @router.delete("/keys/{key_id}", response={200: KeyOut, **ERRORS}, summary="Revoke an API key")

@@ -60,6 +60,9 @@ class SessionOut(Schema):
 class SessionList(Schema):
     items: list[SessionOut]
     count: int
+    next_offset: int | None = Field(
+        None, description="Where the next page starts (pass it as offset); null on the last."
+    )
 
 
 class MemberIn(Schema):
@@ -121,6 +124,14 @@ class RunOut(Schema):
     usage: dict[str, Any] | None = Field(None, description="What the run reported it cost.")
 
 
+class RunList(Schema):
+    items: list[RunOut]
+    count: int
+    next_offset: int | None = Field(
+        None, description="Where the next page starts (pass it as offset); null on the last."
+    )
+
+
 class CancelIn(Schema):
     run: str | None = Field(None, max_length=128, description="Omit to cancel every active run.")
     reason: str | None = Field(None, max_length=200)
@@ -178,6 +189,14 @@ class KeyOut(Schema):
     created_at: datetime
     last_used_at: datetime | None
     revoked: bool
+
+
+class KeyList(Schema):
+    items: list[KeyOut]
+    count: int
+    next_offset: int | None = Field(
+        None, description="Where the next page starts (pass it as offset); null on the last."
+    )
 
 
 class KeyCreated(KeyOut):

@@ -135,7 +135,7 @@ asyncio.run(main(sys.argv[1], sys.argv[2]))
 def _runs(cluster, session):
     reply = httpx.get(f"{cluster.url}/api/sessions/{session}/runs",
                       headers={"Authorization": f"Bearer {cluster.key}"}, timeout=10)  # fmt: skip
-    return {r["run_id"]: r for r in reply.json()}
+    return {r["run_id"]: r for r in reply.json()["items"]}
 
 
 def test_a_killed_agent_s_run_fails_with_agent_lost_on_every_device(cluster):

@@ -76,5 +76,5 @@ def test_rest_and_readiness_through_the_proxy(cluster):
     headers = {"Authorization": f"Bearer {cluster['key']}"}
     answers = [httpx.get(cluster["base"] + "/ready").json()["status"] for _ in range(3)]
     assert answers == ["ready"] * 3
-    runs = httpx.get(f"{cluster['base']}/api/sessions/shared/runs", headers=headers).json()
+    runs = httpx.get(f"{cluster['base']}/api/sessions/shared/runs", headers=headers).json()["items"]
     assert [r["status"] for r in runs] == ["cancelled"]

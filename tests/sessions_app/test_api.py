@@ -195,7 +195,7 @@ def test_runs_start_finish_and_fail_as_a_tree(api, session):
         == "failed"
     )
     assert post(api, "/chat-1/runs/boss/finish", {}).json()["status"] == "finished"
-    runs = api.get(f"{BASE}/chat-1/runs").json()
+    runs = api.get(f"{BASE}/chat-1/runs").json()["items"]
     assert [(r["run_id"], r["status"]) for r in runs] == [
         ("boss", "finished"),
         (child["run_id"], "failed"),
@@ -253,7 +253,7 @@ def test_an_api_key_is_shown_once_stored_hashed_and_works(api, session):
     stored = ApiKey.objects.get(pk=made["id"])
     assert (
         secret not in (stored.hashed, stored.prefix)
-        and "key" not in api.get(BASE + "/keys/").json()[0]
+        and "key" not in api.get(BASE + "/keys/").json()["items"][0]
     )
     agent = Client()
     assert (

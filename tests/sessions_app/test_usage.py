@@ -87,6 +87,6 @@ def test_the_rest_runs_list_shows_usage(session, alice):
     append(session, [{"type": "RUN_STARTED", "run": "r1"}, usage(output_tokens=7)])
     client = Client()
     client.force_login(alice)
-    (run,) = client.get("/api/sessions/chat-1/runs").json()
+    (run,) = client.get("/api/sessions/chat-1/runs").json()["items"]
     assert run["usage"] == {"reports": 1, "output_tokens": 7}
     json.dumps(run)
