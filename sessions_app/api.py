@@ -25,7 +25,7 @@ from ninja import Query, Router, Status
 from ninja.security import HttpBearer
 from ninja.security import SessionAuth as NinjaSessionAuth
 
-from sessions_app import credentials, dbexec, keys, log, runs, services, turns
+from sessions_app import credentials, dbexec, keys, log, revocation, runs, services, turns
 from sessions_app.access import (
     Actor,
     check_can_create,
@@ -47,6 +47,7 @@ from sessions_app.domain.errors import (
     Unauthenticated,
 )
 from sessions_app.domain.offsets import format_offset, parse_offset
+from sessions_app.doors.common import watch as access_watch
 from sessions_app.models import ApiKey, Membership, Run, Session
 from sessions_app.refusals import domain_errors, error_response
 from sessions_app.schemas import (
@@ -355,12 +356,19 @@ async def wait_for_events(
     who = await sync_to_async(_request_actor)(request)
     session = await dbexec.run_read(get_session, who, name)
     start = parse_offset(after)
-    deadline = min(timeout, setting("REST_LONG_POLL_MAX"))
-    async with log.Waiter(session.pk) as waiter:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + min(timeout, setting("REST_LONG_POLL_MAX"))
+    # The waiter also hears the caller's access change (a key revoked, a member removed, a
+    # user deactivated) and wakes at least every ACCESS_RECHECK_SECONDS to ask again: without
+    # it, a poll opened before a revocation answered what was written after it.
+    watch = access_watch(request, who, name)
+    async with revocation.Waiter(session.pk, watch) as waiter:
         # Joined before reading: anything committed after the read wakes us.
         page = await dbexec.run_read(_page, session.pk, start, limit)
-        if not page["events"]:
-            await waiter.wait(deadline)
+        while not page["events"] and (left := deadline - loop.time()) > 0:
+            await waiter.wait(left)
+            if not await watch.allowed():
+                raise NotFound("no such session")
             page = await dbexec.run_read(_page, session.pk, start, limit)
     return page
 
