@@ -92,6 +92,10 @@ def create_job(
             f"Unknown diagnostics {unknown}; choose from {', '.join(DIAGNOSTIC_CHOICES)}.",
             code="invalid_choice",
         )
+    if len(set(chosen)) < len(chosen):
+        # Each runs once anyway; a list of 100,000 repeats was stored, and answered in every
+        # job list (a page of 100 summaries held 160 MB of them).
+        raise InvalidInput("Name each diagnostic once.", code="invalid_choice")
     if "search" in chosen and len(chosen) > 1:
         raise InvalidInput("A search job runs the search alone.", code="invalid_choice")
     if not isinstance(dataset, str) or not dataset.strip():

@@ -94,6 +94,17 @@ def test_bad_requests_get_coded_errors(api, project):
     assert missing_plot.status_code == 404
 
 
+def test_a_diagnostic_named_twice_is_refused_and_queues_nothing(api, project):
+    """Each diagnostic runs once whatever the list says, but the list was stored as sent: a
+    job naming one 100,000 times carried them all in every list of the project's jobs."""
+    repeated = {"dataset": "digits", "diagnostics": ["baseline"] * 100_000}
+    response = api.post(f"/projects/{project.slug}/diagnostic-jobs", repeated)
+    assert (response.status_code, response.json()["code"]) == (422, "invalid_choice")
+    twice = {"dataset": "digits", "diagnostics": ["baseline", "slices", "baseline"]}
+    assert api.post(f"/projects/{project.slug}/diagnostic-jobs", twice).status_code == 422
+    assert not DiagnosticJob.objects.exists()
+
+
 def test_other_peoples_jobs_are_invisible(api, other_user, anonymous):
     from mlexec_app import services
 
