@@ -50,8 +50,10 @@ def _data_str(field: str, *, optional: bool = False) -> Check:
 def _data_choice(field: str, choices: frozenset[str]) -> Check:
     def check(event: Mapping[str, Any]) -> None:
         value = event.get("data", {}).get(field)
-        if value is not None and value not in choices:
-            raise BadEvent(f"data.{field} must be one of {sorted(choices)}, not {value!r}")
+        # A list or an object is no choice either (and cannot be looked up in a set).
+        if value is not None and (not isinstance(value, str) or value not in choices):
+            shown = value if isinstance(value, str | int | float | bool) else type(value).__name__
+            raise BadEvent(f"data.{field} must be one of {sorted(choices)}, not {shown!r}")
 
     return check
 
