@@ -6,6 +6,7 @@ from dataclasses import asdict
 from typing import Any
 
 from mlexec_app import charts, error_review, label_review, services
+from mlexec_app.exceptions import InvalidInput
 from mlexec_app.methodology.diagnosis import SPLIT_NAMES, Diagnosis, pct, points
 from mlexec_app.methodology.planner import Candidate, Plan
 from mlexec_app.models import Project, Run
@@ -210,6 +211,15 @@ def cost_context(cost: services.ProjectCost) -> dict[str, Any]:
     }
 
 
+def page_cost_context(project: Project) -> dict[str, Any]:
+    """``cost_context`` for a page, which shows a curve it cannot compute (a model saved with
+    figures past a float's range) as its reason rather than failing whole."""
+    try:
+        return cost_context(services.project_cost(project))
+    except InvalidInput as exc:
+        return {"cost": None, "cost_problem": exc.message, "traffic": None}
+
+
 # --- pages (admin project page and /mlexec/ project page) -----------------------------------------
 
 MAX_SERIES = 6
@@ -238,7 +248,7 @@ def page_context(project: Project) -> dict[str, Any]:
         "report": diagnosis_payload(project, pd),
         "plan": plan_payload(project, plan),
         "gates": services.stage_gates(project),
-        **cost_context(services.project_cost(project)),
+        **page_cost_context(project),
         "decomposition_svg": charts.error_decomposition(pd.diagnosis),
         "categories_svg": charts.category_ceilings(pd.categories),
         "history_svg": charts.metric_history(history_series(pd.run)),

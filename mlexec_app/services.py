@@ -823,7 +823,10 @@ def _measured_cost_inputs(project: Project) -> dict[str, bool]:
     """gate.cost_measured's inputs; the traffic source is asked only when the gate applies."""
     if not get_config()["REQUIRE_MEASURED_COST"]:
         return {}
-    cost = project_cost(project)
+    try:
+        cost = project_cost(project)
+    except InvalidInput:  # a curve past a float's range is no measured cost
+        return {"require_measured_cost": True, "has_measured_cost": False}
     measured = cost.result is not None and cost.inputs == "measured"
     return {"require_measured_cost": True, "has_measured_cost": measured}
 

@@ -127,10 +127,14 @@ def break_even(inputs: CostInputs) -> float | None:
 
 
 def cost_curve(inputs: CostInputs) -> CostResult:
-    """Savings at the current volume, the break-even volume and the payback time."""
+    """Savings at the current volume, the break-even volume and the payback time.
+
+    Raises :class:`CostInputError` when a figure is past a float's range: a price of 1e308
+    a token, or a saving of 1e-300 a call to repay a fine-tuning with, has no finite answer.
+    """
     inputs.validate()
     api, small = monthly_costs(inputs, inputs.calls_per_month)
-    return CostResult(
+    result = CostResult(
         api_cost_per_month=api,
         instances=instances_needed(inputs, inputs.calls_per_month),
         small_model_cost_per_month=small,
@@ -138,6 +142,12 @@ def cost_curve(inputs: CostInputs) -> CostResult:
         break_even_calls_per_month=break_even(inputs),
         payback_months=payback_months(inputs, inputs.calls_per_month),
     )
+    for name, value in vars(result).items():
+        if value is not None and not math.isfinite(value):
+            raise CostInputError(
+                f"{name} is past any number this curve can give: check the figures' units."
+            )
+    return result
 
 
 def curve_points(inputs: CostInputs, volumes: list[float]) -> list[tuple[float, float, float]]:

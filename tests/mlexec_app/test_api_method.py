@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
+from django.test import Client
 
 from mlexec_app import services
 from mlexec_app.models import CostModel, Intervention
@@ -160,6 +163,36 @@ def test_bad_cost_inputs_are_coded_422(api, project, change):
     saved = api.put(f"/projects/{project.slug}/cost-model", body)
     assert saved.status_code == 422 and saved.json()["code"] == "invalid_input"
     assert CostModel.objects.count() == 0
+
+
+# Figures past a float's range: the curve answered Infinity (no JSON parser but Python's reads
+# it), and a saved model answered it on every read.
+OVERFLOWING = [
+    {"llm_price_per_token": 1e308},
+    {"hosting_cost_per_month": 1e308, "small_model_cost_per_call": 1e308},
+    {"llm_price_per_token": 1e-300, "tokens_per_call": 1, "hosting_cost_per_month": 1e15},
+]
+
+
+@pytest.mark.parametrize("change", OVERFLOWING)
+def test_a_curve_past_a_float_s_range_is_refused_and_not_saved(api, project, change):
+    body = {**COST, **change}
+    answer = api.post("/cost-curve", body)
+    assert (answer.status_code, answer.json()["code"]) == (422, "invalid_cost_input")
+    json.loads(answer.content, parse_constant=pytest.fail)  # strict JSON: no Infinity
+    saved = api.put(f"/projects/{project.slug}/cost-model", body)
+    assert (saved.status_code, saved.json()["code"]) == (422, "invalid_cost_input")
+    assert CostModel.objects.count() == 0
+
+
+def test_a_model_saved_past_a_float_s_range_is_explained_not_a_500(api, user, project):
+    CostModel.objects.create(project=project, **{**COST, "llm_price_per_token": 1e308})
+    answer = api.get(f"/projects/{project.slug}/cost-model")
+    assert (answer.status_code, answer.json()["code"]) == (422, "invalid_cost_input")
+    page = Client()
+    page.force_login(user)
+    shown = page.get(f"/mlexec/projects/{project.slug}/")
+    assert shown.status_code == 200 and b"The saved cost model gives no curve" in shown.content
 
 
 def test_project_cost_model_is_saved_and_read_back(api, project):
