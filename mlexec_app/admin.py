@@ -164,14 +164,14 @@ class RunAdmin(admin.ModelAdmin):
 
 
 def _points(run: Run, key: str) -> list[tuple[int, float]]:
-    return list(run.points.filter(key=key).order_by("step", "id").values_list("step", "value"))
+    return reports.chart_points(run, key)
 
 
 def _shared_key(runs: list[Run]) -> str | None:
     """The metric to overlay: 'dev' when every run logged it, else any key they share."""
     shared = None
     for run in runs:
-        logged = set(run.points.values_list("key", flat=True))
+        logged = set(run.points.order_by().values_list("key", flat=True).distinct())
         shared = logged if shared is None else shared & logged
     if not shared:
         return None

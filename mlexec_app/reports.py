@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict
 from typing import Any
+
+from django.db.models import F, Window
+from django.db.models.functions import RowNumber
 
 from mlexec_app import charts, error_review, label_review, services
 from mlexec_app.exceptions import InvalidInput
@@ -225,17 +229,32 @@ def page_cost_context(project: Project) -> dict[str, Any]:
 MAX_SERIES = 6
 
 
+# Points a chart draws of one metric: a plot 560 pixels wide shows no more. A run takes any
+# number of points, and a page drew all of them (400,000: a 4.6 MB page, read whole each time).
+MAX_CHART_POINTS = 1000
+
+
 def history_series(run: Run | None) -> dict[str, list[tuple[int, float]]]:
-    """A run's metric history, key by key (the first few keys, for a readable plot)."""
+    """A run's metric history, key by key (the first few keys, for a readable plot), each
+    thinned to at most about ``MAX_CHART_POINTS`` points (``chart_points``)."""
     if run is None:
         return {}
-    series: dict[str, list[tuple[int, float]]] = {}
-    for key, step, value in run.points.order_by("key", "step", "id").values_list(
-        "key", "step", "value"
-    ):
-        if key in series or len(series) < MAX_SERIES:
-            series.setdefault(key, []).append((step, value))
-    return series
+    keys = run.points.order_by("key").values_list("key", flat=True).distinct()[:MAX_SERIES]
+    return {key: chart_points(run, key) for key in keys}
+
+
+def chart_points(run: Run, key: str) -> list[tuple[int, float]]:
+    """``(step, value)`` of one metric in step order: every point of a short history, else
+    every n-th (picked by the database) and the last, about ``MAX_CHART_POINTS`` in all."""
+    points = run.points.filter(key=key).order_by("step", "id")
+    stride = math.ceil(points.count() / MAX_CHART_POINTS)
+    if stride <= 1:
+        return list(points.values_list("step", "value"))
+    ranked = points.annotate(rank=Window(RowNumber(), order_by=[F("step").asc(), F("id").asc()]))
+    kept = ranked.annotate(gap=(F("rank") - 1) % stride).filter(gap=0)
+    out = [(step, value) for step, value in kept.values_list("step", "value")]
+    last = points.reverse().values_list("step", "value").first()
+    return out if last is None or out[-1] == last else [*out, last]
 
 
 def page_context(project: Project) -> dict[str, Any]:
