@@ -103,7 +103,7 @@ def feedback_value(
     """The checked rating of a message (without its user), or raise BadRequest."""
     if not isinstance(message, str) or not 0 < len(message) <= 128 or "\x00" in message:
         raise BadRequest("'message' must be a message id", field="message")
-    if rating not in RATINGS:
+    if not isinstance(rating, str) or rating not in RATINGS:  # a list is no rating (nor hashable)
         raise BadRequest(f"'rating' must be one of {sorted(RATINGS)}", field="rating")
     value: dict[str, Any] = {"message": message, "rating": rating}
     for key, text, limit in (

@@ -45,3 +45,15 @@ async def test_a_socket_refuses_a_choice_of_the_wrong_type_and_keeps_working(ali
         ok = {"type": "TEXT_MESSAGE_START", "message": "m1", "data": {"role": "user"}}
         assert (await browser.publish("chat-1", [ok]))["type"] == "ack"
     assert await db(Entry.objects.filter(session=session).count)() == 1
+
+
+async def test_a_rating_of_the_wrong_type_is_refused_with_a_code_over_the_socket(alice, session):
+    """The WebSocket's feedback op takes the rating as sent: a list answered an 'internal'
+    error (TypeError in the check), where REST's schema refuses it."""
+    async with connect(alice) as browser:
+        for rating in (["up"], {"up": 1}, 1, None):
+            frame = {"message": "a-1", "rating": rating}
+            refused = await browser.request("feedback", session="chat-1", **frame)
+            assert (refused["type"], refused["code"]) == ("error", "bad_request")
+        assert (await browser.request("ping"))["type"] == "pong"
+    assert not await db(Entry.objects.filter(session=session).exists)()
