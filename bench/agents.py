@@ -244,7 +244,23 @@ def dispatch_rate(
         print(f"    CPU ms per turn over the last {measured_from} turns: {per}; "
               f"total {sum(spent.values()) / measured_from * 1000:.2f}")  # fmt: skip
     print(f"    steady rate (first to last turn done, workers' start-up left out): {steady(env)}")
+    print(f"    claim -> turn done: {claim_to_done(env)}")
     return turns / took
+
+
+def claim_to_done(env: dict[str, str]) -> str:
+    """Each turn's time from its claim to its end (the answer committed), from the rows."""
+    import psycopg
+
+    with psycopg.connect(env["DATABASE_URL"], autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT extract(epoch FROM ended_at - claimed_at) FROM sessions_app_turn "
+            "WHERE agent = 'noop' AND state = 'done'"
+        ).fetchall()
+    took = [float(row[0]) for row in rows]
+    if not took:
+        return "n/a"
+    return ", ".join(f"p{q} {pct(took, q / 100) * 1000:.0f} ms" for q in (10, 50, 90, 99))
 
 
 def steady(env: dict[str, str]) -> str:

@@ -1,4 +1,4 @@
-"""The log's own bookkeeping rows, each written by one plain statement.
+"""The log's own bookkeeping rows, written by plain statements.
 
 ``Model.save()`` builds its INSERT or UPDATE through Django's query compiler every time. For
 the rows the log writes on every agent turn (the run, started and ended in one append, and
@@ -8,11 +8,16 @@ statement straight away, with each field's own conversions (``pre_save`` fills t
 ``auto_now`` stamps, ``get_db_prep_save`` adapts the value), so the row is stored exactly as
 ``save()`` would store it. Like the log's entries (COPY, bulk inserts), these rows are written
 without Django's ``pre_save`` and ``post_save`` signals.
+
+A commit of many appends writes its new rows of a kind with one statement (``insert_rows``)
+and its changed ones with one pipelined batch (``update_rows``): one round trip each instead of
+one per row, from the writer thread that every append of the process waits on (issue #20).
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from typing import Any
 
 from django.db import connection, models
@@ -22,6 +27,8 @@ def save_row(row: models.Model) -> None:
     """Insert ``row`` (no primary key yet: it gets one) or update all its columns."""
     model = type(row)
     add = row.pk is None
+    if add:
+        _take_related_keys(row)
     fields = _fields(model)
     values = [f.get_db_prep_save(f.pre_save(row, add), connection) for f in fields]
     with connection.cursor() as cursor:
@@ -37,19 +44,82 @@ def save_row(row: models.Model) -> None:
     row._state.db = connection.alias
 
 
+def insert_rows(rows: Sequence[models.Model]) -> None:
+    """Insert new rows of one model (no primary keys yet) with one statement; each gets its
+    primary key, in order. A foreign key to a row inserted earlier (e.g. in a previous call)
+    is taken from that row's object."""
+    if not rows:
+        return
+    model = type(rows[0])
+    if len(rows) == 1 or connection.vendor != "postgresql":
+        # Elsewhere a row at a time: SQLite does not promise RETURNING's order.
+        for row in rows:
+            save_row(row)
+        return
+    fields = _fields(model)
+    values: list[Any] = []
+    for row in rows:
+        _take_related_keys(row)
+        values += [f.get_db_prep_save(f.pre_save(row, True), connection) for f in fields]
+    with connection.cursor() as cursor:
+        cursor.execute(_insert_sql(model, returning=True, count=len(rows)), values)
+        keys = [found[0] for found in cursor.fetchall()]
+    if len(keys) != len(rows):  # pragma: no cover - the database broke its own contract
+        raise RuntimeError(f"inserted {len(rows)} rows, {len(keys)} keys came back")
+    for row, key in zip(rows, keys, strict=True):
+        row.pk = key
+        row._state.adding = False
+        row._state.db = connection.alias
+
+
+def update_rows(rows: Sequence[models.Model]) -> None:
+    """Update all columns of stored rows of one model: one statement, or one pipelined batch
+    of them (psycopg sends them together)."""
+    if not rows:
+        return
+    if len(rows) == 1:
+        save_row(rows[0])
+        return
+    model = type(rows[0])
+    fields = _fields(model)
+    params = [
+        [*(f.get_db_prep_save(f.pre_save(row, False), connection) for f in fields), row.pk]
+        for row in rows
+    ]
+    with connection.cursor() as cursor:
+        cursor.executemany(_update_sql(model), params)
+
+
+def _take_related_keys(row: models.Model) -> None:
+    """A foreign key set from an object saved after it was set (as ``Model.save`` does)."""
+    for field in _relations(type(row)):
+        if getattr(row, field.attname) is None:
+            related = field.get_cached_value(row, default=None)
+            if related is not None:
+                if related.pk is None:
+                    raise ValueError(f"{field.name}: its row is not stored yet")
+                setattr(row, field.attname, related.pk)
+
+
+@functools.cache
+def _relations(model: type[models.Model]) -> list[Any]:
+    return [f for f in model._meta.concrete_fields if f.is_relation]
+
+
 @functools.cache
 def _fields(model: type[models.Model]) -> list[Any]:
     return [f for f in model._meta.concrete_fields if not f.primary_key]
 
 
-@functools.cache
-def _insert_sql(model: type[models.Model], returning: bool) -> str:
+@functools.lru_cache(maxsize=256)
+def _insert_sql(model: type[models.Model], returning: bool, count: int = 1) -> str:
     q = connection.ops.quote_name
     columns = ", ".join(q(f.column) for f in _fields(model))
-    marks = ", ".join(["%s"] * len(_fields(model)))
+    marks = "(" + ", ".join(["%s"] * len(_fields(model))) + ")"
     pk = q(str(model._meta.pk.column))
     tail = f" RETURNING {pk}" if returning else ""
-    return f"INSERT INTO {q(model._meta.db_table)} ({columns}) VALUES ({marks}){tail}"
+    values = ", ".join([marks] * count)
+    return f"INSERT INTO {q(model._meta.db_table)} ({columns}) VALUES {values}{tail}"
 
 
 @functools.cache

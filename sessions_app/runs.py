@@ -2,7 +2,9 @@
 
 ``RunTracker`` sees each append before its offsets are allocated: it refuses what the run's
 lifecycle forbids (appending to a run that ended, steering one that is not running) so that
-nothing is written, and afterwards records what the append did to its runs.
+nothing is written, and afterwards records what the append did to its runs. It keeps the
+rows it changed and writes them all when the commit asks (``flush``): one INSERT for the
+runs the batch started, one pipelined batch of UPDATEs for the others.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from sessions_app.domain.errors import BadEvent
 from sessions_app.domain.judgement import USAGE, add_usage
 from sessions_app.domain.runs import RUN_EVENTS, RunStatus, next_status
 from sessions_app.models import Run
-from sessions_app.rows import save_row
+from sessions_app.rows import insert_rows, update_rows
 
 if TYPE_CHECKING:
     from sessions_app.log import AppendRequest
@@ -42,6 +44,8 @@ class RunTracker:
     """Per transaction: the runs it has read or changed, by (session, run id)."""
 
     runs: dict[tuple[int, str], Run | None] = field(default_factory=dict)
+    # Rows changed and not yet written (``flush``), in the order they were first changed.
+    dirty: dict[tuple[int, str], Run] = field(default_factory=dict)
 
     def prefetch(self, requests: Sequence[AppendRequest]) -> None:
         """Read the runs a batch's requests name with one statement (the log's commit calls
@@ -110,15 +114,30 @@ class RunTracker:
             self.runs[(pk, change.run_id)] = touched[change.run_id] = row
             if change.status.is_final:
                 ended.append((row, change))
-        for row in touched.values():
-            save_row(row)
-        saved = set(touched)
-        self._beat(pk, {item.run for item in request.items if item.run} - saved, now)
+        for run_id, row in touched.items():
+            self.dirty[(pk, run_id)] = row
+        self._beat(pk, {item.run for item in request.items if item.run} - set(touched), now)
         self._add_usage(pk, request)
         for item in request.items:
             if item.type == "CONTROL_ACK":
                 _observe_ack(pk, item.data or {}, now)
         return ended
+
+    def flush(self) -> None:
+        """Write the changed rows: the new ones with one INSERT (a sub-run after the parent
+        it names when both start in this batch), the stored ones with one batch."""
+        if not self.dirty:
+            return
+        rows, self.dirty = list(self.dirty.values()), {}
+        stored = [row for row in rows if row.pk is not None]
+        new = [row for row in rows if row.pk is None]
+        while new:
+            ready = [row for row in new if _parent_stored(row)]
+            if not ready:  # pragma: no cover - a parent is always changed before its child
+                raise RuntimeError("a new run's parent is neither stored nor in the batch")
+            insert_rows(ready)
+            new = [row for row in new if row.pk is None]
+        update_rows(stored)
 
     def _beat(self, pk: int, run_ids: set[str], now: Any) -> None:
         """Every append to a run is a sign of life of its agent (written at most once a second)."""
@@ -152,7 +171,7 @@ class RunTracker:
                 and isinstance(data.get("value"), dict)
             ):
                 row.usage = add_usage(row.usage, data["value"])
-                row.save(update_fields=["usage"])
+                self.dirty[(pk, item.run)] = row
 
     def _load(self, request: AppendRequest) -> None:
         pk = request.session_pk
@@ -214,6 +233,16 @@ class RunTracker:
             )
             if reason or change.status is not RunStatus.CANCELLED:
                 row.reason = str(reason or "")[:200]
+
+
+def _parent_stored(row: Run) -> bool:
+    """Whether the run's parent, if any, has its row (a parent started in the same batch
+    is inserted first: the child takes its key)."""
+    parent = _PARENT.get_cached_value(row, default=None)
+    return parent is None or parent.pk is not None
+
+
+_PARENT = Run._meta.get_field("parent")
 
 
 @functools.lru_cache(maxsize=64)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +27,7 @@ from sessions_app.domain import turns as rules
 from sessions_app.domain.runs import RunStatus
 from sessions_app.domain.turns import TurnFenced, TurnState
 from sessions_app.models import Run, Turn
+from sessions_app.rows import insert_rows
 
 if TYPE_CHECKING:
     from sessions_app.log.requests import AppendRequest, Item
@@ -67,24 +68,78 @@ class _Asked:
 
 
 @dataclass
+class _Ending:
+    """A turn whose run ended in this batch, to be moved on by ``flush``."""
+
+    request: AppendRequest  # told the agent that has new work (``turn_wake``)
+    turn: int
+    run: str
+    status: str
+    code: Any
+    reason: str
+    held: tuple[int, str] | None  # (attempts, agent), when this batch read them
+
+
+@dataclass
 class TurnTracker:
-    """Per transaction: user messages become turns; runs that end move their turn on."""
+    """Per transaction: user messages become turns; runs that end move their turn on.
+
+    The turns a batch makes and moves on are written when the commit asks (``flush``): one
+    INSERT for the new turns, one UPDATE for the ended ones, not a statement each.
+    """
 
     # (turn, run) -> (attempts, agent) of the turns whose start this transaction checked
     held: dict[tuple[int, str], tuple[int, str]] = dataclasses.field(default_factory=dict)
+    # turn -> (session, state, run, attempts, agent), read for the whole batch (``prefetch``)
+    found: dict[int, tuple[int, str, str, int, str]] = dataclasses.field(default_factory=dict)
+    making: list[Turn] = dataclasses.field(default_factory=list)
+    ending: list[_Ending] = dataclasses.field(default_factory=list)
+    ended: set[tuple[int, str]] = dataclasses.field(default_factory=set)  # (turn, run)
+
+    def prefetch(self, requests: Sequence[AppendRequest]) -> None:
+        """Read the turns the batch's answers start (their RUN_STARTED names them) with one
+        statement, instead of one each (the commit calls it with the sessions locked)."""
+        wanted = sorted(
+            {
+                turn
+                for request in requests
+                for item in request.items
+                if item.type == "RUN_STARTED"
+                and isinstance(turn := (item.data or {}).get("turn"), int)
+                and turn not in self.found
+            }
+        )
+        if len(wanted) < 2:
+            return
+        marks = ", ".join(["%s"] * len(wanted))
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT id, session_id, state, run_id, attempts, agent FROM {_TURNS} "
+                f"WHERE id IN ({marks})",
+                wanted,
+            )
+            for pk, session, state, run_id, attempts, agent in cursor.fetchall():
+                self.found[int(pk)] = (int(session), str(state), str(run_id), int(attempts),
+                                       str(agent))  # fmt: skip
 
     # --- before offsets are allocated ------------------------------------------------------
 
     def plan(
-        self, request: AppendRequest, metadata: dict[str, Any], make: MakeItem
+        self,
+        request: AppendRequest,
+        metadata: dict[str, Any],
+        make: MakeItem,
+        flush: Callable[[], None],
     ) -> AppendRequest:
         """The request as it will be written: a steer or a cancel the session's policy adds
         (``make`` turns an event into an item); raises (nothing written) for a rejected
-        message or a fenced run."""
+        message or a fenced run. ``flush`` writes what the batch changed so far, before the
+        session's open turn and its run are read."""
         self._check_starts(request)
         asked = _user_messages(request.items)
         if not asked:
             return request
+        flush()
         policy = session_policy(metadata)
         plans: list[tuple[_Asked, str]] = []
         abandon: list[int] = []
@@ -119,14 +174,12 @@ class TurnTracker:
             turn = (item.data or {}).get("turn") if item.type == "RUN_STARTED" else None
             if turn is None:
                 continue
-            # Plain SQL: a turn's start and end are on every answer's path (issue #20's
-            # dispatch profile: the ORM's query building for these was a fifth of the writer).
-            found = _select_one(
-                f"SELECT state, run_id, attempts, agent FROM {_TURNS} "
-                "WHERE id = %s AND session_id = %s",
-                [turn if isinstance(turn, int) else -1, request.session_pk],
-            )
-            if found is not None and tuple(found[:2]) == (TurnState.CLAIMED.value, item.run):
+            found = self._turn(turn, request.session_pk)
+            if (
+                (turn, item.run) not in self.ended
+                and found is not None
+                and tuple(found[:2]) == (TurnState.CLAIMED.value, item.run)
+            ):
                 self.held[(turn, item.run)] = (int(found[2]), str(found[3]))
             else:
                 raise TurnFenced(
@@ -135,6 +188,19 @@ class TurnTracker:
                     run=item.run,
                 )
 
+    def _turn(self, turn: Any, session_pk: int) -> tuple[Any, ...] | None:
+        """(state, run, attempts, agent) of the session's turn, as this batch read it."""
+        if isinstance(turn, int) and turn in self.found:
+            session, *rest = self.found[turn]
+            return tuple(rest) if session == session_pk else None
+        # Plain SQL: a turn's start and end are on every answer's path (issue #20's
+        # dispatch profile: the ORM's query building for these was a fifth of the writer).
+        return _select_one(
+            f"SELECT state, run_id, attempts, agent FROM {_TURNS} "
+            "WHERE id = %s AND session_id = %s",
+            [turn if isinstance(turn, int) else -1, session_pk],
+        )
+
     # --- after offsets are allocated -------------------------------------------------------
 
     def apply(
@@ -142,7 +208,7 @@ class TurnTracker:
     ) -> set[str]:
         """Create the request's turns; move on the turns whose run ended (``ended``: each run
         row with its final change, from the run tracker). Returns the agent names that have
-        new work for workers."""
+        new work for workers now; ``flush`` adds those of the turns it moves on."""
         wake: set[str] = set()
         if request.turn_abandon:
             Turn.objects.filter(pk__in=request.turn_abandon, state=TurnState.QUEUED.value).update(
@@ -150,52 +216,115 @@ class TurnTracker:
             )
             metrics.TURNS.labels("abandoned").inc(len(request.turn_abandon))
         for index, message, agent in request.turn_plans:
-            Turn.objects.create(
-                session_id=request.session_pk,
-                message=message,
-                message_seq=first + index,
-                agent=agent,
-                input=request.turn_input or {},
+            self.making.append(
+                Turn(
+                    session_id=request.session_pk,
+                    message=message,
+                    message_seq=first + index,
+                    agent=agent,
+                    input=request.turn_input or {},
+                )
             )
             metrics.TURNS.labels("queued").inc()
             wake.add(agent)
         for run, change in ended:
             if run.turn_id is not None:
-                wake |= self._run_ended(run.turn_id, run.run_id, change, now)
+                reason = str(change.data.get("message") or change.data.get("reason") or "")
+                self.ending.append(
+                    _Ending(
+                        request, run.turn_id, run.run_id, change.status.value,
+                        change.data.get("code"), reason[:200],
+                        self.held.get((run.turn_id, run.run_id)),
+                    )
+                )  # fmt: skip
+                self.ended.add((run.turn_id, run.run_id))
         return wake
 
-    def _run_ended(self, turn_id: int, run_id: str, change: Any, now: Any) -> set[str]:
-        where = "WHERE id = %s AND run_id = %s AND state = %s"
-        claimed: list[Any] = [turn_id, run_id, TurnState.CLAIMED.value]
-        held = self.held.get((turn_id, run_id))  # its start was checked in this transaction
-        if held is None:
-            found = _select_one(f"SELECT attempts, agent FROM {_TURNS} {where}", claimed)
-            if found is None:  # an earlier attempt's run: the turn has moved on
-                return set()
-            held = (int(found[0]), str(found[1]))
-        attempts, agent = held
-        state = rules.after_run(
-            change.status.value, change.data.get("code"), attempts, setting("TURN_MAX_ATTEMPTS")
-        )
-        reason = str(change.data.get("message") or change.data.get("reason") or "")[:200]
-        values: list[Any]
-        if state is TurnState.QUEUED:
-            sets, values = "worker = '', key_id = NULL", []
-        else:
-            sets, values = "ended_at = %s", [connection.ops.adapt_datetimefield_value(now)]
+    def flush(self, now: Any) -> None:
+        """Write the batch's new turns (one INSERT) and move on the turns whose run ended (one
+        UPDATE), each guarded: a turn claimed again meanwhile is another attempt's now."""
+        making, self.making = self.making, []
+        insert_rows(making)
+        ending, self.ending = self.ending, []
+        if not ending:
+            return
+        self._read_held(ending)
+        moves = []
+        for end in ending:
+            if end.held is None:  # an earlier attempt's run: the turn has moved on
+                continue
+            attempts, _ = end.held
+            state = rules.after_run(end.status, end.code, attempts, setting("TURN_MAX_ATTEMPTS"))
+            moves.append((end, state))
+        moved = _move_turns([(end.turn, end.run, state, end.reason) for end, state in moves], now)
+        for end, state in moves:
+            if end.turn in moved:
+                assert end.held is not None
+                metrics.TURNS.labels("retried" if state is TurnState.QUEUED else state.value).inc()
+                end.request.turn_wake.add(end.held[1])  # offered again, or the next turn's
+
+    def _read_held(self, ending: list[_Ending]) -> None:
+        """(attempts, agent) of the claimed turns of runs that ended without their start in
+        this batch: one statement for them all."""
+        wanted = [end for end in ending if end.held is None]
+        if not wanted:
+            return
+        marks = ", ".join(["%s"] * len(wanted))
         with connection.cursor() as cursor:
-            # Guarded like the read: a turn claimed again meanwhile is another attempt's now.
             cursor.execute(
-                f"UPDATE {_TURNS} SET state = %s, reason = %s, lease_until = NULL, {sets} {where}",
-                [state.value, reason, *values, *claimed],
+                f"SELECT id, run_id, attempts, agent FROM {_TURNS} "
+                f"WHERE state = %s AND id IN ({marks})",
+                [TurnState.CLAIMED.value, *(end.turn for end in wanted)],
             )
-            if cursor.rowcount == 0:
-                return set()
-        metrics.TURNS.labels("retried" if state is TurnState.QUEUED else state.value).inc()
-        return {agent}  # it is offered again, or the session's next turn may be now
+            rows = {(int(pk), str(run)): (int(n), str(agent)) for pk, run, n, agent in cursor}
+        for end in wanted:
+            end.held = rows.get((end.turn, end.run))
 
 
 _TURNS = Turn._meta.db_table
+
+
+def _move_turns(moves: list[tuple[int, str, TurnState, str]], now: Any) -> set[int]:
+    """Set each (turn, run, state, reason) where the turn is still claimed for that run; the
+    turns moved. A turn offered again loses its worker; one that ended gets its end time."""
+    if not moves:
+        return set()
+    when = connection.ops.adapt_datetimefield_value(now)
+    claimed = TurnState.CLAIMED.value
+    with connection.cursor() as cursor:
+        if len(moves) > 1 and connection.vendor == "postgresql":
+            cursor.execute(
+                _MOVE_ALL_SQL,
+                [when, [m[0] for m in moves], [m[1] for m in moves],
+                 [m[2].value for m in moves], [m[3] for m in moves],
+                 [m[2] is TurnState.QUEUED for m in moves], claimed],
+            )  # fmt: skip
+            return {int(row[0]) for row in cursor.fetchall()}
+        moved = set()
+        for turn, run, state, reason in moves:
+            if state is TurnState.QUEUED:
+                sets, values = "worker = '', key_id = NULL", []
+            else:
+                sets, values = "ended_at = %s", [when]
+            cursor.execute(
+                f"UPDATE {_TURNS} SET state = %s, reason = %s, lease_until = NULL, {sets} "
+                "WHERE id = %s AND run_id = %s AND state = %s",
+                [state.value, reason, *values, turn, run, claimed],
+            )
+            if cursor.rowcount:
+                moved.add(turn)
+        return moved
+
+
+_MOVE_ALL_SQL = (
+    f"UPDATE {_TURNS} AS t SET state = v.state, reason = v.reason, lease_until = NULL, "
+    "worker = CASE WHEN v.again THEN '' ELSE t.worker END, "
+    "key_id = CASE WHEN v.again THEN NULL ELSE t.key_id END, "
+    "ended_at = CASE WHEN v.again THEN t.ended_at ELSE %s END "
+    "FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::boolean[]) "
+    "AS v(id, run_id, state, reason, again) "
+    "WHERE t.id = v.id AND t.run_id = v.run_id AND t.state = %s RETURNING t.id"
+)
 
 
 def _select_one(sql: str, params: list[Any]) -> tuple[Any, ...] | None:

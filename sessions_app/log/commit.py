@@ -42,7 +42,7 @@ from sessions_app.domain.errors import (
 from sessions_app.log.ratings import FeedbackTracker
 from sessions_app.log.requests import AppendRequest, AppendResult, Item, Locked, Pending
 from sessions_app.models import Entry, Producer, Session
-from sessions_app.rows import save_row
+from sessions_app.rows import insert_rows
 from sessions_app.runs import RunTracker
 from sessions_app.turns import TurnTracker
 
@@ -142,7 +142,15 @@ class _Batch:
                         self.producer_rows[(pk, producer_id)] = _producer_row(values)
                 for key in claims:
                     self.producer_rows.setdefault(key, None)
-        self.tracker.prefetch([r for r in requests if r.session_pk in self.rows])
+        locked = [r for r in requests if r.session_pk in self.rows]
+        self.tracker.prefetch(locked)
+        self.turns.prefetch(locked)
+
+    def flush(self) -> None:
+        """Write the runs and turns the batch changed so far (before a read that must see
+        them, and at the end)."""
+        self.tracker.flush()
+        self.turns.flush(self.now)
 
     def lock(self, pk: int) -> _Row:
         row = self.rows.get(pk)
@@ -228,20 +236,23 @@ def _producer_updates(batch: _Batch) -> list[list[Any]]:
     """Each producer's last accepted append of the batch: a row made now for each new
     producer; the values to update for the others (``_update_producers``)."""
     updates: list[list[Any]] = []
+    made: list[tuple[_ProducerRow, Producer]] = []
     for pk, producer_id in sorted(batch.producers_written):
         prow = batch.producer_rows[(pk, producer_id)]
         assert prow is not None
         if prow.pk is None:
-            made = Producer(
+            row = Producer(
                 session_id=pk, producer_id=producer_id, epoch=prow.epoch, last_seq=prow.last_seq,
                 last_first=prow.last_first, last_count=prow.last_count,
             )  # fmt: skip
-            save_row(made)
-            prow.pk = made.pk
+            made.append((prow, row))
         else:
             updates.append(
                 [prow.epoch, prow.last_seq, prow.last_first, prow.last_count, batch.now, prow.pk]
             )
+    insert_rows([row for _, row in made])  # the new producers: one statement
+    for prow, row in made:
+        prow.pk = row.pk
     return updates
 
 
@@ -343,7 +354,7 @@ def _apply_one(request: AppendRequest, batch: _Batch) -> tuple[AppendRequest, Ap
             f"this stream holds at most {request.max_bytes} bytes", limit="stream_bytes"
         )
     if any(item.tracked for item in request.items):  # may refuse, or add a steer or a cancel
-        request = batch.turns.plan(request, row.metadata(), _control_item)
+        request = batch.turns.plan(request, row.metadata(), _control_item, batch.flush)
         size = sum(item.size for item in request.items)
     changes = batch.tracker.plan(request)  # may refuse the append: nothing is written yet
     # Every check passed: from here on the request is written.
@@ -357,6 +368,8 @@ def _apply_one(request: AppendRequest, batch: _Batch) -> tuple[AppendRequest, Ap
     if request.items:
         ended = batch.tracker.apply(request, changes, first, now)
         request.turn_wake = batch.turns.apply(request, first, now, ended)
+        if any(item.rates for item in request.items):
+            batch.flush()  # a rating reads the answer's run
         batch.ratings.apply(request, first, now)
         for seq, item in enumerate(request.items, start=first):
             body = item.body.encode() if isinstance(item.body, str) else item.body
@@ -458,6 +471,7 @@ def _write(batch: _Batch) -> None:
     data-modifying CTEs of the entries' INSERT): two or three round trips fewer per commit, and
     less Python than the three statements cost (issue #25).
     """
+    batch.flush()
     heads = [[row.head, row.added, pk] for pk, row in batch.rows.items() if row.written]
     updates = _producer_updates(batch)
     # Only where it replaces three statements: for one session's head and its entries alone,

@@ -178,3 +178,78 @@ def test_a_turn_left_in_a_byte_stream_fails_alone_and_the_claim_goes_on(alice):
     stuck = Turn.objects.get(session=legacy)
     assert stuck.state == "failed" and "byte stream" in stuck.reason
     assert dispatch.claim(Actor(alice), ["a"], "w1", 10) == []  # not offered again
+
+
+def answer(turn: dispatch.Claimed, end: str = "RUN_FINISHED", **data: str) -> list[dict]:
+    run = turn.turn.run_id
+    return [
+        {"type": "RUN_STARTED", "run": run, "data": {"turn": turn.turn.pk}},
+        {"type": "TEXT_MESSAGE_START", "run": run, "message": f"m{run}",
+         "data": {"role": "assistant"}},
+        {"type": "TEXT_MESSAGE_CONTENT", "run": run, "message": f"m{run}", "data": {"delta": "ok"}},
+        {"type": "TEXT_MESSAGE_END", "run": run, "message": f"m{run}"},
+        {"type": end, "run": run, "data": data},
+    ]  # fmt: skip
+
+
+@override_settings(SESSIONS_APP={"TURN_MAX_ATTEMPTS": 2})
+def test_answers_committed_together_each_move_their_own_turn_on(alice):
+    """Several workers' answers in one transaction (the group commit): each turn ends as its
+    own run did, and a message after an answer in the same batch sees that turn ended."""
+    from sessions_app.log.commit import commit
+
+    sessions = [
+        Session.objects.create(
+            name=f"g{i}", owner=alice, metadata={"turns": {"agent": "a", "on_busy": "reject"}}
+        )
+        for i in range(5)
+    ]
+    for session in sessions:
+        ask(session, "question")
+    taken = {t.session: t for t in dispatch.claim(Actor(alice), ["a"], "w1", 10)}
+    assert sorted(taken) == ["g0", "g1", "g2", "g3", "g4"]
+    _, follow_up = control.user_message("and another")
+    requests = [
+        services.request(sessions[0].pk, answer(taken["g0"])),
+        services.request(sessions[1].pk, answer(taken["g1"])),
+        services.request(sessions[2].pk, answer(taken["g2"], "RUN_ERROR", code="agent_lost", message="lost")),
+        services.request(sessions[4].pk, answer(taken["g4"], "RUN_ERROR", message="boom")),
+        services.request(sessions[1].pk, follow_up),  # after g1's answer, in the same batch
+        services.request(sessions[3].pk, follow_up),  # g3's turn is still open: refused
+    ]
+    resolved, results = commit(requests)
+    assert [type(r).__name__ for r in results[:5]] == ["AppendResult"] * 5
+    assert getattr(results[5], "code", None) == "busy"
+    states = {
+        name: list(Turn.objects.filter(session__name=name).order_by("id")
+                   .values_list("state", flat=True))
+        for name in ("g0", "g1", "g2", "g3", "g4")
+    }  # fmt: skip
+    assert states == {
+        "g0": ["done"],
+        "g1": ["done", "queued"],  # the follow-up's turn, made in the same transaction
+        "g2": ["queued"],  # its agent was lost, attempt 1 of 2: offered again
+        "g3": ["claimed"],
+        "g4": ["failed"],
+    }
+    retried = Turn.objects.get(session__name="g2")
+    assert (retried.worker, retried.ended_at, retried.attempts) == ("", None, 1)
+    failed = Turn.objects.get(session__name="g4")
+    assert (failed.reason, failed.worker) == ("boom", "w1") and failed.ended_at is not None
+    assert Turn.objects.get(session__name="g0").ended_at is not None
+    # Each answer and the new message wake the workers (a turn may be claimed now).
+    assert [sorted(r.turn_wake) for r in resolved[:5] if r is not None] == [["a"]] * 5
+
+
+def test_a_sub_run_started_in_its_parent_s_append_is_stored_under_it(alice):
+    session = Session.objects.create(name="sub", owner=alice)
+    events = [
+        {"type": "RUN_STARTED", "run": "parent"},
+        {"type": "RUN_STARTED", "run": "child", "data": {"parentRunId": "parent"}},
+        {"type": "RUN_STARTED", "run": "grandchild", "data": {"parentRunId": "child"}},
+    ]
+    log.append_sync(services.request(session.pk, events))
+    from sessions_app.models import Run
+
+    parents = dict(Run.objects.filter(session=session).values_list("run_id", "parent__run_id"))
+    assert parents == {"parent": None, "child": "parent", "grandchild": "child"}
