@@ -48,7 +48,7 @@ from sessions_app.domain.errors import (
 )
 from sessions_app.domain.offsets import format_offset, parse_offset
 from sessions_app.doors.common import watch as access_watch
-from sessions_app.models import ApiKey, Membership, Run, Session
+from sessions_app.models import PROTOCOL_STATE_KEY, ApiKey, Membership, Run, Session
 from sessions_app.refusals import domain_errors, error_response
 from sessions_app.schemas import (
     AckOut,
@@ -178,7 +178,7 @@ def session_out(session: Session) -> dict[str, Any]:
     return {
         "name": session.name,
         "title": session.title,
-        "metadata": session.metadata,
+        "metadata": {k: v for k, v in session.metadata.items() if k != PROTOCOL_STATE_KEY},
         "owner": session.owner.get_username() if session.owner else None,
         "members": sorted(
             m.user.get_username() for m in session.memberships.select_related("user")
@@ -214,7 +214,7 @@ def create_session(request: HttpRequest, payload: SessionIn) -> Any:
     check_can_create(who)
     if payload.name:
         check_creatable_name(payload.name)
-    turns.check_policy(payload.metadata)
+    _check_metadata(payload.metadata)
     if payload.name and Session.objects.filter(name=payload.name).exists():
         raise Conflict("a session with this name exists", name=payload.name)
     members = _users(payload.members)
@@ -267,13 +267,22 @@ def update_session(request: HttpRequest, name: str, payload: SessionPatch) -> An
     if payload.closed is False and session.closed:
         raise Conflict("a closed session stays closed")
     if payload.metadata is not None:
-        turns.check_policy(payload.metadata)
-    for field in ("title", "metadata", "closed"):
-        value = getattr(payload, field)
-        if value is not None:
-            setattr(session, field, value)
-    session.save()
+        _check_metadata(payload.metadata)
+    changed = [f for f in ("title", "metadata", "closed") if getattr(payload, f) is not None]
+    for field in changed:
+        setattr(session, field, getattr(payload, field))
+    if changed:  # only what the PATCH names: a stale copy of the rest is never written back
+        session.save(update_fields=changed)
     return session_out(session)
+
+
+def _check_metadata(metadata: dict[str, Any]) -> None:
+    if PROTOCOL_STATE_KEY in metadata:
+        raise BadRequest(
+            f"metadata.{PROTOCOL_STATE_KEY} is kept by the server (Durable Streams protocol "
+            "state); choose another key", field="metadata",
+        )  # fmt: skip
+    turns.check_policy(metadata)
 
 
 @router.post("/{name}/members", response={200: SessionOut, **ERRORS}, summary="Add a member")

@@ -6,7 +6,7 @@ import secrets
 from typing import Any
 
 from django.conf import settings
-from django.db import models
+from django.db import models, transaction
 from django.db.models import Q
 
 from sessions_app.domain.offsets import format_offset
@@ -23,6 +23,20 @@ def is_json_type(content_type: str) -> bool:
 
 def new_session_name() -> str:
     return "s-" + secrets.token_hex(12)
+
+
+# Where the log keeps the Durable Streams protocol state of a session (the last Stream-Seq,
+# the Stream-Expires-At text, the fork request): ``sessions_app.log.STATE_KEY``. The server's
+# alone: no door shows it or takes it from a caller.
+PROTOCOL_STATE_KEY = "durable_streams"
+
+
+def with_protocol_state(metadata: Any, stored: Any) -> dict[str, Any]:
+    """``metadata`` with the protocol state of ``stored`` (the row's metadata now) in place
+    of whatever it holds under that key."""
+    out = {k: v for k, v in dict(metadata or {}).items() if k != PROTOCOL_STATE_KEY}
+    kept = (stored or {}).get(PROTOCOL_STATE_KEY) if isinstance(stored, dict) else None
+    return {**out, PROTOCOL_STATE_KEY: kept} if kept is not None else out
 
 
 class Session(models.Model):
@@ -108,13 +122,31 @@ class Session(models.Model):
     )
 
     def save(self, *args: Any, **kwargs: Any) -> None:
-        if not self._state.adding and kwargs.get("update_fields") is None:
+        if self._state.adding:
+            super().save(*args, **kwargs)
+            return
+        if kwargs.get("update_fields") is None:
             kwargs["update_fields"] = [
                 f.name
                 for f in self._meta.concrete_fields
                 if not f.primary_key and f.name not in self.LOG_FIELDS
             ]
-        super().save(*args, **kwargs)
+        if "metadata" not in kwargs["update_fields"]:
+            super().save(*args, **kwargs)
+            return
+        # The log keeps protocol state in metadata[PROTOCOL_STATE_KEY] (the last Stream-Seq):
+        # a save of metadata keeps what is stored there now, under the row's lock. A REST
+        # PATCH of metadata dropped it (a lower Stream-Seq was taken again), and a stale
+        # instance (the admin) wrote an older one back.
+        with transaction.atomic(using=kwargs.get("using")):
+            stored = (
+                Session.objects.select_for_update()
+                .filter(pk=self.pk)
+                .values_list("metadata", flat=True)
+                .first()
+            )
+            self.metadata = with_protocol_state(self.metadata, stored)
+            super().save(*args, **kwargs)
 
     @property
     def is_json(self) -> bool:
