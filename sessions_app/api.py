@@ -277,6 +277,17 @@ def update_session(request: HttpRequest, name: str, payload: SessionPatch) -> An
 
 
 def _check_metadata(metadata: dict[str, Any]) -> None:
+    # Every session list and answer carries a session's metadata: at Django's body limit
+    # (2.5 MB each) a page of 100 sessions took 823 MB of one worker, and a page may hold 500.
+    most = setting("MAX_METADATA_BYTES")
+    try:
+        size = len(json.dumps(metadata, ensure_ascii=False, separators=(",", ":")).encode())
+    except RecursionError:
+        raise BadRequest("metadata is nested too deeply", field="metadata") from None
+    if size > most:
+        raise LimitExceeded(
+            f"metadata is {size} bytes of JSON; at most {most}", limit="metadata_bytes"
+        )
     if PROTOCOL_STATE_KEY in metadata:
         raise BadRequest(
             f"metadata.{PROTOCOL_STATE_KEY} is kept by the server (Durable Streams protocol "

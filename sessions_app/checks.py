@@ -13,6 +13,7 @@ from sessions_app.ops import allowed_networks
 POSITIVE_INTS = (
     "MAX_FRAME_BYTES",
     "MAX_EVENT_BYTES",
+    "MAX_METADATA_BYTES",
     "MAX_EVENTS_PER_PUBLISH",
     "MAX_SUBSCRIPTIONS_PER_CONNECTION",
     "MAX_FRAMES_PER_SECOND",

@@ -15,6 +15,8 @@ DEFAULTS: dict[str, Any] = {
     "MAX_FRAME_BYTES": 256 * 1024,
     # Largest single event (its JSON encoding), in bytes.
     "MAX_EVENT_BYTES": 64 * 1024,
+    # Largest session metadata (its JSON), in bytes: every list of sessions carries it.
+    "MAX_METADATA_BYTES": 64 * 1024,
     # Events in one publish.
     "MAX_EVENTS_PER_PUBLISH": 500,
     # Sessions one WebSocket may subscribe to at once.

@@ -6,6 +6,8 @@ a list that answered every row held a worker (and its memory) for as long as it 
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from django.test import Client
 
@@ -63,3 +65,27 @@ def test_sessions_that_were_active_at_the_same_moment_page_without_repeats(api, 
 def test_a_page_out_of_bounds_is_refused_with_a_code(api, session, path, query):
     answer = api.get(f"{BASE}{path}?{query}")
     assert (answer.status_code, answer.json()["code"]) == (422, "invalid_input")
+
+
+def test_metadata_over_its_limit_is_refused_and_writes_nothing(api, alice, session):
+    """Every list of sessions carries each one's metadata: at Django's body limit (2.5 MB)
+    a page of 100 sessions took 823 MB of one worker, and a page may hold 500."""
+    big = {"notes": "x" * (64 * 1024)}
+    for answer in (
+        api.post(f"{BASE}/", json.dumps({"metadata": big}), content_type="application/json"),
+        api.patch(f"{BASE}/chat-1", json.dumps({"metadata": big}), content_type="application/json"),
+    ):
+        assert (answer.status_code, answer.json()["limit"]) == (413, "metadata_bytes")
+    assert Session.objects.count() == 1 and Session.objects.get().metadata == {}
+    fits = {"notes": "é" * 30_000}  # 60,000 bytes of UTF-8
+    ok = api.patch(
+        f"{BASE}/chat-1", json.dumps({"metadata": fits}), content_type="application/json"
+    )
+    assert ok.status_code == 200
+
+
+def test_the_metadata_limit_is_a_setting(api, session, settings):
+    settings.SESSIONS_APP = {"MAX_METADATA_BYTES": 10}
+    body = json.dumps({"metadata": {"a": "12345"}})
+    answer = api.patch(f"{BASE}/chat-1", body, content_type="application/json")
+    assert answer.status_code == 413

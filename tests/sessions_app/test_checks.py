@@ -25,6 +25,7 @@ def test_the_defaults_pass(settings):
         ({"RETENTION_DAY": 3}, "sessions_app.W001"),
         ({"MAX_FRAME_BYTES": 0}, "sessions_app.E002"),
         ({"MAX_FRAMES_PER_SECOND": "50"}, "sessions_app.E002"),
+        ({"MAX_METADATA_BYTES": 0}, "sessions_app.E002"),
         ({"RETENTION_DAYS": -1}, "sessions_app.E003"),
         ({"GROUP_COMMIT_WINDOW": 5}, "sessions_app.E004"),
         ({"MAX_SESSIONS_PER_USER": 0}, "sessions_app.E006"),
