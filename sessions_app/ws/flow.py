@@ -25,6 +25,8 @@ class Flow:
     """The backlog of one consumer's socket (``consumer.base_send``) against
     ``MAX_BUFFERED_BYTES``, and its patience with a client that takes nothing."""
 
+    __slots__ = ("consumer", "cut", "patience")
+
     def __init__(self, consumer: Any) -> None:
         self.consumer = consumer
         self.cut = False

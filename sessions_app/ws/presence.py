@@ -187,7 +187,7 @@ class SessionView:
     sockets following it, how many of them attach each of the worker's own devices (a device
     is its id and its user: two users' devices never share an entry), and the changes not yet
     told to the sockets. Its clock counts the changes of its list: a socket's list starts at
-    the clock of its join (``Presence.marks``); it is told of the changes after that."""
+    the clock of its join (its subscription's ``mark``); it is told of the changes after that."""
 
     __slots__ = (
         "devices", "members", "attached", "pending", "flushing", "told_at", "ready", "clock",
@@ -248,7 +248,7 @@ class SessionView:
             sub = member.consumer.subscriptions.by_pk.get(pk)
             if sub is None:  # unsubscribing
                 continue
-            mark = member.marks.get(pk, 0)
+            mark = sub.mark
             if member.key not in keys and mark < first:
                 event, tail = everyone
             else:
@@ -441,7 +441,7 @@ class Presence:
     """The device of one consumer's socket. Subscriptions are ``consumer.subscriptions``;
     frames go out through ``consumer.send``."""
 
-    __slots__ = ("consumer", "device", "key", "marks", "__weakref__")
+    __slots__ = ("consumer", "device", "key", "__weakref__")
 
     heartbeat = None  # one task per worker now (Worker.beat); kept for the consumer's cleanup
 
@@ -449,9 +449,6 @@ class Presence:
         self.consumer = consumer
         self.device = shared(device)
         self.key = roster.field(self.device)
-        # Per session: the view's clock when this socket joined. What its list showed then
-        # is not told to it again.
-        self.marks: dict[int, int] = {}
 
     def _update(self, pk: int, event: str, **extra: Any) -> dict[str, Any]:
         return {"type": "presence.update", "session": pk, "event": event,
@@ -477,7 +474,7 @@ class Presence:
         else:
             await view.ready.wait()
             new = await self._write(sub.pk, view, read=False)
-        self.marks[sub.pk] = view.attach(self.key, mine[0])
+        sub.mark = view.attach(self.key, mine[0])
         if new:
             await _announce(sub.pk, self._update(sub.pk, "join"))
 
@@ -503,7 +500,6 @@ class Presence:
     async def announce_leave(self, sub: Any) -> None:
         here = worker()
         view = here.views.get(sub.pk)
-        self.marks.pop(sub.pk, None)
         if view is not None and self in view.members:
             view.members.discard(self)
             mine = view.attached.get(self.key)

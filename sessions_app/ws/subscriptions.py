@@ -29,12 +29,15 @@ GAP_RETRY_SECONDS = 1.0
 REPLAY_READ_BYTES = 1024 * 1024
 
 
-@dataclass
+@dataclass(slots=True)
 class Subscription:
     name: str
     pk: int
     delivered: int = -1  # -1 until the replay has set the starting point
     behind: int = 0  # announced while the client was not keeping up: to read from the log
+    # The session's presence clock when this socket joined (``presence.SessionView``): what
+    # its list showed then is not told to it again.
+    mark: int = 0
 
 
 class Subscriptions:
@@ -43,6 +46,8 @@ class Subscriptions:
     Frames go out through ``consumer.send`` after ``consumer.flow`` has made room; a
     subscription that cannot go on ends through ``consumer.leave``.
     """
+
+    __slots__ = ("by_pk", "catching_up", "consumer", "subs")
 
     def __init__(self, consumer: Any) -> None:
         self.consumer = consumer
