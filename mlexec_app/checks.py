@@ -60,7 +60,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
                 id="mlexec_app.E004",
             )
         )
-    for key in ("MIN_DEV_SIZE", "MAX_BATCH"):
+    for key in ("MIN_DEV_SIZE", "MAX_BATCH", "MAX_RUN_BYTES"):
         value = raw.get(key, DEFAULTS[key])
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             errors.append(

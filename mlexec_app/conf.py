@@ -18,6 +18,9 @@ DEFAULTS: dict[str, Any] = {
     "MIN_DEV_SIZE": 100,
     # Most metric points one log-batch request may carry.
     "MAX_BATCH": 1000,
+    # Largest record of one run, in bytes of JSON: its params, latest metrics, artifacts and
+    # notes (every run list carries them; batches add params and metric keys without end).
+    "MAX_RUN_BYTES": 64 * 1024,
     # Diagnostic jobs (docs/mlexec/diagnostics.md): dotted paths of a progress publisher
     # ``(job, event) -> bool | None`` and a cancel checker ``(job) -> bool``, and the seconds
     # without a heartbeat after which a running job is failed.

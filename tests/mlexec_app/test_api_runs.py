@@ -229,3 +229,38 @@ def test_non_finite_numbers_in_params_are_refused_and_change_nothing(api, projec
         raw=f'{{"dataset": "digits", "params": {{"target_error": {number}}}}}',
     )
     assert (job.status_code, job.json()["code"]) == (422, "invalid_number")
+
+
+# --- a run's size -------------------------------------------------------------------------------
+
+
+def _too_big(answer):
+    return (answer.status_code, answer.json()["code"]) == (422, "run_too_large")
+
+
+def test_a_run_past_max_run_bytes_is_refused_whole_and_batches_cannot_grow_one_past_it(
+    api, project
+):
+    """Every run list carries each run's params, metrics, artifacts and notes: runs of 2.4 MB
+    of params each made a page of 100 take a worker 3.4 s and 833 MB (a page may hold 1,000),
+    and batches add params and metric keys to a run without end."""
+    big = "x" * 70_000
+    assert _too_big(api.post(f"/projects/{project.slug}/runs", {"name": "r", "params": {"a": big}}))
+    assert _too_big(api.post(f"/projects/{project.slug}/runs", {"name": "r", "notes": big}))
+    assert not Run.objects.exists()
+    run = api.post(f"/projects/{project.slug}/runs", {"name": "r", "status": "running"}).json()
+    for i in range(6):  # 60,000 bytes of params: under the limit
+        batch = {"params": {f"p{i}": "y" * 10_000}, "metrics": [{"key": "loss", "value": 1.0}]}
+        assert api.post(f"/runs/{run['id']}/log-batch", batch).status_code == 200
+    over = {"params": {"p6": "y" * 10_000}, "metrics": [{"key": "acc", "value": 0.5, "step": 3}]}
+    assert _too_big(api.post(f"/runs/{run['id']}/log-batch", over))
+    stored = Run.objects.get(pk=run["id"])
+    assert "p6" not in stored.params and not stored.points.filter(key="acc").exists()
+    assert _too_big(api.patch(f"/runs/{run['id']}", {"notes": "z" * 10_000}))
+    assert Run.objects.get(pk=run["id"]).notes == ""
+
+
+def test_max_run_bytes_is_a_setting(api, project, settings):
+    settings.MLEXEC_APP = {"MAX_RUN_BYTES": 200_000}
+    big = {"name": "r", "params": {"a": "x" * 70_000}}
+    assert api.post(f"/projects/{project.slug}/runs", big).status_code == 201

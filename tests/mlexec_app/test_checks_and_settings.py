@@ -19,6 +19,7 @@ from mlexec_app.checks import check_settings
         ({"CONFIDENCE": 0.2}, ["mlexec_app.E004"]),
         ({"MIN_DEV_SIZE": 0}, ["mlexec_app.E005"]),
         ({"MAX_BATCH": "many"}, ["mlexec_app.E005"]),
+        ({"MAX_RUN_BYTES": 0}, ["mlexec_app.E005"]),
         ({"JOB_DATASETS": ["digits"]}, ["mlexec_app.E006"]),
         ({"JOB_MODEL_FACTORIES": {"f": len}}, ["mlexec_app.E006"]),
         ({"JOB_TIME_LIMIT": 0}, ["mlexec_app.E007"]),
