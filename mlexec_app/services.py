@@ -137,9 +137,32 @@ def _printable(field: str, value: Any) -> None:
 
 def all_printable(values: Mapping[str, Any]) -> None:
     """Refuse (InvalidInput, code ``invalid_text`` or ``invalid_number``) what no database can
-    hold in ``values``: see :func:`_printable`."""
+    hold in ``values``: see :func:`_printable`; and (code ``too_long``) text and maps past
+    their bounds (``MOST_CHARS``, ``MOST_ENTRIES``)."""
     for field, value in values.items():
         _printable(field, value)
+    _check_sizes(values)
+
+
+# Caller-written text and maps that every list of projects, assessments or error analyses
+# carries (a page holds up to 1,000 rows, and Django's body limit alone let one row hold
+# 2.5 MB: a page of them, gigabytes of one worker's memory).
+MOST_CHARS = {"problem_statement": 10_000, "notes": 10_000}
+MOST_ENTRIES = {"class_balance": 500, "categories": 500}
+
+
+def _check_sizes(values: Mapping[str, Any]) -> None:
+    for field, most in MOST_CHARS.items():
+        value = values.get(field)
+        if isinstance(value, str) and len(value) > most:
+            message = f"{field} has at most {most:,} characters."
+            raise InvalidInput(message, code="too_long", detail={"field": field})
+    for field, most in MOST_ENTRIES.items():
+        value = values.get(field)
+        if isinstance(value, Mapping) and len(value) > most:
+            raise InvalidInput(
+                f"{field} has at most {most} entries.", code="too_long", detail={"field": field}
+            )
 
 
 PROJECT_FIELDS = (

@@ -89,3 +89,34 @@ def test_a_page_out_of_bounds_is_refused_with_a_code(api, project, path, query):
 def test_the_last_page_of_a_short_list_says_there_is_no_next(api, project):
     listed = api.get(f"/projects/{project.slug}/runs").json()
     assert (listed["items"], listed["count"], listed["next_offset"]) == ([], 0, None)
+
+
+# A page holds up to 1,000 rows, and Django's body limit alone let one row's text or map hold
+# 2.5 MB: a page of them took gigabytes of one worker's memory.
+TOO_LONG = [
+    ("post", "/projects", {"name": "p2", "problem_statement": "x" * 10_001}),
+    ("patch", "/projects/{slug}", {"problem_statement": "x" * 10_001}),
+    ("post", "/projects/{slug}/assessments", {"notes": "x" * 10_001}),
+    ("post", "/projects/{slug}/assessments", {"class_balance": {str(i): 1 for i in range(501)}}),
+    ("post", "/projects/{slug}/error-analyses", {"sample_size": 1, "notes": "x" * 10_001,
+                                                 "categories": {"a": 1}}),
+    ("post", "/projects/{slug}/error-analyses", {"sample_size": 1,
+                                                 "categories": {str(i): 0 for i in range(501)}}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("method", "path", "body"), TOO_LONG)
+def test_text_and_maps_past_their_bounds_are_refused_and_write_nothing(
+    api, project, method, path, body
+):
+    before = project.problem_statement
+    answer = getattr(api, method)(path.format(slug=project.slug), body)
+    assert (answer.status_code, answer.json()["code"]) == (422, "too_long")
+    assert (DataAssessment.objects.count(), ErrorAnalysis.objects.count()) == (0, 0)
+    project.refresh_from_db()
+    assert project.problem_statement == before and project.owner.mlexec_projects.count() == 1
+
+
+def test_text_and_maps_at_their_bounds_are_taken(api, project):
+    body = {"notes": "é" * 10_000, "class_balance": {str(i): 1 for i in range(500)}}
+    assert api.post(f"/projects/{project.slug}/assessments", body).status_code == 201
