@@ -301,9 +301,19 @@ def _claim(
 
 
 def _mark_claimed(taken: list[Turn]) -> None:
-    """Write the claimed turns: one statement sent for all of them (a ``save()`` each was a
-    tenth of the server's CPU in issue #20's dispatch profile)."""
+    """Write the claimed turns: one statement for all of them (a ``save()`` each was a
+    tenth of the server's CPU in issue #20's dispatch profile; on PostgreSQL one UPDATE over
+    arrays, elsewhere one pipelined batch)."""
     if not taken:
+        return
+    if connection.vendor == "postgresql" and len(taken) > 1:
+        first = taken[0]  # one claim: one worker, key, lease and time for all its turns
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _MARK_ALL_SQL,
+                [first.state, first.worker, first.key_id, first.lease_until, first.claimed_at,
+                 [t.attempts for t in taken], [t.run_id for t in taken], [t.pk for t in taken]],
+            )  # fmt: skip
         return
     sql = (
         f"UPDATE {Turn._meta.db_table} SET state = %s, attempts = %s, run_id = %s, "
@@ -317,6 +327,14 @@ def _mark_claimed(taken: list[Turn]) -> None:
     ]  # fmt: skip
     with connection.cursor() as cursor:
         cursor.executemany(sql, rows)
+
+
+_MARK_ALL_SQL = (
+    f"UPDATE {Turn._meta.db_table} AS t SET state = %s, worker = %s, key_id = %s, "
+    "lease_until = %s, claimed_at = %s, attempts = v.attempts, run_id = v.run_id "
+    "FROM unnest(%s::int[], %s::text[], %s::bigint[]) AS v(attempts, run_id, id) "
+    "WHERE t.id = v.id"
+)
 
 
 def _lost(turn: Turn, most: int, gave_up: bool) -> str:

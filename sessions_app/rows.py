@@ -57,12 +57,15 @@ def insert_rows(rows: Sequence[models.Model]) -> None:
             save_row(row)
         return
     fields = _fields(model)
-    values: list[Any] = []
+    columns: list[list[Any]] = [[] for _ in fields]
     for row in rows:
         _take_related_keys(row)
-        values += [f.get_db_prep_save(f.pre_save(row, True), connection) for f in fields]
+        for column, f in zip(columns, fields, strict=True):
+            column.append(f.get_db_prep_save(f.pre_save(row, True), connection))
     with connection.cursor() as cursor:
-        cursor.execute(_insert_sql(model, returning=True, count=len(rows)), values)
+        # From arrays: one statement text whatever the count, so psycopg and PostgreSQL
+        # parse and plan it once (as Django's bulk_create does on PostgreSQL).
+        cursor.execute(_insert_unnest_sql(model), columns)
         keys = [found[0] for found in cursor.fetchall()]
     if len(keys) != len(rows):  # pragma: no cover - the database broke its own contract
         raise RuntimeError(f"inserted {len(rows)} rows, {len(keys)} keys came back")
@@ -111,15 +114,30 @@ def _fields(model: type[models.Model]) -> list[Any]:
     return [f for f in model._meta.concrete_fields if not f.primary_key]
 
 
-@functools.lru_cache(maxsize=256)
-def _insert_sql(model: type[models.Model], returning: bool, count: int = 1) -> str:
+@functools.cache
+def _insert_sql(model: type[models.Model], returning: bool) -> str:
     q = connection.ops.quote_name
     columns = ", ".join(q(f.column) for f in _fields(model))
-    marks = "(" + ", ".join(["%s"] * len(_fields(model))) + ")"
+    marks = ", ".join(["%s"] * len(_fields(model)))
     pk = q(str(model._meta.pk.column))
     tail = f" RETURNING {pk}" if returning else ""
-    values = ", ".join([marks] * count)
-    return f"INSERT INTO {q(model._meta.db_table)} ({columns}) VALUES {values}{tail}"
+    return f"INSERT INTO {q(model._meta.db_table)} ({columns}) VALUES ({marks}){tail}"
+
+
+@functools.cache
+def _insert_unnest_sql(model: type[models.Model]) -> str:
+    """PostgreSQL: insert the rows given as one array per column, returning their keys."""
+    q = connection.ops.quote_name
+    fields = _fields(model)
+    columns = ", ".join(q(f.column) for f in fields)
+    # The array's element type without its length (varchar, not varchar(128)), as Django's
+    # own unnest insert does: the column's type still bounds what is stored.
+    arrays = ", ".join(f"%s::{f.db_type(connection).split('(')[0]}[]" for f in fields)
+    pk = q(str(model._meta.pk.column))
+    return (
+        f"INSERT INTO {q(model._meta.db_table)} ({columns}) "
+        f"SELECT * FROM unnest({arrays}) RETURNING {pk}"
+    )
 
 
 @functools.cache

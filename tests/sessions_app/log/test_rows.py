@@ -9,8 +9,8 @@ import pytest
 from django.forms.models import model_to_dict
 from django.utils import timezone
 
-from sessions_app.models import Producer, Run, Session
-from sessions_app.rows import save_row
+from sessions_app.models import Producer, Run, Session, Turn
+from sessions_app.rows import insert_rows, save_row, update_rows
 
 pytestmark = pytest.mark.django_db
 
@@ -70,3 +70,52 @@ def test_a_producer_gets_its_id_and_its_stamp(alice):
         "p", 2, 5, 9, 3,
     )  # fmt: skip
     assert found.updated_at >= before - timedelta(seconds=1)
+
+
+def test_rows_inserted_together_are_stored_as_save_stores_each_and_get_their_own_keys(alice):
+    """``insert_rows`` (one statement on PostgreSQL) and ``update_rows``: the same rows as
+    ``save()`` one by one, keys in order, a sub-run under a parent inserted before it."""
+    session = Session.objects.create(name="rows-many", owner=alice)
+    parent = Run(session=session, run_id="parent")
+    insert_rows([parent])
+    django_rows, plain_rows = run_pair(session), run_pair(session)
+    more_django, more_plain = run_pair(session), run_pair(session)
+    django_rows += more_django
+    plain_rows += more_plain
+    now = timezone.now()
+    for i, (d, p) in enumerate(zip(django_rows, plain_rows, strict=True)):
+        d.run_id, p.run_id = f"d{i}", f"p{i}"
+        d.heartbeat_at = p.heartbeat_at = now
+        d.cancel_deadline = p.cancel_deadline = now + timedelta(seconds=i)
+        d.parent = p.parent = parent
+        d.usage = p.usage = {"input_tokens": i, "note": "é\u2028"} if i % 2 else None
+        d.save()
+    insert_rows(plain_rows)
+    assert [p.run_id for p in Run.objects.filter(pk__in=[p.pk for p in plain_rows])
+            .order_by("pk")] == [f"p{i}" for i in range(4)]  # fmt: skip
+    for d, p in zip(django_rows, plain_rows, strict=True):
+        assert Run.objects.get(pk=p.pk).run_id == p.run_id  # each got its own key
+        assert stored(p) == stored(d)
+
+    for d, p in zip(django_rows, plain_rows, strict=True):
+        d.status = p.status = "finished"
+        d.usage = p.usage = {"output_tokens": 7}
+        d.save()
+    update_rows(plain_rows)
+    for d, p in zip(django_rows, plain_rows, strict=True):
+        assert stored(p) == stored(d)
+    assert Run.objects.count() == 9
+
+
+def test_turns_inserted_together_keep_their_input(alice):
+    session = Session.objects.create(name="rows-turns", owner=alice)
+    turns = [
+        Turn(session=session, message=f"u{i}", message_seq=i + 1, agent="a",
+             input={"tools": [{"name": f"t{i}"}], "state": {"n": i}} if i else {})
+        for i in range(3)
+    ]  # fmt: skip
+    insert_rows(turns)
+    found = {t.message: t.input for t in Turn.objects.filter(session=session)}
+    assert found == {"u0": {}, "u1": {"tools": [{"name": "t1"}], "state": {"n": 1}},
+                     "u2": {"tools": [{"name": "t2"}], "state": {"n": 2}}}  # fmt: skip
+    assert [t.pk for t in turns] == sorted(t.pk for t in turns)
