@@ -283,7 +283,8 @@ def _session_user(request: HttpRequest) -> Any:
 def create_key(request: HttpRequest, payload: ApiKeyIn) -> Status:
     user = _session_user(request)
     mine = Project.objects.filter(owner=user)
-    projects = [services.find_project(ref, mine) for ref in payload.projects]
+    # One lookup a distinct reference: 100,000 repeats of one slug held a worker for 45 s.
+    projects = [services.find_project(ref, mine) for ref in dict.fromkeys(payload.projects)]
     key, raw = keys.create_api_key(
         user, payload.name, projects=projects, all_projects=payload.all_projects
     )

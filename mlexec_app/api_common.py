@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from ninja import Field, Schema
@@ -80,9 +82,24 @@ def coded_errors(run: Callable[..., HttpResponse]) -> Callable[..., HttpResponse
 
     @functools.wraps(run)
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        return _with_code(run(request, *args, **kwargs))
+        return _body_too_big(request) or _with_code(run(request, *args, **kwargs))
 
     return wrapper
+
+
+def _body_too_big(request: HttpRequest) -> HttpResponse | None:
+    """A coded 413 for a body over Django's DATA_UPLOAD_MAX_MEMORY_SIZE, read before django-ninja
+    does: its RequestDataTooBig became Django's HTML "Bad Request (400)" page, with no code."""
+    if request.method not in ("POST", "PUT", "PATCH"):
+        return None
+    try:
+        request.body  # noqa: B018 (read here so that the refusal is ours)
+    except RequestDataTooBig:
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        body = {"code": "body_too_large", "message": f"The body is larger than {limit} bytes.",
+                "detail": {"limit": limit}}  # fmt: skip
+        return JsonResponse(body, status=413)
+    return None
 
 
 def _with_code(response: HttpResponse) -> HttpResponse:
@@ -108,7 +125,9 @@ def _with_code(response: HttpResponse) -> HttpResponse:
 
 
 # Documented in the OpenAPI schema: every error body is an ErrorOut.
-ERRORS: dict[frozenset[int], type[ErrorOut]] = {frozenset({400, 401, 403, 404, 409, 422}): ErrorOut}
+ERRORS: dict[frozenset[int], type[ErrorOut]] = {
+    frozenset({400, 401, 403, 404, 409, 413, 422}): ErrorOut
+}
 
 
 # --- pages ---------------------------------------------------------------------------------------

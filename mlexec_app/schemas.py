@@ -346,7 +346,9 @@ class GatesOut(Schema):
 
 class ApiKeyIn(Schema):
     name: Name
-    projects: list[str] = Field([], description="Ids or slugs of the projects it may reach.")
+    projects: list[str] = Field(
+        [], max_length=1000, description="Ids or slugs of the projects it may reach."
+    )
     all_projects: bool = False
 
 

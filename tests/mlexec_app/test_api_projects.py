@@ -306,3 +306,20 @@ def test_the_cli_asks_for_an_id_when_a_slug_is_shared(user, other_user):
     assert info.value.code == "ambiguous_slug"
     assert services.find_project(str(mine.pk)) == mine
     assert services.find_project("same", Project.objects.filter(owner=user)) == mine
+
+
+def test_a_body_over_django_s_limit_is_a_coded_413_that_writes_nothing(api):
+    """It was Django's HTML "Bad Request (400)" page, with no code."""
+    body = {"name": "p", "problem_statement": "x" * 3_000_000}
+    answer = api.post("/projects", body)
+    assert (answer.status_code, answer.json()["code"]) == (413, "body_too_large")
+    assert not Project.objects.filter(name="p").exists()
+
+
+def test_a_key_names_each_project_once_and_at_most_1000(api, project):
+    """One lookup per reference: 100,000 repeats of one slug held a worker for 45 s."""
+    made = api.post("/api-keys", {"name": "k", "projects": [project.slug] * 1000})
+    assert made.status_code == 201 and made.json()["projects"] == [project.slug]
+    refused = api.post("/api-keys", {"name": "k", "projects": [project.slug] * 1001})
+    assert (refused.status_code, refused.json()["code"]) == (422, "invalid_input")
+    assert ApiKey.objects.count() == 1
