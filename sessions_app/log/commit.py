@@ -41,7 +41,7 @@ from sessions_app.domain.errors import (
 )
 from sessions_app.log.ratings import FeedbackTracker
 from sessions_app.log.requests import AppendRequest, AppendResult, Item, Locked, Pending
-from sessions_app.models import Entry, Producer, Session
+from sessions_app.models import PROTOCOL_STATE_KEY, Entry, Producer, Session
 from sessions_app.rows import insert_rows
 from sessions_app.runs import RunTracker
 from sessions_app.turns import TurnTracker
@@ -51,8 +51,8 @@ logger = logging.getLogger("sessions_app.log")
 COPY_COLUMNS = ("session_id", "seq", "type", "run", "body", "created_at")
 # Protocol state the session's columns have no place for (the last Stream-Seq; the door adds
 # its own: the original Stream-Expires-At text, the fork request) lives under this key of
-# ``Session.metadata``.
-STATE_KEY = "durable_streams"
+# ``Session.metadata`` (defined with the model, whose save keeps it).
+STATE_KEY = PROTOCOL_STATE_KEY
 
 Results = tuple[list[AppendRequest | None], list[AppendResult | SessionError]]
 

@@ -10,7 +10,6 @@ import pytest
 from django.contrib import admin
 from django.test import Client, RequestFactory
 
-from sessions_app import log
 from sessions_app.access import mint_token
 from sessions_app.models import PROTOCOL_STATE_KEY, Session
 
@@ -36,10 +35,6 @@ def ds_append(client, user, seq):
     return client.post(
         "/v1/stream/chat-1", EVENT, content_type="application/json", HTTP_STREAM_SEQ=seq, **token
     )
-
-
-def test_the_key_and_the_log_s_agree():
-    assert log.STATE_KEY == PROTOCOL_STATE_KEY
 
 
 def test_a_metadata_patch_keeps_the_last_stream_seq(owner, alice, session):
