@@ -7,7 +7,8 @@ Run from the repository root (PostgreSQL and Redis must be running)::
     .venv/bin/python -m bench idle_sockets --write          # and record them in bench/README.md
 
 Each part runs on a fresh daphne process (one worker, ``bench.sessions_settings``, PostgreSQL
-and the Redis channel layer, RLIMIT_NOFILE raised to the hard limit in both processes):
+and the Redis channel layer, RLIMIT_NOFILE raised to the hard limit in both processes;
+``--server uvicorn`` runs the memory part on uvicorn instead, as bench/capacity.py starts it):
 
 * memory: 10 warm-up sockets, then ``--sockets`` sockets, 25 at a time, each opened and
   subscribed to one of ``sockets / 20`` sessions (20 per session, as in sessions_log); the
@@ -242,9 +243,20 @@ async def join_storm(server: Server, token: str, count: int, sessions: int) -> d
         await asyncio.gather(*(s.conn.close() for s in sockets), return_exceptions=True)
 
 
+def server_of(kind: str) -> Any:
+    """The context manager that starts ``kind`` (daphne, or uvicorn as bench/capacity.py runs it)."""
+    if kind == "daphne":
+        return daphne
+    from bench.capacity import uvicorn
+
+    return uvicorn
+
+
 def run_all(args: argparse.Namespace) -> dict[str, Any]:
     pid = os.getpid()
-    results: dict[str, Any] = {"code": code_version(), "load_start": os.getloadavg()}
+    results: dict[str, Any] = {"code": code_version(), "load_start": os.getloadavg(),
+                               "server": args.server}  # fmt: skip
+    serve = server_of(args.server)
     most = max(args.sockets, args.recheck_sockets)
     names = [f"idle-{i}" for i in range(most // PER_SESSION + 10)]
     names += [f"storm-{i}" for i in range(args.storm_sessions)]
@@ -262,14 +274,14 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
                                   "runs": json.loads(out.strip().splitlines()[-1])}  # fmt: skip
             log(f"  {results['recheck']}")
         if args.sockets:
-            with daphne("config.asgi:application", env) as ours:
+            with serve("config.asgi:application", env) as ours:
                 log(f"idle memory: {args.sockets} sockets (ours)")
                 results["idle_ours"] = asyncio.run(
                     idle_memory(ours, token, args.sockets, PER_SESSION)
                 )
                 log(f"  {results['idle_ours']}")
             if args.plain:
-                with daphne("bench.plain_channels:application", plain_env) as plain:
+                with serve("bench.plain_channels:application", plain_env) as plain:
                     log(f"idle memory: {args.sockets} sockets (plain Channels)")
                     results["idle_plain"] = asyncio.run(
                         idle_memory(plain, "", args.sockets, PER_SESSION)
@@ -291,7 +303,7 @@ def table(res: dict[str, Any]) -> str:
     load_end = "/".join(f"{x:.1f}" for x in res["load_end"])
     lines = [
         f"Code measured: {res['code']}; load average (1/5/15 min) {load} at the start, "
-        f"{load_end} at the end (2 cores, shared).",
+        f"{load_end} at the end (2 cores, shared); server: {res.get('server', 'daphne')}.",
         "",
         "| Figure | Measured | Goal | |",
         "|---|---|---|---|",
@@ -348,6 +360,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sockets", type=int, default=10_000, help="idle sockets (0: skip)")
     parser.add_argument("--plain", action="store_true", help="measure plain Channels too")
+    parser.add_argument(
+        "--server", choices=("daphne", "uvicorn"), default="daphne", help="for the memory part"
+    )
     parser.add_argument("--storm-sockets", type=int, default=10_000, help="0: skip the storm")
     parser.add_argument("--storm-sessions", type=int, default=100)
     parser.add_argument(
