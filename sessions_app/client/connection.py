@@ -79,9 +79,13 @@ class SessionsClient:
         await asyncio.wait_for(self._connected.wait(), 30)
 
     async def close(self) -> None:
+        """Publish what the runs still buffer, then close. A publish that was refused or could
+        not be sent is raised here, once the client is closed: nothing is dropped unsaid."""
+        failed: list[Exception] = []
+        if not self._closing:  # before closing: a closing client sends nothing
+            for session in list(self.sessions.values()):
+                failed += await session.flush_all()
         self._closing = True
-        for session in list(self.sessions.values()):
-            await session.flush_all()
         if self._ws is not None:
             await self._ws.close()
         if self._runner is not None:
@@ -95,6 +99,9 @@ class SessionsClient:
         for session in self.sessions.values():
             if not session.caught_up.is_set():
                 session.refused({"type": "error", "code": "closed", "message": "client closed"})
+        if failed:
+            logger.warning("closing: %d run(s) could not publish their last text", len(failed))
+            raise failed[0]
 
     @property
     def ws_url(self) -> str:

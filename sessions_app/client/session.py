@@ -204,10 +204,16 @@ class Session:
         run.lazy = lazy
         return run
 
-    async def flush_all(self) -> None:
+    async def flush_all(self) -> list[Exception]:
+        """Publish every run's buffered text; the errors that stopped a publish, not raised
+        (each run keeps its own: ``run.error``)."""
+        failed: list[Exception] = []
         for run in list(self.runs.values()):
-            with contextlib.suppress(Exception):
+            try:
                 await run.flush()
+            except Exception as exc:
+                failed.append(exc)
+        return failed
 
 
 class Run:
