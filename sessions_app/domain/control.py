@@ -52,7 +52,9 @@ def cancel(run: object = None, reason: object = None) -> list[dict[str, Any]]:
     if run_id:
         event["run"] = run_id
     if reason is not None:
-        event["data"] = {"reason": str(reason)[:200]}
+        if not isinstance(reason, str):
+            raise BadRequest("'reason' must be a string or omitted")
+        event["data"] = {"reason": reason[:200]}
     return [event]
 
 

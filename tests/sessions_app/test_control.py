@@ -224,3 +224,18 @@ async def test_a_silent_agent_is_declared_lost_and_its_run_fails(alice, session)
             ] == "run_ended"
     assert await run_status("quiet") == "failed"
     assert await run_status("alive") == "running"
+
+
+async def test_a_cancel_whose_reason_is_not_text_is_refused_and_nothing_is_written(alice, session):
+    async with connect(alice) as phone:
+        await phone.publish("chat-1", start())
+        before = await db(Entry.objects.count)()
+        for reason in ({"why": "x"}, ["x"], 7):
+            reply = await phone.request("cancel", session="chat-1", run="r1", reason=reason)
+            assert (reply["type"], reply["code"]) == ("error", "bad_request")
+        assert await db(Entry.objects.count)() == before
+        assert await run_status() == "running"
+        ok = await phone.request("cancel", session="chat-1", run="r1", reason="x" * 300)
+        assert ok["type"] == "ack"
+    stored = await db(lambda: Entry.objects.filter(type="CANCEL").get().body)()
+    assert b'"reason":"' + b"x" * 200 + b'"' in bytes(stored)
