@@ -114,7 +114,8 @@ RAW = (
     | st.just(json.dumps({"op": "publish", "session": TARGET, "events": [
         {"type": "CUSTOM", "data": {"name": "big", "value": "x" * FRAME_LIMIT}}]}))
 )  # fmt: skip
-ANSWERS = {"error", "ack", "caught_up", "pong", "unsubscribed", "snapshot", "presence"}
+ANSWERS = {"error", "ack", "caught_up", "pong", "unsubscribed", "snapshot", "presence",
+           "claim_stopped", "turns"}  # fmt: skip
 
 
 @pytest.fixture
