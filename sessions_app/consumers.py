@@ -180,7 +180,8 @@ class SessionConsumer(AsyncWebsocketConsumer):
             frame_id = frame.get("id")
             if not self.bucket.allow(time.monotonic()):
                 raise RateLimited("too many frames; slow down", limit="frames_per_second")
-            handler = OPERATIONS.get(frame.get("op"))  # type: ignore[arg-type]
+            op = frame.get("op")
+            handler = OPERATIONS.get(op) if isinstance(op, str) else None
             if handler is None:
                 raise BadRequest(f"unknown op {frame.get('op')!r}", known=sorted(OPERATIONS))
             if self.in_flight and handler is not SessionConsumer.op_publish:
@@ -197,6 +198,11 @@ class SessionConsumer(AsyncWebsocketConsumer):
             await self.send_frame(
                 {"type": "error", "id": frame_id, "code": "internal", "message": "internal error"}
             )
+
+    def _subscribed(self, frame: dict[str, Any]) -> Subscription | None:
+        """The subscription the frame's ``session`` names (None for anything but a name)."""
+        name = frame.get("session")
+        return self.subscriptions.subs.get(name) if isinstance(name, str) else None
 
     async def op_ping(self, frame: dict[str, Any]) -> None:
         await self.send_frame({"type": "pong", "id": frame.get("id")})
@@ -219,7 +225,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
         )
 
     async def op_unsubscribe(self, frame: dict[str, Any]) -> None:
-        sub = self.subscriptions.subs.get(frame.get("session"))  # type: ignore[arg-type]
+        sub = self._subscribed(frame)
         if sub is None:
             raise NotFound("not subscribed to this session")
         await self.leave(sub)
@@ -346,7 +352,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
             logger.info("claim %r was not answered: the client went away", frame_id)
 
     async def op_presence(self, frame: dict[str, Any]) -> None:
-        sub = self.subscriptions.subs.get(frame.get("session"))  # type: ignore[arg-type]
+        sub = self._subscribed(frame)
         if sub is None or self.presence is None:
             raise NotFound("subscribe to the session first")
         await self.presence.send(sub, frame.get("id"))

@@ -441,3 +441,23 @@ async def test_a_close_racing_a_delivery_leaves_no_socket_subscription_or_task_b
     await asyncio.sleep(0)
     left = {t for t in asyncio.all_tasks() - tasks_before if not t.done()}
     assert not [t for t in left if "SessionConsumer" in repr(t.get_coro())]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_an_op_or_session_that_is_not_text_is_refused_with_its_code(alice, session):
+    """Lists and objects where a name belongs: a coded refusal, not an internal error."""
+    async with connect(alice) as client:
+        await client.subscribe("chat-1")
+        for frame, code in [
+            ({"op": ["subscribe"]}, "bad_request"),
+            ({"op": {"a": 1}}, "bad_request"),
+            ({"op": "unsubscribe", "session": [1]}, "not_found"),
+            ({"op": "presence", "session": {}}, "not_found"),
+        ]:
+            client.counter += 1
+            await client.send({**frame, "id": f"x{client.counter}"})
+            while (reply := await client.recv())["type"] != "error":
+                pass
+            assert (reply["code"], reply["id"]) == (code, f"x{client.counter}"), frame
+        # The socket and its subscription are still there.
+        assert (await client.request("unsubscribe", session="chat-1"))["type"] == "unsubscribed"
