@@ -111,16 +111,10 @@ class TurnTracker:
         )
         if len(wanted) < 2:
             return
-        marks = ", ".join(["%s"] * len(wanted))
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"SELECT id, session_id, state, run_id, attempts, agent FROM {_TURNS} "
-                f"WHERE id IN ({marks})",
-                wanted,
-            )
-            for pk, session, state, run_id, attempts, agent in cursor.fetchall():
-                self.found[int(pk)] = (int(session), str(state), str(run_id), int(attempts),
-                                       str(agent))  # fmt: skip
+        rows = _select_turns("id, session_id, state, run_id, attempts, agent", wanted)
+        for pk, session, state, run_id, attempts, agent in rows:
+            self.found[int(pk)] = (int(session), str(state), str(run_id), int(attempts),
+                                   str(agent))  # fmt: skip
 
     # --- before offsets are allocated ------------------------------------------------------
 
@@ -269,19 +263,29 @@ class TurnTracker:
         wanted = [end for end in ending if end.held is None]
         if not wanted:
             return
-        marks = ", ".join(["%s"] * len(wanted))
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"SELECT id, run_id, attempts, agent FROM {_TURNS} "
-                f"WHERE state = %s AND id IN ({marks})",
-                [TurnState.CLAIMED.value, *(end.turn for end in wanted)],
-            )
-            rows = {(int(pk), str(run)): (int(n), str(agent)) for pk, run, n, agent in cursor}
+        claimed = _select_turns(
+            "id, run_id, attempts, agent", [end.turn for end in wanted], TurnState.CLAIMED
+        )
+        rows = {(int(pk), str(run)): (int(n), str(agent)) for pk, run, n, agent in claimed}
         for end in wanted:
             end.held = rows.get((end.turn, end.run))
 
 
 _TURNS = Turn._meta.db_table
+
+
+def _select_turns(
+    columns: str, ids: list[int], state: TurnState | None = None
+) -> list[tuple[Any, ...]]:
+    """``columns`` of the turns ``ids`` (those in ``state`` only, if given): one statement."""
+    where = "state = %s AND " if state is not None else ""
+    marks = ", ".join(["%s"] * len(ids))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {columns} FROM {_TURNS} WHERE {where}id IN ({marks})",
+            [*([state.value] if state is not None else []), *ids],
+        )
+        return list(cursor.fetchall())
 
 
 def _move_turns(moves: list[tuple[int, str, TurnState, str]], now: Any) -> set[int]:

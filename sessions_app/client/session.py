@@ -209,6 +209,8 @@ class Session:
         (each run keeps its own: ``run.error``)."""
         failed: list[Exception] = []
         for run in list(self.runs.values()):
+            if not run.unsent:
+                continue  # nothing to lose (an earlier refusal was raised to its caller)
             try:
                 await run.flush()
             except Exception as exc:
@@ -245,6 +247,11 @@ class Run:
         self._start: list[dict[str, Any]] = []  # a lazy run's RUN_STARTED, not sent yet
         self._unborn = False  # the append carrying RUN_STARTED was refused
 
+    @property
+    def unsent(self) -> bool:
+        """Whether text written into the run is still waiting in its coalescing buffer."""
+        return bool(self._buffer) and not self._ended
+
     def _envelope(self, kind: str, **fields: Any) -> dict[str, Any]:
         event = {"type": kind, "run": self.id, **fields}
         if self.agent:
@@ -258,7 +265,11 @@ class Run:
             data["turn"] = self.turn
         self._start = [self._envelope("RUN_STARTED", **({"data": data} if data else {}))]
         if not self.lazy:
-            await self.begin()
+            try:
+                await self.begin()
+            except BaseException:
+                self.session.runs.pop(self.id, None)  # refused: no run to keep or flush
+                raise
         self._heart = asyncio.create_task(self._heartbeat())
         return self
 
