@@ -212,7 +212,9 @@ def test_answers_committed_together_each_move_their_own_turn_on(alice):
     requests = [
         services.request(sessions[0].pk, answer(taken["g0"])),
         services.request(sessions[1].pk, answer(taken["g1"])),
-        services.request(sessions[2].pk, answer(taken["g2"], "RUN_ERROR", code="agent_lost", message="lost")),
+        services.request(
+            sessions[2].pk, answer(taken["g2"], "RUN_ERROR", code="agent_lost", message="lost")
+        ),
         services.request(sessions[4].pk, answer(taken["g4"], "RUN_ERROR", message="boom")),
         services.request(sessions[1].pk, follow_up),  # after g1's answer, in the same batch
         services.request(sessions[3].pk, follow_up),  # g3's turn is still open: refused

@@ -66,7 +66,9 @@ async def test_a_revocation_no_signal_announces_ends_the_poll_by_the_periodic_ch
     assert response.status_code == 404
 
 
-async def test_a_poll_that_keeps_its_access_still_gets_what_comes(alice, session, long_poll_waiting):
+async def test_a_poll_that_keeps_its_access_still_gets_what_comes(
+    alice, session, long_poll_waiting
+):
     key, secret = await db(keys.create_key)(alice, "agent", all_sessions=True)
     polling = await _poll({"Authorization": f"Bearer {secret}"}, long_poll_waiting)
     await _written_after(session)
