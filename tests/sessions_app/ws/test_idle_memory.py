@@ -22,6 +22,10 @@ import sessions_app
 from sessions_app.models import Session
 from tests.sessions_app.conftest import connect
 
+# Slow (about 40 s: every socket's presence frames are waited out), so the serial run of one
+# app alone leaves it to the two passes, which run it on both engines.
+pytestmark = pytest.mark.slow
+
 SESSIONS = 4
 PER_SESSION = 12
 # Bytes a socket, measured twice on this code: 13.6-13.9 KB (in-memory layer, SQLite) and
