@@ -400,6 +400,11 @@ def ws_frames(op: table.Operation, ids: dict[str, str]) -> list[dict[str, Any]]:
     return [{**frame, "id": i} for i, frame in enumerate(frames)]
 
 
+# The communicator waits 1 s for a frame by default; a write under CI's load (two passes and
+# the single-app runs on two cores) has taken longer (stop 34: send message / member).
+WAIT = 10
+
+
 async def perform_ws(op: table.Operation, ids: dict[str, str], credential: Credential):
     query, headers, bearer = "", [], credential.bearer
     if bearer and bearer.startswith("dsk_"):
@@ -410,9 +415,9 @@ async def perform_ws(op: table.Operation, ids: dict[str, str], credential: Crede
     connected, _ = await ws.connect()
     assert connected
     try:
-        first = json.loads(await ws.receive_from())
+        first = json.loads(await ws.receive_from(timeout=WAIT))
         if first["type"] == "error":
-            closed = await ws.receive_output()
+            closed = await ws.receive_output(timeout=WAIT)
             assert closed == {"type": "websocket.close", "code": 4401}, closed
             return table.UNAUTHENTICATED, first
         assert first["type"] == "hello", first
@@ -420,7 +425,7 @@ async def perform_ws(op: table.Operation, ids: dict[str, str], credential: Crede
         for frame in ws_frames(op, ids):
             await ws.send_to(text_data=json.dumps(frame))
             while True:
-                reply = json.loads(await ws.receive_from())
+                reply = json.loads(await ws.receive_from(timeout=WAIT))
                 if reply.get("id") == frame["id"] and reply["type"] not in ("events",):
                     break
         if reply["type"] == "error":

@@ -428,7 +428,7 @@ async def test_a_close_racing_a_delivery_leaves_no_socket_subscription_or_task_b
     assert (await communicator.connect())[0]
     tasks_before = set(asyncio.all_tasks())
     await communicator.send_json_to({"op": "subscribe", "id": 1, "session": "chat-1"})
-    while (await communicator.receive_json_from())["type"] != "caught_up":
+    while (await communicator.receive_json_from(timeout=10))["type"] != "caught_up":
         pass
     assert gauge("sessions_websockets") == sockets + 1
     assert gauge("sessions_subscriptions") == subscriptions + 1
