@@ -49,8 +49,9 @@ async def test_joins_within_a_window_reach_each_member_as_one_merged_frame(alice
         await asyncio.gather(*(c.subscribe("chat-1") for c in storm))
         newcomers = [await device_of(c) for c in storm]
         everyone = sorted([*mine, await device_of(first), *newcomers])
-        for me, watcher in zip(mine, watchers, strict=True):
-            frames = presence(await drain(watcher, quiet=4.5))
+        heard = await asyncio.gather(*(drain(w, quiet=4.5) for w in watchers))
+        for me, frames in zip(mine, heard, strict=True):
+            frames = presence(frames)
             assert len(frames) == 1, frames
             merged = frames[0]
             assert merged["event"] == "changes"
