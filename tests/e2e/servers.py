@@ -280,3 +280,29 @@ def api_key_for(env: dict[str, str], user: str = "agent") -> str:
     return (
         manage_output("shell", "-c", CREATE_KEY.format(user=user), env=env).strip().splitlines()[-1]
     )
+
+
+@contextmanager
+def database_copy(env: dict[str, str], tmp_path: Path, label: str) -> Iterator[dict[str, str]]:
+    """``env`` (a ``site_database``'s) on a copy of its database, with a channel layer prefix of
+    its own: the tables and rows made there once (users, sessions, keys), without a Django
+    process to make them again. Nothing may be connected to ``env``'s database (PostgreSQL
+    copies an idle database only)."""
+    extra = {"CHANNEL_LAYER_PREFIX": f"{label}{os.getpid()}"}
+    url = env["DATABASE_URL"]
+    if url.startswith("postgres"):
+        server, _, name = url.rpartition("/")
+        copy = f"test_{label}_{os.getpid()}"
+        if copy == name:
+            raise ValueError(
+                f"{label!r} names the database copied: the copy needs a name of its own"
+            )
+        _clone_postgres(server, name, copy)
+        try:
+            yield {**env, **extra, "DATABASE_URL": f"{server}/{copy}"}
+        finally:
+            _drop_postgres(server, copy)
+    else:
+        path = tmp_path / f"{label}.sqlite3"
+        _copy_sqlite(url.removeprefix("sqlite:///"), str(path))
+        yield {**env, **extra, "DATABASE_URL": f"sqlite:///{path}"}

@@ -12,22 +12,20 @@ import pytest
 
 from sessions_app.client import PublishError, SessionsClient
 from sessions_app.tcp_proxy import TcpProxy
-from tests.e2e.servers import DaphneProcess, api_key_for, manage_output, site_database
+from tests.e2e.servers import DaphneProcess, database_copy, manage_output, site_database
 
 pytestmark = [pytest.mark.e2e, pytest.mark.real_engines]
 
 SERVER_EVENT_LIMIT = 64 * 1024  # MAX_EVENT_BYTES's default
-CREATE_SESSIONS = """
+SEED = """
 from django.contrib.auth import get_user_model
+from sessions_app.keys import create_key
 from sessions_app.models import Session
 user, _ = get_user_model().objects.get_or_create(username="agent")
-for name in {names!r}:
-    Session.objects.get_or_create(name=name, defaults={{"owner": user}})
+for name in ("talk", "s1", "s2", "s3", "s4"):
+    Session.objects.get_or_create(name=name, defaults={"owner": user})
+print(create_key(user, "e2e agent", all_sessions=True)[1])
 """
-
-
-def make_sessions(env, *names):
-    manage_output("shell", "-c", CREATE_SESSIONS.format(names=list(names)), env=env)
 
 
 def history(base, key, session="talk"):
@@ -60,17 +58,27 @@ def message_of(base, key, run_id, session="talk"):
     return next(m for m in state(base, key, session)["messages"] if m["run"] == run_id)
 
 
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory):
+    """A migrated database with the user "agent", its sessions and an API key of it, which each
+    test's site copies (one Django process for the module instead of two a test)."""
+    with site_database(tmp_path_factory.mktemp("sdkseed"), "sdkseed") as env:
+        key = manage_output("shell", "-c", SEED, env=env).strip().splitlines()[-1]
+        yield env, key
+
+
 @pytest.fixture
-def site(tmp_path):
-    """``site(label, **SESSIONS_APP)``: a server of its own; returns it, an API key, its env."""
+def site(seeded, tmp_path):
+    """``site(label, **SESSIONS_APP)``: a server of its own on a database of its own (a copy of
+    ``seeded``); returns it, the API key, its env."""
+    env, key = seeded
     with contextlib.ExitStack() as stack:
 
         def start(label, **settings):
-            env = stack.enter_context(site_database(tmp_path, label))
-            env["SESSIONS_APP_JSON"] = json.dumps(settings)
-            make_sessions(env, "talk")
-            server = stack.enter_context(DaphneProcess(env))
-            return server, api_key_for(env, user="agent"), env
+            copy = stack.enter_context(database_copy(env, tmp_path, label))
+            copy["SESSIONS_APP_JSON"] = json.dumps(settings)
+            server = stack.enter_context(DaphneProcess(copy))
+            return server, key, copy
 
         yield start
 
@@ -242,8 +250,7 @@ async def _cancel_racing_cuts(proxy, key):
 
 
 def test_a_refused_subscription_raises_instead_of_hanging(site):
-    server, key, env = site("sdklimit", MAX_SUBSCRIPTIONS_PER_CONNECTION=3)
-    make_sessions(env, "s1", "s2", "s3", "s4")
+    server, key, _ = site("sdklimit", MAX_SUBSCRIPTIONS_PER_CONNECTION=3)  # s1-s4 are there
 
     async def agent():
         async with SessionsClient(server.base, api_key=key) as client:
