@@ -249,6 +249,14 @@ print(create_key(user, "e2e agent", all_sessions=True)[1])
 """
 
 
+def token_and_key(env: dict[str, str], session: str, user: str = "agent") -> tuple[str, str]:
+    """``session_with_token`` and ``api_key_for`` in one Django process: a token of ``user``,
+    who owns ``session``, and an API key of ``user`` for all its sessions."""
+    script = SETUP_SESSION.format(user=user, session=session) + CREATE_KEY.format(user=user)
+    token, key = manage_output("shell", "-c", script, env=env).strip().splitlines()[-2:]
+    return token, key
+
+
 @contextmanager
 def site_database(tmp_path: Path, label: str) -> Iterator[dict[str, str]]:
     """Environment for a demo-site process with a migrated database of its own.

@@ -9,13 +9,7 @@ import httpx
 import pytest
 
 from sessions_app.client import SessionsClient
-from tests.e2e.servers import (
-    DaphneProcess,
-    api_key_for,
-    daphne_server,
-    session_with_token,
-    site_database,
-)
+from tests.e2e.servers import DaphneProcess, daphne_server, site_database, token_and_key
 from tests.e2e.wsclient import WsClient
 
 # Protocol clients against the doors: run once, on the production engines (second pass).
@@ -25,8 +19,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.real_engines]
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     with site_database(tmp_path_factory.mktemp("sdk"), "sdk") as env:
-        token = session_with_token(env, "talk", user="agent")
-        key = api_key_for(env, user="agent")
+        token, key = token_and_key(env, "talk", user="agent")
         with daphne_server(env) as base:
             yield {"base": base, "env": env, "token": token, "key": key}
 
@@ -43,8 +36,8 @@ def snapshot(site, session="talk"):
                      headers={"Authorization": f"Bearer {site['key']}"}).json()["state"]  # fmt: skip
 
 
-def run_events(site, run_id):
-    return [e for e in history(site) if e.get("run") == run_id]
+def run_events(site, run_id, session="talk"):
+    return [e for e in history(site, session) if e.get("run") == run_id]
 
 
 def test_text_is_coalesced_into_few_appends_and_folds_to_the_full_text(site):
@@ -167,19 +160,21 @@ def test_sub_agents_publish_their_own_runs_under_the_parent(site):
     assert {runs[c]["agent"] for c in children} == {"researcher", "critic"}
 
 
-def test_the_client_reconnects_after_a_server_restart_and_every_append_lands_once(tmp_path):
-    with site_database(tmp_path, "sdkrestart") as env:
-        session_with_token(env, "talk", user="agent")
-        key = api_key_for(env, user="agent")
-        with DaphneProcess(env) as server:
-            run_id, reconnects, text = asyncio.run(_write_through_a_restart(server, key))
+def test_the_client_reconnects_after_a_server_restart_and_every_append_lands_once(site):
+    # A server of its own (restarted below) on the site's database and channel layer, as a
+    # second worker of the site is; a session of its own keeps its events apart.
+    reply = httpx.post(f"{site['base']}/api/sessions/", json={"name": "restart"},
+                       headers={"Authorization": f"Bearer {site['key']}"})  # fmt: skip
+    reply.raise_for_status()
+    with DaphneProcess(site["env"]) as server:
+        run_id, reconnects, text = asyncio.run(_write_through_a_restart(server, site["key"]))
     assert text == "".join(f"a{i} " for i in range(30)) + "".join(f"b{i} " for i in range(30))
     assert reconnects >= 1
 
 
 async def _write_through_a_restart(server, key):
     async with SessionsClient(server.base, api_key=key, max_backoff=0.5) as client:
-        session = await client.session("talk")
+        session = await client.session("restart")
         async with session.run(agent="writer") as run:
             for i in range(30):
                 await run.text(f"a{i} ")
@@ -193,7 +188,9 @@ async def _write_through_a_restart(server, key):
         reconnects = client.reconnects
     site = {"base": server.base, "key": key}
     text = "".join(
-        e["data"]["delta"] for e in run_events(site, run.id) if e["type"] == "TEXT_MESSAGE_CONTENT"
+        e["data"]["delta"]
+        for e in run_events(site, run.id, "restart")
+        if e["type"] == "TEXT_MESSAGE_CONTENT"
     )
     return run.id, reconnects, text
 
