@@ -28,8 +28,10 @@ from tests.sessions_app.ws.test_presence import drain, two_workers
 # whose subject is the Django wiring (the presence rules are the same whichever apps a site has).
 pytestmark = pytest.mark.slow
 
-WINDOW = 4.0  # PRESENCE_COALESCE of the in-process tests (sessions of at most 10 devices)
-GAP = 1.0  # seconds between the joins of a trickling storm: well within a window
+WINDOW = 3.0  # PRESENCE_COALESCE of the in-process tests (sessions of at most 10 devices)
+# Seconds between the joins of a trickling storm: well within a window (a join takes well under
+# a second on a loaded machine: the window holds the gap and over two seconds more).
+GAP = 0.75
 
 
 @pytest.fixture
@@ -110,7 +112,7 @@ async def test_a_storm_faster_than_the_window_reaches_a_member_as_one_frame_once
     async with AsyncExitStack() as stack:
         watch, me = await watching(stack, alice)
         newcomers = []
-        for _ in range(6):  # 5 s of joins and more, a window (4 s) never passing without one
+        for _ in range(6):  # 3.75 s of joins and more, a window (3 s) never passing without one
             newcomers.append((await join(stack, alice))[1])
             await asyncio.sleep(GAP)
         await watch.settle(quiet=WINDOW + 1.5)
