@@ -9,7 +9,7 @@ import pytest
 
 from sessions_app.client import SessionsClient
 from sessions_app.tcp_proxy import TcpProxy
-from tests.e2e.servers import DaphneProcess, api_key_for, session_with_token, site_database
+from tests.e2e.servers import DaphneProcess, site_database, token_and_key
 from tests.e2e.wsclient import WsClient
 
 pytestmark = [pytest.mark.e2e, pytest.mark.real_engines]
@@ -19,8 +19,7 @@ EVENTS = 60
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     with site_database(tmp_path_factory.mktemp("scale"), "scale") as env:
-        token = session_with_token(env, "shared", user="agent")
-        key = api_key_for(env, user="agent")
+        token, key = token_and_key(env, "shared", user="agent")
         workers = [DaphneProcess(env) for _ in range(3)]
         for worker in workers:
             worker.start()
