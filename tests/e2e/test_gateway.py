@@ -32,7 +32,6 @@ from tests.e2e.node import ensure_node_modules
 from tests.e2e.screen import text_of, tool_calls
 from tests.e2e.servers import (
     ROOT,
-    api_key_for,
     daphne_server,
     free_port,
     manage_output,
@@ -51,6 +50,8 @@ from django.contrib.auth import get_user_model
 from sessions_app.access import mint_token
 from sessions_app.keys import create_key
 from sessions_app.models import Session
+agent, _ = get_user_model().objects.get_or_create(username="agent")
+print(create_key(agent, "e2e agent", all_sessions=True)[1])
 alice, _ = get_user_model().objects.get_or_create(username="alice")
 robot, _ = get_user_model().objects.get_or_create(username="robot")
 for i in range(2):
@@ -72,8 +73,7 @@ def site(tmp_path_factory, python_upstream):
     }  # fmt: skip
     with site_database(tmp_path_factory.mktemp("gateway"), "gateway") as env:
         env = {**env, "SESSIONS_APP_JSON": json.dumps(settings)}
-        key = api_key_for(env, user="agent")
-        token, worker, own = manage_output("shell", "-c", SETUP, env=env).split()[-3:]
+        key, token, worker, own = manage_output("shell", "-c", SETUP, env=env).split()[-4:]
         with daphne_server(env) as base:
             # A worker as an operator starts it (no module of ours: the setting alone), started
             # now so that it boots while the tests before its own run.
