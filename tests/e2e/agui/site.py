@@ -17,19 +17,22 @@ from pathlib import Path
 import httpx
 
 from tests.e2e.node import ensure_node_modules as npm_ci
-from tests.e2e.servers import ROOT, api_key_for, daphne_server, manage_output, site_database
+from tests.e2e.servers import ROOT, daphne_server, manage_output, site_database
 
 HERE = Path(__file__).resolve().parent
 USER = "agent"
 # Seconds per token of the demo agent: an answer takes about two seconds, time to act mid-run.
 PACE = "0.03"
 
+# The sessions and an API key of the agent's user for all its sessions, in one Django process.
 SETUP = """
 from django.contrib.auth import get_user_model
+from sessions_app.keys import create_key
 from sessions_app.models import Session
 user, _ = get_user_model().objects.get_or_create(username={user!r})
 for name in {names!r}:
     Session.objects.get_or_create(name=name, defaults={{"owner": user}})
+print(create_key(user, "e2e agent", all_sessions=True)[1])
 """
 
 
@@ -53,8 +56,8 @@ def agent_site(
     with site_database(tmp_path, label) as env, ExitStack() as stack:
         if settings:
             env = {**env, "SESSIONS_APP_JSON": json.dumps(settings)}
-        manage_output("shell", "-c", SETUP.format(user=USER, names=sessions), env=env)
-        key = api_key_for(env, user=USER)
+        out = manage_output("shell", "-c", SETUP.format(user=USER, names=sessions), env=env)
+        key = out.strip().splitlines()[-1]
         bases = [stack.enter_context(daphne_server(env)) for _ in range(workers)]
         agent = subprocess.Popen(
             [sys.executable, "manage.py", "demo_agent", "--url", bases[0], "--user", USER,
