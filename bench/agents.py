@@ -245,7 +245,30 @@ def dispatch_rate(
               f"total {sum(spent.values()) / measured_from * 1000:.2f}")  # fmt: skip
     print(f"    steady rate (first to last turn done, workers' start-up left out): {steady(env)}")
     print(f"    claim -> turn done: {claim_to_done(env)}")
+    print(f"    group commits that ended turns: {commits(env)}")
     return turns / took
+
+
+def commits(env: dict[str, str]) -> str:
+    """How the writer's group commits carried the turns: a commit stamps the turns it ends with
+    one ``ended_at``, so the distinct stamps are the commits, and their spacing the writer's
+    cycle."""
+    import psycopg
+
+    with psycopg.connect(env["DATABASE_URL"], autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT extract(epoch FROM ended_at), count(*) FROM sessions_app_turn "
+            "WHERE agent = 'noop' AND state = 'done' GROUP BY ended_at ORDER BY ended_at"
+        ).fetchall()
+    if len(rows) < 2:
+        return "n/a"
+    stamps = [float(row[0]) for row in rows]
+    gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+    turns = sum(int(row[1]) for row in rows)
+    return (
+        f"{len(rows)}, {turns / len(rows):.1f} turns each, one every "
+        f"{statistics.median(gaps) * 1000:.1f} ms (median)"
+    )
 
 
 def claim_to_done(env: dict[str, str]) -> str:
@@ -277,7 +300,34 @@ def steady(env: dict[str, str]) -> str:
         return "n/a"
     # A claim stamps its turns with one claimed_at and its worker's name.
     per = f"; {claims} claims, {done / max(claims, 1):.1f} turns each"
-    return f"{(done - 1) / span:,.0f} turns/s over {span:.1f} s{per}"
+    return f"{(done - 1) / span:,.0f} turns/s over {span:.1f} s{per}; {all_up(env)}"
+
+
+def all_up(env: dict[str, str]) -> str:
+    """The rate once every worker has claimed: from the last worker's first claim to the last
+    turn's end. Workers come up seconds apart on a loaded machine (a Python process importing
+    the site), and until the last one claims, fewer than 4 answer: "first to last" counts that
+    ramp."""
+    import psycopg
+
+    with psycopg.connect(env["DATABASE_URL"], autocommit=True) as conn:
+        row = conn.execute(
+            "WITH firsts AS (SELECT worker, min(claimed_at) AS first FROM sessions_app_turn "
+            "WHERE agent = 'noop' AND state = 'done' GROUP BY worker), "
+            "up AS (SELECT max(first) AS at, min(first) AS early, count(*) AS workers "
+            "FROM firsts) "
+            "SELECT up.workers, count(t.id), extract(epoch FROM max(t.ended_at) - up.at), "
+            "extract(epoch FROM up.at - up.early) "
+            "FROM up, sessions_app_turn t WHERE t.agent = 'noop' AND t.state = 'done' "
+            "AND t.ended_at >= up.at GROUP BY up.workers, up.at, up.early"
+        ).fetchone()
+    if not row or not row[2]:
+        return "all workers up: n/a"
+    workers, done, span, spread = int(row[0]), int(row[1]), float(row[2]), float(row[3])
+    return (
+        f"with all {workers} workers up: {done / span:,.0f} turns/s ({done} turns over "
+        f"{span:.1f} s; their first claims {spread:.1f} s apart)"
+    )
 
 
 def answered_once(env: dict[str, str]) -> str:
