@@ -23,6 +23,30 @@ from typing import Any
 from django.db import connection, models
 
 
+def read_together(statements: Sequence[tuple[str, Sequence[Any]]]) -> list[list[tuple[Any, ...]]]:
+    """Run ``statements`` in order and return each one's rows. On PostgreSQL they go in one
+    round trip (psycopg's pipeline mode; the transaction's BEGIN with them): the server still
+    runs each after the one before has finished, with a snapshot of its own, so a read after a
+    ``FOR UPDATE`` sees what the lock's previous holder wrote, as if sent alone."""
+    if connection.vendor != "postgresql" or len(statements) < 2:
+        found = []
+        for sql, params in statements:
+            with connection.cursor() as cursor:
+                cursor.execute(sql, params)
+                found.append(list(cursor.fetchall()))
+        return found
+    connection.ensure_connection()
+    cursors = [connection.cursor() for _ in statements]
+    try:
+        with connection.connection.pipeline():
+            for cursor, (sql, params) in zip(cursors, statements, strict=True):
+                cursor.execute(sql, params)
+            return [list(cursor.fetchall()) for cursor in cursors]
+    finally:
+        for cursor in cursors:
+            cursor.close()
+
+
 def save_row(row: models.Model) -> None:
     """Insert ``row`` (no primary key yet: it gets one) or update all its columns."""
     model = type(row)

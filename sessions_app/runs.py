@@ -50,6 +50,30 @@ class RunTracker:
     def prefetch(self, requests: Sequence[AppendRequest]) -> None:
         """Read the runs a batch's requests name with one statement (the log's commit calls
         it once the batch's sessions are locked); ``plan`` then finds them here."""
+        read = self.prefetch_read(requests)
+        if read is not None:
+            with connection.cursor() as cursor:
+                cursor.execute(*read)
+                self.prefetched(requests, list(cursor.fetchall()))
+
+    def prefetch_read(self, requests: Sequence[AppendRequest]) -> tuple[str, list[Any]] | None:
+        """The statement ``prefetch`` reads with (None: nothing worth a statement), for a
+        caller that sends it together with others; its rows go to ``prefetched``."""
+        wanted = self._wanted(requests)
+        if len(wanted) < 2:  # one alone: plan asks for it as before
+            return None
+        pks, ids = sorted({pk for pk, _ in wanted}), sorted({run for _, run in wanted})
+        return _run_select(connection.vendor, len(pks), len(ids)), [*pks, *ids]
+
+    def prefetched(self, requests: Sequence[AppendRequest], rows: list[tuple[Any, ...]]) -> None:
+        wanted = self._wanted(requests)
+        for row in _runs_from(rows):
+            if (row.session_id, row.run_id) in wanted:
+                self.runs.setdefault((row.session_id, row.run_id), row)
+        for key in wanted:
+            self.runs.setdefault(key, None)
+
+    def _wanted(self, requests: Sequence[AppendRequest]) -> set[tuple[int, str]]:
         wanted: set[tuple[int, str]] = set()
         for request in requests:
             for item in request.items:
@@ -58,15 +82,7 @@ class RunTracker:
                 parent = (item.data or {}).get("parentRunId")
                 if isinstance(parent, str):
                     wanted.add((request.session_pk, parent))
-        wanted -= self.runs.keys()
-        if len(wanted) < 2:  # one alone: plan asks for it as before
-            return
-        pks, ids = sorted({pk for pk, _ in wanted}), sorted({run for _, run in wanted})
-        for row in _runs_named(pks, ids):
-            if (row.session_id, row.run_id) in wanted:
-                self.runs.setdefault((row.session_id, row.run_id), row)
-        for key in wanted:
-            self.runs.setdefault(key, None)
+        return wanted - self.runs.keys()
 
     def plan(self, request: AppendRequest) -> list[_Change]:
         """Check the request against its runs; return the changes, or raise (nothing written)."""
@@ -269,7 +285,11 @@ def _runs_named(session_pks: list[int], run_ids: list[str]) -> list[Run]:
     sql = _run_select(connection.vendor, len(session_pks), len(run_ids))
     with connection.cursor() as cursor:
         cursor.execute(sql, [*session_pks, *run_ids])
-        rows = cursor.fetchall()
+        return _runs_from(list(cursor.fetchall()))
+
+
+def _runs_from(rows: list[tuple[Any, ...]]) -> list[Run]:
+    """Run rows read by ``_run_select``, as the ORM would load them (the same converters)."""
     if not rows:
         return []
     fields = Run._meta.concrete_fields

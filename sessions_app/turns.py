@@ -99,6 +99,15 @@ class TurnTracker:
     def prefetch(self, requests: Sequence[AppendRequest]) -> None:
         """Read the turns the batch's answers start (their RUN_STARTED names them) with one
         statement, instead of one each (the commit calls it with the sessions locked)."""
+        read = self.prefetch_read(requests)
+        if read is not None:
+            with connection.cursor() as cursor:
+                cursor.execute(*read)
+                self.prefetched(list(cursor.fetchall()))
+
+    def prefetch_read(self, requests: Sequence[AppendRequest]) -> tuple[str, list[Any]] | None:
+        """The statement ``prefetch`` reads with (None: nothing worth a statement), for a
+        caller that sends it together with others; its rows go to ``prefetched``."""
         wanted = sorted(
             {
                 turn
@@ -110,8 +119,10 @@ class TurnTracker:
             }
         )
         if len(wanted) < 2:
-            return
-        rows = _select_turns("id, session_id, state, run_id, attempts, agent", wanted)
+            return None
+        return _turns_sql("id, session_id, state, run_id, attempts, agent", len(wanted)), wanted
+
+    def prefetched(self, rows: list[tuple[Any, ...]]) -> None:
         for pk, session, state, run_id, attempts, agent in rows:
             self.found[int(pk)] = (int(session), str(state), str(run_id), int(attempts),
                                    str(agent))  # fmt: skip
@@ -278,14 +289,17 @@ def _select_turns(
     columns: str, ids: list[int], state: TurnState | None = None
 ) -> list[tuple[Any, ...]]:
     """``columns`` of the turns ``ids`` (those in ``state`` only, if given): one statement."""
-    where = "state = %s AND " if state is not None else ""
-    marks = ", ".join(["%s"] * len(ids))
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT {columns} FROM {_TURNS} WHERE {where}id IN ({marks})",
+            _turns_sql(columns, len(ids), state is not None),
             [*([state.value] if state is not None else []), *ids],
         )
         return list(cursor.fetchall())
+
+
+def _turns_sql(columns: str, count: int, in_state: bool = False) -> str:
+    where = "state = %s AND " if in_state else ""
+    return f"SELECT {columns} FROM {_TURNS} WHERE {where}id IN ({', '.join(['%s'] * count)})"
 
 
 def _move_turns(moves: list[tuple[int, str, TurnState, str]], now: Any) -> set[int]:

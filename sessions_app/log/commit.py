@@ -42,7 +42,7 @@ from sessions_app.domain.errors import (
 from sessions_app.log.ratings import FeedbackTracker
 from sessions_app.log.requests import AppendRequest, AppendResult, Item, Locked, Pending
 from sessions_app.models import PROTOCOL_STATE_KEY, Entry, Producer, Session
-from sessions_app.rows import insert_rows
+from sessions_app.rows import insert_rows, read_together
 from sessions_app.runs import RunTracker
 from sessions_app.turns import TurnTracker
 
@@ -123,28 +123,40 @@ class _Batch:
         pks = sorted({request.session_pk for request in requests})
         if len(requests) < 2 or len(pks) > _PREFETCH_MOST:
             return
-        with connection.cursor() as cursor:
-            cursor.execute(_lock_many_sql(connection.features.has_select_for_update, len(pks)), pks)
-            for pk, head, closed, deleted, expires_at, size, metadata in cursor.fetchall():
-                self.rows[pk] = _Row(
-                    int(head), bool(closed), bool(deleted), aware(expires_at), int(size), metadata
-                )
-            claims = {
-                (request.session_pk, request.producer.id)
-                for request in requests
-                if request.producer is not None and request.session_pk in self.rows
-            }
-            if claims:
-                ids = sorted({producer_id for _, producer_id in claims})
-                cursor.execute(_producers_sql(len(pks), len(ids)), [*pks, *ids])
-                for pk, producer_id, *values in cursor.fetchall():
-                    if (pk, producer_id) in claims:
-                        self.producer_rows[(pk, producer_id)] = _producer_row(values)
-                for key in claims:
+        # One round trip on PostgreSQL (``read_together``): the locks first, then each read
+        # after them, as if sent one by one.
+        reads: list[tuple[str, Sequence[Any]]] = [
+            (_lock_many_sql(connection.features.has_select_for_update, len(pks)), pks)
+        ]
+        claims = {
+            (request.session_pk, request.producer.id)
+            for request in requests
+            if request.producer is not None
+        }
+        if claims:
+            ids = sorted({producer_id for _, producer_id in claims})
+            reads.append((_producers_sql(len(pks), len(ids)), [*pks, *ids]))
+        runs = self.tracker.prefetch_read(requests)
+        turns = self.turns.prefetch_read(requests)
+        reads += [read for read in (runs, turns) if read is not None]
+        found = iter(read_together(reads))
+        for pk, head, closed, deleted, expires_at, size, metadata in next(found):
+            self.rows[pk] = _Row(
+                int(head), bool(closed), bool(deleted), aware(expires_at), int(size), metadata
+            )
+        if claims:
+            for pk, producer_id, *values in next(found):
+                if (pk, producer_id) in claims and pk in self.rows:
+                    self.producer_rows[(pk, producer_id)] = _producer_row(values)
+            for key in claims:
+                if key[0] in self.rows:
                     self.producer_rows.setdefault(key, None)
-        locked = [r for r in requests if r.session_pk in self.rows]
-        self.tracker.prefetch(locked)
-        self.turns.prefetch(locked)
+        # Read for every request: those of a session not found are refused before they are
+        # looked at again, and what was read for them is never used.
+        if runs is not None:
+            self.tracker.prefetched(requests, next(found))
+        if turns is not None:
+            self.turns.prefetched(next(found))
 
     def flush(self) -> None:
         """Write the runs and turns the batch changed so far (before a read that must see

@@ -119,3 +119,48 @@ def test_turns_inserted_together_keep_their_input(alice):
     assert found == {"u0": {}, "u1": {"tools": [{"name": "t1"}], "state": {"n": 1}},
                      "u2": {"tools": [{"name": "t2"}], "state": {"n": 2}}}  # fmt: skip
     assert [t.pk for t in turns] == sorted(t.pk for t in turns)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_reads_sent_together_each_see_what_the_lock_s_previous_holder_wrote(alice):
+    """``read_together`` (one round trip on PostgreSQL): a read after a ``FOR UPDATE`` that
+    had to wait still sees the holder's commit, as if the statements were sent one by one."""
+    import threading
+
+    from django.db import connection, transaction
+
+    from sessions_app.rows import read_together
+
+    session = Session.objects.create(name="held", owner=alice)
+    table = Session._meta.db_table
+    lock = f"SELECT id FROM {table} WHERE id = %s" + (
+        " FOR UPDATE" if connection.features.has_select_for_update else ""
+    )
+    holding, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        try:
+            with transaction.atomic():
+                Session.objects.select_for_update().get(pk=session.pk)
+                Session.objects.filter(pk=session.pk).update(head=41)
+                holding.set()
+                release.wait(10)
+        finally:
+            holding.set()
+            connection.close()
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    assert holding.wait(10)
+    if connection.vendor == "postgresql":  # SQLite's one writer would wait for the holder
+        threading.Timer(0.3, release.set).start()  # the reads wait on the lock meanwhile
+    else:
+        release.set()
+        thread.join()
+    with transaction.atomic():
+        locked, heads = read_together(
+            [(lock, [session.pk]), (f"SELECT head FROM {table} WHERE id = %s", [session.pk])]
+        )
+    thread.join()
+    assert locked == [(session.pk,)]
+    assert heads == [(41,)]
