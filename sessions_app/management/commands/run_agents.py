@@ -22,6 +22,11 @@ class Command(BaseCommand):
         "drains: running turns finish for --drain seconds, the rest are handed back."
     )
 
+    # A worker is a client of the site at --url, not a server of this one: the site's checks
+    # (which import its whole URL configuration) were half of a worker's start-up, and a
+    # worker started to take over a lost one's turns is waited for (issue #20's takeover).
+    requires_system_checks: list[str] = []
+
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("modules", nargs="*", metavar="MODULE")
         parser.add_argument("--url", default=os.environ.get("SITE_URL", "http://127.0.0.1:8000"))
