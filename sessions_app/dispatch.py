@@ -93,7 +93,13 @@ async def claim_waiting(
     stop = stop or asyncio.Event()
     while not stop.is_set():
         woken = wakeups.next() if wakeups is not None else asyncio.Event()  # before looking
-        taken = await run(claim, actor(), agents, worker, limit)
+        who = actor()
+        taken = await _look(run, who, agents, worker, limit)
+        if taken and not actor().authenticated:
+            # The credential was revoked while the look ran (it started with the old one):
+            # the turns go back now, not to a closed connection for their lease.
+            await run(_hand_back, who, worker, [c.turn.pk for c in taken])
+            return []
         left = deadline - time.monotonic()
         if taken or left <= 0:
             return taken
@@ -106,6 +112,36 @@ async def claim_waiting(
             for waiting in waits:
                 waiting.cancel()
     return []
+
+
+_handing_back: set[asyncio.Task[Any]] = set()
+
+
+async def _look(
+    run: Callable[..., Any], who: Actor, agents: list[str], worker: str, limit: int
+) -> list[Claimed]:
+    """One look for turns. A look that its caller gives up (the connection closed) still
+    runs to its end in its thread; what it took then is handed back at once."""
+    look = asyncio.ensure_future(run(claim, who, agents, worker, limit))
+    try:
+        return await asyncio.shield(look)
+    except asyncio.CancelledError:
+
+        def hand_back(done: asyncio.Future[list[Claimed]]) -> None:
+            if done.cancelled() or done.exception() is not None or not done.result():
+                return
+            ids = [c.turn.pk for c in done.result()]
+            task = asyncio.ensure_future(run(_hand_back, who, worker, ids))
+            _handing_back.add(task)
+            task.add_done_callback(_handing_back.discard)
+
+        look.add_done_callback(hand_back)
+        raise
+
+
+def _hand_back(who: Actor, worker: str, ids: list[int]) -> None:
+    for turn_id in ids:
+        release(who, worker, turn_id)
 
 
 def _valid_agent(name: str) -> bool:

@@ -143,6 +143,28 @@ async def test_a_key_revoked_while_its_claim_waits_closes_the_socket_and_claims_
     assert await states() == {"after": "queued"}
 
 
+async def test_a_look_that_ends_after_its_key_was_revoked_hands_its_turns_back(alice, worker_key):
+    """A look for turns starts with the credential as it is; if the key is revoked before the
+    look ends (under load, a look can wait on the database), what it took goes back to the
+    queue at once instead of to a closed connection until its lease runs out."""
+    from django.contrib.auth.models import AnonymousUser
+
+    from sessions_app import credentials, dispatch
+    from sessions_app.access import Actor
+
+    _, secret = worker_key
+    valid = await db(credentials.actor_for_key)(secret)
+    await ask(alice, "mid")
+    asked: list[Actor] = []
+
+    def actor() -> Actor:  # the socket's credential at each ask: revoked during the first look
+        asked.append(valid if not asked else Actor(AnonymousUser()))
+        return asked[-1]
+
+    assert await dispatch.claim_waiting(actor, ["a"], "w", 4, 0) == []
+    assert await states() == {"mid": "queued"}
+
+
 async def test_a_stopped_claim_answers_at_once_and_claims_nothing_after(alice, worker_key):
     _, secret = worker_key
     async with connect(headers=key_headers(secret)) as worker:
