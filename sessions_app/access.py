@@ -212,14 +212,14 @@ _grants: dict[tuple[int, str], tuple[int, float]] = {}
 _GRANTS_MAX = 10_000
 
 
-def grant_held(key: int, sessions: list[Session]) -> None:
-    """Record that worker key ``key`` has just claimed a turn in each of ``sessions``."""
+def grant_held(key: int, sessions: list[tuple[int, str]]) -> None:
+    """Record that worker key ``key`` has just claimed a turn in each of ``sessions`` (pk and
+    name of each; none deleted)."""
     now = time.monotonic()
     if len(_grants) + len(sessions) > _GRANTS_MAX:
         _grants.clear()  # nobody asks for a grant older than GRANT_SECONDS: start again
-    for session in sessions:
-        if not session.deleted:
-            _grants[(key, session.name)] = (session.pk, now)
+    for pk, name in sessions:
+        _grants[(key, name)] = (pk, now)
 
 
 def granted(actor: Actor, name: object, since: float, seconds: float) -> int | None:

@@ -178,7 +178,11 @@ class Membership(models.Model):
 class Entry(models.Model):
     """One event (or byte chunk) of a session, at its offset."""
 
-    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="entries")
+    # No index of its own: the unique (session, seq) index serves the foreign key (a second
+    # one was written on every entry for nothing; issue #20).
+    session = models.ForeignKey(
+        Session, on_delete=models.CASCADE, related_name="entries", db_index=False
+    )
     seq = models.BigIntegerField(help_text="The offset, as a number.")
     type = models.CharField(max_length=64, blank=True)
     run = models.CharField(max_length=128, blank=True)
@@ -203,7 +207,10 @@ class Entry(models.Model):
 class Producer(models.Model):
     """The idempotent-producer state of one producer id on one session."""
 
-    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="producers")
+    # Served by the unique (session, producer_id) index.
+    session = models.ForeignKey(
+        Session, on_delete=models.CASCADE, related_name="producers", db_index=False
+    )
     producer_id = models.CharField(max_length=128)
     epoch = models.BigIntegerField()
     last_seq = models.BigIntegerField()
@@ -225,7 +232,10 @@ class Producer(models.Model):
 class Run(models.Model):
     """One agent turn inside a session, with an optional parent run for sub-agents."""
 
-    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="runs")
+    # Served by the unique (session, run_id) index.
+    session = models.ForeignKey(
+        Session, on_delete=models.CASCADE, related_name="runs", db_index=False
+    )
     run_id = models.CharField(max_length=128)
     parent = models.ForeignKey(
         "self", on_delete=models.CASCADE, null=True, blank=True, related_name="children"
@@ -288,7 +298,10 @@ class Turn(models.Model):
     per session, oldest first) under a lease their heartbeat renews; see ``domain.turns``.
     """
 
-    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="turns")
+    # Served by the unique (session, message) index.
+    session = models.ForeignKey(
+        Session, on_delete=models.CASCADE, related_name="turns", db_index=False
+    )
     message = models.CharField(max_length=128, help_text="The id of the user message.")
     message_seq = models.BigIntegerField(help_text="The offset of the message's first event.")
     agent = models.CharField(max_length=128)
