@@ -13,15 +13,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import connection
 from django.http import HttpRequest
-from ninja import Field, Router, Schema
+from ninja import Router, Schema
 
 from sessions_app import credentials, dbexec, dispatch
 from sessions_app.access import Actor
 from sessions_app.domain.errors import Unauthenticated
 from sessions_app.refusals import domain_errors
-from sessions_app.schemas import ClaimIn, ErrorOut, RowId
+from sessions_app.schemas import ClaimIn, ErrorOut, ReleaseIn, RenewIn
 
 ERRORS: dict[Any, Any] = {frozenset({400, 401, 403, 404, 409, 413, 422, 503}): ErrorOut}
 
@@ -44,18 +43,8 @@ class ClaimOut(Schema):
     turns: list[TurnOut]
 
 
-class RenewIn(Schema):
-    worker: str = Field(min_length=1, max_length=200)
-    turns: list[RowId] = Field(max_length=500)
-
-
 class RenewOut(Schema):
     held: list[int]
-
-
-class ReleaseIn(Schema):
-    worker: str = Field(min_length=1, max_length=200)
-    turn: RowId
 
 
 class ReleaseOut(Schema):
@@ -72,11 +61,6 @@ def _worker_actor(request: HttpRequest) -> Actor:
     if found is None:
         raise Unauthenticated("send an API key as Authorization: Bearer")
     return found
-
-
-def _executor() -> Any:
-    # SQLite takes one writer at a time: renewals go through the log's writer thread there.
-    return dbexec.run_write if connection.vendor == "sqlite" else dbexec.run_read
 
 
 @router.post(
@@ -101,7 +85,7 @@ async def claim(request: HttpRequest, payload: ClaimIn) -> Any:
 )
 async def renew(request: HttpRequest, payload: RenewIn) -> Any:
     who = await dbexec.run_read(_worker_actor, request)
-    return {"held": await _executor()(dispatch.renew, who, payload.worker, payload.turns)}
+    return {"held": await dispatch.executor()(dispatch.renew, who, payload.worker, payload.turns)}
 
 
 @router.post(
@@ -112,5 +96,5 @@ async def renew(request: HttpRequest, payload: RenewIn) -> Any:
 )
 async def release(request: HttpRequest, payload: ReleaseIn) -> Any:
     who = await dbexec.run_read(_worker_actor, request)
-    done = await _executor()(dispatch.release, who, payload.worker, payload.turn)
+    done = await dispatch.executor()(dispatch.release, who, payload.worker, payload.turn)
     return {"released": done}

@@ -15,7 +15,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from channels.consumer import get_handler_name
@@ -51,7 +51,7 @@ from sessions_app.domain.errors import (
 )
 from sessions_app.domain.limits import TokenBucket
 from sessions_app.domain.offsets import BEGINNING, parse_start
-from sessions_app.schemas import ClaimIn
+from sessions_app.schemas import ClaimIn, ReleaseIn, RenewIn
 from sessions_app.ws import lookups
 from sessions_app.ws.flow import CLOSE_SLOW_CONSUMER, Flow
 from sessions_app.ws.presence import Presence
@@ -62,6 +62,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["CLOSE_SLOW_CONSUMER", "CLOSE_UNAUTHENTICATED", "OPERATIONS", "SessionConsumer"]
 
 CLOSE_UNAUTHENTICATED = Unauthenticated.close_code
+_Ask = TypeVar("_Ask", ClaimIn, RenewIn, ReleaseIn)
 AUTH_CACHE_SECONDS = 5.0
 # Publishes of one socket queued for commit before it waits for the oldest to commit.
 MAX_PUBLISHES_IN_FLIGHT = 16
@@ -316,13 +317,16 @@ class SessionConsumer(AsyncWebsocketConsumer):
         """Claim turns for a worker; a ``turns`` frame answers once turns are claimed or
         ``wait`` has passed, while the socket's other frames go on. The same claim as the REST
         door's (``dispatch``), for the socket's credential as it is at each look."""
-        if not self.keyed:
-            raise Forbidden("claims need an API key: open the socket with Authorization: Bearer")
+        self._need_key()
         ask = _claim_ask(frame)
         if self.claiming is not None:
             raise Conflict("a claim is waiting on this connection already: one at a time")
         self.claim_stop = stop = asyncio.Event()
         self.claiming = asyncio.create_task(self._claim(frame.get("id"), ask, stop))
+
+    def _need_key(self) -> None:
+        if not self.keyed:
+            raise Forbidden("claims need an API key: open the socket with Authorization: Bearer")
 
     async def op_stop_claim(self, frame: dict[str, Any]) -> None:
         """End the socket's waiting claim now (a worker stopping): it answers with what it
@@ -331,6 +335,21 @@ class SessionConsumer(AsyncWebsocketConsumer):
         if self.claim_stop is not None:
             self.claim_stop.set()
         await self.send_frame({"type": "claim_stopped", "id": frame.get("id"), "waiting": waiting})
+
+    async def op_renew(self, frame: dict[str, Any]) -> None:
+        """Push the lease of the worker's claimed turns ahead: the REST door's renew, over the
+        socket the worker claims on (no request and key look-up per renewal)."""
+        self._need_key()
+        ask = _worker_ask(RenewIn, frame, ("worker", "turns"), "renew")
+        held = await dispatch.executor()(dispatch.renew, self.actor, ask.worker, ask.turns)
+        await self.send_frame({"type": "renewed", "id": frame.get("id"), "held": held})
+
+    async def op_release(self, frame: dict[str, Any]) -> None:
+        """Hand a claimed turn back (a worker stopping): the REST door's release."""
+        self._need_key()
+        ask = _worker_ask(ReleaseIn, frame, ("worker", "turn"), "release")
+        done = await dispatch.executor()(dispatch.release, self.actor, ask.worker, ask.turn)
+        await self.send_frame({"type": "released", "id": frame.get("id"), "released": done})
 
     async def _claim(self, frame_id: Any, ask: ClaimIn, stop: asyncio.Event) -> None:
         try:
@@ -537,13 +556,17 @@ def _parse(raw: str | bytes) -> dict[str, Any]:
 
 
 def _claim_ask(frame: dict[str, Any]) -> ClaimIn:
-    fields = {k: frame[k] for k in ("agents", "worker", "limit", "wait") if k in frame}
+    return _worker_ask(ClaimIn, frame, ("agents", "worker", "limit", "wait"), "claim")
+
+
+def _worker_ask(schema: type[_Ask], frame: dict[str, Any], keys: tuple[str, ...], op: str) -> _Ask:
+    """A worker's frame as the REST door's body, or BadRequest naming the field."""
     try:
-        return ClaimIn.model_validate(fields)
+        return schema.model_validate({k: frame[k] for k in keys if k in frame})
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
-        raise BadRequest(f"claim: {where}: {first['msg']}", field=where) from None
+        raise BadRequest(f"{op}: {where}: {first['msg']}", field=where) from None
 
 
 OPERATIONS = {
@@ -560,4 +583,6 @@ OPERATIONS = {
     "feedback": SessionConsumer.op_feedback,
     "claim": SessionConsumer.op_claim,
     "stop_claim": SessionConsumer.op_stop_claim,
+    "renew": SessionConsumer.op_renew,
+    "release": SessionConsumer.op_release,
 }

@@ -36,7 +36,7 @@ from sessions_app.domain.errors import SessionError
 from sessions_app.domain.fold import SessionState
 from sessions_app.domain.offsets import format_offset
 from sessions_app.domain.turns import TurnState
-from sessions_app.models import Session, Turn, is_json_type
+from sessions_app.models import ApiKey, Session, Turn, is_json_type
 
 if TYPE_CHECKING:
     from sessions_app.access import Actor
@@ -86,7 +86,7 @@ async def claim_waiting(
     re-check reaches a claim that waits on it; ``stop`` ends the wait (a look under way
     finishes, and what it took is returned)."""
     agents = [a for a in agents if _valid_agent(a)]
-    run = dbexec.run_write if connection.vendor == "sqlite" else dbexec.run_read  # one writer
+    run = executor()
     wait = min(wait, setting("TURN_CLAIM_WAIT_MAX"))
     deadline = time.monotonic() + wait
     wakeups = await _wakeups() if wait > 0 else None
@@ -112,6 +112,12 @@ async def claim_waiting(
             for waiting in waits:
                 waiting.cancel()
     return []
+
+
+def executor() -> Callable[..., Any]:
+    """Where turns' statements run from async code: SQLite takes one writer at a time, so
+    there through the log's writer thread; elsewhere on the read threads."""
+    return dbexec.run_write if connection.vendor == "sqlite" else dbexec.run_read
 
 
 _handing_back: set[asyncio.Task[Any]] = set()
@@ -432,8 +438,17 @@ def _describe(turn: Turn, name: str, state: SessionState | None) -> Claimed:
     return Claimed(turn, name, text, rules.conversation(history, setting("TURN_CONTEXT_CHARS")))
 
 
+def _key_active(actor: Actor) -> bool:
+    """Whether a worker key is still unrevoked: a socket's actor was authenticated when it
+    opened, and a renewal or release may be on its way as the key is revoked. (A user's own
+    key claims as its user, ``actor.key`` None: its turns carry no key to check.)"""
+    return actor.key is None or ApiKey.objects.filter(pk=actor.key, revoked_at=None).exists()
+
+
 def renew(actor: Actor, worker: str, ids: list[int]) -> list[int]:
     """Push the lease of the worker's claimed turns ahead; the ids it still holds."""
+    if not _key_active(actor):
+        return []
     now = timezone.now()
     held = Turn.objects.filter(
         pk__in=ids, state=TurnState.CLAIMED.value, worker=worker[:200], lease_until__gt=now
@@ -445,6 +460,8 @@ def renew(actor: Actor, worker: str, ids: list[int]) -> list[int]:
 def release(actor: Actor, worker: str, turn_id: int) -> bool:
     """Hand a claimed turn back (a worker shutting down): its run, if any, ends
     ``agent_lost`` and the turn is offered again. False if the worker no longer holds it."""
+    if not _key_active(actor):
+        return False
     with transaction.atomic():
         turn = (
             Turn.objects.select_for_update()

@@ -24,6 +24,20 @@ class ClaimIn(Schema):
     wait: float = Field(0, ge=0, le=60)
 
 
+class RenewIn(Schema):
+    """Turns whose lease a worker pushes ahead: the REST door's body and the ``renew`` frame."""
+
+    worker: str = Field(min_length=1, max_length=200)
+    turns: list[RowId] = Field(max_length=500)
+
+
+class ReleaseIn(Schema):
+    """A turn a worker hands back: the REST door's body and the ``release`` frame."""
+
+    worker: str = Field(min_length=1, max_length=200)
+    turn: RowId
+
+
 class ErrorOut(Schema):
     code: str = Field(description="Machine-readable error code, e.g. not_found, bad_event.")
     message: str

@@ -142,6 +142,8 @@ OPERATIONS: tuple[Operation, ...] = (
     # signed token or cookie may not claim: 403).
     Operation("claim turns", "WebSocket", '{"op": "claim"}', WS_WORKER, True, True),
     Operation("stop a waiting claim", "WebSocket", '{"op": "stop_claim"}', SIGNED_IN),
+    Operation("renew turns", "WebSocket", '{"op": "renew"}', WS_WORKER, True),
+    Operation("release turn", "WebSocket", '{"op": "release"}', WS_WORKER, True, True),
     # --- Durable Streams ----------------------------------------------------------------------
     Operation("create", "Durable Streams", "PUT /v1/stream/{name}", DS_CREATE, writes=True),
     Operation("read", "Durable Streams", "GET /v1/stream/{name}", DS),

@@ -396,6 +396,8 @@ def ws_frames(op: table.Operation, ids: dict[str, str]) -> list[dict[str, Any]]:
         "presence": [subscribed, {"op": "presence", "session": name}],
         "claim": [{"op": "claim", "agents": ["assistant"], "worker": "w"}],
         "stop_claim": [{"op": "stop_claim"}],
+        "renew": [{"op": "renew", "worker": "w", "turns": [1, 2]}],
+        "release": [{"op": "release", "worker": "w", "turn": 1}],
     }[table.ws_op(op)]
     return [{**frame, "id": i} for i, frame in enumerate(frames)]
 

@@ -1,8 +1,8 @@
 """An agent worker: claims turns, answers each with its handler, keeps its claims alive.
 
 Importable without Django: a worker is an ordinary client of the site (the SDK's WebSocket for
-claims and answers, the REST door ``/api/sessions/turns/`` for renewing and handing back), so
-it runs on any machine with an API key::
+claims, answers, renewals and hand-backs: the frames of the REST door ``/api/sessions/turns/``),
+so it runs on any machine with an API key::
 
     async with SessionsClient(url, api_key=key) as client:
         await Worker(client, registry.handlers, concurrency=8).serve()
@@ -26,14 +26,11 @@ import zlib
 from collections.abc import Mapping
 from typing import Any
 
-import httpx
-
 from sessions_app.agents.base import Handler, Turn
 from sessions_app.client import ConnectionClosed, PublishError, Run, RunCancelled, SessionsClient
 from sessions_app.domain.turns import CLAIM_MOST
 
 logger = logging.getLogger("sessions_app.agents.worker")
-TURNS_PATH = "/api/sessions/turns"
 # A claim refused with these codes is refused again whatever the wait: the worker stops.
 REFUSED_FOR_GOOD = frozenset({"bad_request", "forbidden"})
 STOP_CLAIM_SECONDS = 10.0  # a stopped claim answers at once; a server that does not is left
@@ -67,7 +64,6 @@ class Worker:
         self.turns: dict[int, Turn] = {}  # the claimed turns being answered, by id
         self.answered = 0  # turns this worker's handlers finished (for tests and logs)
         self.lease = 30.0
-        self._http: httpx.AsyncClient | None = None
         # A socket's frames are served one after another (a subscribe waits for the socket's
         # publishes to commit): a worker answering many turns at once spreads them over
         # several sockets, ``client`` and copies of it, each session always on the same one.
@@ -79,11 +75,6 @@ class Worker:
     async def serve(self, stop: asyncio.Event | None = None) -> None:
         """Claim and answer turns until ``stop`` is set, then drain."""
         stop = stop or asyncio.Event()
-        self._http = httpx.AsyncClient(
-            base_url=self.client.base_url,
-            headers=self.client._headers(),
-            timeout=self.wait + 15,
-        )
         renewer = asyncio.create_task(self._renew_forever())
         try:
             for _ in range(self.sockets - 1):
@@ -96,7 +87,6 @@ class Worker:
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
-            await self._http.aclose()
             for extra in self.clients[1:]:
                 with contextlib.suppress(Exception):
                     await extra.close()
@@ -212,17 +202,16 @@ class Worker:
             if self.active:
                 try:
                     await self._renew()
-                except (httpx.HTTPError, ValueError) as exc:
+                except (PublishError, ConnectionClosed, TimeoutError) as exc:
                     logger.warning("renewing the leases failed: %s", exc)
 
     async def _renew(self) -> None:
-        assert self._http is not None
+        # Over the claiming socket (a frame, not a request that looks the key up each time);
+        # one that waits out a reconnect longer than the lease renews nothing anyway.
         ids = sorted(self.active)
-        reply = await self._http.post(
-            f"{TURNS_PATH}/renew", json={"worker": self.name, "turns": ids}
-        )
-        reply.raise_for_status()
-        held = set(reply.json()["held"])
+        frame = {"op": "renew", "worker": self.name, "turns": ids}
+        reply = await asyncio.wait_for(self.client.request(frame, retry=False), self.lease)
+        held = set(reply["held"])
         for lost in set(ids) - held:  # the lease ran out: another worker may have it
             task = self.active.get(lost)
             if task is not None:
@@ -243,11 +232,10 @@ class Worker:
         await asyncio.gather(*pending, return_exceptions=True)
 
     async def _release(self, turn_id: int) -> None:
-        with contextlib.suppress(httpx.HTTPError):
-            assert self._http is not None
-            await self._http.post(
-                f"{TURNS_PATH}/release", json={"worker": self.name, "turn": turn_id}
-            )
+        # Best effort: a turn not handed back is offered again when its lease runs out.
+        frame = {"op": "release", "worker": self.name, "turn": turn_id}
+        with contextlib.suppress(PublishError, ConnectionClosed, TimeoutError):
+            await asyncio.wait_for(self.client.request(frame, retry=False), STOP_CLAIM_SECONDS)
 
 
 async def _handle(handler: Handler, turn: Turn, run: Run) -> None:

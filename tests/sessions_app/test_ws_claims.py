@@ -229,3 +229,91 @@ async def test_a_claims_grant_ends_at_the_sockets_next_access_check(alice, worke
         await asyncio.sleep(1.0)  # several checks of this socket
         refused = await worker.publish("gone", [text(run=turn["run_id"])])
         assert refused["type"] == "error" and refused["code"] == "not_found"
+
+
+@db
+def leases() -> dict[str, tuple[str, object]]:
+    return {t.session.name: (t.state, t.lease_until) for t in Turn.objects.select_related("session")}
+
+
+async def test_a_worker_renews_and_hands_back_its_turns_over_its_socket(alice, worker_key):
+    """The REST door's renew and release as frames of the claiming socket: only the turns
+    this worker holds are renewed; a release offers the turn again."""
+    _, secret = worker_key
+    await ask(alice, "kept")
+    await ask(alice, "returned")
+    async with connect(headers=key_headers(secret)) as worker:
+        got = await worker.request("claim", agents=["a"], worker="w1", limit=5)
+        ids = {t["session"]: t["id"] for t in got["turns"]}
+        before = await leases()
+        await asyncio.sleep(0.05)
+        renewed = await worker.request("renew", worker="w1", turns=[ids["kept"], 999_999])
+        assert renewed == {"type": "renewed", "id": renewed["id"], "held": [ids["kept"]]}
+        elsewhere = await worker.request("renew", worker="w2", turns=[ids["returned"]])
+        assert elsewhere["held"] == []  # another worker name holds nothing here
+        after = await leases()
+        assert after["kept"][1] > before["kept"][1]
+        assert after["returned"] == before["returned"]
+        released = await worker.request("release", worker="w1", turn=ids["returned"])
+        assert released["type"] == "released" and released["released"] is True
+        again = await worker.request("release", worker="w1", turn=ids["returned"])
+        assert again["released"] is False  # not held any more
+    assert await states() == {"kept": "claimed", "returned": "queued"}
+
+
+@pytest.mark.parametrize(
+    ("op", "fields", "field"),
+    [
+        ("renew", {"turns": [1]}, "worker"),
+        ("renew", {"worker": "w"}, "turns"),
+        ("renew", {"worker": "w", "turns": ["x"]}, "turns.0"),
+        ("renew", {"worker": "w", "turns": [0]}, "turns.0"),
+        ("renew", {"worker": "w", "turns": [2**63]}, "turns.0"),
+        ("renew", {"worker": "w", "turns": list(range(1, 502))}, "turns"),
+        ("release", {"worker": "w"}, "turn"),
+        ("release", {"worker": "w", "turn": -1}, "turn"),
+        ("release", {"worker": "x" * 201, "turn": 1}, "worker"),
+    ],
+)
+async def test_a_malformed_renew_or_release_is_refused_with_its_field_and_changes_nothing(
+    alice, worker_key, op, fields, field
+):
+    _, secret = worker_key
+    await ask(alice, "held")
+    async with connect(headers=key_headers(secret)) as worker:
+        await worker.request("claim", agents=["a"], worker="w", limit=1)
+        before = await leases()
+        refused = await worker.request(op, **fields)
+        assert refused["type"] == "error" and refused["code"] == "bad_request"
+        assert refused["field"] == field
+        assert (await worker.request("ping"))["type"] == "pong"  # the socket goes on
+    assert await leases() == before
+
+
+async def test_a_socket_without_an_api_key_may_not_renew_or_release(alice, worker_key):
+    _, secret = worker_key
+    await ask(alice, "held")
+    async with connect(headers=key_headers(secret)) as worker:
+        (turn,) = (await worker.request("claim", agents=["a"], worker="w", limit=1))["turns"]
+    before = await leases()
+    async with connect(alice) as browser:
+        for op, fields in (("renew", {"turns": [turn["id"]]}), ("release", {"turn": turn["id"]})):
+            refused = await browser.request(op, worker="w", **fields)
+            assert refused["type"] == "error" and refused["code"] == "forbidden"
+    assert await leases() == before
+
+
+async def test_a_revoked_key_neither_renews_nor_hands_back_its_turns(alice, worker_key):
+    """Its sockets close at the revocation; a renewal or release already on its way (or one
+    over the REST door with the actor it authenticated a moment before) changes nothing."""
+    from sessions_app import credentials, dispatch
+
+    key, secret = worker_key
+    await ask(alice, "held")
+    who = await db(credentials.actor_for_key)(secret)
+    (taken,) = await dispatch.claim_waiting(lambda: who, ["a"], "w", 1, 0)
+    before = await leases()
+    await db(keys.revoke)(key)
+    assert await db(dispatch.renew)(who, "w", [taken.turn.pk]) == []
+    assert await db(dispatch.release)(who, "w", taken.turn.pk) is False
+    assert await leases() == before
