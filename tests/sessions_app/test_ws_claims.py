@@ -233,7 +233,9 @@ async def test_a_claims_grant_ends_at_the_sockets_next_access_check(alice, worke
 
 @db
 def leases() -> dict[str, tuple[str, object]]:
-    return {t.session.name: (t.state, t.lease_until) for t in Turn.objects.select_related("session")}
+    return {
+        t.session.name: (t.state, t.lease_until) for t in Turn.objects.select_related("session")
+    }
 
 
 async def test_a_worker_renews_and_hands_back_its_turns_over_its_socket(alice, worker_key):
