@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -149,7 +150,18 @@ def stop_all(procs: list[Any]) -> None:
 
 def patch_agent(base: str, key: str, names: list[str], agent: str) -> None:
     body = {"metadata": {"turns": {"agent": agent}}}
-    asyncio.run(_each(base, key, [("PATCH", f"/api/sessions/{n}", body) for n in names]))
+    each(base, key, [("PATCH", f"/api/sessions/{n}", body) for n in names])
+
+
+def each(base: str, key: str, calls: list[tuple[str, str, Any]]) -> None:
+    """``_each`` from sync code, also inside the baseline's event loop (in a thread)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(_each(base, key, calls))
+        return
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, _each(base, key, calls)).result()
 
 
 async def _each(base: str, key: str, calls: list[tuple[str, str, Any]], at_once: int = 16) -> None:
@@ -228,8 +240,7 @@ def dispatch_rate(
     """4 worker processes answer ``turns`` turns queued beforehand (one per session)."""
     names = [f"s-{i}" for i in range(turns)]
     patch_agent(base, own, names, "noop")
-    asyncio.run(_each(base, own, [("POST", f"/api/sessions/{n}/messages", {"text": "go"})
-                                  for n in names]))  # fmt: skip
+    each(base, own, [("POST", f"/api/sessions/{n}/messages", {"text": "go"}) for n in names])
     procs = workers(env, base, key, 4)
     meter = CpuMeter(server, [p.pid for p in procs], env["DATABASE_URL"].rsplit("/", 1)[-1])
     started = time.perf_counter()
