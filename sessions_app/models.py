@@ -335,10 +335,13 @@ class Turn(models.Model):
             models.UniqueConstraint(fields=["session", "message"], name="sessions_app_unique_turn")
         ]
         indexes = [
+            # The claims' scan, oldest first: only open turns, whatever the agents asked for
+            # (on (agent, id), PostgreSQL planned it over the primary key, through every done
+            # turn, while its statistics still saw them open: issue #20).
             models.Index(
-                fields=["agent", "id"],
+                fields=["id"],
                 condition=Q(state__in=["queued", "claimed"]),
-                name="sessions_app_open_turns",
+                name="sessions_app_open_turns_by_id",
             ),
             models.Index(fields=["session", "state"], name="sessions_app_turns_by_session"),
         ]
