@@ -348,7 +348,11 @@ def test_agui_cancel_aborts_the_upstream_run_and_keeps_what_was_written(site, py
         site, agui(python_upstream), "slow story", during=device_after_text(site, stop)
     )
     assert outcome(events) == ("RUN_FINISHED", {"outcome": "cancelled"})
-    assert text_of(events).startswith("word word")
+    # What was written before the cancel is kept: at least the word the device saw (one, when
+    # the cancel lands within the next coalescing window, as in CI under load), never all 200.
+    kept = text_of(events)
+    assert kept.startswith("word ") and set(kept.split()) == {"word"}
+    assert len(kept.split()) < 200
     until_sync(lambda: "slow story" in python_upstream["seen"]["aborted"])
 
 
