@@ -22,6 +22,7 @@ from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
+from django.contrib.auth.models import AnonymousUser
 from pydantic import ValidationError
 
 from sessions_app import (
@@ -395,6 +396,9 @@ class SessionConsumer(AsyncWebsocketConsumer):
         if getattr(self, "grant", None) is None:
             return
         names = list(self.subscriptions.subs)
+        if revocation.ended_here(self.grant, message):  # this socket's login: logged out
+            await self.access_checked(Actor(AnonymousUser()), names, set())
+            return
         actor, allowed = await dbexec.run_read(revocation.reachable, self.grant, names)
         await self.access_checked(actor, names, allowed)
 

@@ -3,14 +3,18 @@ deactivated user stop reading and writing within a bounded time, on every worker
 
 Two ways, because a channel-layer broadcast is at-most-once:
 
-- fast: when a membership, an API key or a user changes (model signals, after the commit),
+- fast: when a membership, an API key or a user changes, or a user logs out (model signals
+  after the commit, Django's ``user_logged_out``),
   ``access.changed`` goes to the group of the user concerned; that user's sockets and long-lived
   HTTP streams, on whatever worker, ask again at once;
 - safe: every connection asks again every ``ACCESS_RECHECK_SECONDS`` anyway (a lost
   broadcast, a change made by a queryset ``update()`` that sends no signal).
 
 Asking again goes through the same resolvers as connecting did (``credentials.actor_for_key``
-for a key, ``access.active_user`` for a token or cookie, then
+for a key, ``access.active_user`` for a token or cookie, and for a cookie
+``credentials.logins_held``, a read-only twin of the check Django's ``get_user`` makes of
+a cookie: a logout or a password change ends the connections that rode on that login, and
+only those; then
 ``access.get_session`` or the door's own check), so it can never disagree with them. The
 periodic check of a worker's sockets asks their batch versions, next to them
 (``keys.authenticate_many``, ``keys.actors_for``, ``access.active_users``,
@@ -58,6 +62,7 @@ class Grant:
 
     actor: Actor
     api_key: str | None = None  # the key's text: asked again (revoked, re-scoped, user gone)
+    login: str | None = None  # the session cookie's key: asked again (logged out, password)
 
 
 def current_actor(grant: Grant) -> Actor:
@@ -65,6 +70,8 @@ def current_actor(grant: Grant) -> Actor:
     if grant.api_key is not None:
         return credentials.actor_for_key(grant.api_key) or Actor(AnonymousUser())
     user = active_user(grant.actor.user.pk) if grant.actor.authenticated else None
+    if user is not None and grant.login is not None:  # logged out, or the password changed
+        user = user if credentials.logins_held([(grant.login, user)]) else None
     return Actor(user or AnonymousUser(), grant.actor.sessions)
 
 
@@ -89,21 +96,26 @@ def reachable(
 
 
 def socket_grant(scope: dict[str, Any], actor: Actor) -> Grant:
-    """A WebSocket's grant: its ``Authorization: Bearer`` is an API key (``sessions_app.auth``)."""
-    return Grant(actor, credentials.scope_bearer(scope))
+    """A WebSocket's grant: its ``Authorization: Bearer`` is an API key (``sessions_app.auth``);
+    without a bearer or token its user came from the session cookie, whose login it keeps."""
+    bearer = scope.get("session_actor") is not None  # an API key or a signed token
+    login = credentials.login_of(scope.get("session")) if not bearer else None
+    return Grant(actor, credentials.scope_bearer(scope), login)
 
 
 # --- telling the workers -----------------------------------------------------------------------
 
 
-def notify(*user_pks: Any) -> None:
-    """After the current transaction commits, tell these users' connections to ask again."""
+def notify(*user_pks: Any, ended: str | None = None) -> None:
+    """After the current transaction commits, tell these users' connections to ask again;
+    ``ended``: a login (a session cookie's key) that is over, so the connections riding on
+    it close without asking."""
     pks = sorted({pk for pk in user_pks if pk is not None})
     if pks:
-        transaction.on_commit(lambda: _broadcast(pks))
+        transaction.on_commit(lambda: _broadcast(pks, ended))
 
 
-def _broadcast(pks: list[Any]) -> None:
+def _broadcast(pks: list[Any], ended: str | None = None) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
@@ -112,17 +124,27 @@ def _broadcast(pks: list[Any]) -> None:
     except RuntimeError:
         pass
     else:  # called from async code (a sync ORM call allowed there): do not block its loop
-        asyncio.ensure_future(_send(layer, pks))
+        asyncio.ensure_future(_send(layer, pks, ended))
         return
-    async_to_sync(_send)(layer, pks)
+    async_to_sync(_send)(layer, pks, ended)
 
 
-async def _send(layer: Any, pks: list[Any]) -> None:
+async def _send(layer: Any, pks: list[Any], ended: str | None = None) -> None:
+    message: dict[str, Any] = {"type": ACCESS_CHANGED}
+    if ended is not None:
+        message["ended"] = ended
     for pk in pks:
         try:
-            await layer.group_send(user_group(pk), {"type": ACCESS_CHANGED})
+            await layer.group_send(user_group(pk), message)
         except Exception:  # at most once anyway: the periodic re-check is the safety net
             logger.warning("could not tell user %s's connections to ask again", pk, exc_info=True)
+
+
+def ended_here(grant: Grant | None, message: dict[str, Any]) -> bool:
+    """Whether an ``access.changed`` message ends the login ``grant`` rode on. (Django sends
+    ``user_logged_out`` before it flushes the session: asked at once, the login would still
+    hold.)"""
+    return grant is not None and grant.login is not None and message.get("ended") == grant.login
 
 
 def _membership_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
@@ -145,9 +167,25 @@ def _key_scope_changed(sender: Any, instance: Any, action: str, pk_set: Any, **k
         notify(*ApiKey.objects.filter(pk__in=pk_set).values_list("user_id", flat=True))
 
 
-def _user_saved(sender: Any, instance: Any, **kwargs: Any) -> None:
-    if not getattr(instance, "is_active", True):
+def _user_saved(
+    sender: Any, instance: Any, created: bool = False, update_fields: Any = None, **kwargs: Any
+) -> None:
+    if created:
+        return
+    # Deactivated, or maybe a new password (which ends the user's other logins); not the
+    # ``last_login`` that every login saves alone.
+    fields = set(update_fields) if update_fields is not None else None
+    if not getattr(instance, "is_active", True) or fields is None or "password" in fields:
         notify(instance.pk)
+
+
+def _logged_out(sender: Any, request: Any = None, user: Any = None, **kwargs: Any) -> None:
+    session = getattr(request, "session", None)
+    login = credentials.login_of(session)
+    # ``alogout`` without ``request.auser`` (Django's test client) names no user: the
+    # session still does.
+    pk = user.pk if user is not None else credentials.user_of(session) if login else None
+    notify(pk, ended=login)
 
 
 def _user_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
@@ -156,6 +194,7 @@ def _user_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
 
 def connect_signals() -> None:
     from django.contrib.auth import get_user_model
+    from django.contrib.auth.signals import user_logged_out
     from django.db.models.signals import m2m_changed, post_delete, post_save
 
     from sessions_app.models import ApiKey, Membership
@@ -170,6 +209,7 @@ def connect_signals() -> None:
     user = get_user_model()
     post_save.connect(_user_saved, sender=user, dispatch_uid=uid + "user")
     post_delete.connect(_user_deleted, sender=user, dispatch_uid=uid + "user_deleted")
+    user_logged_out.connect(_logged_out, dispatch_uid=uid + "logged_out")
 
 
 # --- WebSockets: the periodic re-check ---------------------------------------------------------
@@ -198,7 +238,13 @@ def current_actors(grants: list[Grant]) -> list[Actor]:
     by_text = keys.authenticate_many(g.api_key for g in grants if g.api_key is not None)
     by_key = keys.actors_for({k.pk: k for k in by_text.values()}.values())
     tokens = [g.actor.user.pk for g in grants if g.api_key is None and g.actor.authenticated]
-    users = active_users(tokens)
+    users = active_users(tokens) if tokens else {}
+    logins = [
+        (g.login, users[g.actor.user.pk])
+        for g in grants
+        if g.login is not None and g.api_key is None and g.actor.user.pk in users
+    ]
+    held = credentials.logins_held(logins) if logins else set()
     out = []
     for grant in grants:
         if grant.api_key is not None:
@@ -206,6 +252,8 @@ def current_actors(grants: list[Grant]) -> list[Actor]:
             out.append(by_key[key.pk] if key is not None else Actor(AnonymousUser()))
             continue
         user = users.get(grant.actor.user.pk) if grant.actor.authenticated else None
+        if grant.login is not None and grant.login not in held:  # logged out meanwhile
+            user = None
         out.append(Actor(user or AnonymousUser(), grant.actor.sessions))
     return out
 
@@ -254,6 +302,7 @@ class Watch:
         self.groups = (user_group(grant.actor.user.pk),) if authenticated else ()
         self.due = time.monotonic() + setting("ACCESS_RECHECK_SECONDS")
         self.heard = False
+        self.ended = False  # its login ended (a logout): no need to ask
 
     def seconds_left(self) -> float:
         """Seconds until the next periodic check (a waiter waits no longer than this)."""
@@ -262,6 +311,8 @@ class Watch:
     async def allowed(self) -> bool:
         """False once the reader may no longer read the session (an anonymous reader of a
         public stream has nothing to revoke)."""
+        if self.ended:
+            return False
         if not self.groups or (not self.heard and time.monotonic() < self.due):
             return True
         self.heard = False
@@ -292,4 +343,5 @@ class Waiter(log.Waiter):
             return False
         if self.watch is not None and message.get("type") == ACCESS_CHANGED:
             self.watch.heard = True
+            self.watch.ended = self.watch.ended or ended_here(self.watch.grant, message)
         return True

@@ -90,9 +90,11 @@ async def actor(request: HttpRequest) -> Actor:
 
 def grant(request: HttpRequest, who: Actor) -> revocation.Grant:
     """How ``who`` got in, to ask again while a stream stays open (an API key is asked again
-    as a key; a token or cookie through its user)."""
+    as a key; a token through its user; a cookie through its user and its login)."""
     raw = credentials.request_bearer(request) or ""
-    return revocation.Grant(who, raw if raw.startswith(keys.PREFIX + "_") else None)
+    cookie = not raw and who.authenticated  # its session is loaded: no query
+    login = credentials.login_of(getattr(request, "session", None)) if cookie else None
+    return revocation.Grant(who, raw if raw.startswith(keys.PREFIX + "_") else None, login)
 
 
 def watch(request: HttpRequest, who: Actor, name: str) -> revocation.Watch:

@@ -33,4 +33,4 @@ def reader_watch(access: store.Access, name: str) -> revocation.Watch:
     def reach(actor: Actor, stream: str) -> None:
         store.open_stream(store.Access(actor, access.prefix), stream)
 
-    return revocation.Watch(revocation.Grant(access.actor), name, reach)
+    return revocation.Watch(revocation.Grant(access.actor, login=access.login), name, reach)

@@ -190,6 +190,7 @@ class Access:
 
     actor: Actor
     prefix: str | None
+    login: str | None = None  # the session cookie's key, when the cookie let the actor in
 
     def anonymous_name(self, name: str) -> bool:
         return self.prefix is not None and name.startswith(self.prefix)

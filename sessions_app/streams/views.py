@@ -190,7 +190,10 @@ async def _access(request: HttpRequest) -> store.Access:
             "writes authenticated by the session cookie need the CSRF token "
             "(X-CSRFToken header), or use a token: Authorization: Bearer <token>"
         )
-    return store.Access(Actor(user), prefix)
+    login = (
+        credentials.login_of(getattr(request, "session", None)) if user.is_authenticated else None
+    )
+    return store.Access(Actor(user), prefix, login)
 
 
 # --- PUT: create or fork ---------------------------------------------------------------------

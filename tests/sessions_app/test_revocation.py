@@ -8,8 +8,10 @@ import json
 
 import pytest
 from channels.db import database_sync_to_async
+from django.conf import settings
 from django.db import connection
 from django.test import AsyncClient, override_settings
+from django.test import Client as DjangoClient
 from django.test.utils import CaptureQueriesContext
 from django.urls import include, path
 
@@ -129,7 +131,14 @@ def test_the_periodic_recheck_of_many_sockets_costs_a_few_queries_and_answers_as
         if i == 4:
             user.is_active = False
             user.save()
-        work.append((revocation.Grant(Actor(user)), names))
+        login = None
+        if i % 4 == 2:  # let in by the session cookie, some of them logged out since
+            browser = DjangoClient()
+            browser.force_login(user)
+            login = browser.cookies[settings.SESSION_COOKIE_NAME].value
+            if i % 8 == 2:
+                browser.logout()
+        work.append((revocation.Grant(Actor(user), login=login), names))
     work.append((revocation.Grant(Actor(alice, frozenset({"chat-1", "chat-3"}))), names))
     texts = [
         keys.create_key(alice, "all", all_sessions=True)[1],
@@ -152,6 +161,7 @@ def test_the_periodic_recheck_of_many_sockets_costs_a_few_queries_and_answers_as
     # The same answers as asking socket by socket, as connecting does ...
     assert answers == [revocation.reachable(grant, names) for grant, names in work]
     assert answers[0][1] == {"chat-1"} and answers[1][1] == set() and answers[4][1] == set()
+    assert answers[6][1] == {"chat-1"} and answers[2][1] == set()  # a login held, one ended
     assert answers[30][1] == {"chat-1"}
     assert [allowed for _, allowed in answers[31:]] == [
         {"chat-1", "chat-2"},
@@ -163,9 +173,9 @@ def test_the_periodic_recheck_of_many_sockets_costs_a_few_queries_and_answers_as
         {"chat-2"},
         {"chat-2"},
     ]
-    # ... in a few queries for 39 sockets (keys, their use, their scopes, users, sessions,
-    # memberships, turns), not a few per socket.
-    assert len(asked) <= 7, [q["sql"] for q in asked]
+    # ... in a few queries for 39 sockets (keys, their use, their scopes, users, logins,
+    # sessions, memberships, turns), not a few per socket.
+    assert len(asked) <= 8, [q["sql"] for q in asked]
 
 
 # --- HTTP streams ------------------------------------------------------------------------------
