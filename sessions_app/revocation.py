@@ -26,6 +26,8 @@ connects need).
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
 import time
 import weakref
@@ -108,8 +110,8 @@ def socket_grant(scope: dict[str, Any], actor: Actor) -> Grant:
 
 def notify(*user_pks: Any, ended: str | None = None) -> None:
     """After the current transaction commits, tell these users' connections to ask again;
-    ``ended``: a login (a session cookie's key) that is over, so the connections riding on
-    it close without asking."""
+    ``ended``: a login that is over (``_login_digest`` of its session key), so the
+    connections riding on it close without asking."""
     pks = sorted({pk for pk in user_pks if pk is not None})
     if pks:
         transaction.on_commit(lambda: _broadcast(pks, ended))
@@ -144,7 +146,15 @@ def ended_here(grant: Grant | None, message: dict[str, Any]) -> bool:
     """Whether an ``access.changed`` message ends the login ``grant`` rode on. (Django sends
     ``user_logged_out`` before it flushes the session: asked at once, the login would still
     hold.)"""
-    return grant is not None and grant.login is not None and message.get("ended") == grant.login
+    ended = message.get("ended")
+    if grant is None or grant.login is None or not isinstance(ended, str):
+        return False
+    return hmac.compare_digest(ended, _login_digest(grant.login))
+
+
+def _login_digest(login: str) -> str:
+    """What the channel layer carries of an ended login: not the cookie's secret itself."""
+    return hashlib.sha256(login.encode()).hexdigest()
 
 
 def _membership_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
@@ -172,10 +182,13 @@ def _user_saved(
 ) -> None:
     if created:
         return
-    # Deactivated, or maybe a new password (which ends the user's other logins); not the
-    # ``last_login`` that every login saves alone.
-    fields = set(update_fields) if update_fields is not None else None
-    if not getattr(instance, "is_active", True) or fields is None or "password" in fields:
+    # Deactivated, or a new password (which ends the user's other logins): ``set_password``
+    # keeps the raw password on the user until its save is over. A password written another
+    # way is found by the periodic check.
+    new_password = getattr(instance, "_password", None) is not None or (
+        update_fields is not None and "password" in update_fields
+    )
+    if not getattr(instance, "is_active", True) or new_password:
         notify(instance.pk)
 
 
@@ -185,7 +198,7 @@ def _logged_out(sender: Any, request: Any = None, user: Any = None, **kwargs: An
     # ``alogout`` without ``request.auser`` (Django's test client) names no user: the
     # session still does.
     pk = user.pk if user is not None else credentials.user_of(session) if login else None
-    notify(pk, ended=login)
+    notify(pk, ended=_login_digest(login) if login else None)
 
 
 def _user_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
