@@ -124,7 +124,7 @@ async def scanning_agent(base: str, key: str, stop: asyncio.Event) -> None:
 
 def workers(env: dict[str, str], base: str, key: str, count: int, **extra: str) -> list[Any]:
     args = [sys.executable, "manage.py", "run_agents", "tests.e2e.runtime_agents", "--url", base,
-            "--api-key", key, "--concurrency", os.environ.get("BENCH_CONCURRENCY", "16")]  # fmt: skip
+            "--api-key", key, "--concurrency", os.environ.get("BENCH_CONCURRENCY", "48")]  # fmt: skip
     return [
         subprocess.Popen(
             args,
@@ -403,7 +403,7 @@ async def takeover(env: dict[str, str], base: str, key: str, own: str, token: st
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--messages", type=int, default=60)
-    parser.add_argument("--turns", type=int, default=2000)
+    parser.add_argument("--turns", type=int, default=4000)
     parser.add_argument("--sizes", default="10,1000,10000")
     parser.add_argument("--parts", default="a,b,c", help="which measurements to run")
     parser.add_argument("--server", choices=("daphne", "uvicorn"), default="daphne")
