@@ -1,6 +1,7 @@
 """Revocation reaches the REST long-poll (``GET /{name}/events/wait``) as it reaches the other
-doors' long-lived reads: a poll whose key is revoked, whose member is removed or whose user is
-deactivated while it waits answers 404 and carries none of what was written after."""
+doors' long-lived reads: a poll whose key is revoked, whose member is removed, whose user is
+deactivated or whose browser logs out while it waits answers 404 and carries none of what was
+written after."""
 
 from __future__ import annotations
 
@@ -74,3 +75,20 @@ async def test_a_poll_that_keeps_its_access_still_gets_what_comes(
     await _written_after(session)
     response = await asyncio.wait_for(polling, 10)
     assert [e["data"]["delta"] for e in response.json()["events"]] == ["secret after"]
+
+
+async def test_a_long_poll_let_in_by_the_cookie_answers_404_once_that_browser_logs_out(
+    alice, session, long_poll_waiting
+):
+    laptop, phone = AsyncClient(), AsyncClient()
+    await laptop.aforce_login(alice)
+    await phone.aforce_login(alice)
+    on_laptop = await _poll({}, long_poll_waiting, laptop)
+    long_poll_waiting.clear()
+    on_phone = await _poll({}, long_poll_waiting, phone)
+    await laptop.alogout()
+    await _written_after(session)
+    response = await asyncio.wait_for(on_laptop, 10)
+    assert response.status_code == 404 and b"secret after" not in response.content
+    response = await asyncio.wait_for(on_phone, 10)  # the phone's login is another one
+    assert response.status_code == 200 and b"secret after" in response.content
