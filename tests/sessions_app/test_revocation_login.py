@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from contextlib import asynccontextmanager
 
 import pytest
 from channels.db import database_sync_to_async
@@ -62,12 +63,22 @@ async def publish(session, delta):
     await log.append(services.request(session.pk, [text(delta=delta)]))
 
 
-async def test_a_logout_closes_that_browsers_socket_and_no_other(alice, session):
-    laptop, phone = await logged_in(alice), await logged_in(alice)
+@asynccontextmanager
+async def laptop_and_phone(user):
+    """Two browsers of ``user``, each logged in on its own, each with a socket following
+    chat-1: the laptop, its socket, and the phone's socket."""
+    laptop, phone = await logged_in(user), await logged_in(user)
     on_laptop, on_phone = await socket(laptop), await socket(phone)
     try:
         await on_laptop.subscribe("chat-1")
         await on_phone.subscribe("chat-1")
+        yield laptop, on_laptop, on_phone
+    finally:
+        await on_phone.ws.disconnect()
+
+
+async def test_a_logout_closes_that_browsers_socket_and_no_other(alice, session):
+    async with laptop_and_phone(alice) as (laptop, on_laptop, on_phone):
         assert (await laptop.post("/logout/")).status_code == 302  # Django's own logout view
         frames, code = await closed_with(on_laptop)
         assert code == 4401
@@ -76,8 +87,6 @@ async def test_a_logout_closes_that_browsers_socket_and_no_other(alice, session)
         assert [e["data"]["delta"] for e in await on_phone.events(1)] == ["for the phone"]
         await on_laptop.send({"op": "publish", "id": 1, "session": "chat-1", "events": [text()]})
         await asyncio.sleep(0.3)  # a bound on a negative: time for a wrongly taken publish
-    finally:
-        await on_phone.ws.disconnect()
     assert await db(Entry.objects.filter(session=session).count)() == 1
 
 
@@ -97,19 +106,13 @@ async def test_a_new_password_closes_the_users_other_logins(alice, session):
 
 @override_settings(SESSIONS_APP={"ACCESS_RECHECK_SECONDS": 0.2})
 async def test_a_login_deleted_without_a_signal_is_found_by_the_periodic_check(alice, session):
-    laptop, phone = await logged_in(alice), await logged_in(alice)
-    on_laptop, on_phone = await socket(laptop), await socket(phone)
-    try:
-        await on_laptop.subscribe("chat-1")
-        await on_phone.subscribe("chat-1")
+    async with laptop_and_phone(alice) as (laptop, on_laptop, on_phone):
         # e.g. `clearsessions`, or an admin deleting the row: no logout, no signal.
         await db(LoginRow.objects.filter(session_key=cookie(laptop)).delete)()
         _, code = await closed_with(on_laptop, timeout=3)
         assert code == 4401
         await publish(session, "still here")
         assert [e["data"]["delta"] for e in await on_phone.events(1)] == ["still here"]
-    finally:
-        await on_phone.ws.disconnect()
 
 
 async def test_a_logout_ends_the_browsers_agui_stream(alice, session, long_poll_waiting):
