@@ -360,6 +360,35 @@ def test_a_token_provider_is_asked_on_every_connect(page):
     assert urls == ["tok1 my phone", "tok2 my phone"]
 
 
+def test_a_cookie_client_tries_its_cookie_once_more_when_its_login_ends(page):
+    # A password changed in this browser ends the login the socket opened with, but the
+    # browser holds the new one: one try at once, and the subscriptions carry on. A second
+    # 4401 before a hello is a logout: the client stops and says so.
+    result = run_js(
+        page,
+        CONNECT
+        + """
+        ws.serve({ type: 'caught_up', id: subscribe().id, session: 'chat', offset: '-1' });
+        ws.drop(4401);
+        await until(() => sockets.length === 2 && sockets[1].readyState === 1);
+        ws = sockets[1];
+        ws.hello();
+        const resubscribed = subscribe() !== undefined;
+        ws.serve({ type: 'caught_up', id: subscribe().id, session: 'chat', offset: '-1' });
+        ws.drop(4401);                      // later, the login ends again: one more try
+        await until(() => sockets.length === 3 && sockets[2].readyState === 1);
+        sockets[2].drop(4401);              // no hello: logged out
+        await until(() => statuses.at(-1) === 'unauthenticated');
+        await new Promise((r) => setTimeout(r, 200));   // longer than the backoff's cap (80 ms)
+        return { sockets: sockets.length, resubscribed, statuses };
+        """,
+    )
+    assert result["sockets"] == 3 and result["resubscribed"]
+    assert result["statuses"] == [
+        "connecting", "connected", "reconnecting", "resumed", "reconnecting", "unauthenticated"
+    ]  # fmt: skip
+
+
 def test_the_stored_offset_keeps_up_with_a_long_stream(page):
     # A tab that crashes (no pagehide) mid-answer resumes from near where it was, not from
     # wherever the stream started.

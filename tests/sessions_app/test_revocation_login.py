@@ -13,7 +13,7 @@ import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
-from django.contrib.auth.views import LogoutView
+from django.contrib.auth.views import LogoutView, PasswordChangeView
 from django.contrib.sessions.models import Session as LoginRow
 from django.test import AsyncClient, override_settings
 from django.urls import include, path
@@ -27,6 +27,7 @@ from tests.sessions_app.test_revocation import closed_with, read_until_end
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.urls(__name__)]
 urlpatterns = [
     path("logout/", LogoutView.as_view(next_page="/")),
+    path("password/", PasswordChangeView.as_view(success_url="/")),
     path("sessions/", include("sessions_app.doors.urls")),
     path("v1/stream/", include("sessions_app.streams.urls")),
 ]
@@ -102,6 +103,28 @@ async def test_a_new_password_closes_the_users_other_logins(alice, session):
     await db(change_password)()
     _, code = await closed_with(on_laptop)
     assert code == 4401
+
+
+async def test_the_browser_that_changed_the_password_connects_again_with_its_new_cookie(
+    alice, session
+):
+    laptop = await logged_in(alice)
+    before = await socket(laptop)
+    await before.subscribe("chat-1")
+    changed = await laptop.post(
+        "/password/",
+        {"old_password": "pw", "new_password1": "a much longer one", "new_password2": "a much longer one"},
+    )  # fmt: skip
+    assert changed.status_code == 302  # Django's own view: the laptop stays logged in ...
+    _, code = await closed_with(before)
+    assert code == 4401  # ... under a new session key: the old socket's login is over
+    after = await socket(laptop)  # what durable-sessions.js does on 4401: one try at once
+    try:
+        await after.subscribe("chat-1")
+        await publish(session, "still logged in")
+        assert [e["data"]["delta"] for e in await after.events(1)] == ["still logged in"]
+    finally:
+        await after.ws.disconnect()
 
 
 @override_settings(SESSIONS_APP={"ACCESS_RECHECK_SECONDS": 0.2})

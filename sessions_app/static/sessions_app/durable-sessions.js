@@ -423,6 +423,7 @@ export class SessionsClient extends EventTarget {
   connect() {
     if (!this.stopped) return this;
     this.stopped = false;
+    this.loginRetried = false;
     liveClients.add(this);
     if (typeof window !== "undefined") window.addEventListener("online", this._onOnline);
     this._open();
@@ -513,9 +514,18 @@ export class SessionsClient extends EventTarget {
     for (const view of this.sessions.values()) view._detached();
     if (this.stopped) return;
     if (code === 4401 && !this.options.token) {
-      // The cookie login is gone: retrying will not help until the user logs in again.
-      this.stopped = true;
-      this._setStatus("unauthenticated");
+      // The login the cookie carried has ended (a logout, a password change). The browser may
+      // hold a newer cookie (a password changed in this browser gives its login a new key, or
+      // another tab logged in again): one try with it, at once. A second 4401 before a hello
+      // means logged out: retrying will not help until the user logs in again.
+      if (this.loginRetried) {
+        this.stopped = true;
+        this._setStatus("unauthenticated");
+        return;
+      }
+      this.loginRetried = true;
+      this._setStatus("reconnecting");
+      this._open();
       return;
     }
     this._setStatus("reconnecting");
@@ -596,6 +606,7 @@ export class SessionsClient extends EventTarget {
 
   _on_hello(frame) {
     this.helloed = true;
+    this.loginRetried = false;
     this.device = frame.device;
     this.user = frame.user;
     this.attempt = 0;
