@@ -16,6 +16,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY
+from django.contrib.sessions.backends.db import SessionStore as DbStore
 from django.core import signing
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
@@ -111,13 +112,16 @@ def logins_held(logins: list[tuple[str, Any]]) -> set[str]:
     out; ``SECRET_KEY_FALLBACKS`` are honoured).
 
     Read only, unlike ``django.contrib.auth.get_user``, which flushes or cycles the session it
-    judges: the browser's cookie is not ours to change. Database-backed session engines are
-    read in one query per 500 keys, any other engine one load per key."""
+    judges: the browser's cookie is not ours to change. The ``db`` engine (and engines that
+    read their rows as it does) is read in one query per 500 keys; any other engine with one
+    load per key, as Django reads it (``cached_db`` trusts its cache before its rows).
+    Django's ``file`` engine, loading an expired session, deletes it and writes a new empty
+    one, as it does when the browser brings the cookie."""
     engine = import_module(settings.SESSION_ENGINE)
     store = engine.SessionStore
     found: dict[str, dict[str, Any]] = {}
     keys_ = sorted({key for key, _ in logins})
-    if hasattr(store, "get_model_class"):  # db and cached_db: the rows are the truth
+    if getattr(store, "load", None) is DbStore.load:  # the rows are the truth
         model = store.get_model_class()
         decode = store().decode
         for start in range(0, len(keys_), 500):

@@ -18,7 +18,8 @@ only those; then
 ``access.get_session`` or the door's own check), so it can never disagree with them. The
 periodic check of a worker's sockets asks their batch versions, next to them
 (``keys.authenticate_many``, ``keys.actors_for``, ``access.active_users``,
-``access.reachable_by``): a fixed number of queries per worker and interval, however many
+``access.reachable_by``, ``credentials.logins_held``): a fixed number of queries per worker
+and interval (with Django's ``db`` session engine; others load each cookie login), however many
 sockets are open (it was a few per socket: at 10,000 sockets it held the database threads that
 connects need).
 """

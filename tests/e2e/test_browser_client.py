@@ -360,30 +360,34 @@ def test_a_token_provider_is_asked_on_every_connect(page):
     assert urls == ["tok1 my phone", "tok2 my phone"]
 
 
-def test_a_cookie_client_tries_its_cookie_once_more_when_its_login_ends(page):
-    # A password changed in this browser ends the login the socket opened with, but the
-    # browser holds the new one: one try at once, and the subscriptions carry on. A second
-    # 4401 before a hello is a logout: the client stops and says so.
+def test_a_cookie_client_tries_its_cookie_again_when_its_login_ends(page):
+    # A password changed in this browser ends the login the socket opened with; the browser
+    # gets its new cookie a moment later, with the response. The client tries again on its
+    # backoff: a close or two more with 4401 before a hello, then the new login, and the
+    # subscriptions carry on. LOGIN_RETRIES closes in a row before any hello: logged out, the
+    # client stops and says so.
     result = run_js(
         page,
         CONNECT
         + """
         ws.serve({ type: 'caught_up', id: subscribe().id, session: 'chat', offset: '-1' });
+        const next = async (n) => { await until(() => sockets.length === n && sockets[n - 1].readyState === 1);
+                                    return sockets[n - 1]; };
         ws.drop(4401);
-        await until(() => sockets.length === 2 && sockets[1].readyState === 1);
-        ws = sockets[1];
-        ws.hello();
+        (await next(2)).drop(4401);         // the old cookie still: refused again
+        ws = await next(3);
+        ws.hello();                         // the new cookie: in
         const resubscribed = subscribe() !== undefined;
         ws.serve({ type: 'caught_up', id: subscribe().id, session: 'chat', offset: '-1' });
-        ws.drop(4401);                      // later, the login ends again: one more try
-        await until(() => sockets.length === 3 && sockets[2].readyState === 1);
-        sockets[2].drop(4401);              // no hello: logged out
+        ws.drop(4401);                      // later, a logout
+        for (let n = 4; n < 4 + lib.LOGIN_RETRIES; n++) (await next(n)).drop(4401);
         await until(() => statuses.at(-1) === 'unauthenticated');
         await new Promise((r) => setTimeout(r, 200));   // longer than the backoff's cap (80 ms)
-        return { sockets: sockets.length, resubscribed, statuses };
+        return { sockets: sockets.length, retries: lib.LOGIN_RETRIES, resubscribed, statuses };
         """,
     )
-    assert result["sockets"] == 3 and result["resubscribed"]
+    assert result["retries"] >= 2
+    assert result["sockets"] == 3 + result["retries"] and result["resubscribed"]
     assert result["statuses"] == [
         "connecting", "connected", "reconnecting", "resumed", "reconnecting", "unauthenticated"
     ]  # fmt: skip

@@ -8,11 +8,13 @@ from __future__ import annotations
 import asyncio
 import json
 from contextlib import asynccontextmanager
+from importlib import import_module
 
 import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
+from django.contrib.auth import SESSION_KEY
 from django.contrib.auth.views import LogoutView, PasswordChangeView
 from django.contrib.sessions.models import Session as LoginRow
 from django.test import AsyncClient, override_settings
@@ -118,7 +120,7 @@ async def test_the_browser_that_changed_the_password_connects_again_with_its_new
     assert changed.status_code == 302  # Django's own view: the laptop stays logged in ...
     _, code = await closed_with(before)
     assert code == 4401  # ... under a new session key: the old socket's login is over
-    after = await socket(laptop)  # what durable-sessions.js does on 4401: one try at once
+    after = await socket(laptop)  # what durable-sessions.js does on 4401: try again (backoff)
     try:
         await after.subscribe("chat-1")
         await publish(session, "still logged in")
@@ -187,6 +189,21 @@ def test_which_logins_still_hold(engine, alice, bob, client, settings):
     assert credentials.logins_held([("no-such-session", alice)]) == set()
     alice.set_password("changed")
     alice.save()
+    assert credentials.logins_held([(kept, alice)]) == set()
+
+
+def test_logins_are_judged_as_django_loads_them_with_the_cached_db_engine(alice, client, settings):
+    # cached_db trusts its cache before its rows: a login whose row went (an admin deleted it)
+    # still lets the browser in while the cache has it, so it must not end its sockets (they
+    # would reconnect and be closed again at every check).
+    settings.SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+    client.force_login(alice)
+    kept = client.cookies[settings.SESSION_COOKIE_NAME].value
+    LoginRow.objects.filter(session_key=kept).delete()
+    store = import_module(settings.SESSION_ENGINE).SessionStore
+    assert SESSION_KEY in store(kept).load()  # what Django reads of the cookie: still logged in
+    assert credentials.logins_held([(kept, alice)]) == {kept}
+    client.logout()
     assert credentials.logins_held([(kept, alice)]) == set()
 
 

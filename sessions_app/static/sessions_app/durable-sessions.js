@@ -389,6 +389,10 @@ export class ClientError extends Error {
   }
 }
 
+// A cookie client whose socket closes with 4401 tries again this many times (each closed with
+// 4401 before a hello) before it stops as "unauthenticated".
+export const LOGIN_RETRIES = 3;
+
 /** Delay before reconnect attempt `attempt` (0-based): exponential, capped, "equal jitter". */
 export function backoffDelay(attempt, { initial, max, factor }, random = Math.random) {
   const ceiling = Math.min(max, initial * factor ** attempt);
@@ -423,7 +427,7 @@ export class SessionsClient extends EventTarget {
   connect() {
     if (!this.stopped) return this;
     this.stopped = false;
-    this.loginRetried = false;
+    this.loginRetries = 0;
     liveClients.add(this);
     if (typeof window !== "undefined") window.addEventListener("online", this._onOnline);
     this._open();
@@ -515,18 +519,17 @@ export class SessionsClient extends EventTarget {
     if (this.stopped) return;
     if (code === 4401 && !this.options.token) {
       // The login the cookie carried has ended (a logout, a password change). The browser may
-      // hold a newer cookie (a password changed in this browser gives its login a new key, or
-      // another tab logged in again): one try with it, at once. A second 4401 before a hello
-      // means logged out: retrying will not help until the user logs in again.
-      if (this.loginRetried) {
+      // soon hold a newer cookie: a password changed in this browser moves its login to a new
+      // key, but the socket is closed before the response that sets it arrives; or another
+      // tab logs in again. LOGIN_RETRIES tries on the usual backoff (about 1-2 s in all by
+      // default); if each is closed with 4401 before a hello, the user is logged out and
+      // retrying will not help until they log in again.
+      this.loginRetries = (this.loginRetries || 0) + 1;
+      if (this.loginRetries > LOGIN_RETRIES) {
         this.stopped = true;
         this._setStatus("unauthenticated");
         return;
       }
-      this.loginRetried = true;
-      this._setStatus("reconnecting");
-      this._open();
-      return;
     }
     this._setStatus("reconnecting");
     this._scheduleReconnect();
@@ -606,7 +609,7 @@ export class SessionsClient extends EventTarget {
 
   _on_hello(frame) {
     this.helloed = true;
-    this.loginRetried = false;
+    this.loginRetries = 0;
     this.device = frame.device;
     this.user = frame.user;
     this.attempt = 0;
